@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Idempotent set-up: fetch libtorch 2.11.0 (CPU part) from the PyPI torch wheel into `.libtorch/`, which
+# `.cargo/config.toml` points tch at. download.pytorch.org is not reachable here; PyPI is.
+# A second run finds everything in place and returns at once. Set RUPROMPTS_CACHE to share downloaded wheels
+# between clones (default: `.cache/` in the repo, ignored by git).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+torch_version=2.11.0
+# The two CUDA runtime libraries that libtorch_cpu.so links even on CPU (the profiler); they load without a GPU.
+cuda_wheels=(nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
+dest="$root/.libtorch"
+cache="${RUPROMPTS_CACHE:-$root/.cache}"
+wheels="$cache/wheels"
+stamp="${torch_version}+cpu"
+
+if [ -f "$dest/build-version" ] && [ "$(cat "$dest/build-version")" = "$stamp" ] \
+    && [ -e "$dest/lib/libtorch_cpu.so" ] && [ -d "$dest/include" ]; then
+    echo "setup: libtorch $stamp ready in $dest"
+    exit 0
+fi
+
+command -v python3 >/dev/null || { echo "setup: python3 (with pip) is needed to fetch libtorch from PyPI" >&2; exit 1; }
+
+mkdir -p "$wheels"
+torch_wheel=$(ls "$wheels"/torch-${torch_version}-cp311-cp311-manylinux_2_28_x86_64.whl 2>/dev/null || true)
+if [ -z "$torch_wheel" ]; then
+    echo "setup: downloading torch==$torch_version from PyPI (530 MB, once)"
+    # Explicit tags so the result does not depend on the local Python version.
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+        --abi cp311 --platform manylinux_2_28_x86_64 -d "$wheels.part" "torch==$torch_version"
+fi
+for spec in "${cuda_wheels[@]}"; do
+    name=${spec%%==*}
+    if ! ls "$wheels/${name//-/_}-${spec##*==}-"*.whl >/dev/null 2>&1; then
+        echo "setup: downloading $spec from PyPI"
+        # No --platform here: pip 23 does not match these wheels' manylinux_2_17/2_25 tags against 2_28.
+        python3 -m pip download --quiet --no-deps -d "$wheels.part" "$spec"
+    fi
+done
+if [ -d "$wheels.part" ]; then
+    mv "$wheels.part"/*.whl "$wheels"/
+    rmdir "$wheels.part"
+fi
+
+echo "setup: unpacking the CPU libraries and headers into $dest"
+tmp="$dest.part"
+rm -rf "$tmp"
+python3 - "$wheels" "$tmp" "$torch_version" <<'PY'
+import os, sys, zipfile, glob
+wheels, out, version = sys.argv[1:]
+os.makedirs(os.path.join(out, "lib"))
+keep_libs = {"libtorch_cpu.so", "libc10.so", "libgomp.so.1", "libcudart.so.13", "libcupti.so.13"}
+def unpack(whl, want):
+    with zipfile.ZipFile(whl) as z:
+        for info in z.infolist():
+            target = want(info.filename)
+            if target and not info.is_dir():
+                path = os.path.join(out, target)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with z.open(info) as src, open(path, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+def torch_member(name):
+    if name.startswith("torch/include/"):
+        return name[len("torch/"):]
+    base = os.path.basename(name)
+    if name.startswith("torch/lib/") and base in keep_libs:
+        return "lib/" + base
+unpack(glob.glob(os.path.join(wheels, f"torch-{version}-*.whl"))[0], torch_member)
+for whl in glob.glob(os.path.join(wheels, "nvidia_cuda_*.whl")):
+    unpack(whl, lambda n: "lib/" + os.path.basename(n)
+           if n.startswith("nvidia/cu13/lib/") and os.path.basename(n) in keep_libs else None)
+missing = [l for l in keep_libs if not os.path.exists(os.path.join(out, "lib", l))]
+if missing:
+    sys.exit(f"setup: the wheels lack {missing}")
+PY
+# tch links -ltorch; the wheel's libtorch.so would drag in libtorch_cuda.so and ~2 GB of CUDA libraries.
+ln -s libtorch_cpu.so "$tmp/lib/libtorch.so"
+# torch-sys checks this file against the torch version it expects.
+echo "$stamp" > "$tmp/build-version"
+rm -rf "$dest"
+mv "$tmp" "$dest"
+echo "setup: libtorch $stamp ready in $dest ($(du -sh "$dest" | cut -f1))"

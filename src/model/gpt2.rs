@@ -1,0 +1,373 @@
+//! GPT-2 (Radford et al., 2019, "Language Models are Unsupervised Multitask Learners") in tch, loading
+//! Hugging Face checkpoints by their own tensor names. ruGPT-3 and mGPT share this architecture.
+//!
+//! Weights are plain tensors that never require gradients: the backbone is frozen by construction, while
+//! gradients still flow through it to input embeddings (where soft prompts are injected).
+
+use std::path::Path;
+
+use anyhow::{ensure, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::cache::KvCache;
+use super::config::{Activation, Gpt2Config};
+use super::weights::StateDict;
+
+/// HF `Conv1D`: `y = x @ W + b` with `W` stored `[in, out]`.
+#[derive(Debug)]
+struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn load(sd: &mut StateDict, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            weight: sd.take(&format!("{prefix}.weight"))?,
+            bias: sd.take(&format!("{prefix}.bias"))?,
+        })
+    }
+
+    /// `[.., in] -> [.., out]`, as one addmm over the flattened rows like HF does.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut out_shape = x.size();
+        let input_dim = *out_shape
+            .last()
+            .expect("Conv1D input has at least one dimension");
+        *out_shape.last_mut().unwrap() = self.weight.size()[1];
+        self.bias
+            .addmm(&x.reshape([-1, input_dim]), &self.weight)
+            .reshape(out_shape)
+    }
+}
+
+#[derive(Debug)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(sd: &mut StateDict, prefix: &str, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: sd.take(&format!("{prefix}.weight"))?,
+            bias: sd.take(&format!("{prefix}.bias"))?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let d = self.weight.size()[0];
+        x.layer_norm([d], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    n_head: i64,
+    scale: f64,
+}
+
+impl Attention {
+    /// `x: [B, T, d]`, `mask: [B, 1, T, S]` bool (true = may attend) or `None` for plain causal attention.
+    /// With a cache, this layer's keys/values are appended to it and attention covers all `S` positions.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+    ) -> Tensor {
+        let (b, t, d) = x.size3().expect("attention input is [B, T, d]");
+        let heads = |z: &Tensor| z.view([b, t, self.n_head, d / self.n_head]).transpose(1, 2);
+        let qkv = self.c_attn.forward(x).split(d, 2);
+        let (q, mut k, mut v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        if let Some((past_k, past_v)) = cache {
+            if let (Some(pk), Some(pv)) = (past_k.as_ref(), past_v.as_ref()) {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            *past_k = Some(k.shallow_clone());
+            *past_v = Some(v.shallow_clone());
+        }
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            0.0,
+            mask.is_none(),
+            self.scale,
+            false,
+        );
+        self.c_proj.forward(&y.transpose(1, 2).reshape([b, t, d]))
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+    activation: Activation,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.c_proj
+            .forward(&self.activation.apply(&self.c_fc.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(sd: &mut StateDict, i: i64, cfg: &Gpt2Config) -> Result<Self> {
+        let p = format!("h.{i}");
+        let eps = cfg.layer_norm_epsilon;
+        let mut scale = if cfg.scale_attn_weights {
+            1.0 / (cfg.head_dim() as f64).sqrt()
+        } else {
+            1.0
+        };
+        if cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (i + 1) as f64;
+        }
+        Ok(Self {
+            ln_1: LayerNorm::load(sd, &format!("{p}.ln_1"), eps)?,
+            attn: Attention {
+                c_attn: Conv1D::load(sd, &format!("{p}.attn.c_attn"))?,
+                c_proj: Conv1D::load(sd, &format!("{p}.attn.c_proj"))?,
+                n_head: cfg.n_head,
+                scale,
+            },
+            ln_2: LayerNorm::load(sd, &format!("{p}.ln_2"), eps)?,
+            mlp: Mlp {
+                c_fc: Conv1D::load(sd, &format!("{p}.mlp.c_fc"))?,
+                c_proj: Conv1D::load(sd, &format!("{p}.mlp.c_proj"))?,
+                activation: cfg.activation()?,
+            },
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
+    ) -> Tensor {
+        let x = x + self.attn.forward(&self.ln_1.forward(x), mask, cache);
+        &x + self.mlp.forward(&self.ln_2.forward(&x))
+    }
+}
+
+/// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// `[B, T]` int64 token ids.
+    Ids(&'a Tensor),
+    /// `[B, T, d]` embeddings (e.g. from [`Gpt2::embed`] with prompt rows replaced), any float dtype.
+    Embeds(&'a Tensor),
+}
+
+/// A frozen GPT-2 language model.
+#[derive(Debug)]
+pub struct Gpt2 {
+    config: Gpt2Config,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    /// `None` when tied to `wte` (the usual case).
+    lm_head: Option<Tensor>,
+    kind: Kind,
+    device: Device,
+}
+
+impl Gpt2 {
+    /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`.
+    pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
+        let config = Gpt2Config::from_file(&dir.join("config.json"))?;
+        let mut sd = StateDict::load(dir, &config, kind, device)?;
+        let blocks = (0..config.n_layer)
+            .map(|i| Block::load(&mut sd, i, &config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            wte: sd.take("wte.weight")?,
+            wpe: sd.take("wpe.weight")?,
+            ln_f: LayerNorm::load(&mut sd, "ln_f", config.layer_norm_epsilon)?,
+            lm_head: if config.tie_word_embeddings {
+                None
+            } else {
+                Some(sd.take("lm_head.weight")?)
+            },
+            blocks,
+            config,
+            kind,
+            device,
+        })
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.blocks.len())
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// dtype of the weights (and of hidden states).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The token embedding matrix `[vocab, d]` (providers initialise soft prompts from its rows).
+    pub fn token_embeddings(&self) -> &Tensor {
+        &self.wte
+    }
+
+    /// Token embeddings of `ids: [B, T]` → `[B, T, d]`.
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.wte, ids, -1, false, false)
+    }
+
+    /// Runs the transformer and returns the final hidden states `[B, T, d]` (after `ln_f`).
+    ///
+    /// `attention_mask: [B, past + T]` (1 = real token, 0 = padding) covers the cached positions too; padding
+    /// may sit on the left, the right or both. Position ids count real tokens from the first one, so a
+    /// left-padded row gets the same positions as the row without padding. With `cache`, keys and values are
+    /// appended to it, and `T` new positions follow the cached ones.
+    pub fn forward(
+        &self,
+        input: Input<'_>,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let embeds = match input {
+            Input::Ids(ids) => {
+                ensure!(
+                    ids.dim() == 2,
+                    "input ids must be [batch, seq], got {:?}",
+                    ids.size()
+                );
+                self.embed(&ids.to_device(self.device))
+            }
+            Input::Embeds(e) => {
+                ensure!(
+                    e.dim() == 3 && e.size()[2] == self.config.n_embd,
+                    "input embeddings must be [batch, seq, {}], got {:?}",
+                    self.config.n_embd,
+                    e.size()
+                );
+                e.to_device(self.device).to_kind(self.kind)
+            }
+        };
+        let (b, t, _) = embeds.size3()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if let Some(c) = cache.as_ref() {
+            ensure!(
+                c.is_empty() || c.batch_size() == b,
+                "KV cache holds batch {}, input has {b}",
+                c.batch_size()
+            );
+        }
+        ensure!(
+            past + t <= self.config.n_positions,
+            "sequence of {} tokens exceeds the model's context window n_positions={}",
+            past + t,
+            self.config.n_positions
+        );
+        let mask = match attention_mask {
+            Some(m) => {
+                ensure!(
+                    m.size() == [b, past + t],
+                    "attention mask must be [{b}, {}], got {:?}",
+                    past + t,
+                    m.size()
+                );
+                Some(m.to_device(self.device))
+            }
+            None => None,
+        };
+        let positions = position_ids(mask.as_ref(), b, past, t, self.device);
+        let mut x = embeds + Tensor::embedding(&self.wpe, &positions, -1, false, false);
+        // Plain causal attention needs no mask tensor; padding or a cache offset does.
+        let attn_mask = (mask.is_some() || past > 0)
+            .then(|| attention_bias(mask.as_ref(), b, past, t, self.device));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            x = block.forward(&x, attn_mask.as_ref(), layer_cache);
+        }
+        Ok(self.ln_f.forward(&x))
+    }
+
+    /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
+    /// should select them first: the projection is the largest matmul of the model.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
+        hidden
+            .matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr())
+            .to_kind(Kind::Float)
+    }
+
+    /// Mean next-token cross-entropy of `labels: [B, T]` (−100 = ignored), shifted inside like HF's
+    /// `labels=` argument. Only labelled positions are projected to the vocabulary.
+    pub fn lm_loss(&self, hidden: &Tensor, labels: &Tensor) -> Tensor {
+        let d = self.config.n_embd;
+        let t = hidden.size()[1];
+        let h = hidden.narrow(1, 0, t - 1).reshape([-1, d]);
+        let targets = labels
+            .narrow(1, 1, t - 1)
+            .reshape([-1])
+            .to_device(self.device);
+        let keep = targets.ne(-100).nonzero().squeeze_dim(1);
+        let logits = self.lm_logits(&h.index_select(0, &keep));
+        logits.cross_entropy_for_logits(&targets.index_select(0, &keep))
+    }
+}
+
+/// Position ids `[B, T]` for the `T` new tokens: each row counts from its first real token, so left padding
+/// does not shift positions; padding before it gets position 0. Without a mask, `past..past+T`.
+fn position_ids(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Device) -> Tensor {
+    let steps = Tensor::arange_start(past, past + t, (Kind::Int64, device));
+    match mask {
+        None => steps.unsqueeze(0).expand([b, t], false),
+        Some(m) => {
+            // Leading padding = number of positions before the first 1 (cummax turns the mask into a step).
+            let leading =
+                m.to_kind(Kind::Int64)
+                    .cummax(1)
+                    .0
+                    .eq(0)
+                    .sum_dim_intlist(1, true, Kind::Int64);
+            (steps.unsqueeze(0) - leading).clamp_min(0)
+        }
+    }
+}
+
+/// Bool attention mask `[B, 1, T, past+T]`: causal, blind to padded keys. Every position may always see
+/// itself, so no row is fully masked (which would turn padded rows into NaN and leak through the values).
+fn attention_bias(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Device) -> Tensor {
+    let s = past + t;
+    let q = Tensor::arange_start(past, s, (Kind::Int64, device)).unsqueeze(1);
+    let k = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0);
+    let causal = k.le_tensor(&q);
+    let allowed = match mask {
+        Some(m) => causal.unsqueeze(0).logical_and(&m.ne(0).unsqueeze(1)),
+        None => causal.unsqueeze(0).expand([b, t, s], false),
+    };
+    allowed
+        .logical_or(&k.eq_tensor(&q).unsqueeze(0))
+        .unsqueeze(1)
+}

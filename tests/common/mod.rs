@@ -1,0 +1,89 @@
+//! Shared helpers of the integration tests: where `../shared` is, and reading its reference files.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+/// `../shared` beside the repository (override with RUPROMPTS_SHARED). Tests that need it fail loudly
+/// when it is absent rather than skipping.
+pub fn shared() -> PathBuf {
+    let dir = std::env::var_os("RUPROMPTS_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    assert!(
+        dir.join("fixtures").is_dir(),
+        "test fixtures not found in {} (set RUPROMPTS_SHARED)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(path: &str) -> PathBuf {
+    shared().join("fixtures").join(path)
+}
+
+pub fn model_dir() -> PathBuf {
+    fixture("tiny-gpt2-ru")
+}
+
+/// One thread per test: parallel tests each running a 2-thread OpenMP pool spin-wait against each other.
+pub fn init() {
+    tch::set_num_threads(1);
+}
+
+pub fn load_json(path: &str) -> Value {
+    let path = fixture(path);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn tiny_model() -> ruprompts::model::Gpt2 {
+    init();
+    ruprompts::model::Gpt2::from_dir(&model_dir(), Kind::Float, Device::Cpu).unwrap()
+}
+
+/// A named tensor of `reference/gpt2_tensors.safetensors`.
+pub fn reference_tensor(name: &str) -> Tensor {
+    let path = fixture("reference/gpt2_tensors.safetensors");
+    Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} not in {}", path.display()))
+        .1
+}
+
+pub fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
+    v.as_array().unwrap().iter().map(i64_vec).collect()
+}
+
+pub fn i64_vec(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+pub fn f64_vec(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// `[B, T]` int64 tensor from rows of equal length.
+pub fn ids_tensor(rows: &[Vec<i64>]) -> Tensor {
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}

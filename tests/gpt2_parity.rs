@@ -1,0 +1,281 @@
+//! The GPT-2 backbone against transformers 4.57 reference outputs (`../shared/fixtures/reference/gpt2.json`).
+
+mod common;
+
+use common::*;
+use ruprompts::generate::greedy;
+use ruprompts::model::{Gpt2, Input};
+use tch::{Device, Kind, Tensor};
+
+const CASES: [&str; 3] = ["short", "batch", "long"];
+
+fn case_inputs(case: &serde_json::Value) -> (Tensor, Tensor, Vec<i64>) {
+    let ids = ids_tensor(&i64_rows(&case["input_ids"]));
+    let mask = ids_tensor(&i64_rows(&case["attention_mask"]));
+    (ids, mask, i64_vec(&case["lengths"]))
+}
+
+/// Max |diff| over the real (unpadded) positions of `[B, T, ..]` tensors.
+fn real_positions_diff(a: &Tensor, b: &Tensor, lengths: &[i64]) -> f64 {
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(row, &len)| {
+            max_abs_diff(
+                &a.get(row as i64).narrow(0, 0, len),
+                &b.get(row as i64).narrow(0, 0, len),
+            )
+        })
+        .fold(0.0, f64::max)
+}
+
+fn logits_of(model: &Gpt2, ids: &Tensor, mask: &Tensor) -> Tensor {
+    let hidden = tch::no_grad(|| model.forward(Input::Ids(ids), Some(mask), None)).unwrap();
+    model.lm_logits(&hidden)
+}
+
+#[test]
+fn logits_and_final_hidden_states_match_transformers() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    for name in CASES {
+        let (ids, mask, lengths) = case_inputs(&reference["cases"][name]);
+        let hidden = tch::no_grad(|| model.forward(Input::Ids(&ids), Some(&mask), None)).unwrap();
+        let logits = model.lm_logits(&hidden);
+        assert_eq!(logits.kind(), Kind::Float);
+        let diff = real_positions_diff(
+            &logits,
+            &reference_tensor(&format!("{name}.logits")),
+            &lengths,
+        );
+        assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+        let diff = real_positions_diff(
+            &hidden,
+            &reference_tensor(&format!("{name}.hidden_states.2")),
+            &lengths,
+        );
+        assert!(diff <= 1e-4, "{name}: final hidden states differ by {diff}");
+        // Argmax is exact: the smallest top-1/top-2 gap in the reference is 1.2e-3.
+        let argmax = i64_rows(&reference["cases"][name]["argmax"]);
+        for (row, &len) in lengths.iter().enumerate() {
+            let ours =
+                Vec::<i64>::try_from(logits.get(row as i64).narrow(0, 0, len).argmax(-1, false))
+                    .unwrap();
+            assert_eq!(
+                ours,
+                argmax[row][..len as usize],
+                "{name} row {row}: argmax"
+            );
+        }
+    }
+}
+
+#[test]
+fn lm_loss_matches_transformers() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    for name in CASES {
+        let case = &reference["cases"][name];
+        let (ids, mask, _) = case_inputs(case);
+        let labels = ids.masked_fill(&mask.eq(0), -100);
+        let loss = tch::no_grad(|| {
+            let hidden = model.forward(Input::Ids(&ids), Some(&mask), None).unwrap();
+            model.lm_loss(&hidden, &labels).double_value(&[])
+        });
+        let expected = case["loss"].as_f64().unwrap();
+        assert!(
+            (loss - expected).abs() <= 1e-5,
+            "{name}: loss {loss} vs {expected}"
+        );
+    }
+}
+
+#[test]
+fn pytorch_bin_weights_give_the_same_logits() {
+    let st = tiny_model();
+    let bin = Gpt2::from_dir(&fixture("tiny-gpt2-ru-bin"), Kind::Float, Device::Cpu).unwrap();
+    let reference = load_json("reference/gpt2.json");
+    let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
+    let diff = real_positions_diff(
+        &logits_of(&st, &ids, &mask),
+        &logits_of(&bin, &ids, &mask),
+        &lengths,
+    );
+    assert!(diff <= 1e-6, "bin vs safetensors logits differ by {diff}");
+}
+
+#[test]
+fn continuation_logprob_sums_match_transformers() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    for item in reference["continuation_logprobs"].as_array().unwrap() {
+        let context = i64_vec(&item["context_ids"]);
+        for cand in item["candidates"].as_array().unwrap() {
+            let ids = i64_vec(&cand["input_ids"]);
+            let n = i64_vec(&cand["continuation_ids"]).len() as i64;
+            let input = ids_tensor(&[ids.clone()]);
+            let logp = tch::no_grad(|| {
+                model.lm_logits(&model.forward(Input::Ids(&input), None, None).unwrap())
+            })
+            .log_softmax(-1, Kind::Float)
+            .get(0);
+            let start = context.len() as i64 - 1;
+            let targets = Tensor::from_slice(&ids[context.len()..]);
+            let sum = logp
+                .narrow(0, start, n)
+                .gather(1, &targets.unsqueeze(1), false)
+                .sum(Kind::Float)
+                .double_value(&[]);
+            let expected = cand["sum_logprob"].as_f64().unwrap();
+            assert!(
+                (sum - expected).abs() <= 1e-4,
+                "{:?}: {sum} vs {expected}",
+                cand["continuation"]
+            );
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers_with_and_without_cache() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    let gen = &reference["greedy_generation"];
+    let prompt = i64_vec(&gen["prompt_ids"]);
+    let eos = gen["generation_config"]["eos_token_id"].as_i64();
+    let max_new = gen["kwargs"]["max_new_tokens"].as_u64().unwrap() as usize;
+    for use_cache in [true, false] {
+        let expected = &gen[format!("use_cache_{}", if use_cache { "True" } else { "False" })];
+        let out = greedy(&model, &prompt, max_new, eos, use_cache).unwrap();
+        assert_eq!(
+            out.new_ids,
+            i64_vec(&expected["new_ids"]),
+            "use_cache={use_cache}"
+        );
+        for (ours, theirs) in out
+            .chosen_logits
+            .iter()
+            .zip(f64_vec(&expected["chosen_token_logits"]))
+        {
+            assert!(
+                (*ours as f64 - theirs).abs() <= 1e-4,
+                "use_cache={use_cache}: chosen logit {ours} vs {theirs}"
+            );
+        }
+    }
+}
+
+/// Each row of a padded batch (left or right padding) equals the same text run alone.
+#[test]
+fn padded_batch_rows_equal_unpadded_singles() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    let rows: Vec<Vec<i64>> = i64_rows(&reference["cases"]["batch"]["input_ids"]);
+    let lengths = i64_vec(&reference["cases"]["batch"]["lengths"]);
+    let width = *lengths.iter().max().unwrap() as usize;
+    for left in [false, true] {
+        let mut ids = Vec::new();
+        let mut mask = Vec::new();
+        for (row, &len) in rows.iter().zip(&lengths) {
+            let real = &row[..len as usize];
+            let pad = vec![0i64; width - real.len()];
+            let (r, m) = if left {
+                (
+                    [pad.clone(), real.to_vec()].concat(),
+                    [vec![0; pad.len()], vec![1; real.len()]].concat(),
+                )
+            } else {
+                (
+                    [real.to_vec(), pad.clone()].concat(),
+                    [vec![1; real.len()], vec![0; pad.len()]].concat(),
+                )
+            };
+            ids.push(r);
+            mask.push(m);
+        }
+        let batch = logits_of(&model, &ids_tensor(&ids), &ids_tensor(&mask));
+        for (i, (row, &len)) in rows.iter().zip(&lengths).enumerate() {
+            let single_ids = ids_tensor(&[row[..len as usize].to_vec()]);
+            let single = logits_of(&model, &single_ids, &Tensor::ones_like(&single_ids));
+            let offset = if left { width as i64 - len } else { 0 };
+            let diff = max_abs_diff(&batch.get(i as i64).narrow(0, offset, len), &single.get(0));
+            assert!(
+                diff <= 1e-5,
+                "left={left} row {i}: batched vs single logits differ by {diff}"
+            );
+        }
+    }
+}
+
+/// Feeding a sequence in chunks through the KV cache equals one full forward, also with left padding.
+#[test]
+fn kv_cache_chunks_equal_full_forward() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    let ids: Vec<i64> = i64_rows(&reference["cases"]["long"]["input_ids"])[0][..40].to_vec();
+    let padded = ids_tensor(&[[vec![0i64; 5], ids.clone()].concat()]);
+    let mask = ids_tensor(&[[vec![0i64; 5], vec![1; ids.len()]].concat()]);
+    let full = logits_of(&model, &padded, &mask);
+    let mut cache = model.new_cache();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for chunk in [20i64, 1, 1, 13, 10] {
+        let part = padded.narrow(1, start, chunk);
+        let hidden = tch::no_grad(|| {
+            model.forward(
+                Input::Ids(&part),
+                Some(&mask.narrow(1, 0, start + chunk)),
+                Some(&mut cache),
+            )
+        })
+        .unwrap();
+        pieces.push(model.lm_logits(&hidden));
+        start += chunk;
+    }
+    assert_eq!(cache.len(), 45);
+    let chunked = Tensor::cat(&pieces, 1);
+    let diff = max_abs_diff(&chunked.narrow(1, 5, 40), &full.narrow(1, 5, 40));
+    assert!(diff <= 1e-5, "cached vs full logits differ by {diff}");
+}
+
+/// Soft prompts train through the frozen model: gradients reach input embeddings, never the weights.
+#[test]
+fn gradients_flow_to_input_embeddings_only() {
+    let model = tiny_model();
+    let ids = Tensor::from_slice(&[409i64, 278, 332, 17, 95]).unsqueeze(0);
+    let embeds = model.embed(&ids).detach().set_requires_grad(true);
+    assert!(
+        !model.token_embeddings().requires_grad(),
+        "backbone weights must be frozen"
+    );
+    let hidden = model.forward(Input::Embeds(&embeds), None, None).unwrap();
+    let loss = model.lm_loss(&hidden, &ids);
+    loss.backward();
+    let grad = embeds.grad();
+    assert!(grad.defined() && grad.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    assert!(
+        !model.token_embeddings().grad().defined(),
+        "no gradient may be allocated for the backbone"
+    );
+    // Same input as embeddings or as ids: same loss.
+    let from_ids =
+        tch::no_grad(|| model.lm_loss(&model.forward(Input::Ids(&ids), None, None).unwrap(), &ids));
+    assert!((loss.double_value(&[]) - from_ids.double_value(&[])).abs() < 1e-6);
+}
+
+/// Half-precision weights run and stay close to f32; logits always come back as f32.
+#[test]
+fn half_precision_backbones_agree_with_f32() {
+    common::init();
+    let reference = load_json("reference/gpt2.json");
+    let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
+    let f32_logits = logits_of(&tiny_model(), &ids, &mask);
+    for kind in [Kind::BFloat16, Kind::Half] {
+        let model = Gpt2::from_dir(&model_dir(), kind, Device::Cpu).unwrap();
+        assert_eq!(model.token_embeddings().kind(), kind);
+        let logits = logits_of(&model, &ids, &mask);
+        assert_eq!(logits.kind(), Kind::Float);
+        let diff = real_positions_diff(&logits, &f32_logits, &lengths);
+        assert!(diff < 0.05, "{kind:?} logits differ from f32 by {diff}");
+    }
+}
