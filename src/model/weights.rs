@@ -2,7 +2,7 @@
 //! `model.safetensors.index.json`, or `pytorch_model.bin` (also sharded), and checks every tensor against the
 //! shapes that `config.json` implies. Errors name the file and the tensor at fault.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -92,16 +92,23 @@ fn check_shapes(
     config: &Gpt2Config,
     source: &Path,
 ) -> Result<()> {
-    let expected: BTreeMap<String, Vec<i64>> = config.expected_shapes().into_iter().collect();
+    let expected = config.expected_shapes();
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|(n, _)| !tensors.contains_key(n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if let Some(first) = missing.first() {
+        bail!(
+            "{}: tensor '{first}' is missing ({} missing in all; config.json: n_layer={}, tie_word_embeddings={})",
+            source.display(),
+            missing.len(),
+            config.n_layer,
+            config.tie_word_embeddings
+        );
+    }
     for (name, shape) in &expected {
-        let (file, tensor) = tensors.get(name).ok_or_else(|| {
-            anyhow!(
-                "{}: tensor '{name}' is missing (config.json: n_layer={}, tie_word_embeddings={})",
-                source.display(),
-                config.n_layer,
-                config.tie_word_embeddings
-            )
-        })?;
+        let (file, tensor) = &tensors[name];
         if &tensor.size() != shape {
             bail!(
                 "{}: tensor '{name}' has shape {:?} but config.json (n_embd={}, n_layer={}, vocab_size={}, \
@@ -116,9 +123,10 @@ fn check_shapes(
             );
         }
     }
+    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let mut unexpected: Vec<&String> = tensors
         .keys()
-        .filter(|n| !expected.contains_key(*n))
+        .filter(|n| !known.contains(n.as_str()))
         .collect();
     if !unexpected.is_empty() {
         unexpected.sort();
@@ -167,7 +175,7 @@ fn read_sharded(index_path: &Path) -> Result<Vec<(String, PathBuf, Tensor)>> {
         )
     })?;
     let dir = index_path.parent().unwrap_or(Path::new("."));
-    let shards: std::collections::BTreeSet<&String> = index.weight_map.values().collect();
+    let shards: BTreeSet<&String> = index.weight_map.values().collect();
     let mut out = Vec::new();
     for shard in shards {
         let shard_path = dir.join(shard);
@@ -180,7 +188,7 @@ fn read_sharded(index_path: &Path) -> Result<Vec<(String, PathBuf, Tensor)>> {
         }
         out.extend(read_any(&shard_path)?);
     }
-    let read: std::collections::HashSet<&str> = out.iter().map(|(n, _, _)| n.as_str()).collect();
+    let read: HashSet<&str> = out.iter().map(|(n, _, _)| n.as_str()).collect();
     for name in index.weight_map.keys() {
         if !read.contains(name.as_str()) {
             bail!(
