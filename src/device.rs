@@ -27,11 +27,7 @@ impl DeviceChoice {
             Self::Cuda => anyhow::bail!(
                 "device 'cuda' was requested but no CUDA device is usable: libtorch in use is {} \
                  (set LIBTORCH to a CUDA build of libtorch, or use --device cpu)",
-                if tch::utils::has_cuda() {
-                    "a CUDA build, but no GPU is visible"
-                } else {
-                    "CPU-only"
-                }
+                if tch::utils::has_cuda() { "a CUDA build, but no GPU is visible" } else { "CPU-only" }
             ),
         }
     }

@@ -21,25 +21,17 @@ pub fn greedy(
     eos: Option<i64>,
     use_cache: bool,
 ) -> Result<Greedy> {
-    ensure!(
-        !prompt.is_empty(),
-        "greedy decoding needs at least one prompt token"
-    );
+    ensure!(!prompt.is_empty(), "greedy decoding needs at least one prompt token");
     let _guard = tch::no_grad_guard();
     let mut cache = use_cache.then(|| model.new_cache());
     let mut sequence = prompt.to_vec();
-    let mut out = Greedy {
-        new_ids: Vec::new(),
-        chosen_logits: Vec::new(),
-    };
+    let mut out = Greedy { new_ids: Vec::new(), chosen_logits: Vec::new() };
     for _ in 0..max_new_tokens {
         let feed = match &cache {
             Some(c) if !c.is_empty() => &sequence[sequence.len() - 1..],
             _ => &sequence[..],
         };
-        let ids = Tensor::from_slice(feed)
-            .unsqueeze(0)
-            .to_device(model.device());
+        let ids = Tensor::from_slice(feed).unsqueeze(0).to_device(model.device());
         let hidden = model.forward(Input::Ids(&ids), None, cache.as_mut())?;
         let logits = model.lm_logits(&hidden.select(1, -1).squeeze_dim(0));
         let next = logits.argmax(0, false).int64_value(&[]);

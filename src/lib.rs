@@ -1,5 +1,12 @@
 //! ruprompts: continuous prompt tuning ("P-tuning") of frozen GPT-2-style language models on libtorch.
+//!
+//! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16).
+//! - [`tokenizer`] — byte-level BPE tokenizers of those checkpoints, with added prompt tokens.
+//! - [`generate`] — decoding (greedy for now).
+//! - [`demo`] — the tiny Russian model the project builds for its demo.
 
+pub mod cli;
+pub mod demo;
 pub mod device;
 pub mod generate;
 pub mod model;

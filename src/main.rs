@@ -1,5 +1,8 @@
+use clap::Parser;
+
 fn main() {
-    let t = tch::Tensor::from_slice(&[1f32, 2., 3.]);
-    t.print();
-    println!("cuda: {}", tch::Cuda::is_available());
+    if let Err(err) = ruprompts::cli::run(ruprompts::cli::Cli::parse()) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
 }

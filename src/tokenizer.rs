@@ -49,34 +49,25 @@ struct AddedTokenSpec {
 impl Tokenizer {
     /// Loads the tokenizer of a model directory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let config: TokenizerConfig =
-            read_json_if_exists(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
+        let config: TokenizerConfig = read_json_if_exists(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
         let json = dir.join("tokenizer.json");
         let mut inner = if json.is_file() {
-            tokenizers::Tokenizer::from_file(&json)
-                .map_err(|e| anyhow!("cannot load {}: {e}", json.display()))?
+            tokenizers::Tokenizer::from_file(&json).map_err(|e| anyhow!("cannot load {}: {e}", json.display()))?
         } else {
             byte_level_bpe(dir, config.add_prefix_space)?
         };
         // Tokens listed in tokenizer_config.json must be matched whole, as the Python tokenizers do.
         let mut added: Vec<(u32, &AddedTokenSpec)> = Vec::new();
         for (id, spec) in &config.added_tokens_decoder {
-            let id: u32 = id
-                .parse()
-                .with_context(|| format!("tokenizer_config.json: bad token id '{id}'"))?;
+            let id: u32 = id.parse().with_context(|| format!("tokenizer_config.json: bad token id '{id}'"))?;
             added.push((id, spec));
         }
         added.sort_by_key(|(id, _)| *id);
-        let specials: Vec<AddedToken> = added
-            .iter()
-            .map(|(_, s)| AddedToken::from(s.content.clone(), s.special))
-            .collect();
-        inner.add_special_tokens(specials).map_err(|e| {
-            anyhow!(
-                "cannot add the special tokens of tokenizer_config.json in {}: {e}",
-                dir.display()
-            )
-        })?;
+        let specials: Vec<AddedToken> =
+            added.iter().map(|(_, s)| AddedToken::from(s.content.clone(), s.special)).collect();
+        inner
+            .add_special_tokens(specials)
+            .map_err(|e| anyhow!("cannot add the special tokens of tokenizer_config.json in {}: {e}", dir.display()))?;
 
         let map: serde_json::Map<String, Value> =
             read_json_if_exists(&dir.join("special_tokens_map.json"))?.unwrap_or_default();
@@ -91,19 +82,12 @@ impl Tokenizer {
                 Value::Null => return Ok(None),
                 other => bail!("{key} in {} must be a string, got {other}", dir.display()),
             };
-            inner.token_to_id(content).map(Some).ok_or_else(|| {
-                anyhow!(
-                    "{key} '{content}' declared in {} is not in the vocabulary",
-                    dir.display()
-                )
-            })
+            inner
+                .token_to_id(content)
+                .map(Some)
+                .ok_or_else(|| anyhow!("{key} '{content}' declared in {} is not in the vocabulary", dir.display()))
         };
-        let special = SpecialTokens {
-            bos: id_of("bos")?,
-            eos: id_of("eos")?,
-            pad: id_of("pad")?,
-            unk: id_of("unk")?,
-        };
+        let special = SpecialTokens { bos: id_of("bos")?, eos: id_of("eos")?, pad: id_of("pad")?, unk: id_of("unk")? };
         Ok(Self { inner, special })
     }
 
@@ -127,19 +111,12 @@ impl Tokenizer {
 
     /// Encodes without BOS/EOS; offsets are in chars (Unicode code points), as in Python.
     pub fn encode(&self, text: &str) -> Result<Encoding> {
-        self.inner
-            .encode_char_offsets(text, false)
-            .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))
+        self.inner.encode_char_offsets(text, false).map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))
     }
 
     /// Token ids of `text` as int64, ready for a tensor.
     pub fn encode_ids(&self, text: &str) -> Result<Vec<i64>> {
-        Ok(self
-            .encode(text)?
-            .get_ids()
-            .iter()
-            .map(|&id| i64::from(id))
-            .collect())
+        Ok(self.encode(text)?.get_ids().iter().map(|&id| i64::from(id)).collect())
     }
 
     /// Decodes ids back to text, keeping special tokens.
@@ -148,9 +125,7 @@ impl Tokenizer {
             .iter()
             .map(|&id| u32::try_from(id).map_err(|_| anyhow!("token id {id} is out of range")))
             .collect::<Result<Vec<u32>>>()?;
-        self.inner
-            .decode(&ids, false)
-            .map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
+        self.inner.decode(&ids, false).map_err(|e| anyhow!("cannot decode {ids:?}: {e}"))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -164,21 +139,9 @@ impl Tokenizer {
     /// Adds ordinary (non-special, normalized) tokens such as ruPrompts' `<|P|>` and returns their ids; a
     /// token already present keeps its id.
     pub fn add_tokens(&mut self, tokens: &[&str]) -> Result<Vec<u32>> {
-        let added: Vec<AddedToken> = tokens
-            .iter()
-            .map(|t| AddedToken::from(t.to_string(), false))
-            .collect();
-        self.inner
-            .add_tokens(added)
-            .map_err(|e| anyhow!("cannot add tokens {tokens:?}: {e}"))?;
-        tokens
-            .iter()
-            .map(|t| {
-                self.inner
-                    .token_to_id(t)
-                    .ok_or_else(|| anyhow!("token {t:?} was not added"))
-            })
-            .collect()
+        let added: Vec<AddedToken> = tokens.iter().map(|t| AddedToken::from(t.to_string(), false)).collect();
+        self.inner.add_tokens(added).map_err(|e| anyhow!("cannot add tokens {tokens:?}: {e}"))?;
+        tokens.iter().map(|t| self.inner.token_to_id(t).ok_or_else(|| anyhow!("token {t:?} was not added"))).collect()
     }
 
     /// The underlying `tokenizers` tokenizer, e.g. to save it.
@@ -193,18 +156,16 @@ fn byte_level_bpe(dir: &Path, add_prefix_space: bool) -> Result<tokenizers::Toke
     let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
     for file in [&vocab, &merges] {
         if !file.is_file() {
-            bail!("no tokenizer in {}: expected tokenizer.json, or vocab.json and merges.txt ({} is missing)", dir.display(), file.display());
+            bail!(
+                "no tokenizer in {}: expected tokenizer.json, or vocab.json and merges.txt ({} is missing)",
+                dir.display(),
+                file.display()
+            );
         }
     }
     let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
         .build()
-        .map_err(|e| {
-            anyhow!(
-                "cannot load {} + {}: {e}",
-                vocab.display(),
-                merges.display()
-            )
-        })?;
+        .map_err(|e| anyhow!("cannot load {} + {}: {e}", vocab.display(), merges.display()))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(ByteLevel::new(add_prefix_space, false, true)))
         .with_decoder(Some(ByteLevel::default()))
@@ -216,9 +177,6 @@ fn read_json_if_exists<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Op
     if !path.is_file() {
         return Ok(None);
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .with_context(|| format!("{} is not valid", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).map(Some).with_context(|| format!("{} is not valid", path.display()))
 }

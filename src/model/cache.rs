@@ -11,17 +11,12 @@ pub struct KvCache {
 
 impl KvCache {
     pub(super) fn new(n_layer: usize) -> Self {
-        Self {
-            layers: (0..n_layer).map(|_| (None, None)).collect(),
-        }
+        Self { layers: (0..n_layer).map(|_| (None, None)).collect() }
     }
 
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
-        self.layers
-            .first()
-            .and_then(|(k, _)| k.as_ref())
-            .map_or(0, |k| k.size()[2])
+        self.layers.first().and_then(|(k, _)| k.as_ref()).map_or(0, |k| k.size()[2])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -30,10 +25,7 @@ impl KvCache {
 
     /// Batch size of the cached rows (0 while empty).
     pub fn batch_size(&self) -> i64 {
-        self.layers
-            .first()
-            .and_then(|(k, _)| k.as_ref())
-            .map_or(0, |k| k.size()[0])
+        self.layers.first().and_then(|(k, _)| k.as_ref()).map_or(0, |k| k.size()[0])
     }
 
     pub(super) fn layer_mut(&mut self, i: usize) -> &mut (Option<Tensor>, Option<Tensor>) {

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The fields of a GPT-2 `config.json` that the forward pass depends on. Unknown fields are ignored, since
 /// Hugging Face adds new ones with every release.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpt2Config {
     #[serde(default = "default_model_type")]
     pub model_type: String,
@@ -76,13 +76,10 @@ fn default_true() -> bool {
 impl Gpt2Config {
     /// Reads and checks `config.json`; errors name the file and the offending field.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
-        config
-            .validate()
-            .with_context(|| format!("unsupported model in {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: Self =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a valid GPT-2 config", path.display()))?;
+        config.validate().with_context(|| format!("unsupported model in {}", path.display()))?;
         Ok(config)
     }
 
@@ -110,11 +107,7 @@ impl Gpt2Config {
             }
         }
         if self.n_embd % self.n_head != 0 {
-            bail!(
-                "n_embd={} is not divisible by n_head={}",
-                self.n_embd,
-                self.n_head
-            );
+            bail!("n_embd={} is not divisible by n_head={}", self.n_embd, self.n_head);
         }
         Ok(())
     }
@@ -163,10 +156,7 @@ impl Gpt2Config {
                 (format!("{p}.mlp.c_proj.bias"), vec![d]),
             ]);
         }
-        shapes.extend([
-            ("ln_f.weight".to_string(), vec![d]),
-            ("ln_f.bias".to_string(), vec![d]),
-        ]);
+        shapes.extend([("ln_f.weight".to_string(), vec![d]), ("ln_f.bias".to_string(), vec![d])]);
         if !self.tie_word_embeddings {
             shapes.push(("lm_head.weight".to_string(), vec![self.vocab_size, d]));
         }
@@ -175,10 +165,7 @@ impl Gpt2Config {
 
     /// Number of parameters (tied embeddings counted once).
     pub fn num_parameters(&self) -> i64 {
-        self.expected_shapes()
-            .iter()
-            .map(|(_, s)| s.iter().product::<i64>())
-            .sum()
+        self.expected_shapes().iter().map(|(_, s)| s.iter().product::<i64>()).sum()
     }
 }
 
@@ -194,10 +181,7 @@ mod tests {
 
     #[test]
     fn gpt2_small_parameter_count_matches_hugging_face() {
-        let c = parse(
-            r#"{"vocab_size":50257,"n_positions":1024,"n_embd":768,"n_layer":12,"n_head":12}"#,
-        )
-        .unwrap();
+        let c = parse(r#"{"vocab_size":50257,"n_positions":1024,"n_embd":768,"n_layer":12,"n_head":12}"#).unwrap();
         assert_eq!(c.num_parameters(), 124_439_808);
         assert_eq!(c.activation().unwrap(), Activation::GeluTanh);
     }
@@ -209,15 +193,9 @@ mod tests {
         let xs = [-3.0f64, -1.5, -0.2, 0.0, 0.7, 2.0, 4.0];
         let t = tch::Tensor::from_slice(&xs);
         let out = |a: Activation| Vec::<f64>::try_from(a.apply(&t)).unwrap();
-        let (tanh, erf, relu) = (
-            out(Activation::GeluTanh),
-            out(Activation::Gelu),
-            out(Activation::Relu),
-        );
+        let (tanh, erf, relu) = (out(Activation::GeluTanh), out(Activation::Gelu), out(Activation::Relu));
         for (i, &x) in xs.iter().enumerate() {
-            let new_gelu = 0.5
-                * x
-                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+            let new_gelu = 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
             assert!((tanh[i] - new_gelu).abs() < 1e-12, "gelu_new({x})");
             assert_eq!(relu[i], x.max(0.0));
         }
@@ -231,11 +209,12 @@ mod tests {
         let err = parse(r#"{"model_type":"llama","vocab_size":5,"n_positions":4,"n_embd":8,"n_layer":1,"n_head":2}"#)
             .unwrap_err();
         assert!(err.to_string().contains("model_type='llama'"), "{err}");
-        let err = parse(r#"{"vocab_size":5,"n_positions":4,"n_embd":10,"n_layer":1,"n_head":3}"#)
-            .unwrap_err();
+        let err = parse(r#"{"vocab_size":5,"n_positions":4,"n_embd":10,"n_layer":1,"n_head":3}"#).unwrap_err();
         assert!(err.to_string().contains("not divisible"), "{err}");
-        let err = parse(r#"{"vocab_size":5,"n_positions":4,"n_embd":8,"n_layer":1,"n_head":2,"activation_function":"swish"}"#)
-            .unwrap_err();
+        let err = parse(
+            r#"{"vocab_size":5,"n_positions":4,"n_embd":8,"n_layer":1,"n_head":2,"activation_function":"swish"}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("swish"), "{err}");
     }
 }

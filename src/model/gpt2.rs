@@ -22,22 +22,15 @@ struct Conv1D {
 
 impl Conv1D {
     fn load(sd: &mut StateDict, prefix: &str) -> Result<Self> {
-        Ok(Self {
-            weight: sd.take(&format!("{prefix}.weight"))?,
-            bias: sd.take(&format!("{prefix}.bias"))?,
-        })
+        Ok(Self { weight: sd.take(&format!("{prefix}.weight"))?, bias: sd.take(&format!("{prefix}.bias"))? })
     }
 
     /// `[.., in] -> [.., out]`, as one addmm over the flattened rows like HF does.
     fn forward(&self, x: &Tensor) -> Tensor {
         let mut out_shape = x.size();
-        let input_dim = *out_shape
-            .last()
-            .expect("Conv1D input has at least one dimension");
+        let input_dim = *out_shape.last().expect("Conv1D input has at least one dimension");
         *out_shape.last_mut().unwrap() = self.weight.size()[1];
-        self.bias
-            .addmm(&x.reshape([-1, input_dim]), &self.weight)
-            .reshape(out_shape)
+        self.bias.addmm(&x.reshape([-1, input_dim]), &self.weight).reshape(out_shape)
     }
 }
 
@@ -50,11 +43,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn load(sd: &mut StateDict, prefix: &str, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: sd.take(&format!("{prefix}.weight"))?,
-            bias: sd.take(&format!("{prefix}.bias"))?,
-            eps,
-        })
+        Ok(Self { weight: sd.take(&format!("{prefix}.weight"))?, bias: sd.take(&format!("{prefix}.bias"))?, eps })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -92,16 +81,7 @@ impl Attention {
             *past_k = Some(k.shallow_clone());
             *past_v = Some(v.shallow_clone());
         }
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            0.0,
-            mask.is_none(),
-            self.scale,
-            false,
-        );
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), self.scale, false);
         self.c_proj.forward(&y.transpose(1, 2).reshape([b, t, d]))
     }
 }
@@ -115,8 +95,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.c_proj
-            .forward(&self.activation.apply(&self.c_fc.forward(x)))
+        self.c_proj.forward(&self.activation.apply(&self.c_fc.forward(x)))
     }
 }
 
@@ -132,11 +111,7 @@ impl Block {
     fn load(sd: &mut StateDict, i: i64, cfg: &Gpt2Config) -> Result<Self> {
         let p = format!("h.{i}");
         let eps = cfg.layer_norm_epsilon;
-        let mut scale = if cfg.scale_attn_weights {
-            1.0 / (cfg.head_dim() as f64).sqrt()
-        } else {
-            1.0
-        };
+        let mut scale = if cfg.scale_attn_weights { 1.0 / (cfg.head_dim() as f64).sqrt() } else { 1.0 };
         if cfg.scale_attn_by_inverse_layer_idx {
             scale /= (i + 1) as f64;
         }
@@ -195,19 +170,28 @@ impl Gpt2 {
     /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`.
     pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
         let config = Gpt2Config::from_file(&dir.join("config.json"))?;
-        let mut sd = StateDict::load(dir, &config, kind, device)?;
-        let blocks = (0..config.n_layer)
-            .map(|i| Block::load(&mut sd, i, &config))
-            .collect::<Result<Vec<_>>>()?;
+        let sd = StateDict::load(dir, &config, kind, device)?;
+        Self::from_state_dict(config, sd, kind, device)
+    }
+
+    /// Builds a model from in-memory tensors named as in a HF checkpoint (checked like files are). Tensors
+    /// that require grad stay trainable: the demo pretrains its tiny backbone this way. Checkpoints loaded
+    /// from disk never require grad.
+    pub fn from_tensors(config: Gpt2Config, tensors: Vec<(String, Tensor)>) -> Result<Self> {
+        let (kind, device) = tensors.first().map_or((Kind::Float, Device::Cpu), |(_, t)| (t.kind(), t.device()));
+        let origin = std::path::PathBuf::from("<memory>");
+        let named = tensors.into_iter().map(|(n, t)| (n, origin.clone(), t)).collect();
+        let sd = StateDict::from_named(named, origin, &config, kind, device)?;
+        Self::from_state_dict(config, sd, kind, device)
+    }
+
+    fn from_state_dict(config: Gpt2Config, mut sd: StateDict, kind: Kind, device: Device) -> Result<Self> {
+        let blocks = (0..config.n_layer).map(|i| Block::load(&mut sd, i, &config)).collect::<Result<Vec<_>>>()?;
         Ok(Self {
             wte: sd.take("wte.weight")?,
             wpe: sd.take("wpe.weight")?,
             ln_f: LayerNorm::load(&mut sd, "ln_f", config.layer_norm_epsilon)?,
-            lm_head: if config.tie_word_embeddings {
-                None
-            } else {
-                Some(sd.take("lm_head.weight")?)
-            },
+            lm_head: if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) },
             blocks,
             config,
             kind,
@@ -257,11 +241,7 @@ impl Gpt2 {
     ) -> Result<Tensor> {
         let embeds = match input {
             Input::Ids(ids) => {
-                ensure!(
-                    ids.dim() == 2,
-                    "input ids must be [batch, seq], got {:?}",
-                    ids.size()
-                );
+                ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
                 self.embed(&ids.to_device(self.device))
             }
             Input::Embeds(e) => {
@@ -277,11 +257,7 @@ impl Gpt2 {
         let (b, t, _) = embeds.size3()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
         if let Some(c) = cache.as_ref() {
-            ensure!(
-                c.is_empty() || c.batch_size() == b,
-                "KV cache holds batch {}, input has {b}",
-                c.batch_size()
-            );
+            ensure!(c.is_empty() || c.batch_size() == b, "KV cache holds batch {}, input has {b}", c.batch_size());
         }
         ensure!(
             past + t <= self.config.n_positions,
@@ -291,12 +267,7 @@ impl Gpt2 {
         );
         let mask = match attention_mask {
             Some(m) => {
-                ensure!(
-                    m.size() == [b, past + t],
-                    "attention mask must be [{b}, {}], got {:?}",
-                    past + t,
-                    m.size()
-                );
+                ensure!(m.size() == [b, past + t], "attention mask must be [{b}, {}], got {:?}", past + t, m.size());
                 Some(m.to_device(self.device))
             }
             None => None,
@@ -304,8 +275,7 @@ impl Gpt2 {
         let positions = position_ids(mask.as_ref(), b, past, t, self.device);
         let mut x = embeds + Tensor::embedding(&self.wpe, &positions, -1, false, false);
         // Plain causal attention needs no mask tensor; padding or a cache offset does.
-        let attn_mask = (mask.is_some() || past > 0)
-            .then(|| attention_bias(mask.as_ref(), b, past, t, self.device));
+        let attn_mask = (mask.is_some() || past > 0).then(|| attention_bias(mask.as_ref(), b, past, t, self.device));
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             x = block.forward(&x, attn_mask.as_ref(), layer_cache);
@@ -316,9 +286,7 @@ impl Gpt2 {
     /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
     /// should select them first: the projection is the largest matmul of the model.
     pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
-        hidden
-            .matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr())
-            .to_kind(Kind::Float)
+        hidden.matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr()).to_kind(Kind::Float)
     }
 
     /// Mean next-token cross-entropy of `labels: [B, T]` (−100 = ignored), shifted inside like HF's
@@ -327,10 +295,7 @@ impl Gpt2 {
         let d = self.config.n_embd;
         let t = hidden.size()[1];
         let h = hidden.narrow(1, 0, t - 1).reshape([-1, d]);
-        let targets = labels
-            .narrow(1, 1, t - 1)
-            .reshape([-1])
-            .to_device(self.device);
+        let targets = labels.narrow(1, 1, t - 1).reshape([-1]).to_device(self.device);
         let keep = targets.ne(-100).nonzero().squeeze_dim(1);
         let logits = self.lm_logits(&h.index_select(0, &keep));
         logits.cross_entropy_for_logits(&targets.index_select(0, &keep))
@@ -345,12 +310,7 @@ fn position_ids(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Device
         None => steps.unsqueeze(0).expand([b, t], false),
         Some(m) => {
             // Leading padding = number of positions before the first 1 (cummax turns the mask into a step).
-            let leading =
-                m.to_kind(Kind::Int64)
-                    .cummax(1)
-                    .0
-                    .eq(0)
-                    .sum_dim_intlist(1, true, Kind::Int64);
+            let leading = m.to_kind(Kind::Int64).cummax(1).0.eq(0).sum_dim_intlist(1, true, Kind::Int64);
             (steps.unsqueeze(0) - leading).clamp_min(0)
         }
     }
@@ -367,7 +327,5 @@ fn attention_bias(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Devi
         Some(m) => causal.unsqueeze(0).logical_and(&m.ne(0).unsqueeze(1)),
         None => causal.unsqueeze(0).expand([b, t, s], false),
     };
-    allowed
-        .logical_or(&k.eq_tensor(&q).unsqueeze(0))
-        .unsqueeze(1)
+    allowed.logical_or(&k.eq_tensor(&q).unsqueeze(0)).unsqueeze(1)
 }

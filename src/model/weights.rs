@@ -13,12 +13,8 @@ use tch::{Device, Kind, Tensor};
 use super::config::Gpt2Config;
 
 /// Weight file layouts we read, in the order Hugging Face prefers them.
-const CANDIDATES: [&str; 4] = [
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-];
+const CANDIDATES: [&str; 4] =
+    ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
 
 /// Buffers that old GPT-2 checkpoints store beside the weights (causal-mask constants); never needed.
 fn is_ignored_buffer(name: &str) -> bool {
@@ -40,64 +36,47 @@ impl StateDict {
             .iter()
             .map(|name| dir.join(name))
             .find(|p| p.is_file())
-            .ok_or_else(|| {
-                anyhow!(
-                    "no weights in {}: expected one of {}",
-                    dir.display(),
-                    CANDIDATES.join(", ")
-                )
-            })?;
-        let raw = read_any(&source)?;
+            .ok_or_else(|| anyhow!("no weights in {}: expected one of {}", dir.display(), CANDIDATES.join(", ")))?;
+        Self::from_named(read_any(&source)?, source, config, kind, device)
+    }
+
+    /// Checks tensors already in memory (`(name, origin, tensor)`, HF names) as [`StateDict::load`] does.
+    pub fn from_named(
+        raw: Vec<(String, PathBuf, Tensor)>,
+        source: PathBuf,
+        config: &Gpt2Config,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self> {
         let mut tensors = HashMap::with_capacity(raw.len());
         for (name, file, tensor) in raw {
-            let name = name
-                .strip_prefix("transformer.")
-                .unwrap_or(&name)
-                .to_string();
-            if is_ignored_buffer(&name) || (name == "lm_head.weight" && config.tie_word_embeddings)
-            {
+            let name = name.strip_prefix("transformer.").unwrap_or(&name).to_string();
+            if is_ignored_buffer(&name) || (name == "lm_head.weight" && config.tie_word_embeddings) {
                 continue;
             }
             let tensor = tensor
                 .f_to_device(device)
                 .and_then(|t| t.f_to_kind(kind))
-                .with_context(|| {
-                    format!(
-                        "{}: cannot move tensor '{name}' to {device:?}",
-                        file.display()
-                    )
-                })?;
+                .with_context(|| format!("{}: cannot move tensor '{name}' to {device:?}", file.display()))?;
             tensors.insert(name, (file, tensor));
         }
         check_shapes(&tensors, config, &source)?;
-        let tensors = tensors
-            .into_iter()
-            .map(|(name, (_, t))| (name, t))
-            .collect();
+        let tensors = tensors.into_iter().map(|(name, (_, t))| (name, t)).collect();
         Ok(Self { tensors, source })
     }
 
     /// Takes a tensor out; `load` has already checked that every expected name is present.
     pub fn take(&mut self, name: &str) -> Result<Tensor> {
-        self.tensors
-            .remove(name)
-            .ok_or_else(|| anyhow!("{}: tensor '{name}' missing", self.source.display()))
+        self.tensors.remove(name).ok_or_else(|| anyhow!("{}: tensor '{name}' missing", self.source.display()))
     }
 }
 
 /// Every expected tensor present with the right shape, and nothing unexpected (a checkpoint of another size
 /// shows up as extra layers or wrong widths).
-fn check_shapes(
-    tensors: &HashMap<String, (PathBuf, Tensor)>,
-    config: &Gpt2Config,
-    source: &Path,
-) -> Result<()> {
+fn check_shapes(tensors: &HashMap<String, (PathBuf, Tensor)>, config: &Gpt2Config, source: &Path) -> Result<()> {
     let expected = config.expected_shapes();
-    let missing: Vec<&str> = expected
-        .iter()
-        .filter(|(n, _)| !tensors.contains_key(n))
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let missing: Vec<&str> =
+        expected.iter().filter(|(n, _)| !tensors.contains_key(n)).map(|(n, _)| n.as_str()).collect();
     if let Some(first) = missing.first() {
         bail!(
             "{}: tensor '{first}' is missing ({} missing in all; config.json: n_layer={}, tie_word_embeddings={})",
@@ -124,10 +103,7 @@ fn check_shapes(
         }
     }
     let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unexpected: Vec<&String> = tensors
-        .keys()
-        .filter(|n| !known.contains(n.as_str()))
-        .collect();
+    let mut unexpected: Vec<&String> = tensors.keys().filter(|n| !known.contains(n.as_str())).collect();
     if !unexpected.is_empty() {
         unexpected.sort();
         bail!(
@@ -142,22 +118,12 @@ fn check_shapes(
 
 /// Reads a weights file or a shard index; each tensor comes with the file it was read from.
 fn read_any(path: &Path) -> Result<Vec<(String, PathBuf, Tensor)>> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     if name.ends_with(".index.json") {
         return read_sharded(path);
     }
-    let tensors = if name.ends_with(".safetensors") {
-        read_safetensors(path)?
-    } else {
-        read_pickle(path)?
-    };
-    Ok(tensors
-        .into_iter()
-        .map(|(n, t)| (n, path.to_path_buf(), t))
-        .collect())
+    let tensors = if name.ends_with(".safetensors") { read_safetensors(path)? } else { read_pickle(path)? };
+    Ok(tensors.into_iter().map(|(n, t)| (n, path.to_path_buf(), t)).collect())
 }
 
 #[derive(Deserialize)]
@@ -166,25 +132,16 @@ struct ShardIndex {
 }
 
 fn read_sharded(index_path: &Path) -> Result<Vec<(String, PathBuf, Tensor)>> {
-    let text = std::fs::read_to_string(index_path)
-        .with_context(|| format!("cannot read {}", index_path.display()))?;
-    let index: ShardIndex = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a valid shard index (needs a weight_map)",
-            index_path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
+    let index: ShardIndex = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid shard index (needs a weight_map)", index_path.display()))?;
     let dir = index_path.parent().unwrap_or(Path::new("."));
     let shards: BTreeSet<&String> = index.weight_map.values().collect();
     let mut out = Vec::new();
     for shard in shards {
         let shard_path = dir.join(shard);
         if !shard_path.is_file() {
-            bail!(
-                "{} names shard '{shard}', which does not exist in {}",
-                index_path.display(),
-                dir.display()
-            );
+            bail!("{} names shard '{shard}', which does not exist in {}", index_path.display(), dir.display());
         }
         out.extend(read_any(&shard_path)?);
     }
@@ -203,17 +160,11 @@ fn read_sharded(index_path: &Path) -> Result<Vec<(String, PathBuf, Tensor)>> {
 
 /// Reads a safetensors file through a memory map; a truncated or corrupt file is an error naming it.
 fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: the map is read-only and dropped before this function returns; the data is copied into tensors.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
-    let st = SafeTensors::deserialize(&mmap).map_err(|e| {
-        anyhow!(
-            "{} is not a valid safetensors file (truncated or corrupt?): {e}",
-            path.display()
-        )
-    })?;
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+    let st = SafeTensors::deserialize(&mmap)
+        .map_err(|e| anyhow!("{} is not a valid safetensors file (truncated or corrupt?): {e}", path.display()))?;
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
@@ -222,10 +173,7 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 Dtype::F16 => Kind::Half,
                 Dtype::BF16 => Kind::BFloat16,
                 Dtype::F64 => Kind::Double,
-                other => bail!(
-                    "{}: tensor '{name}' has unsupported dtype {other:?}",
-                    path.display()
-                ),
+                other => bail!("{}: tensor '{name}' has unsupported dtype {other:?}", path.display()),
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
@@ -239,9 +187,6 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 fn read_pickle(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Tensor::loadz_multi(path).map_err(|e| {
         let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
-        anyhow!(
-            "{} is not a readable PyTorch weights archive (truncated or corrupt?): {first_line}",
-            path.display()
-        )
+        anyhow!("{} is not a readable PyTorch weights archive (truncated or corrupt?): {first_line}", path.display())
     })
 }

@@ -12,11 +12,7 @@ pub fn shared() -> PathBuf {
     let dir = std::env::var_os("RUPROMPTS_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(
-        dir.join("fixtures").is_dir(),
-        "test fixtures not found in {} (set RUPROMPTS_SHARED)",
-        dir.display()
-    );
+    assert!(dir.join("fixtures").is_dir(), "test fixtures not found in {} (set RUPROMPTS_SHARED)", dir.display());
     dir
 }
 
@@ -60,19 +56,11 @@ pub fn i64_rows(v: &Value) -> Vec<Vec<i64>> {
 }
 
 pub fn i64_vec(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
 }
 
 pub fn f64_vec(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
 /// `[B, T]` int64 tensor from rows of equal length.
@@ -82,8 +70,5 @@ pub fn ids_tensor(rows: &[Vec<i64>]) -> Tensor {
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }

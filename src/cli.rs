@@ -1,0 +1,177 @@
+//! Command-line interface: argument definitions and what each command prints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::demo::{self, TinyModelSpec};
+use crate::device::{DType, DeviceChoice};
+use crate::generate::greedy;
+use crate::model::Gpt2;
+use crate::tokenizer::Tokenizer;
+
+/// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
+///
+/// A prompt is a format such as `<P*10>{question}<P*5>` plus a small set of trainable embeddings; the
+/// language model itself (ruGPT-3, mGPT, any GPT-2-architecture checkpoint in Hugging Face format) stays
+/// frozen. Start with `ruprompts demo`.
+#[derive(Debug, Parser)]
+#[command(name = "ruprompts", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// CPU threads for tensor work (default: libtorch's choice, one per core).
+    #[arg(long, global = true)]
+    pub threads: Option<i32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build (first run only) and load the bundled tiny Russian GPT-2, print its summary and greedy
+    /// continuations of a few prompts.
+    Demo(DemoArgs),
+    /// Print the summary of a GPT-2-architecture checkpoint directory (config.json, weights, tokenizer).
+    Info(ModelArgs),
+}
+
+/// Where a model is loaded.
+#[derive(Debug, Args)]
+pub struct Placement {
+    /// Device for the model: cpu, cuda, or auto (CUDA when available).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Precision of the frozen weights; log-probabilities are always computed in f32.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    pub dtype: DType,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Hugging Face model directory: config.json, model.safetensors (or sharded, or pytorch_model.bin),
+    /// tokenizer.json or vocab.json + merges.txt.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo model lives (built there on first use).
+    /// Default: $RUPROMPTS_HOME/tiny-gpt2-ru, else ~/.cache/ruprompts/tiny-gpt2-ru.
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Build the demo model again even if it exists.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Pretraining steps when building the demo model.
+    #[arg(long, default_value_t = TinyModelSpec::default().steps)]
+    pub steps: usize,
+    /// Tokens to generate per prompt.
+    #[arg(long, default_value_t = 24)]
+    pub max_new_tokens: usize,
+    #[command(flatten)]
+    pub placement: Placement,
+    /// Prompts to continue (default: three Russian openings).
+    pub prompts: Vec<String>,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n);
+    }
+    match cli.command {
+        Command::Demo(args) => run_demo(args),
+        Command::Info(args) => {
+            let (model, tokenizer) = load(&args.model, &args.placement)?;
+            print_summary(&args.model, &model, &tokenizer);
+            Ok(())
+        }
+    }
+}
+
+fn load(dir: &Path, placement: &Placement) -> Result<(Gpt2, Tokenizer)> {
+    let device = placement.device.resolve()?;
+    let model = Gpt2::from_dir(dir, placement.dtype.kind(), device)
+        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    Ok((model, tokenizer))
+}
+
+fn print_summary(dir: &Path, model: &Gpt2, tokenizer: &Tokenizer) {
+    let c = model.config();
+    let special = tokenizer.special();
+    let name = |id: Option<u32>| id.map_or("-".to_string(), |i| i.to_string());
+    println!("model        {}", dir.display());
+    println!(
+        "architecture GPT-2: {} layers, d_model {}, {} heads, MLP {}, {}",
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        c.inner_dim(),
+        c.activation_function
+    );
+    println!(
+        "vocabulary   {} embeddings; tokenizer {} tokens (bos {}, eos {}, pad {}, unk {})",
+        c.vocab_size,
+        tokenizer.len(),
+        name(special.bos),
+        name(special.eos),
+        name(special.pad),
+        name(special.unk)
+    );
+    println!("context      {} positions", c.n_positions);
+    println!(
+        "parameters   {} (frozen), {:?} on {:?}",
+        group_thousands(c.num_parameters()),
+        model.kind(),
+        model.device()
+    );
+}
+
+fn group_thousands(n: i64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn run_demo(args: DemoArgs) -> Result<()> {
+    let dir = args.model_dir.unwrap_or_else(demo::default_dir);
+    if args.rebuild || !dir.join("config.json").is_file() {
+        println!("building the demo model in {} (once)", dir.display());
+        let spec = TinyModelSpec { steps: args.steps, ..TinyModelSpec::default() };
+        let start = Instant::now();
+        let report = demo::build_tiny_model(&dir, &spec)?;
+        println!(
+            "trained a {}-token BPE tokenizer and pretrained {} steps in {:.1} s: loss {:.2} -> {:.2}\n",
+            spec.vocab_size,
+            spec.steps,
+            start.elapsed().as_secs_f64(),
+            report.initial_loss,
+            report.final_loss
+        );
+    }
+    let (model, tokenizer) = load(&dir, &args.placement)?;
+    print_summary(&dir, &model, &tokenizer);
+    let prompts = if args.prompts.is_empty() {
+        vec!["Москва — столица".to_string(), "Солнце — это".to_string(), "В России самая длинная река".to_string()]
+    } else {
+        args.prompts
+    };
+    println!("\ngreedy continuations ({} new tokens at most):", args.max_new_tokens);
+    let eos = tokenizer.special().eos.map(i64::from);
+    for prompt in prompts {
+        let ids = tokenizer.encode_ids(&prompt)?;
+        let out = greedy(&model, &ids, args.max_new_tokens, eos, true)?;
+        let new_ids: Vec<i64> = out.new_ids.into_iter().filter(|&id| Some(id) != eos).collect();
+        println!("  {prompt} ▸ {}", tokenizer.decode(&new_ids)?);
+    }
+    Ok(())
+}

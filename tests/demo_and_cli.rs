@@ -1,0 +1,71 @@
+//! The self-built demo model and the `ruprompts` binary.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use ruprompts::demo::{build_tiny_model, TinyModelSpec};
+use ruprompts::model::{Gpt2, Input};
+use ruprompts::tokenizer::{SpecialTokens, Tokenizer};
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn demo_model_is_built_atomically_and_loads_like_a_checkpoint() {
+    init();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("tiny");
+    let spec = TinyModelSpec { steps: 30, batch_size: 4, seq_len: 32, ..TinyModelSpec::default() };
+    let report = build_tiny_model(&dir, &spec).unwrap();
+    assert!(report.final_loss < report.initial_loss - 0.3, "{report:?}");
+    // Only the finished directory remains: no temp folder beside it.
+    let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("tiny")]);
+
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(tok.len(), 2000);
+    assert_eq!(tok.special(), &SpecialTokens { bos: Some(1), eos: Some(2), pad: Some(0), unk: Some(3) });
+    let text = "Является ли Москва столицей России?";
+    let ids = tok.encode_ids(text).unwrap();
+    assert_eq!(tok.decode(&ids).unwrap(), text);
+    assert!(ids.len() < text.chars().count() / 2, "a trained BPE merges Russian: {} tokens", ids.len());
+
+    let model = Gpt2::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
+    assert_eq!(model.config().num_parameters(), 244_480);
+    let input = Tensor::from_slice(&ids).unsqueeze(0);
+    let loss = tch::no_grad(|| model.lm_loss(&model.forward(Input::Ids(&input), None, None).unwrap(), &input));
+    assert!(loss.double_value(&[]) < report.initial_loss, "the saved weights are the pretrained ones");
+}
+
+fn ruprompts(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ruprompts")).args(args).env("OMP_NUM_THREADS", "1").output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn info_prints_the_summary_of_a_checkpoint() {
+    let dir = model_dir();
+    let (ok, stdout, stderr) = ruprompts(&["info", dir.to_str().unwrap(), "--device", "cpu", "--dtype", "bf16"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("GPT-2: 2 layers, d_model 64, 4 heads, MLP 256, gelu_new"), "{stdout}");
+    assert!(stdout.contains("parameters   244,480 (frozen), BFloat16 on Cpu"), "{stdout}");
+    assert!(stdout.contains("tokenizer 2000 tokens (bos 1, eos 2, pad 0, unk 3)"), "{stdout}");
+}
+
+#[test]
+fn cli_errors_name_the_problem() {
+    let (ok, _, stderr) = ruprompts(&["info", "/nonexistent/model", "--device", "cpu"]);
+    assert!(!ok);
+    assert!(
+        stderr
+            .contains("error: cannot load the model in /nonexistent/model: cannot read /nonexistent/model/config.json"),
+        "{stderr}"
+    );
+    if !tch::Cuda::is_available() {
+        let (ok, _, stderr) = ruprompts(&["info", model_dir().to_str().unwrap(), "--device", "cuda"]);
+        assert!(!ok);
+        assert!(stderr.contains("device 'cuda' was requested but no CUDA device is usable"), "{stderr}");
+    }
+    let (ok, _, stderr) = ruprompts(&["info", "x", "--dtype", "f64"]);
+    assert!(!ok && stderr.contains("invalid value 'f64'"), "{stderr}");
+}
