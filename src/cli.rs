@@ -148,7 +148,7 @@ fn run_demo(args: DemoArgs) -> Result<()> {
         println!("building the demo model in {} (once)", dir.display());
         let spec = TinyModelSpec { steps: args.steps, ..TinyModelSpec::default() };
         let start = Instant::now();
-        let report = demo::build_tiny_model(&dir, &spec)?;
+        let report = demo::build_tiny_model(&dir, &spec, args.placement.device.resolve()?)?;
         println!(
             "trained a {}-token BPE tokenizer and pretrained {} steps in {:.1} s: loss {:.2} -> {:.2}\n",
             spec.vocab_size,

@@ -88,10 +88,11 @@ pub fn pretrain(
     config: &Gpt2Config,
     tokens: &[i64],
     spec: &TinyModelSpec,
+    device: Device,
     progress: &ProgressBar,
 ) -> Result<(Vec<(String, Tensor)>, PretrainReport)> {
     tch::manual_seed(spec.seed);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let vs = nn::VarStore::new(device);
     let params: Vec<(String, Tensor)> = config
         .expected_shapes()
         .into_iter()
@@ -105,14 +106,14 @@ pub fn pretrain(
         .collect();
     let model = Gpt2::from_tensors(config.clone(), params)?;
     let mut opt = nn::AdamW::default().build(&vs, spec.learning_rate)?;
-    let stream = Tensor::from_slice(tokens);
+    let stream = Tensor::from_slice(tokens).to_device(device);
     let span = tokens.len() as i64 - spec.seq_len;
     anyhow::ensure!(span > 0, "corpus of {} tokens is shorter than one sequence", tokens.len());
     let mut report = PretrainReport { initial_loss: f64::NAN, final_loss: f64::NAN };
     let mut smoothed = None;
     for step in 0..spec.steps {
-        let starts = Tensor::randint(span, [spec.batch_size, 1], (Kind::Int64, Device::Cpu));
-        let batch = stream.take(&(starts + Tensor::arange(spec.seq_len, (Kind::Int64, Device::Cpu))));
+        let starts = Tensor::randint(span, [spec.batch_size, 1], (Kind::Int64, device));
+        let batch = stream.take(&(starts + Tensor::arange(spec.seq_len, (Kind::Int64, device))));
         // Linear warm-up over the first 5% of steps, then cosine decay to zero.
         let warmup = (spec.steps / 20).max(1);
         let progress_frac = (step.saturating_sub(warmup)) as f64 / (spec.steps - warmup).max(1) as f64;
@@ -134,13 +135,13 @@ pub fn pretrain(
         progress.set_message(format!("loss {s:.3}"));
         progress.inc(1);
     }
-    let tensors = vs.variables().into_iter().map(|(n, t)| (n, t.detach())).collect();
+    let tensors = vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu))).collect();
     Ok((tensors, report))
 }
 
 /// Makes the demo model directory at `dir` (tokenizer, config, safetensors weights). Writes into a sibling
 /// temp folder and renames it into place, so an interrupted run leaves nothing half-written.
-pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec) -> Result<PretrainReport> {
+pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec, device: Device) -> Result<PretrainReport> {
     let lines = corpus()?;
     let tokenizer = train_tokenizer(&lines, spec.vocab_size)?;
     let mut tokens = Vec::new();
@@ -172,7 +173,7 @@ pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec) -> Result<PretrainRepo
         ProgressStyle::with_template("pretraining the demo model {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
             .expect("static template"),
     );
-    let (weights, report) = pretrain(&config, &tokens, spec, &progress)?;
+    let (weights, report) = pretrain(&config, &tokens, spec, device, &progress)?;
     progress.finish_and_clear();
 
     let parent = dir.parent().unwrap_or(Path::new("."));

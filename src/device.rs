@@ -19,6 +19,15 @@ pub enum DeviceChoice {
 
 impl DeviceChoice {
     /// Resolves the choice to a tch device; `cuda` without a usable GPU is an error, not a silent CPU run.
+    ///
+    /// ```
+    /// use ruprompts::device::DeviceChoice;
+    /// assert_eq!(DeviceChoice::Cpu.resolve().unwrap(), tch::Device::Cpu);
+    /// if !tch::Cuda::is_available() {
+    ///     assert_eq!(DeviceChoice::Auto.resolve().unwrap(), tch::Device::Cpu);
+    ///     assert!(DeviceChoice::Cuda.resolve().is_err());
+    /// }
+    /// ```
     pub fn resolve(self) -> anyhow::Result<Device> {
         match self {
             Self::Cpu => Ok(Device::Cpu),

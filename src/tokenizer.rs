@@ -91,11 +91,6 @@ impl Tokenizer {
         Ok(Self { inner, special })
     }
 
-    /// Wraps an already built tokenizer (e.g. one trained by [`crate::demo`]).
-    pub fn from_parts(inner: tokenizers::Tokenizer, special: SpecialTokens) -> Self {
-        Self { inner, special }
-    }
-
     pub fn special(&self) -> &SpecialTokens {
         &self.special
     }
@@ -142,11 +137,6 @@ impl Tokenizer {
         let added: Vec<AddedToken> = tokens.iter().map(|t| AddedToken::from(t.to_string(), false)).collect();
         self.inner.add_tokens(added).map_err(|e| anyhow!("cannot add tokens {tokens:?}: {e}"))?;
         tokens.iter().map(|t| self.inner.token_to_id(t).ok_or_else(|| anyhow!("token {t:?} was not added"))).collect()
-    }
-
-    /// The underlying `tokenizers` tokenizer, e.g. to save it.
-    pub fn inner(&self) -> &tokenizers::Tokenizer {
-        &self.inner
     }
 }
 

@@ -16,7 +16,7 @@ fn demo_model_is_built_atomically_and_loads_like_a_checkpoint() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("tiny");
     let spec = TinyModelSpec { steps: 30, batch_size: 4, seq_len: 32, ..TinyModelSpec::default() };
-    let report = build_tiny_model(&dir, &spec).unwrap();
+    let report = build_tiny_model(&dir, &spec, Device::Cpu).unwrap();
     assert!(report.final_loss < report.initial_loss - 0.3, "{report:?}");
     // Only the finished directory remains: no temp folder beside it.
     let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -2,21 +2,43 @@
 
 use tch::Tensor;
 
+/// One layer's cached keys and values.
+#[derive(Debug, Default)]
+pub(super) struct LayerKv {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl LayerKv {
+    /// Appends this step's `k, v: [B, heads, T, head_dim]` and returns keys and values of all positions.
+    pub(super) fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let (k, v) = match &self.kv {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2), Tensor::cat(&[pv, &v], 2)),
+            None => (k, v),
+        };
+        self.kv = Some((k.shallow_clone(), v.shallow_clone()));
+        (k, v)
+    }
+}
+
 /// Keys and values of all past positions, per layer. Get an empty one from [`super::Gpt2::new_cache`] and
 /// pass it to every [`super::Gpt2::forward`] call of one decoding run.
 #[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<(Option<Tensor>, Option<Tensor>)>,
+    layers: Vec<LayerKv>,
 }
 
 impl KvCache {
     pub(super) fn new(n_layer: usize) -> Self {
-        Self { layers: (0..n_layer).map(|_| (None, None)).collect() }
+        Self { layers: (0..n_layer).map(|_| LayerKv::default()).collect() }
+    }
+
+    fn first_keys(&self) -> Option<&Tensor> {
+        self.layers.first().and_then(|l| l.kv.as_ref()).map(|(k, _)| k)
     }
 
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
-        self.layers.first().and_then(|(k, _)| k.as_ref()).map_or(0, |k| k.size()[2])
+        self.first_keys().map_or(0, |k| k.size()[2])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -25,10 +47,10 @@ impl KvCache {
 
     /// Batch size of the cached rows (0 while empty).
     pub fn batch_size(&self) -> i64 {
-        self.layers.first().and_then(|(k, _)| k.as_ref()).map_or(0, |k| k.size()[0])
+        self.first_keys().map_or(0, |k| k.size()[0])
     }
 
-    pub(super) fn layer_mut(&mut self, i: usize) -> &mut (Option<Tensor>, Option<Tensor>) {
+    pub(super) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {
         &mut self.layers[i]
     }
 }

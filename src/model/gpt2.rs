@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::cache::KvCache;
+use super::cache::{KvCache, LayerKv};
 use super::config::{Activation, Gpt2Config};
 use super::weights::StateDict;
 
@@ -63,24 +63,15 @@ struct Attention {
 impl Attention {
     /// `x: [B, T, d]`, `mask: [B, 1, T, S]` bool (true = may attend) or `None` for plain causal attention.
     /// With a cache, this layer's keys/values are appended to it and attention covers all `S` positions.
-    fn forward(
-        &self,
-        x: &Tensor,
-        mask: Option<&Tensor>,
-        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: Option<&mut LayerKv>) -> Tensor {
         let (b, t, d) = x.size3().expect("attention input is [B, T, d]");
         let heads = |z: &Tensor| z.view([b, t, self.n_head, d / self.n_head]).transpose(1, 2);
         let qkv = self.c_attn.forward(x).split(d, 2);
-        let (q, mut k, mut v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
-        if let Some((past_k, past_v)) = cache {
-            if let (Some(pk), Some(pv)) = (past_k.as_ref(), past_v.as_ref()) {
-                k = Tensor::cat(&[pk, &k], 2);
-                v = Tensor::cat(&[pv, &v], 2);
-            }
-            *past_k = Some(k.shallow_clone());
-            *past_v = Some(v.shallow_clone());
-        }
+        let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
+        let (k, v) = match cache {
+            Some(layer) => layer.append(k, v),
+            None => (k, v),
+        };
         let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), self.scale, false);
         self.c_proj.forward(&y.transpose(1, 2).reshape([b, t, d]))
     }
@@ -132,12 +123,7 @@ impl Block {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        mask: Option<&Tensor>,
-        cache: Option<&mut (Option<Tensor>, Option<Tensor>)>,
-    ) -> Tensor {
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: Option<&mut LayerKv>) -> Tensor {
         let x = x + self.attn.forward(&self.ln_1.forward(x), mask, cache);
         &x + self.mlp.forward(&self.ln_2.forward(&x))
     }
