@@ -188,7 +188,7 @@ fn kv_cache_chunks_equal_full_forward() {
 fn gradients_flow_to_input_embeddings_only() {
     let model = tiny_model();
     let ids = Tensor::from_slice(&[409i64, 278, 332, 17, 95]).unsqueeze(0);
-    let embeds = model.embed(&ids).detach().set_requires_grad(true);
+    let embeds = model.embed(&ids).unwrap().detach().set_requires_grad(true);
     assert!(!model.token_embeddings().requires_grad(), "backbone weights must be frozen");
     let hidden = model.forward(Input::Embeds(&embeds), None, None).unwrap();
     let loss = model.lm_loss(&hidden, &ids);

@@ -124,6 +124,9 @@ fn bad_forward_inputs_are_errors() {
     let embeds = Tensor::zeros([1, 3, 32], (Kind::Float, Device::Cpu));
     let err = model.forward(Input::Embeds(&embeds), None, None).unwrap_err().to_string();
     assert!(err.contains("input embeddings must be [batch, seq, 64]"), "{err}");
+    let ids = Tensor::from_slice(&[5i64, 2000, 7]).unsqueeze(0);
+    let err = model.forward(Input::Ids(&ids), None, None).unwrap_err().to_string();
+    assert!(err.contains("token id 2000 is outside the embedding matrix (vocab_size=2000)"), "{err}");
     let ids = Tensor::zeros([2, 3], (Kind::Int64, Device::Cpu));
     let mask = Tensor::ones([2, 4], (Kind::Int64, Device::Cpu));
     let err = model.forward(Input::Ids(&ids), Some(&mask), None).unwrap_err().to_string();

@@ -208,9 +208,20 @@ impl Gpt2 {
         &self.wte
     }
 
-    /// Token embeddings of `ids: [B, T]` → `[B, T, d]`.
-    pub fn embed(&self, ids: &Tensor) -> Tensor {
-        Tensor::embedding(&self.wte, ids, -1, false, false)
+    /// Token embeddings of `ids: [B, T]` → `[B, T, d]`. An id outside the embedding matrix is an error (ruPrompts
+    /// gives prompt tokens the id `vocab_size`: they must be replaced by prompt embeddings, not looked up).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let ids = ids.to_device(self.device);
+        if ids.numel() > 0 {
+            let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+            ensure!(
+                lo >= 0 && hi < self.config.vocab_size,
+                "token id {} is outside the embedding matrix (vocab_size={})",
+                if lo < 0 { lo } else { hi },
+                self.config.vocab_size
+            );
+        }
+        Ok(Tensor::embedding(&self.wte, &ids, -1, false, false))
     }
 
     /// Runs the transformer and returns the final hidden states `[B, T, d]` (after `ln_f`).
@@ -228,7 +239,7 @@ impl Gpt2 {
         let embeds = match input {
             Input::Ids(ids) => {
                 ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
-                self.embed(&ids.to_device(self.device))
+                self.embed(ids)?
             }
             Input::Embeds(e) => {
                 ensure!(
