@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod demo;
 pub mod device;
+pub mod format;
 pub mod generate;
 pub mod model;
 pub mod tokenizer;
