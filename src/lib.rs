@@ -11,4 +11,6 @@ pub mod device;
 pub mod format;
 pub mod generate;
 pub mod model;
+pub mod prompt;
+pub mod provider;
 pub mod tokenizer;

@@ -1,0 +1,53 @@
+//! Writing prompt embeddings into the positions of their prompt tokens: the one injection routine that single
+//! prompts and multi-prompts share.
+
+use anyhow::{bail, ensure, Result};
+use tch::{Kind, Tensor};
+
+use crate::model::Gpt2;
+
+/// One prompt to inject: its token id and embeddings `[L, d]`.
+#[derive(Debug)]
+pub struct Injection<'a> {
+    /// For messages, e.g. the prompt token `<|[qa]P|>`.
+    pub name: &'a str,
+    pub token_id: i64,
+    pub embeddings: Tensor,
+}
+
+/// Input embeddings `[B, T, d]` of `ids: [B, T]` with every prompt token replaced by its prompt's rows, in
+/// order, wherever it sits. A row holds each prompt's tokens either not at all or exactly `L` times (rows may
+/// use different prompts); any other count is an error naming the row. Each provider output is computed once
+/// by the caller and shared by all rows, so gradients from every row reach it.
+pub fn inject(model: &Gpt2, ids: &Tensor, prompts: &[Injection]) -> Result<Tensor> {
+    ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
+    let ids = ids.to_device(model.device());
+    let masks: Vec<Tensor> = prompts.iter().map(|p| ids.eq(p.token_id)).collect();
+    let mut plain = ids.shallow_clone();
+    for mask in &masks {
+        // Prompt token ids may lie outside the embedding matrix (ruPrompts gives them id = vocab size).
+        plain = plain.masked_fill(mask, 0);
+    }
+    let mut embeds = model.embed(&plain)?;
+    for (prompt, mask) in prompts.iter().zip(&masks) {
+        let length = prompt.embeddings.size()[0];
+        let counts = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64))?;
+        let mut rows_with_prompt = 0;
+        for (row, &count) in counts.iter().enumerate() {
+            match count {
+                0 => {}
+                c if c == length => rows_with_prompt += 1,
+                c => bail!(
+                    "row {row} holds {c} prompt tokens {} but the prompt has {length} (was the prompt truncated?)",
+                    prompt.name
+                ),
+            }
+        }
+        if rows_with_prompt > 0 {
+            let source =
+                prompt.embeddings.to_device(model.device()).to_kind(model.kind()).repeat([rows_with_prompt, 1]);
+            embeds = embeds.masked_scatter(&mask.unsqueeze(-1), &source);
+        }
+    }
+    Ok(embeds)
+}
