@@ -3,12 +3,16 @@
 //! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16).
 //! - [`tokenizer`] — byte-level BPE tokenizers of those checkpoints, with added prompt tokens.
 //! - [`generate`] — decoding (greedy for now).
+//! - [`format`] — ruPrompts' template language (`<P*N>{field}`, `<P>phrase</P>`) compiled against a tokenizer.
+//! - [`provider`] — what produces the soft tokens: a plain tensor, a BiLSTM or an MLP.
+//! - [`prompt`] — format + provider: injection into the model, multi-prompts, save/load, ruPrompts/PEFT files.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 
 pub mod cli;
 pub mod demo;
 pub mod device;
 pub mod format;
+pub mod fs;
 pub mod generate;
 pub mod model;
 pub mod prompt;

@@ -30,7 +30,13 @@ pub fn inject(model: &Gpt2, ids: &Tensor, prompts: &[Injection]) -> Result<Tenso
     }
     let mut embeds = model.embed(&plain)?;
     for (prompt, mask) in prompts.iter().zip(&masks) {
-        let length = prompt.embeddings.size()[0];
+        let [length, dim] = prompt.embeddings.size()[..] else { bail!("prompt {} is not [length, dim]", prompt.name) };
+        ensure!(
+            dim == model.config().n_embd,
+            "the prompt {} has embedding size {dim} but the model has {}",
+            prompt.name,
+            model.config().n_embd
+        );
         let counts = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64))?;
         let mut rows_with_prompt = 0;
         for (row, &count) in counts.iter().enumerate() {

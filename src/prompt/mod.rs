@@ -2,13 +2,18 @@
 //! to the tokenizer and turns token ids into input embeddings for the frozen model.
 
 mod inject;
+mod io;
 mod multi;
+mod peft;
+mod torch_pickle;
 
 use anyhow::{ensure, Result};
 use tch::{nn, Tensor};
 
 pub use inject::{inject, Injection};
+pub use io::{PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
 pub use multi::MultiPrompt;
+pub use peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
 
 use crate::format::PromptFormat;
 use crate::model::Gpt2;
@@ -31,12 +36,23 @@ impl Prompt {
     /// A fresh prompt for `model`: the provider is initialised from the model's embeddings and the format's
     /// phrase tokens, on the model's device.
     pub fn new(format: PromptFormat, provider_config: ProviderConfig, model: &Gpt2) -> Result<Self> {
-        let vs = nn::VarStore::new(model.device());
-        let embedding_dim = model.config().n_embd;
+        let embeddings = Some(model.token_embeddings());
+        Self::build(format, provider_config, model.config().n_embd, model.device(), embeddings)
+    }
+
+    /// `embeddings` is `None` when the parameters are about to be loaded.
+    fn build(
+        format: PromptFormat,
+        provider_config: ProviderConfig,
+        embedding_dim: i64,
+        device: tch::Device,
+        embeddings: Option<&Tensor>,
+    ) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
         let init = ProviderInit {
             prompt_length: format.prompt_length() as i64,
             embedding_dim,
-            embeddings: model.token_embeddings(),
+            embeddings,
             init_tokens: format.init_tokens(),
         };
         let provider = tch::no_grad(|| provider_config.build(vs.root(), &init))?;
@@ -104,12 +120,6 @@ impl Prompt {
 
     /// Input embeddings of `ids` with this prompt injected at `token_id` (see [`inject`]).
     pub fn embed(&self, model: &Gpt2, ids: &Tensor, token_id: i64) -> Result<Tensor> {
-        ensure!(
-            model.config().n_embd == self.embedding_dim,
-            "the prompt has embedding size {} but the model has {}",
-            self.embedding_dim,
-            model.config().n_embd
-        );
         let injection = Injection { name: self.format.prompt_token(), token_id, embeddings: self.embeddings() };
         inject(model, ids, &[injection])
     }

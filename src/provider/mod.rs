@@ -26,8 +26,8 @@ pub trait Provider: std::fmt::Debug + Send {
 pub struct ProviderInit<'a> {
     pub prompt_length: i64,
     pub embedding_dim: i64,
-    /// The backbone's token embeddings `[vocab, d]`.
-    pub embeddings: &'a Tensor,
+    /// The backbone's token embeddings `[vocab, d]`; `None` when parameters will be loaded right after.
+    pub embeddings: Option<&'a Tensor>,
     /// Prompt position → token id whose embedding initialises it (from `<P>phrase</P>`).
     pub init_tokens: &'a BTreeMap<usize, u32>,
 }

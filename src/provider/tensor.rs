@@ -27,7 +27,10 @@ impl TensorProvider {
     /// Initialises as ruPrompts does, then overwrites phrase positions with their tokens' embeddings.
     pub fn new(path: nn::Path, init: &ProviderInit, how: TensorInit) -> Result<Self> {
         let (l, d) = (init.prompt_length, init.embedding_dim);
-        let wte = init.embeddings.to_kind(Kind::Float).to_device(path.device());
+        let Some(wte) = init.embeddings else {
+            return Ok(Self { weights: path.zeros("weights", &[l, d]) });
+        };
+        let wte = wte.to_kind(Kind::Float).to_device(path.device());
         let vocab = wte.size()[0];
         let start = match how {
             TensorInit::Vocab => {

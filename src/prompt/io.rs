@@ -1,0 +1,146 @@
+//! Saving and loading prompts in ruPrompts' layout: `prompt.json` (format + config) and the prompt tensor,
+//! as `prompt_provider.safetensors` and as ruPrompts' own `prompt_provider.bin`. We also keep the provider's
+//! full parameters (`provider_state.safetensors`) so BiLSTM and MLP prompts can resume training.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::{torch_pickle, Prompt};
+use crate::format::PromptFormat;
+use crate::fs::write_atomic;
+use crate::provider::ProviderConfig;
+
+pub const PROMPT_FILE: &str = "prompt.json";
+/// The prompt embeddings `[L, d]` under the key `weights`.
+pub const WEIGHTS_FILE: &str = "prompt_provider.safetensors";
+/// The same tensor as `torch.save` writes it: what Python ruPrompts reads.
+pub const TORCH_FILE: &str = "prompt_provider.bin";
+/// The folder inside that zip: `torch.save` names it after the file.
+const TORCH_ARCHIVE: &str = "prompt_provider";
+/// Every provider parameter by its PyTorch name, for resuming training.
+pub const STATE_FILE: &str = "provider_state.safetensors";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PromptJson {
+    format: FormatJson,
+    #[serde(default)]
+    config: ConfigJson,
+    /// Ours only (ruPrompts ignores it): which provider `provider_state.safetensors` belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    provider: Option<ProviderConfig>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FormatJson {
+    template: String,
+    compiled_template: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ConfigJson {
+    #[serde(default)]
+    embedding_dim: Option<i64>,
+    #[serde(default)]
+    prompt_length: Option<i64>,
+    #[serde(default)]
+    pretrained_model_name: Option<String>,
+    #[serde(default)]
+    is_safe: bool,
+}
+
+impl Prompt {
+    /// Saves into `dir` (created if needed): weights first, `prompt.json` last, each file atomically.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let weights = tch::no_grad(|| self.embeddings()).detach().to_device(Device::Cpu).contiguous();
+        write_atomic(&dir.join(WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&[("weights", &weights)], p)?))?;
+        write_atomic(&dir.join(TORCH_FILE), |p| {
+            torch_pickle::write_tensor(&weights, TORCH_ARCHIVE, std::fs::File::create(p)?)
+        })?;
+        let mut state: Vec<(String, Tensor)> = self
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
+            .collect();
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        write_atomic(&dir.join(STATE_FILE), |p| Ok(Tensor::write_safetensors(&named, p)?))?;
+        let json = PromptJson {
+            format: FormatJson {
+                template: self.format.template().to_string(),
+                compiled_template: self.format.compiled_template(),
+            },
+            config: ConfigJson {
+                embedding_dim: Some(self.embedding_dim),
+                prompt_length: Some(self.format.prompt_length() as i64),
+                pretrained_model_name: self.pretrained_model_name.clone(),
+                is_safe: false,
+            },
+            provider: Some(self.provider_config.clone()),
+        };
+        write_atomic(&dir.join(PROMPT_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&json)?)?))
+    }
+
+    /// Loads a prompt saved by [`Prompt::save_pretrained`] or by Python ruPrompts, onto `device`. With our
+    /// provider state the full provider comes back (trainable as before); otherwise the saved tensor becomes
+    /// a tensor provider, as in ruPrompts.
+    pub fn from_pretrained(dir: &Path, device: Device) -> Result<Self> {
+        let json_path = dir.join(PROMPT_FILE);
+        let text =
+            std::fs::read_to_string(&json_path).with_context(|| format!("cannot read {}", json_path.display()))?;
+        let json: PromptJson = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid prompt file", json_path.display()))?;
+        let format = PromptFormat::from_compiled(&json.format.template, &json.format.compiled_template)
+            .with_context(|| format!("{}: bad format", json_path.display()))?;
+        let length = format.prompt_length() as i64;
+        if let Some(stated) = json.config.prompt_length {
+            ensure!(
+                stated == length,
+                "{}: prompt_length {stated} but the compiled template has {length} prompt tokens",
+                json_path.display()
+            );
+        }
+        let state_path = dir.join(STATE_FILE);
+        let (provider, state) = match json.provider {
+            Some(provider) if state_path.is_file() => {
+                let state = Tensor::read_safetensors(&state_path)
+                    .with_context(|| format!("cannot read {}", state_path.display()))?;
+                (provider, state)
+            }
+            _ => (ProviderConfig::default(), vec![("weights".to_string(), read_weights(dir)?)]),
+        };
+        let weights_dim =
+            |state: &[(String, Tensor)]| state.iter().find(|(n, _)| n == "weights").map(|(_, t)| t.size()[1]);
+        let embedding_dim = json
+            .config
+            .embedding_dim
+            .or_else(|| weights_dim(&state))
+            .ok_or_else(|| anyhow!("{}: config.embedding_dim is missing", json_path.display()))?;
+        let mut prompt = Prompt::build(format, provider, embedding_dim, device, None)?;
+        prompt.pretrained_model_name = json.config.pretrained_model_name;
+        prompt.set_state(&state).with_context(|| format!("cannot load the prompt in {}", dir.display()))?;
+        Ok(prompt)
+    }
+}
+
+/// The prompt tensor from `prompt_provider.safetensors`, else from ruPrompts' `prompt_provider.bin`.
+fn read_weights(dir: &Path) -> Result<Tensor> {
+    let st = dir.join(WEIGHTS_FILE);
+    if st.is_file() {
+        let tensors = Tensor::read_safetensors(&st).with_context(|| format!("cannot read {}", st.display()))?;
+        return tensors
+            .into_iter()
+            .find(|(n, _)| n == "weights")
+            .map(|(_, t)| t)
+            .ok_or_else(|| anyhow!("{} has no tensor 'weights'", st.display()));
+    }
+    let bin = dir.join(TORCH_FILE);
+    if bin.is_file() {
+        return torch_pickle::read_tensor(&bin);
+    }
+    bail!("no prompt weights in {}: expected {WEIGHTS_FILE} or {TORCH_FILE}", dir.display())
+}

@@ -1,0 +1,118 @@
+//! PEFT prompt-tuning adapters (`adapter_config.json` + `adapter_model.safetensors` holding
+//! `prompt_embeddings [N, d]`). PEFT prepends its virtual tokens to the input, so only formats whose prompt
+//! tokens all come first (`<P*N>{text}`) can be exported, and an import becomes such a format.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::Deserialize;
+use tch::{Device, Tensor};
+
+use super::Prompt;
+use crate::format::{PromptFormat, PROMPT_TOKEN};
+use crate::fs::write_atomic;
+use crate::provider::ProviderConfig;
+
+pub const PEFT_CONFIG_FILE: &str = "adapter_config.json";
+pub const PEFT_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// The tensor name PEFT saves prompt-learning adapters under.
+const PEFT_KEY: &str = "prompt_embeddings";
+
+/// The fields of `adapter_config.json` an import needs; PEFT writes many more.
+#[derive(Debug, Deserialize)]
+struct AdapterConfig {
+    peft_type: String,
+    #[serde(default)]
+    num_virtual_tokens: Option<i64>,
+    #[serde(default)]
+    num_transformer_submodules: Option<i64>,
+    #[serde(default)]
+    base_model_name_or_path: Option<String>,
+}
+
+impl Prompt {
+    /// Writes this prompt as a PEFT `PROMPT_TUNING` adapter for a causal LM (the provider's output, baked).
+    pub fn save_peft(&self, dir: &Path) -> Result<()> {
+        ensure!(
+            self.format.is_prefix(),
+            "the format {:?} has prompt tokens after other text; a PEFT adapter can only hold a prompt that \
+             comes first, as in <P*N>{{text}}",
+            self.format.template()
+        );
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let weights = tch::no_grad(|| self.embeddings()).detach().to_device(Device::Cpu).contiguous();
+        write_atomic(&dir.join(PEFT_WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&[(PEFT_KEY, &weights)], p)?))?;
+        // PEFT fills num_layers and num_attention_heads from the base model when they are null.
+        let config = serde_json::json!({
+            "peft_type": "PROMPT_TUNING",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": self.pretrained_model_name,
+            "revision": null,
+            "inference_mode": true,
+            "num_virtual_tokens": self.format.prompt_length(),
+            "token_dim": self.embedding_dim,
+            "num_transformer_submodules": 1,
+            "num_attention_heads": null,
+            "num_layers": null,
+            "prompt_tuning_init": "RANDOM",
+            "prompt_tuning_init_text": null,
+            "tokenizer_name_or_path": null,
+            "tokenizer_kwargs": null,
+            "auto_mapping": null,
+        });
+        write_atomic(&dir.join(PEFT_CONFIG_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&config)?)?))
+    }
+
+    /// Reads a PEFT `PROMPT_TUNING` or `P_TUNING` adapter of a causal LM as a tensor prompt. `format` says
+    /// where the text goes (default `<P*N>{text}`); it must put its N prompt tokens first.
+    pub fn from_peft(dir: &Path, format: Option<PromptFormat>, device: Device) -> Result<Self> {
+        let config_path = dir.join(PEFT_CONFIG_FILE);
+        let text =
+            std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+        let config: AdapterConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a PEFT adapter config", config_path.display()))?;
+        ensure!(
+            matches!(config.peft_type.as_str(), "PROMPT_TUNING" | "P_TUNING"),
+            "{}: a {} adapter holds no soft prompt (expected PROMPT_TUNING or P_TUNING)",
+            config_path.display(),
+            config.peft_type
+        );
+        ensure!(
+            config.num_transformer_submodules.unwrap_or(1) == 1,
+            "{}: num_transformer_submodules is {} (an encoder-decoder adapter); only causal LMs are supported",
+            config_path.display(),
+            config.num_transformer_submodules.unwrap_or(1)
+        );
+        let n = config
+            .num_virtual_tokens
+            .ok_or_else(|| anyhow!("{}: num_virtual_tokens is missing", config_path.display()))?;
+        let weights_path = dir.join(PEFT_WEIGHTS_FILE);
+        let weights = Tensor::read_safetensors(&weights_path)
+            .with_context(|| format!("cannot read {}", weights_path.display()))?
+            .into_iter()
+            .find(|(name, _)| name == PEFT_KEY)
+            .map(|(_, t)| t)
+            .ok_or_else(|| anyhow!("{} has no tensor '{PEFT_KEY}'", weights_path.display()))?;
+        let [rows, dim] = weights.size()[..] else {
+            bail!("{}: '{PEFT_KEY}' has shape {:?}, expected [tokens, dim]", weights_path.display(), weights.size())
+        };
+        ensure!(rows == n, "{}: '{PEFT_KEY}' has {rows} rows but num_virtual_tokens is {n}", weights_path.display());
+        let format = match format {
+            Some(format) => format,
+            None => {
+                let compiled = format!("{}{{text}}", PROMPT_TOKEN.repeat(n as usize));
+                PromptFormat::from_compiled(&format!("<P*{n}>{{text}}"), &compiled)?
+            }
+        };
+        ensure!(
+            format.is_prefix() && format.prompt_length() as i64 == n,
+            "the format {:?} must start with the adapter's {n} prompt tokens and have no others (it has {})",
+            format.template(),
+            format.prompt_length()
+        );
+        let mut prompt = Prompt::build(format, ProviderConfig::default(), dim, device, None)?;
+        prompt.pretrained_model_name = config.base_model_name_or_path;
+        prompt.set_state(&[("weights".to_string(), weights)])?;
+        Ok(prompt)
+    }
+}

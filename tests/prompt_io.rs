@@ -1,0 +1,311 @@
+//! Saving and loading prompts: Python ruPrompts' own files, our round trips, PEFT adapters, refused input.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use ruprompts::format::PromptFormat;
+use ruprompts::model::{Gpt2, Gpt2Config, Input};
+use ruprompts::prompt::{
+    Prompt, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE,
+};
+use ruprompts::provider::{ProviderConfig, TensorInit};
+use ruprompts::tokenizer::Tokenizer;
+use tch::{Device, Kind, Tensor};
+
+fn python_prompt(name: &str) -> PathBuf {
+    fixture(&format!("reference/ruprompts/{name}"))
+}
+
+/// A copy of `src` holding only the files named in `keep`.
+fn copy_only(src: &Path, keep: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in keep {
+        std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+/// Logits of `text` formatted into the prompt (its token added to a fresh tokenizer).
+fn logits_of(prompt: &Prompt, model: &Gpt2, text: &str) -> Tensor {
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let row = serde_json::json!({ "text": text }).as_object().unwrap().clone();
+    let ids = tok.encode_ids(&prompt.format().format(&row).unwrap().text).unwrap();
+    let ids = Tensor::from_slice(&ids).unsqueeze(0);
+    tch::no_grad(|| {
+        let embeds = prompt.embed(model, &ids, id).unwrap();
+        model.lm_logits(&model.forward(Input::Embeds(&embeds), None, None).unwrap())
+    })
+}
+
+/// Loss of the fixture's `item0` under the ruPrompts reference prompt `spec`.
+fn item0_loss(prompt: &Prompt, model: &Gpt2, ids: &[i64], labels: &[i64]) -> f64 {
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let embeds = prompt.embed(model, &Tensor::from_slice(ids).unsqueeze(0), id).unwrap();
+    tch::no_grad(|| {
+        let hidden = model.forward(Input::Embeds(&embeds), None, None).unwrap();
+        model.lm_loss(&hidden, &Tensor::from_slice(labels).unsqueeze(0)).double_value(&[])
+    })
+}
+
+fn zip_entry(path: &Path, name: &str) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(name).unwrap(), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn python_saved_tensor_prompt_gives_python_loss_from_safetensors_and_from_bin() {
+    let model = tiny_model();
+    let spec = load_json("reference/ruprompts/tensor_prompt.json");
+    let item = &spec["item0"];
+    let (ids, labels) = (i64_vec(&item["input_ids"]), i64_vec(&item["labels"]));
+    let expected = item["loss"].as_f64().unwrap();
+
+    let saved = Prompt::from_pretrained(&python_prompt("prompt_tensor"), Device::Cpu).unwrap();
+    assert_eq!(saved.pretrained_model_name.as_deref(), Some("tiny-gpt2-ru"));
+    assert_eq!(saved.format().template(), spec["template"].as_str().unwrap());
+    assert_eq!(saved.format().prompt_length(), 7);
+    let loss = item0_loss(&saved, &model, &ids, &labels);
+    assert!((loss - expected).abs() <= 1e-5, "loss {loss} vs {expected}");
+
+    // ruPrompts itself reads only the pickled tensor: so must we, to the same numbers.
+    let bin_only = copy_only(&python_prompt("prompt_tensor"), &[PROMPT_FILE, TORCH_FILE]);
+    let from_bin = Prompt::from_pretrained(bin_only.path(), Device::Cpu).unwrap();
+    assert!(from_bin.embeddings().equal(&saved.embeddings()));
+    let loss = item0_loss(&from_bin, &model, &ids, &labels);
+    assert!((loss - expected).abs() <= 1e-5, "loss from .bin {loss} vs {expected}");
+}
+
+#[test]
+fn python_saved_lstm_prompt_is_its_baked_output() {
+    let model = tiny_model();
+    let spec = load_json("reference/ruprompts/lstm_prompt.json");
+    let loaded = Prompt::from_pretrained(&python_prompt("prompt_lstm"), Device::Cpu).unwrap();
+    // ruPrompts saves only the BiLSTM's output, so what comes back is a tensor prompt of that output.
+    assert_eq!(loaded.provider_config(), &ProviderConfig::Tensor { init: TensorInit::Vocab });
+    let reference = Tensor::read_safetensors(fixture("reference/ruprompts/lstm_provider_tensors.safetensors")).unwrap();
+    let output = &reference.iter().find(|(n, _)| n == "output_grad_mode").unwrap().1;
+    assert!(loaded.embeddings().equal(output));
+    let loss = item0_loss(
+        &loaded,
+        &model,
+        &i64_vec(&spec["lm_loss_item0_input_ids"]),
+        &i64_vec(&spec["lm_loss_item0_labels"]),
+    );
+    let expected = spec["lm_loss_item0"].as_f64().unwrap();
+    assert!((loss - expected).abs() <= 1e-5, "loss {loss} vs {expected}");
+}
+
+#[test]
+fn written_prompt_provider_bin_is_what_torch_save_writes() {
+    let python = python_prompt("prompt_tensor");
+    let prompt = Prompt::from_pretrained(&python, Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    prompt.save_pretrained(dir.path()).unwrap();
+    let (ours, theirs) = (dir.path().join(TORCH_FILE), python.join(TORCH_FILE));
+    for entry in ["data.pkl", "data/0", "byteorder", "version", ".format_version", ".storage_alignment"] {
+        let name = format!("prompt_provider/{entry}");
+        assert_eq!(zip_entry(&ours, &name), zip_entry(&theirs, &name), "{name}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(PROMPT_FILE)).unwrap()).unwrap();
+    let python_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(python.join(PROMPT_FILE)).unwrap()).unwrap();
+    assert_eq!(json["format"], python_json["format"]);
+    assert_eq!(json["config"], python_json["config"]);
+}
+
+#[test]
+fn save_then_load_gives_bitwise_identical_logits_and_full_state_for_every_provider() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let providers = [
+        ("<P*2>{text}<P>Кратко:</P>", ProviderConfig::Tensor { init: TensorInit::Random }),
+        ("<P*4>{text}<P*2>", ProviderConfig::Lstm { hidden_dim: Some(32), input_dim: Some(16), num_layers: 2 }),
+        ("<P*3>{text}", ProviderConfig::Mlp { hidden_dim: Some(24) }),
+    ];
+    for (template, config) in providers {
+        tch::manual_seed(3);
+        let format = PromptFormat::compile(template, &tok).unwrap();
+        let mut prompt = Prompt::new(format, config.clone(), &model).unwrap();
+        prompt.pretrained_model_name = Some("tiny-gpt2-ru".into());
+        let dir = tempfile::tempdir().unwrap();
+        prompt.save_pretrained(dir.path()).unwrap();
+        // Saving again over the old files works and leaves no temp files behind.
+        prompt.save_pretrained(dir.path()).unwrap();
+        assert_eq!(file_names(dir.path()), [PROMPT_FILE, TORCH_FILE, WEIGHTS_FILE, STATE_FILE], "{template}");
+
+        let loaded = Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(loaded.provider_config(), &config);
+        assert_eq!(loaded.format().compiled_template(), prompt.format().compiled_template());
+        assert_eq!(loaded.pretrained_model_name.as_deref(), Some("tiny-gpt2-ru"));
+        let text = "Москва — столица России.";
+        assert!(logits_of(&loaded, &model, text).equal(&logits_of(&prompt, &model, text)), "{template}");
+        // Every provider parameter comes back, trainable: training can resume.
+        let (theirs, ours) = (prompt.var_store().variables(), loaded.var_store().variables());
+        assert_eq!(ours.len(), theirs.len());
+        for (name, value) in &theirs {
+            assert!(ours[name].equal(value), "{template}: {name}");
+            assert!(ours[name].requires_grad(), "{template}: {name}");
+        }
+    }
+}
+
+/// A randomly initialised GPT-2 with another embedding size than the fixture's.
+fn model_with_embedding_size(n_embd: i64) -> Gpt2 {
+    let mut config = Gpt2Config::from_file(&model_dir().join("config.json")).unwrap();
+    config.n_embd = n_embd;
+    let tensors = config
+        .expected_shapes()
+        .into_iter()
+        .map(|(name, shape)| (name, Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * 0.02))
+        .collect();
+    Gpt2::from_tensors(config, tensors).unwrap()
+}
+
+#[test]
+fn prompt_for_another_embedding_size_is_an_error_naming_both() {
+    init();
+    let prompt = Prompt::from_pretrained(&python_prompt("prompt_tensor"), Device::Cpu).unwrap();
+    let model = model_with_embedding_size(32);
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let ids = Tensor::from_slice(&[id, id, id, 5, id, id, id, id]).unsqueeze(0);
+    let err = prompt.embed(&model, &ids, id).unwrap_err().to_string();
+    assert_eq!(err, "the prompt <|P|> has embedding size 64 but the model has 32");
+
+    // A prompt.json whose embedding size disagrees with its tensor is refused too.
+    let dir = copy_only(&python_prompt("prompt_tensor"), &[TORCH_FILE]);
+    let json = std::fs::read_to_string(python_prompt("prompt_tensor").join(PROMPT_FILE)).unwrap();
+    std::fs::write(dir.path().join(PROMPT_FILE), json.replace("\"embedding_dim\": 64", "\"embedding_dim\": 32"))
+        .unwrap();
+    let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+    assert!(err.contains(&format!("cannot load the prompt in {}", dir.path().display())), "{err}");
+    assert!(
+        err.contains("parameter 'weights' has shape [7, 32] in the tensor provider but [7, 64] was given"),
+        "{err}"
+    );
+}
+
+/// A `prompt_provider.bin` whose `data.pkl` is `pickle`, beside the fixture's `prompt.json`.
+fn prompt_dir_with_pickle(pickle: &[u8]) -> tempfile::TempDir {
+    let dir = copy_only(&python_prompt("prompt_tensor"), &[PROMPT_FILE]);
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(dir.path().join(TORCH_FILE)).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("prompt_provider/data.pkl", options).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.start_file("prompt_provider/data/0", options).unwrap();
+    zip.write_all(&[0; 1792]).unwrap();
+    zip.finish().unwrap();
+    dir
+}
+
+#[test]
+fn pickles_that_are_not_a_plain_tensor_are_refused_without_running_them() {
+    let cases: [(&[u8], &str); 4] = [
+        // os.system("touch pwned"): the classic pickle payload.
+        (b"\x80\x02cos\nsystem\nq\x00X\x0b\x00\x00\x00touch pwnedq\x01\x85q\x02Rq\x03.", "refers to os.system"),
+        // A state dict {"weights": ...} rather than a bare tensor.
+        (b"\x80\x02}q\x00X\x07\x00\x00\x00weightsq\x01K\x01s.", "uses pickle opcode 0x73"),
+        // builtins.eval smuggled through the storage class slot.
+        (b"\x80\x02cbuiltins\neval\nq\x00.", "refers to builtins.eval"),
+        (b"\x80\x02K\x01", "pickle ends early"),
+    ];
+    for (pickle, reason) in cases {
+        let dir = prompt_dir_with_pickle(pickle);
+        let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+        let file = dir.path().join(TORCH_FILE);
+        assert!(err.starts_with(&format!("{} is not a torch.save file of one plain tensor", file.display())), "{err}");
+        assert!(err.contains(reason), "{err}");
+    }
+    assert!(!Path::new("pwned").exists());
+
+    let dir = copy_only(&python_prompt("prompt_tensor"), &[PROMPT_FILE]);
+    std::fs::write(dir.path().join(TORCH_FILE), b"not a zip").unwrap();
+    let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+    assert!(err.contains("is not a torch.save file of one plain tensor"), "{err}");
+}
+
+#[test]
+fn missing_or_malformed_prompt_files_are_named() {
+    let dir = copy_only(&python_prompt("prompt_tensor"), &[PROMPT_FILE]);
+    let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+    assert_eq!(err, format!("no prompt weights in {}: expected {WEIGHTS_FILE} or {TORCH_FILE}", dir.path().display()));
+
+    std::fs::write(dir.path().join(PROMPT_FILE), "{\"format\": {\"template\": \"<P>{x}\"}}").unwrap();
+    let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+    let path = dir.path().join(PROMPT_FILE);
+    assert!(
+        err.starts_with(&format!("{} is not a valid prompt file: missing field `compiled_template`", path.display())),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = format!("{:#}", Prompt::from_pretrained(empty.path(), Device::Cpu).unwrap_err());
+    assert!(err.starts_with(&format!("cannot read {}", empty.path().join(PROMPT_FILE).display())), "{err}");
+}
+
+#[test]
+fn peft_adapters_export_and_import_prefix_prompts_only() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    tch::manual_seed(4);
+    let format = PromptFormat::compile("<P*5>{text}", &tok).unwrap();
+    let prompt = Prompt::new(format, ProviderConfig::Mlp { hidden_dim: Some(16) }, &model).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    prompt.save_peft(dir.path()).unwrap();
+    assert_eq!(file_names(dir.path()), [PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(PEFT_CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "PROMPT_TUNING");
+    assert_eq!(config["task_type"], "CAUSAL_LM");
+    assert_eq!(config["num_virtual_tokens"], 5);
+    assert_eq!(config["token_dim"], 64);
+    let tensors = Tensor::read_safetensors(dir.path().join(PEFT_WEIGHTS_FILE)).unwrap();
+    assert_eq!(tensors.len(), 1);
+    assert_eq!(tensors[0].0, "prompt_embeddings");
+    assert!(tensors[0].1.equal(&prompt.embeddings()));
+
+    let imported = Prompt::from_peft(dir.path(), None, Device::Cpu).unwrap();
+    assert_eq!(imported.format().compiled_template(), "<|P|><|P|><|P|><|P|><|P|>{text}");
+    let text = "Москва — столица России.";
+    assert!(logits_of(&imported, &model, text).equal(&logits_of(&prompt, &model, text)));
+
+    // PEFT prepends its virtual tokens to the text's embeddings: the injected prefix is exactly that.
+    let text_ids = Tensor::from_slice(&tok.encode_ids(text).unwrap()).unsqueeze(0);
+    let concat = Tensor::cat(&[prompt.embeddings().unsqueeze(0), model.embed(&text_ids).unwrap()], 1);
+    let peft_logits = tch::no_grad(|| model.lm_logits(&model.forward(Input::Embeds(&concat), None, None).unwrap()));
+    assert!(peft_logits.equal(&logits_of(&prompt, &model, text)));
+
+    let suffix = Prompt::from_pretrained(&python_prompt("prompt_tensor"), Device::Cpu).unwrap();
+    let err = suffix.save_peft(dir.path()).unwrap_err().to_string();
+    assert!(err.starts_with("the format \"<P*3>{text}<P>Кратко:</P>\" has prompt tokens after other text"), "{err}");
+
+    let wrong = PromptFormat::compile("<P*4>{question}", &tok).unwrap();
+    let err = Prompt::from_peft(dir.path(), Some(wrong), Device::Cpu).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "the format \"<P*4>{question}\" must start with the adapter's 5 prompt tokens and have no others (it has 4)"
+    );
+
+    std::fs::write(dir.path().join(PEFT_CONFIG_FILE), r#"{"peft_type": "LORA", "r": 8}"#).unwrap();
+    let err = Prompt::from_peft(dir.path(), None, Device::Cpu).unwrap_err().to_string();
+    let path = dir.path().join(PEFT_CONFIG_FILE);
+    assert_eq!(
+        err,
+        format!("{}: a LORA adapter holds no soft prompt (expected PROMPT_TUNING or P_TUNING)", path.display())
+    );
+}
