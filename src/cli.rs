@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
+use crate::format::PromptFormat;
 use crate::generate::greedy;
-use crate::model::Gpt2;
+use crate::model::{Gpt2, Gpt2Config};
+use crate::provider::ProviderConfig;
 use crate::tokenizer::Tokenizer;
 
 /// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
@@ -34,6 +36,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the summary of a GPT-2-architecture checkpoint directory (config.json, weights, tokenizer).
     Info(ModelArgs),
+    /// Count the trainable parameters of each prompt provider for a prompt length and embedding size.
+    ///
+    /// Either give the numbers (`--prompt-length 40 --embedding-dim 1536` is a 40-token prompt for
+    /// ruGPT-3 Large) or a model directory and a format, which are read for them. Nothing is allocated.
+    Params(ParamsArgs),
 }
 
 /// Where a model is loaded.
@@ -77,6 +84,31 @@ pub struct DemoArgs {
     pub prompts: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct ParamsArgs {
+    /// Model directory: its config.json gives the embedding size, its tokenizer compiles --format.
+    #[arg(long, conflicts_with = "embedding_dim")]
+    pub model: Option<PathBuf>,
+    /// Prompt format, e.g. "<P*10>{question}<P>Ответ:</P>" (with --model, whose tokenizer splits phrases).
+    #[arg(long, conflicts_with = "prompt_length", requires = "model")]
+    pub format: Option<String>,
+    /// Number of trainable prompt tokens.
+    #[arg(long)]
+    pub prompt_length: Option<i64>,
+    /// Embedding size of the backbone (768 ruGPT-3 small, 1024 medium, 1536 large, 2048 mGPT).
+    #[arg(long)]
+    pub embedding_dim: Option<i64>,
+    /// LSTM hidden size of the lstm provider (default: the embedding size, as in ruPrompts).
+    #[arg(long)]
+    pub lstm_hidden_dim: Option<i64>,
+    /// Size of the lstm provider's learned input (default: the embedding size).
+    #[arg(long)]
+    pub lstm_input_dim: Option<i64>,
+    /// Hidden size of the mlp provider (default: the embedding size).
+    #[arg(long)]
+    pub mlp_hidden_dim: Option<i64>,
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         tch::set_num_threads(n);
@@ -88,7 +120,50 @@ pub fn run(cli: Cli) -> Result<()> {
             print_summary(&args.model, &model, &tokenizer);
             Ok(())
         }
+        Command::Params(args) => run_params(args),
     }
+}
+
+fn run_params(args: ParamsArgs) -> Result<()> {
+    let embedding_dim = match (&args.model, args.embedding_dim) {
+        (Some(dir), _) => Gpt2Config::from_file(&dir.join("config.json"))?.n_embd,
+        (None, Some(d)) => d,
+        (None, None) => bail!("give --embedding-dim, or --model to read it from config.json"),
+    };
+    let mut has_phrases = false;
+    let prompt_length = match (&args.format, args.prompt_length) {
+        (Some(template), _) => {
+            let dir = args.model.as_deref().context("--format needs --model: its tokenizer splits <P>phrase</P>")?;
+            let format = PromptFormat::compile(template, &Tokenizer::from_dir(dir)?)?;
+            has_phrases = !format.init_tokens().is_empty();
+            format.prompt_length() as i64
+        }
+        (None, Some(l)) => l,
+        (None, None) => bail!("give --prompt-length, or --format to count its prompt tokens"),
+    };
+    ensure!(prompt_length >= 1 && embedding_dim >= 1, "the prompt length and embedding size must be positive");
+    let providers = [
+        ProviderConfig::default(),
+        ProviderConfig::Lstm { hidden_dim: args.lstm_hidden_dim, input_dim: args.lstm_input_dim, num_layers: 2 },
+        ProviderConfig::Mlp { hidden_dim: args.mlp_hidden_dim },
+    ];
+    println!("a prompt of {prompt_length} tokens on a backbone with embedding size {embedding_dim}:");
+    for provider in providers {
+        let d = embedding_dim;
+        let detail = match provider {
+            ProviderConfig::Tensor { .. } => format!("[{prompt_length}, {d}]"),
+            ProviderConfig::Lstm { hidden_dim, input_dim, num_layers } => {
+                format!("hidden {}, input {}, {num_layers} layers", hidden_dim.unwrap_or(d), input_dim.unwrap_or(d))
+            }
+            ProviderConfig::Mlp { hidden_dim } => format!("hidden {}", hidden_dim.unwrap_or(d)),
+        };
+        let count = group_thousands(provider.num_parameters(prompt_length, embedding_dim));
+        println!("  {:<7} {count:>14}  ({detail})", provider.name());
+    }
+    if has_phrases {
+        println!("the format has <P>phrase</P> tokens, which only the tensor provider can start from");
+    }
+    Ok(())
 }
 
 fn load(dir: &Path, placement: &Placement) -> Result<(Gpt2, Tokenizer)> {

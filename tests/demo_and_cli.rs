@@ -53,6 +53,37 @@ fn info_prints_the_summary_of_a_checkpoint() {
 }
 
 #[test]
+fn params_reports_provider_sizes_of_the_cpt_slides() {
+    // ruGPT-3 Large (d=1536), 40 prompt tokens: ~60K as a tensor, ~3.2M as a BiLSTM of width 256.
+    let args = [
+        "params",
+        "--prompt-length",
+        "40",
+        "--embedding-dim",
+        "1536",
+        "--lstm-hidden-dim",
+        "256",
+        "--lstm-input-dim",
+        "256",
+    ];
+    let (ok, stdout, stderr) = ruprompts(&args);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("tensor          61,440  ([40, 1536])"), "{stdout}");
+    assert!(stdout.contains("lstm         3,165,952  (hidden 256, input 256, 2 layers)"), "{stdout}");
+
+    let dir = model_dir();
+    let format = "<P*3>{text}<P>Кратко:</P>";
+    let (ok, stdout, stderr) = ruprompts(&["params", "--model", dir.to_str().unwrap(), "--format", format]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("a prompt of 7 tokens on a backbone with embedding size 64:"), "{stdout}");
+    assert!(stdout.contains("only the tensor provider can start from"), "{stdout}");
+
+    let (ok, _, stderr) = ruprompts(&["params", "--prompt-length", "3"]);
+    assert!(!ok);
+    assert!(stderr.contains("give --embedding-dim, or --model to read it from config.json"), "{stderr}");
+}
+
+#[test]
 fn cli_errors_name_the_problem() {
     let (ok, _, stderr) = ruprompts(&["info", "/nonexistent/model", "--device", "cpu"]);
     assert!(!ok);

@@ -82,7 +82,7 @@ impl Prompt {
 
     /// Number of trainable parameters.
     pub fn num_parameters(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.provider_config.num_parameters(self.format.prompt_length() as i64, self.embedding_dim)
     }
 
     /// Overwrites the provider's parameters from named tensors (PyTorch state-dict names, e.g. `weights` or

@@ -86,11 +86,61 @@ impl ProviderConfig {
         })
     }
 
+    /// Trainable parameters of this provider for a prompt of `prompt_length` tokens on a backbone of
+    /// `embedding_dim`, counted from the layer shapes without allocating them (13B-sized BiLSTMs are gigabytes).
+    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64) -> i64 {
+        let (l, d) = (prompt_length, embedding_dim);
+        let linear = |i: i64, o: i64| i * o + o;
+        match *self {
+            Self::Tensor { .. } => l * d,
+            Self::Lstm { hidden_dim, input_dim, num_layers } => {
+                let (h, i) = (hidden_dim.unwrap_or(d), input_dim.unwrap_or(d));
+                // Per direction and layer: weight_ih [4h, in], weight_hh [4h, h], two biases [4h].
+                let layer = |input: i64| 2 * (4 * h * input + 4 * h * h + 8 * h);
+                let lstm = layer(i) + (num_layers - 1) * layer(2 * h);
+                l * i + lstm + linear(2 * h, h) + linear(h, d)
+            }
+            Self::Mlp { hidden_dim } => {
+                let h = hidden_dim.unwrap_or(d);
+                l * d + linear(d, h) + linear(h, h) + linear(h, d)
+            }
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Tensor { .. } => "tensor",
             Self::Lstm { .. } => "lstm",
             Self::Mlp { .. } => "mlp",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape-based count equals the number of parameters a built provider really has.
+    #[test]
+    fn parameter_count_matches_built_providers() {
+        let configs = [
+            ProviderConfig::default(),
+            ProviderConfig::Lstm { hidden_dim: None, input_dim: None, num_layers: 2 },
+            ProviderConfig::Lstm { hidden_dim: Some(7), input_dim: Some(5), num_layers: 3 },
+            ProviderConfig::Lstm { hidden_dim: Some(4), input_dim: Some(6), num_layers: 1 },
+            ProviderConfig::Mlp { hidden_dim: None },
+            ProviderConfig::Mlp { hidden_dim: Some(9) },
+        ];
+        let no_phrases = BTreeMap::new();
+        for config in configs {
+            for (l, d) in [(1, 8), (5, 12)] {
+                let vs = nn::VarStore::new(tch::Device::Cpu);
+                let init =
+                    ProviderInit { prompt_length: l, embedding_dim: d, embeddings: None, init_tokens: &no_phrases };
+                config.build(vs.root(), &init).unwrap();
+                let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+                assert_eq!(config.num_parameters(l, d), built, "{config:?} L={l} d={d}");
+            }
         }
     }
 }
