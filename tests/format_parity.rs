@@ -91,12 +91,15 @@ fn sp_alias_and_errors_with_positions() {
 
     let row: Row = serde_json::from_str(r#"{"question": "Да?", "n": 3, "flag": true}"#).unwrap();
     match slides.format(&row) {
-        Err(FormatError::MissingField { field, available }) => {
-            assert_eq!(field, "answer");
-            assert_eq!(available, "flag, n, question");
-        }
+        Err(e @ FormatError::MissingField { .. }) => assert_eq!(
+            e.to_string(),
+            r#"row {"flag":true,"n":3,"question":"Да?"} has no field 'answer' (it has: flag, n, question)"#
+        ),
         other => panic!("{other:?}"),
     }
+    let long: Row = serde_json::from_str(&format!(r#"{{"question": "{}"}}"#, "я".repeat(200))).unwrap();
+    let err = slides.format(&long).unwrap_err().to_string();
+    assert!(err.starts_with(&format!(r#"row {{"question":"{}…"#, "я".repeat(67))), "{err}");
     let numbers = PromptFormat::compile("{n}: {{literal}} {flag}", &tok).unwrap();
     assert_eq!(numbers.compiled_template(), "{n}: {{literal}} {flag}");
     let err = numbers.format(&row).unwrap_err().to_string();

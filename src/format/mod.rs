@@ -33,8 +33,13 @@ pub type Row = serde_json::Map<String, Value>;
 pub enum FormatError {
     #[error("template {template:?}: {source}")]
     Template { template: String, source: TemplateError },
-    #[error("row has no field '{field}' (it has: {available})")]
-    MissingField { field: String, available: String },
+    #[error("row {row} has no field '{field}' (it has: {available})")]
+    MissingField {
+        field: String,
+        available: String,
+        /// The row as compact JSON, shortened to about 80 chars: enough to find it in the data.
+        row: String,
+    },
     #[error("field '{field}' is {found}; expected text or a number")]
     BadValue { field: String, found: &'static str },
 }
@@ -198,7 +203,16 @@ fn field_value(row: &Row, name: &str) -> Result<String, FormatError> {
         None => Err(FormatError::MissingField {
             field: name.to_string(),
             available: row.keys().cloned().collect::<Vec<_>>().join(", "),
+            row: shorten(&Value::Object(row.clone()).to_string(), 80),
         }),
+    }
+}
+
+/// `text` cut to `max` chars, with "…" where it was cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 
