@@ -1,0 +1,156 @@
+//! Reading rows from jsonl, csv and tsv files. Every row remembers its file and line, so any later error about
+//! it (a missing field, a bad label, a sequence that cannot fit) can point at the exact place in the data.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::format::Row;
+
+/// Where a row came from: `data/train.jsonl:17`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based line of the row in the file (of its first line for multi-line csv records).
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// One data row and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub row: Row,
+    pub origin: Origin,
+}
+
+/// Reads every row of `path`: `.jsonl` (one JSON object a line; blank lines skipped, CRLF accepted), `.csv` or
+/// `.tsv` (a header line, then rows with as many columns; values are text). TSV has no quoting, as in most
+/// corpora written by pandas with `quoting=3` or by hand.
+pub fn read_rows(path: &Path) -> Result<Vec<Record>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "jsonl" | "ndjson" => read_jsonl(path),
+        "csv" => read_delimited(path, b',', true),
+        "tsv" => read_delimited(path, b'\t', false),
+        _ => bail!("{}: unknown data file type (expected .jsonl, .csv or .tsv)", path.display()),
+    }
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut records = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        let origin = Origin { file: path.to_path_buf(), line: i + 1 };
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(row)) => records.push(Record { row, origin }),
+            Ok(other) => bail!("{origin}: expected a JSON object, found {}", json_kind(&other)),
+            Err(e) => bail!("{origin}: invalid JSON: {e}"),
+        }
+    }
+    Ok(records)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn read_delimited(path: &Path, delimiter: u8, quoting: bool) -> Result<Vec<Record>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .quoting(quoting)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let header: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}:1: cannot read the header", path.display()))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_string())
+        .collect();
+    let mut records = Vec::new();
+    for result in reader.records() {
+        let record = result.map_err(|e| match e.position() {
+            Some(pos) => anyhow::anyhow!("{}:{}: {}", path.display(), pos.line(), csv_error_reason(&e, &header)),
+            None => anyhow::anyhow!("{}: {e}", path.display()),
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let row = header.iter().zip(record.iter()).map(|(k, v)| (k.clone(), Value::String(v.to_string()))).collect();
+        records.push(Record { row, origin: Origin { file: path.to_path_buf(), line } });
+    }
+    Ok(records)
+}
+
+fn csv_error_reason(e: &csv::Error, header: &[String]) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { len, .. } => {
+            format!("the row has {len} columns but the header has {} ({})", header.len(), header.join(", "))
+        }
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn jsonl_with_crlf_and_blank_lines_keeps_line_numbers() {
+        let (_d, path) = write("a.jsonl", "{\"q\": \"да?\"}\r\n\r\n{\"q\": \"нет?\", \"n\": 2}\r\n");
+        let rows = read_rows(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].row["q"], "нет?");
+        assert_eq!(rows[1].origin.to_string(), format!("{}:3", path.display()));
+    }
+
+    #[test]
+    fn bad_rows_name_file_and_line() {
+        let (_d, path) = write("a.jsonl", "{\"q\": 1}\n[1, 2]\n");
+        assert_eq!(
+            read_rows(&path).unwrap_err().to_string(),
+            format!("{}:2: expected a JSON object, found a list", path.display())
+        );
+        let (_d, path) = write("a.jsonl", "{\"q\": 1}\n{\"q\": \n");
+        assert!(read_rows(&path).unwrap_err().to_string().starts_with(&format!("{}:2: invalid JSON", path.display())));
+        let (_d, path) = write("a.tsv", "text\tlabel\nхорошо\t1\nплохо\n");
+        assert_eq!(
+            read_rows(&path).unwrap_err().to_string(),
+            format!("{}:3: the row has 1 columns but the header has 2 (text, label)", path.display())
+        );
+        let (_d, path) = write("a.txt", "");
+        assert!(read_rows(&path).unwrap_err().to_string().contains("unknown data file type"));
+    }
+
+    #[test]
+    fn csv_quotes_and_tsv_literal_quotes() {
+        let (_d, path) = write("a.csv", "text,label\n\"a, \"\"b\"\"\",1\n");
+        let rows = read_rows(&path).unwrap();
+        assert_eq!(rows[0].row["text"], "a, \"b\"");
+        assert_eq!(rows[0].origin.line, 2);
+        let (_d, path) = write("a.tsv", "text\tlabel\n\"цитата\t0\n");
+        assert_eq!(read_rows(&path).unwrap()[0].row["text"], "\"цитата");
+    }
+}

@@ -1,0 +1,149 @@
+//! Rows → token ids and labels for prompt tuning, as ruPrompts' `Text2TextPreprocessor` does it: the formatted
+//! row, then the target text and EOS; loss only on the target; when too long, the truncation field is cut from
+//! its end so every prompt token survives. Classification is the same with the label's verbalizer as target.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Record;
+use crate::format::PromptFormat;
+use crate::tokenizer::Tokenizer;
+
+/// Label id that the loss ignores (PyTorch's `ignore_index`).
+pub const IGNORE: i64 = -100;
+
+/// What the model learns to write after the formatted row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// The text of a field (summaries, detoxified sentences, answers).
+    Text2text { target_field: String },
+    /// The verbalizer text of the label, e.g. `{entailment: " да", not_entailment: " нет"}`; booleans and
+    /// numbers are looked up by their text (`true`, `1`).
+    Classification {
+        #[serde(default = "default_label_field")]
+        label_field: String,
+        verbalizers: BTreeMap<String, String>,
+    },
+}
+
+fn default_label_field() -> String {
+    "label".to_string()
+}
+
+/// The `preprocessing` section of a training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessConfig {
+    #[serde(flatten)]
+    pub target: Target,
+    /// Field to shorten (from its end) when a sequence is longer than `max_tokens`.
+    #[serde(default)]
+    pub truncation_field: Option<String>,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+}
+
+fn default_max_tokens() -> usize {
+    256
+}
+
+/// One encoded row: `labels[i]` is `input_ids[i]` on the target and [`IGNORE`] elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub input_ids: Vec<i64>,
+    pub labels: Vec<i64>,
+}
+
+/// Encodes rows for one prompt format and tokenizer (with the prompt token already added).
+#[derive(Debug)]
+pub struct Preprocessor<'a> {
+    format: &'a PromptFormat,
+    tokenizer: &'a Tokenizer,
+    config: &'a PreprocessConfig,
+    eos: String,
+}
+
+impl<'a> Preprocessor<'a> {
+    pub fn new(format: &'a PromptFormat, tokenizer: &'a Tokenizer, config: &'a PreprocessConfig) -> Result<Self> {
+        if let Some(field) = &config.truncation_field {
+            ensure!(
+                format.fields().contains(&field.as_str()),
+                "truncation_field '{field}' is not a field of the format {:?} (its fields: {})",
+                format.template(),
+                format.fields().join(", ")
+            );
+        }
+        let eos = tokenizer.special().eos.and_then(|id| tokenizer.id_to_token(id)).unwrap_or_default();
+        Ok(Self { format, tokenizer, config, eos })
+    }
+
+    /// The target text of `record` (its field, or its label's verbalizer).
+    pub fn target(&self, record: &Record) -> Result<String> {
+        let row = &record.row;
+        let (field, value) = match &self.config.target {
+            Target::Text2text { target_field } => (target_field, row.get(target_field)),
+            Target::Classification { label_field, .. } => (label_field, row.get(label_field)),
+        };
+        let text = match value {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => bail!("{}: field '{field}' is not text", record.origin),
+            None => bail!("{}: the row has no field '{field}'", record.origin),
+        };
+        match &self.config.target {
+            Target::Text2text { .. } => Ok(text),
+            Target::Classification { verbalizers, .. } => verbalizers.get(&text).cloned().ok_or_else(|| {
+                let known: Vec<&str> = verbalizers.keys().map(String::as_str).collect();
+                anyhow!("{}: label {text:?} has no verbalizer (known: {})", record.origin, known.join(", "))
+            }),
+        }
+    }
+
+    /// Encodes `record` with `target` as what follows the formatted row.
+    pub fn encode_with_target(&self, record: &Record, target: &str) -> Result<Example> {
+        let formatted = self.format.format(&record.row).with_context(|| record.origin.to_string())?;
+        let text = format!("{}{target}{}", formatted.text, self.eos);
+        let enc = self.tokenizer.encode(&text)?;
+        let token_at = |char_pos: usize| {
+            enc.char_to_token(char_pos, 0).ok_or_else(|| anyhow!("{}: no token at char {char_pos}", record.origin))
+        };
+        let mut ids: Vec<i64> = enc.get_ids().iter().map(|&id| i64::from(id)).collect();
+        let target_chars = formatted.text.chars().count();
+        ensure!(!target.is_empty() || !self.eos.is_empty(), "{}: the target is empty", record.origin);
+        let mut target_start = token_at(target_chars)?;
+        let max = self.config.max_tokens;
+        if ids.len() > max {
+            let excess = ids.len() - max;
+            let Some(field) = &self.config.truncation_field else {
+                bail!(
+                    "{}: {} tokens, more than max_tokens {max}, and no truncation_field is set",
+                    record.origin,
+                    ids.len()
+                );
+            };
+            let span = formatted.spans.iter().find(|s| &s.field == field).expect("checked in new()");
+            let (start, end) = (token_at(span.chars.start)?, token_at(span.chars.end)?);
+            ensure!(
+                end - start >= excess,
+                "{}: {} tokens; even without field '{field}' ({} tokens) it exceeds max_tokens {max}",
+                record.origin,
+                ids.len(),
+                end - start
+            );
+            ids.drain(end - excess..end);
+            target_start -= excess;
+        }
+        let labels = ids.iter().enumerate().map(|(i, &id)| if i >= target_start { id } else { IGNORE }).collect();
+        Ok(Example { input_ids: ids, labels })
+    }
+
+    /// Encodes `record` for training: formatted row, target, EOS.
+    pub fn encode(&self, record: &Record) -> Result<Example> {
+        self.encode_with_target(record, &self.target(record)?)
+    }
+}
