@@ -19,3 +19,4 @@ pub mod model;
 pub mod prompt;
 pub mod provider;
 pub mod tokenizer;
+pub mod train;
