@@ -9,6 +9,7 @@
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod demo;
 pub mod device;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ruprompts::data::{collate, Example, Origin, PreprocessConfig, Preprocessor, Record, Target};
+use ruprompts::data::{collate, Example, Origin, PreprocessConfig, Preprocessor, Record};
 use ruprompts::format::PromptFormat;
 use ruprompts::tokenizer::Tokenizer;
 
@@ -19,8 +19,8 @@ fn setup(spec: &serde_json::Value) -> (PromptFormat, Tokenizer) {
 }
 
 fn text2text(truncation_field: Option<&str>, max_tokens: usize) -> PreprocessConfig {
-    PreprocessConfig {
-        target: Target::Text2text { target_field: "summary".into() },
+    PreprocessConfig::Text2text {
+        target_field: "summary".into(),
         truncation_field: truncation_field.map(Into::into),
         max_tokens,
     }
@@ -97,11 +97,9 @@ fn classification_targets_are_verbalized_labels() {
     let format = PromptFormat::compile("<P*2>{premise} Вопрос: {hypothesis}? Ответ:", &tok).unwrap();
     tok.add_tokens(&[format.prompt_token()]).unwrap();
     let verbalizers = [("entailment", " да"), ("not_entailment", " нет")];
-    let config = PreprocessConfig {
-        target: Target::Classification {
-            label_field: "label".into(),
-            verbalizers: verbalizers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        },
+    let config = PreprocessConfig::Classification {
+        label_field: "label".into(),
+        verbalizers: verbalizers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         truncation_field: Some("premise".into()),
         max_tokens: 64,
     };

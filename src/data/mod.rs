@@ -1,9 +1,11 @@
 //! Training data: rows read from files with their origin, encoded into examples, grouped into batches.
 
 mod batch;
+mod dataset;
 mod files;
 mod preprocess;
 
 pub use batch::{collate, epoch_batches, Batch};
+pub use dataset::{DatasetConfig, RsgTask, Splits};
 pub use files::{read_rows, Origin, Record};
-pub use preprocess::{Example, PreprocessConfig, Preprocessor, Target, IGNORE};
+pub use preprocess::{Example, PreprocessConfig, Preprocessor, IGNORE};

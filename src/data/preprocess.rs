@@ -15,18 +15,30 @@ use crate::tokenizer::Tokenizer;
 /// Label id that the loss ignores (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
 
-/// What the model learns to write after the formatted row.
+/// The `preprocessing` section: what the model learns to write after the formatted row, and how long a
+/// sequence may be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Target {
-    /// The text of a field (summaries, detoxified sentences, answers).
-    Text2text { target_field: String },
-    /// The verbalizer text of the label, e.g. `{entailment: " да", not_entailment: " нет"}`; booleans and
-    /// numbers are looked up by their text (`true`, `1`).
+pub enum PreprocessConfig {
+    /// The target is the text of a field (summaries, detoxified sentences, answers).
+    Text2text {
+        target_field: String,
+        /// Field to shorten (from its end) when a sequence is longer than `max_tokens`.
+        #[serde(default)]
+        truncation_field: Option<String>,
+        #[serde(default = "default_max_tokens")]
+        max_tokens: usize,
+    },
+    /// The target is the label's verbalizer text, e.g. `{entailment: " да", not_entailment: " нет"}`; booleans
+    /// and numbers are looked up by their text (`true`, `1`).
     Classification {
         #[serde(default = "default_label_field")]
         label_field: String,
         verbalizers: BTreeMap<String, String>,
+        #[serde(default)]
+        truncation_field: Option<String>,
+        #[serde(default = "default_max_tokens")]
+        max_tokens: usize,
     },
 }
 
@@ -34,21 +46,24 @@ fn default_label_field() -> String {
     "label".to_string()
 }
 
-/// The `preprocessing` section of a training config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreprocessConfig {
-    #[serde(flatten)]
-    pub target: Target,
-    /// Field to shorten (from its end) when a sequence is longer than `max_tokens`.
-    #[serde(default)]
-    pub truncation_field: Option<String>,
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: usize,
-}
-
 fn default_max_tokens() -> usize {
     256
+}
+
+impl PreprocessConfig {
+    pub fn truncation_field(&self) -> Option<&str> {
+        match self {
+            Self::Text2text { truncation_field, .. } | Self::Classification { truncation_field, .. } => {
+                truncation_field.as_deref()
+            }
+        }
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Self::Text2text { max_tokens, .. } | Self::Classification { max_tokens, .. } => *max_tokens,
+        }
+    }
 }
 
 /// One encoded row: `labels[i]` is `input_ids[i]` on the target and [`IGNORE`] elsewhere.
@@ -69,9 +84,9 @@ pub struct Preprocessor<'a> {
 
 impl<'a> Preprocessor<'a> {
     pub fn new(format: &'a PromptFormat, tokenizer: &'a Tokenizer, config: &'a PreprocessConfig) -> Result<Self> {
-        if let Some(field) = &config.truncation_field {
+        if let Some(field) = config.truncation_field() {
             ensure!(
-                format.fields().contains(&field.as_str()),
+                format.fields().contains(&field),
                 "truncation_field '{field}' is not a field of the format {:?} (its fields: {})",
                 format.template(),
                 format.fields().join(", ")
@@ -84,9 +99,9 @@ impl<'a> Preprocessor<'a> {
     /// The target text of `record` (its field, or its label's verbalizer).
     pub fn target(&self, record: &Record) -> Result<String> {
         let row = &record.row;
-        let (field, value) = match &self.config.target {
-            Target::Text2text { target_field } => (target_field, row.get(target_field)),
-            Target::Classification { label_field, .. } => (label_field, row.get(label_field)),
+        let (field, value) = match self.config {
+            PreprocessConfig::Text2text { target_field, .. } => (target_field, row.get(target_field)),
+            PreprocessConfig::Classification { label_field, .. } => (label_field, row.get(label_field)),
         };
         let text = match value {
             Some(Value::String(s)) => s.clone(),
@@ -95,9 +110,9 @@ impl<'a> Preprocessor<'a> {
             Some(_) => bail!("{}: field '{field}' is not text", record.origin),
             None => bail!("{}: the row has no field '{field}'", record.origin),
         };
-        match &self.config.target {
-            Target::Text2text { .. } => Ok(text),
-            Target::Classification { verbalizers, .. } => verbalizers.get(&text).cloned().ok_or_else(|| {
+        match self.config {
+            PreprocessConfig::Text2text { .. } => Ok(text),
+            PreprocessConfig::Classification { verbalizers, .. } => verbalizers.get(&text).cloned().ok_or_else(|| {
                 let known: Vec<&str> = verbalizers.keys().map(String::as_str).collect();
                 anyhow!("{}: label {text:?} has no verbalizer (known: {})", record.origin, known.join(", "))
             }),
@@ -116,17 +131,17 @@ impl<'a> Preprocessor<'a> {
         let target_chars = formatted.text.chars().count();
         ensure!(!target.is_empty() || !self.eos.is_empty(), "{}: the target is empty", record.origin);
         let mut target_start = token_at(target_chars)?;
-        let max = self.config.max_tokens;
+        let max = self.config.max_tokens();
         if ids.len() > max {
             let excess = ids.len() - max;
-            let Some(field) = &self.config.truncation_field else {
+            let Some(field) = self.config.truncation_field() else {
                 bail!(
                     "{}: {} tokens, more than max_tokens {max}, and no truncation_field is set",
                     record.origin,
                     ids.len()
                 );
             };
-            let span = formatted.spans.iter().find(|s| &s.field == field).expect("checked in new()");
+            let span = formatted.spans.iter().find(|s| s.field == field).expect("checked in new()");
             let (start, end) = (token_at(span.chars.start)?, token_at(span.chars.end)?);
             ensure!(
                 end - start >= excess,

@@ -1,0 +1,165 @@
+//! Loading a YAML config: `extends:` base files merged under it, `key.sub=value` overrides from the command line
+//! on top, then typed deserialization whose errors name the key and where it was written (file:line, or the
+//! override).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+
+use super::locate::{join, key_lines};
+
+/// Where a config key was set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File { path: PathBuf, line: usize },
+    Override(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Self::Override(text) => write!(f, "command-line override `{text}`"),
+        }
+    }
+}
+
+/// A merged config before typing: the value and where each key came from.
+#[derive(Debug, Default)]
+struct Layered {
+    value: Mapping,
+    sources: HashMap<String, Source>,
+}
+
+impl Layered {
+    /// Deep-merges `top` over `self`: mappings merge key by key, anything else replaces.
+    fn merge(&mut self, top: Layered) {
+        merge_mappings(&mut self.value, top.value);
+        self.sources.extend(top.sources);
+    }
+}
+
+fn merge_mappings(base: &mut Mapping, top: Mapping) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Mapping(b)), Value::Mapping(t)) => merge_mappings(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Reads `path` and, first, the files it `extends` (a path or a list, relative to it).
+fn read_layered(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Layered> {
+    let canonical = path.canonicalize().with_context(|| format!("cannot read config {}", path.display()))?;
+    if chain.contains(&canonical) {
+        bail!("{}: `extends` makes a cycle back to itself", path.display());
+    }
+    chain.push(canonical);
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+        Some(at) => anyhow!("{}:{}:{}: {e}", path.display(), at.line(), at.column()),
+        None => anyhow!("{}: {e}", path.display()),
+    })?;
+    let mut mapping = match value {
+        Value::Mapping(m) => m,
+        Value::Null => Mapping::new(),
+        _ => bail!("{}: a config must be a mapping of keys to values", path.display()),
+    };
+    let lines = key_lines(&text);
+    let source = |key: &str| Source::File { path: path.to_path_buf(), line: lines.get(key).copied().unwrap_or(1) };
+    let mut layered = Layered::default();
+    if let Some(extends) = mapping.remove("extends") {
+        let bases = match extends {
+            Value::String(s) => vec![s],
+            Value::Sequence(items) => items
+                .into_iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| anyhow!("{}: `extends` lists file paths", source("extends")))
+                })
+                .collect::<Result<_>>()?,
+            _ => bail!("{}: `extends` is a file path or a list of them", source("extends")),
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for base in bases {
+            let layer =
+                read_layered(&dir.join(&base), chain).with_context(|| format!("extended by {}", source("extends")))?;
+            layered.merge(layer);
+        }
+    }
+    let sources = lines.keys().map(|k| (k.clone(), source(k))).collect();
+    layered.merge(Layered { value: mapping, sources });
+    chain.pop();
+    Ok(layered)
+}
+
+/// Applies `key.sub=value` (the value read as YAML: `1e-3`, `true`, `'<P*20>{text}'`, `[a, b]`).
+fn apply_override(layered: &mut Layered, text: &str) -> Result<()> {
+    let (key, raw) = text.split_once('=').ok_or_else(|| anyhow!("override `{text}` is not key=value"))?;
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("override `{text}`: `{key}` is not a dotted key");
+    }
+    let value: Value =
+        serde_yaml::from_str(raw).with_context(|| format!("override `{text}`: the value is not valid YAML"))?;
+    let mut node = &mut layered.value;
+    let mut path = String::new();
+    for part in &parts[..parts.len() - 1] {
+        path = join(&path, part);
+        let child = node.entry(Value::from(*part)).or_insert_with(|| Value::Mapping(Mapping::new()));
+        if child.is_null() {
+            *child = Value::Mapping(Mapping::new());
+        }
+        node = child.as_mapping_mut().ok_or_else(|| anyhow!("override `{text}`: `{path}` is not a mapping"))?;
+    }
+    node.insert(Value::from(parts[parts.len() - 1]), value);
+    layered.sources.insert(key.to_string(), Source::Override(text.to_string()));
+    Ok(())
+}
+
+/// Loads `path` with its bases and `overrides`, and types it as `T`. Returns the typed config and the merged
+/// YAML value.
+pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T, Value)> {
+    let mut layered = read_layered(path, &mut Vec::new())?;
+    for text in overrides {
+        apply_override(&mut layered, text)?;
+    }
+    let value = Value::Mapping(layered.value.clone());
+    let typed = serde_path_to_error::deserialize::<_, T>(value.clone()).map_err(|e| {
+        let key = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => format!("[{index}]"),
+                serde_path_to_error::Segment::Map { key } => key.clone(),
+                serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                serde_path_to_error::Segment::Unknown => "?".to_string(),
+            })
+            .fold(String::new(), |path, s| join(&path, &s));
+        let reason = e.inner().to_string();
+        // The innermost key that was written somewhere says where to look.
+        let mut prefix = key.as_str();
+        loop {
+            if let Some(source) = layered.sources.get(prefix) {
+                return anyhow!("{source}: `{key}`: {reason}");
+            }
+            match prefix.rfind(['.', '[']) {
+                Some(at) => prefix = &prefix[..at],
+                None => break,
+            }
+        }
+        if key.is_empty() || key == "?" {
+            anyhow!("{}: {reason}", path.display())
+        } else {
+            anyhow!("{}: `{key}`: {reason}", path.display())
+        }
+    })?;
+    Ok((typed, value))
+}

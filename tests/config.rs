@@ -1,0 +1,115 @@
+//! Training configs: extends, overrides, the resolved values, and errors that name the key and where it was set.
+
+use std::path::{Path, PathBuf};
+
+use ruprompts::config::TrainConfig;
+use ruprompts::data::PreprocessConfig;
+use ruprompts::provider::ProviderConfig;
+
+const BASE: &str = r#"model:
+  path: ../shared/fixtures/tiny-gpt2-ru
+dataset:
+  task: terra
+  dir: ../shared/data/rsg/TERRa
+prompt_format:
+  template: "<P*10>{premise} Вопрос: {hypothesis}? Ответ:"
+preprocessing:
+  kind: classification
+  verbalizers: {entailment: " да", not_entailment: " нет"}
+  truncation_field: premise
+optimizer:
+  lr: 0.1
+output_dir: runs/terra
+"#;
+
+/// A folder with `base.yaml` and the given files.
+fn configs(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("base.yaml"), BASE).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn error(dir: &Path, name: &str, overrides: &[&str]) -> (String, PathBuf) {
+    let path = dir.join(name);
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    (format!("{:#}", TrainConfig::load(&path, &overrides).unwrap_err()), path)
+}
+
+#[test]
+fn extends_and_overrides_resolve_with_defaults() {
+    let child = "extends: base.yaml\ntraining:\n  batch_size: 4\noptimizer:\n  weight_decay: 0.0\n";
+    let dir = configs(&[("child.yaml", child)]);
+    let overrides = ["training.max_steps=5".to_string(), "prompt_format.template='<P*20>{premise}'".to_string()];
+    let config = TrainConfig::load(&dir.path().join("child.yaml"), &overrides).unwrap();
+    assert_eq!(config.training.batch_size, 4);
+    assert_eq!(config.training.max_steps, Some(5));
+    assert_eq!(config.training.max_grad_norm, Some(1.0));
+    assert_eq!(config.optimizer.lr, 0.1);
+    assert_eq!(config.optimizer.weight_decay, 0.0);
+    assert_eq!(config.optimizer.betas, (0.9, 0.999));
+    assert_eq!(config.prompt_format.template, "<P*20>{premise}");
+    assert_eq!(config.prompt_provider, ProviderConfig::default());
+    assert!(
+        matches!(&config.preprocessing, PreprocessConfig::Classification { verbalizers, .. } if verbalizers["entailment"] == " да")
+    );
+    // The resolved config reads back to the same values.
+    let text = serde_yaml::to_string(&config).unwrap();
+    std::fs::write(dir.path().join("resolved.yaml"), text).unwrap();
+    assert_eq!(TrainConfig::load(&dir.path().join("resolved.yaml"), &[]).unwrap(), config);
+}
+
+#[test]
+fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
+    let dir = configs(&[
+        ("typo.yaml", "extends: base.yaml\ntraining:\n  batch_size: 4\n  lerning_rate: 3\n"),
+        ("type.yaml", "extends: base.yaml\ntraining:\n  batch_size: many\n"),
+        ("kind.yaml", "extends: base.yaml\noptimizer:\n  betas: [0.9, 0.99]\nprompt_provider:\n  kind: gru\n"),
+        ("nolr.yaml", &BASE.replace("  lr: 0.1", "  weight_decay: 0.0")),
+        ("noout.yaml", &BASE.replace("output_dir: runs/terra\n", "")),
+        ("syntax.yaml", "model:\n  path: [a\n"),
+        ("cycle1.yaml", "extends: cycle2.yaml\n"),
+        ("cycle2.yaml", "extends: cycle1.yaml\n"),
+    ]);
+    let d = dir.path();
+    let (err, path) = error(d, "typo.yaml", &[]);
+    assert!(
+        err.starts_with(&format!(
+            "{}:4: `training.lerning_rate`: unknown field `lerning_rate`, expected one of `batch_size`",
+            path.display()
+        )),
+        "{err}"
+    );
+    let (err, path) = error(d, "type.yaml", &[]);
+    assert_eq!(
+        err,
+        format!("{}:3: `training.batch_size`: invalid type: string \"many\", expected usize", path.display())
+    );
+    let (err, path) = error(d, "kind.yaml", &[]);
+    assert_eq!(
+        err,
+        format!(
+            "{}:5: `prompt_provider.kind`: unknown variant `gru`, expected one of `tensor`, `lstm`, `mlp`",
+            path.display()
+        )
+    );
+    let (err, path) = error(d, "nolr.yaml", &[]);
+    assert_eq!(err, format!("{}:12: `optimizer`: missing field `lr`", path.display()));
+    let (err, path) = error(d, "noout.yaml", &[]);
+    assert_eq!(err, format!("{}: missing field `output_dir`", path.display()));
+    let (err, path) = error(d, "syntax.yaml", &[]);
+    assert!(err.starts_with(&format!("{}:3:1: did not find expected ',' or ']'", path.display())), "{err}");
+    let (err, _) = error(d, "cycle1.yaml", &[]);
+    assert!(err.ends_with("cycle1.yaml: `extends` makes a cycle back to itself"), "{err}");
+
+    let (err, _) = error(d, "base.yaml", &["training.batch_size=x"]);
+    assert_eq!(err, "command-line override `training.batch_size=x`: `training.batch_size`: invalid type: string \"x\", expected usize");
+    let (err, _) = error(d, "base.yaml", &["training"]);
+    assert_eq!(err, "override `training` is not key=value");
+    let (err, _) = error(d, "base.yaml", &["output_dir.x=1"]);
+    assert_eq!(err, "override `output_dir.x=1`: `output_dir` is not a mapping");
+    let (err, _) = error(d, "missing.yaml", &[]);
+    assert!(err.starts_with(&format!("cannot read config {}", d.join("missing.yaml").display())), "{err}");
+}
