@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::TrainConfig;
 use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
@@ -13,6 +14,7 @@ use crate::generate::greedy;
 use crate::model::{Gpt2, Gpt2Config};
 use crate::provider::ProviderConfig;
 use crate::tokenizer::Tokenizer;
+use crate::train::{self, TrainOptions};
 
 /// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
 ///
@@ -36,6 +38,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print the summary of a GPT-2-architecture checkpoint directory (config.json, weights, tokenizer).
     Info(ModelArgs),
+    /// Train a soft prompt from a YAML config; the frozen model never changes.
+    ///
+    /// `ruprompts train examples/configs/terra.yaml training.max_steps=200 'prompt_format.template=<P*20>{premise}'`
+    /// trains and writes into the config's output_dir: checkpoint-<step>/ folders, metrics.jsonl, loss.svg,
+    /// config.yaml (the resolved config) and the final prompt (prompt.json + weights, ruPrompts' layout).
+    /// `ruprompts train --resume OUTPUT_DIR` continues a run from its last complete checkpoint, with the same
+    /// losses as if it had never stopped.
+    Train(TrainArgs),
     /// Count the trainable parameters of each prompt provider for a prompt length and embedding size.
     ///
     /// Either give the numbers (`--prompt-length 40 --embedding-dim 1536` is a 40-token prompt for
@@ -85,6 +95,22 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The YAML config (see examples/configs/); not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Overrides of config keys, e.g. training.batch_size=4 optimizer.lr=3e-2 (values are YAML).
+    #[arg(value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue the run in this output folder from its last complete checkpoint (its config.yaml is used).
+    #[arg(long, value_name = "OUTPUT_DIR", conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many updates now; `--resume` continues later.
+    #[arg(long, value_name = "N")]
+    pub max_updates_now: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct ParamsArgs {
     /// Model directory: its config.json gives the embedding size, its tokenizer compiles --format.
     #[arg(long, conflicts_with = "embedding_dim")]
@@ -121,7 +147,38 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Params(args) => run_params(args),
+        Command::Train(args) => run_train(args),
     }
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let (config, resume) = match (&args.resume, &args.config) {
+        (Some(dir), _) => (train::resume_config(dir, &args.overrides)?, true),
+        (None, Some(path)) => (TrainConfig::load(path, &args.overrides)?, false),
+        (None, None) => bail!("give a config file, or --resume OUTPUT_DIR"),
+    };
+    let options = TrainOptions { resume, max_updates_now: args.max_updates_now, progress: true };
+    let report = train::train(&config, &options)?;
+    println!(
+        "{} updates of {} ({} trainable parameters) in {:.1} s, {:.2} updates/s",
+        report.steps,
+        report.total_steps,
+        group_thousands(report.trainable_parameters),
+        report.seconds,
+        report.steps_per_sec
+    );
+    if let Some(loss) = report.losses.last() {
+        println!("last training loss {loss:.4}");
+    }
+    if let Some(loss) = report.eval_loss {
+        println!("eval loss {loss:.4}");
+    }
+    if report.steps == report.total_steps {
+        println!("prompt, metrics.jsonl and loss.svg saved in {}", report.output_dir.display());
+    } else {
+        println!("stopped at a checkpoint; continue with: ruprompts train --resume {}", report.output_dir.display());
+    }
+    Ok(())
 }
 
 fn run_params(args: ParamsArgs) -> Result<()> {

@@ -203,6 +203,16 @@ pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec, device: Device) -> Res
     Ok(report)
 }
 
+/// The demo model's directory, built there first (about 40 s) if it is not yet.
+pub fn ensure_model(device: Device) -> Result<std::path::PathBuf> {
+    let dir = default_dir();
+    if !dir.join("config.json").is_file() {
+        eprintln!("building the demo model in {} (once)", dir.display());
+        build_tiny_model(&dir, &TinyModelSpec::default(), device)?;
+    }
+    Ok(dir)
+}
+
 /// Default home of the demo model: `$RUPROMPTS_HOME/tiny-gpt2-ru`, else `$XDG_CACHE_HOME/ruprompts/...`,
 /// else `~/.cache/ruprompts/...`.
 pub fn default_dir() -> std::path::PathBuf {

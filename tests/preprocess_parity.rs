@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ruprompts::data::{collate, Example, Origin, PreprocessConfig, Preprocessor, Record};
+use ruprompts::data::{collate, Example, Origin, PreprocessConfig, Preprocessor, Record, TooLongPolicy};
 use ruprompts::format::PromptFormat;
 use ruprompts::tokenizer::Tokenizer;
 
@@ -23,6 +23,7 @@ fn text2text(truncation_field: Option<&str>, max_tokens: usize) -> PreprocessCon
         target_field: "summary".into(),
         truncation_field: truncation_field.map(Into::into),
         max_tokens,
+        too_long: TooLongPolicy::Error,
     }
 }
 
@@ -83,6 +84,20 @@ fn rows_that_cannot_be_encoded_are_named() {
         "{err}"
     );
 
+    // With `too_long: skip` such rows are left out and named instead.
+    let mut skipping = text2text(Some("text"), 15);
+    if let PreprocessConfig::Text2text { too_long, .. } = &mut skipping {
+        *too_long = TooLongPolicy::Skip;
+    }
+    let records: Vec<Record> =
+        spec["items"].as_array().unwrap().iter().enumerate().map(|(i, it)| record(&it["item"], i + 1)).collect();
+    let (kept, skipped) = Preprocessor::new(&format, &tok, &skipping).unwrap().encode_all(&records).unwrap();
+    assert_eq!(skipped.iter().map(|o| o.line).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(kept.len(), 1);
+    let (kept, skipped) =
+        Preprocessor::new(&format, &tok, &text2text(Some("text"), 48)).unwrap().encode_all(&records[..2]).unwrap();
+    assert_eq!((kept.len(), skipped.len()), (2, 0));
+
     let config = text2text(Some("summary"), 48);
     let err = Preprocessor::new(&format, &tok, &config).unwrap_err().to_string();
     assert_eq!(
@@ -102,6 +117,7 @@ fn classification_targets_are_verbalized_labels() {
         verbalizers: verbalizers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         truncation_field: Some("premise".into()),
         max_tokens: 64,
+        too_long: TooLongPolicy::Error,
     };
     let pre = Preprocessor::new(&format, &tok, &config).unwrap();
     let row =

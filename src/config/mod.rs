@@ -43,7 +43,8 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// A Hugging Face model directory (config.json, weights, tokenizer).
+    /// A Hugging Face model directory (config.json, weights, tokenizer), or `demo` for the bundled tiny Russian
+    /// model (built on first use, as `ruprompts demo` does).
     pub path: PathBuf,
     #[serde(default)]
     pub dtype: DType,
@@ -111,6 +112,17 @@ fn default_max_grad_norm() -> Option<f64> {
 impl Default for TrainingConfig {
     fn default() -> Self {
         serde_yaml::from_str("{}").expect("every field has a default")
+    }
+}
+
+impl ModelConfig {
+    /// The model directory, building the demo model first when `path` is `demo`.
+    pub fn dir(&self) -> Result<PathBuf> {
+        if self.path.as_os_str() == "demo" {
+            crate::demo::ensure_model(self.device.resolve()?)
+        } else {
+            Ok(self.path.clone())
+        }
     }
 }
 

@@ -31,20 +31,34 @@ pub struct Record {
 }
 
 /// Reads every row of `path`: `.jsonl` (one JSON object a line; blank lines skipped, CRLF accepted), `.csv` or
-/// `.tsv` (a header line, then rows with as many columns; values are text). TSV has no quoting, as in most
-/// corpora written by pandas with `quoting=3` or by hand.
+/// `.tsv` (a header line, then rows with as many columns; values are text), each optionally gzipped (`.gz`).
+/// Both honour double-quoted fields (with `""` inside), as pandas and Python's csv module write them: RUSSE
+/// 2022's tsv files hold quoted comments with line breaks.
 pub fn read_rows(path: &Path) -> Result<Vec<Record>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "jsonl" | "ndjson" => read_jsonl(path),
-        "csv" => read_delimited(path, b',', true),
-        "tsv" => read_delimited(path, b'\t', false),
-        _ => bail!("{}: unknown data file type (expected .jsonl, .csv or .tsv)", path.display()),
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let (name, gzipped) = match name.strip_suffix(".gz") {
+        Some(inner) => (inner.to_string(), true),
+        None => (name, false),
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = if gzipped {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut out)
+            .with_context(|| format!("{} is not valid gzip", path.display()))?;
+        out
+    } else {
+        bytes
+    };
+    match name.rsplit('.').next().unwrap_or("") {
+        "jsonl" | "ndjson" => read_jsonl(path, &bytes),
+        "csv" => read_delimited(path, &bytes, b','),
+        "tsv" => read_delimited(path, &bytes, b'\t'),
+        _ => bail!("{}: unknown data file type (expected .jsonl, .csv or .tsv, optionally .gz)", path.display()),
     }
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn read_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Record>> {
+    let text = std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
     let mut records = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         let origin = Origin { file: path.to_path_buf(), line: i + 1 };
@@ -72,12 +86,8 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-fn read_delimited(path: &Path, delimiter: u8, quoting: bool) -> Result<Vec<Record>> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .quoting(quoting)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+fn read_delimited(path: &Path, bytes: &[u8], delimiter: u8) -> Result<Vec<Record>> {
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
         .with_context(|| format!("{}:1: cannot read the header", path.display()))?
@@ -140,17 +150,25 @@ mod tests {
             read_rows(&path).unwrap_err().to_string(),
             format!("{}:3: the row has 1 columns but the header has 2 (text, label)", path.display())
         );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"{\"q\": 1}\n{\"q\": 2}\n").unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        assert_eq!(read_rows(&path).unwrap()[1].origin.to_string(), format!("{}:2", path.display()));
         let (_d, path) = write("a.txt", "");
         assert!(read_rows(&path).unwrap_err().to_string().contains("unknown data file type"));
     }
 
     #[test]
-    fn csv_quotes_and_tsv_literal_quotes() {
+    fn quoted_fields_may_hold_delimiters_quotes_and_line_breaks() {
         let (_d, path) = write("a.csv", "text,label\n\"a, \"\"b\"\"\",1\n");
         let rows = read_rows(&path).unwrap();
         assert_eq!(rows[0].row["text"], "a, \"b\"");
         assert_eq!(rows[0].origin.line, 2);
-        let (_d, path) = write("a.tsv", "text\tlabel\n\"цитата\t0\n");
-        assert_eq!(read_rows(&path).unwrap()[0].row["text"], "\"цитата");
+        let (_d, path) = write("a.tsv", "text\tlabel\n\"две\nстроки\"\t0\nтретья\t1\n");
+        let rows = read_rows(&path).unwrap();
+        assert_eq!(rows[0].row["text"], "две\nстроки");
+        assert_eq!(rows[1].origin.line, 4);
     }
 }

@@ -8,4 +8,4 @@ mod preprocess;
 pub use batch::{collate, epoch_batches, Batch};
 pub use dataset::{DatasetConfig, RsgTask, Splits};
 pub use files::{read_rows, Origin, Record};
-pub use preprocess::{Example, PreprocessConfig, Preprocessor, IGNORE};
+pub use preprocess::{Example, PreprocessConfig, Preprocessor, TooLong, TooLongPolicy, IGNORE};

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Record;
+use super::{Origin, Record};
 use crate::format::PromptFormat;
 use crate::tokenizer::Tokenizer;
 
@@ -28,6 +28,9 @@ pub enum PreprocessConfig {
         truncation_field: Option<String>,
         #[serde(default = "default_max_tokens")]
         max_tokens: usize,
+        /// What to do with a row that does not fit in `max_tokens` even after truncation.
+        #[serde(default)]
+        too_long: TooLongPolicy,
     },
     /// The target is the label's verbalizer text, e.g. `{entailment: " да", not_entailment: " нет"}`; booleans
     /// and numbers are looked up by their text (`true`, `1`).
@@ -39,8 +42,26 @@ pub enum PreprocessConfig {
         truncation_field: Option<String>,
         #[serde(default = "default_max_tokens")]
         max_tokens: usize,
+        /// What to do with a row that does not fit in `max_tokens` even after truncation.
+        #[serde(default)]
+        too_long: TooLongPolicy,
     },
 }
+
+/// A row that cannot be made to fit: stop with an error naming it (the default), or leave it out and report
+/// how many were left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLongPolicy {
+    #[default]
+    Error,
+    Skip,
+}
+
+/// The error for a row that does not fit in `max_tokens`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TooLong(String);
 
 fn default_label_field() -> String {
     "label".to_string()
@@ -56,6 +77,12 @@ impl PreprocessConfig {
             Self::Text2text { truncation_field, .. } | Self::Classification { truncation_field, .. } => {
                 truncation_field.as_deref()
             }
+        }
+    }
+
+    pub fn too_long(&self) -> TooLongPolicy {
+        match self {
+            Self::Text2text { too_long, .. } | Self::Classification { too_long, .. } => *too_long,
         }
     }
 
@@ -143,13 +170,15 @@ impl<'a> Preprocessor<'a> {
             };
             let span = formatted.spans.iter().find(|s| s.field == field).expect("checked in new()");
             let (start, end) = (token_at(span.chars.start)?, token_at(span.chars.end)?);
-            ensure!(
-                end - start >= excess,
-                "{}: {} tokens; even without field '{field}' ({} tokens) it exceeds max_tokens {max}",
-                record.origin,
-                ids.len(),
-                end - start
-            );
+            if end - start < excess {
+                return Err(TooLong(format!(
+                    "{}: {} tokens; even without field '{field}' ({} tokens) it exceeds max_tokens {max}",
+                    record.origin,
+                    ids.len(),
+                    end - start
+                ))
+                .into());
+            }
             ids.drain(end - excess..end);
             target_start -= excess;
         }
@@ -160,5 +189,21 @@ impl<'a> Preprocessor<'a> {
     /// Encodes `record` for training: formatted row, target, EOS.
     pub fn encode(&self, record: &Record) -> Result<Example> {
         self.encode_with_target(record, &self.target(record)?)
+    }
+
+    /// Encodes every record; rows that do not fit are an error, or, with `too_long: skip`, left out and
+    /// returned as the second value (their origins).
+    pub fn encode_all(&self, records: &[Record]) -> Result<(Vec<Example>, Vec<Origin>)> {
+        let (mut examples, mut skipped) = (Vec::with_capacity(records.len()), Vec::new());
+        for record in records {
+            match self.encode(record) {
+                Ok(example) => examples.push(example),
+                Err(e) if self.config.too_long() == TooLongPolicy::Skip && e.is::<TooLong>() => {
+                    skipped.push(record.origin.clone())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((examples, skipped))
     }
 }

@@ -1,0 +1,101 @@
+//! `metrics.jsonl` (one JSON object per logged step, appended as training goes) and the loss-curve plot drawn
+//! from it at the end.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::fs::write_atomic;
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const PLOT_FILE: &str = "loss.svg";
+
+/// The metrics file of a run.
+#[derive(Debug)]
+pub struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// A fresh log in `output_dir`, or, when resuming from `resume_step`, the existing one without the lines of
+    /// later steps (those steps will be run again).
+    pub fn open(output_dir: &Path, resume_step: Option<usize>) -> Result<Self> {
+        let path = output_dir.join(METRICS_FILE);
+        let kept = match resume_step {
+            Some(step) if path.is_file() => read(&path)?
+                .into_iter()
+                .filter(|v| v["step"].as_u64().is_some_and(|s| s as usize <= step))
+                .map(|v| v.to_string() + "\n")
+                .collect(),
+            _ => String::new(),
+        };
+        write_atomic(&path, |p| Ok(std::fs::write(p, kept)?))?;
+        Ok(Self { path })
+    }
+
+    pub fn append(&self, record: &Value) -> Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("cannot append to {}", self.path.display()))?;
+        writeln!(file, "{record}")?;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Every record of a metrics file.
+pub fn read(path: &Path) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1)))
+        .collect()
+}
+
+/// Draws the training loss (and eval loss, where logged) against the step into an SVG.
+pub fn plot(metrics: &Path, out: &Path) -> Result<()> {
+    let records = read(metrics)?;
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        records.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64()?))).collect()
+    };
+    let (train, eval) = (series("loss"), series("eval_loss"));
+    let all = || train.iter().chain(&eval);
+    let x_max = all().map(|p| p.0).fold(1.0, f64::max);
+    let (y_min, y_max) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (y_min, y_max) = if y_min.is_finite() { (y_min, y_max.max(y_min + 1e-3)) } else { (0.0, 1.0) };
+    let pad = (y_max - y_min) * 0.05;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("loss", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))?;
+        chart.configure_mesh().x_desc("step").y_desc("loss").draw()?;
+        chart
+            .draw_series(LineSeries::new(train, &BLUE))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+        if !eval.is_empty() {
+            chart
+                .draw_series(LineSeries::new(eval.clone(), RED.stroke_width(2)))?
+                .label("eval")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+            chart.draw_series(eval.iter().map(|&p| Circle::new(p, 3, RED.filled())))?;
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+        root.present()?;
+    }
+    write_atomic(out, |p| Ok(std::fs::write(p, &svg)?))
+}
