@@ -84,6 +84,23 @@ fn params_reports_provider_sizes_of_the_cpt_slides() {
 }
 
 #[test]
+fn train_reports_config_errors_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "model: {path: x}\ntraining:\n  batch_size: 4\n  lerning_rate: 3\n").unwrap();
+    let (ok, _, stderr) = ruprompts(&["train", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{}:4: `training.lerning_rate`: unknown field `lerning_rate`", config.display())),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ruprompts(&["train"]);
+    assert!(!ok && stderr.contains("<CONFIG>"), "{stderr}");
+    let (ok, stdout, _) = ruprompts(&["train", "--help"]);
+    assert!(ok && stdout.contains("--resume <OUTPUT_DIR>") && stdout.contains("checkpoint-<step>"), "{stdout}");
+}
+
+#[test]
 fn cli_errors_name_the_problem() {
     let (ok, _, stderr) = ruprompts(&["info", "/nonexistent/model", "--device", "cpu"]);
     assert!(!ok);

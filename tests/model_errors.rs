@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use ruprompts::model::{Gpt2, Input};
+use ruprompts::model::{Gpt2, Gpt2Config, Input};
 use tch::{Device, Kind, Tensor};
 
 /// A writable copy of a fixture model directory.
@@ -131,4 +131,15 @@ fn bad_forward_inputs_are_errors() {
     let mask = Tensor::ones([2, 4], (Kind::Int64, Device::Cpu));
     let err = model.forward(Input::Ids(&ids), Some(&mask), None).unwrap_err().to_string();
     assert!(err.contains("attention mask must be [2, 3]"), "{err}");
+}
+
+#[test]
+fn real_rugpt3_small_config_loads_although_it_has_n_ctx_and_n_positions() {
+    let config = Gpt2Config::from_file(&shared().join("tokenizers/rugpt3/config.json")).unwrap();
+    assert_eq!(
+        (config.n_layer, config.n_embd, config.n_head, config.n_positions, config.vocab_size),
+        (12, 768, 12, 2048, 50264)
+    );
+    // transformers' GPT2LMHeadModel(config).num_parameters() for these shapes (tied head).
+    assert_eq!(config.num_parameters(), 125_231_616);
 }

@@ -83,7 +83,8 @@ pub struct TrainingConfig {
     /// A line in metrics.jsonl every N updates.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
-    /// Checkpoints kept besides the best one; older ones are deleted.
+    /// At most this many checkpoints are kept, the oldest deleted first; the newest and the best by eval loss
+    /// are always kept (Hugging Face's rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_total_limit: Option<usize>,
     #[serde(default = "default_seed")]

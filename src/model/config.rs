@@ -12,7 +12,9 @@ pub struct Gpt2Config {
     #[serde(default = "default_model_type")]
     pub model_type: String,
     pub vocab_size: i64,
-    #[serde(alias = "n_ctx")]
+    /// Learned positions (Hugging Face's default 1024 when absent). Old configs also carry `n_ctx`, which
+    /// transformers ignores; so do we (an alias would make files with both keys fail to parse).
+    #[serde(default = "default_positions")]
     pub n_positions: i64,
     pub n_embd: i64,
     pub n_layer: i64,
@@ -38,6 +40,10 @@ pub struct Gpt2Config {
     pub eos_token_id: Option<i64>,
     #[serde(default)]
     pub pad_token_id: Option<i64>,
+}
+
+fn default_positions() -> i64 {
+    1024
 }
 
 /// The MLP non-linearity named by `activation_function`.

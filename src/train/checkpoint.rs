@@ -77,8 +77,8 @@ pub fn load_into(dir: &Path, optimizer: &mut AdamW) -> Result<TrainerState> {
     Ok(state)
 }
 
-/// Deletes the oldest checkpoints beyond `keep`, never the one at `best_step`; also removes temp folders
-/// left by a run killed while saving.
+/// Deletes the oldest checkpoints until at most `keep` remain, but never the newest nor the one at `best_step`
+/// (Hugging Face's `save_total_limit`); also removes temp folders left by a run killed while saving.
 pub fn prune(output_dir: &Path, keep: Option<usize>, best_step: Option<usize>) -> Result<()> {
     for entry in std::fs::read_dir(output_dir)? {
         let entry = entry?;
@@ -87,10 +87,19 @@ pub fn prune(output_dir: &Path, keep: Option<usize>, best_step: Option<usize>) -
         }
     }
     let Some(keep) = keep else { return Ok(()) };
-    let steps: Vec<usize> = list(output_dir)?.into_iter().filter(|&s| Some(s) != best_step).collect();
-    for &step in steps.iter().take(steps.len().saturating_sub(keep)) {
+    let steps = list(output_dir)?;
+    let newest = steps.last().copied();
+    let mut excess = steps.len().saturating_sub(keep);
+    for step in steps {
+        if excess == 0 {
+            break;
+        }
+        if Some(step) == best_step || Some(step) == newest {
+            continue;
+        }
         let dir = checkpoint_dir(output_dir, step);
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+        excess -= 1;
     }
     Ok(())
 }

@@ -24,12 +24,18 @@ impl MetricsLog {
     /// later steps (those steps will be run again).
     pub fn open(output_dir: &Path, resume_step: Option<usize>) -> Result<Self> {
         let path = output_dir.join(METRICS_FILE);
+        // Lines are kept verbatim, so a resumed run's log reads exactly like an uninterrupted one's.
         let kept = match resume_step {
-            Some(step) if path.is_file() => read(&path)?
-                .into_iter()
-                .filter(|v| v["step"].as_u64().is_some_and(|s| s as usize <= step))
-                .map(|v| v.to_string() + "\n")
-                .collect(),
+            Some(step) if path.is_file() => {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                let records = read(&path)?;
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .zip(records)
+                    .filter(|(_, v)| v["step"].as_u64().is_some_and(|s| s as usize <= step))
+                    .map(|(l, _)| format!("{l}\n"))
+                    .collect()
+            }
             _ => String::new(),
         };
         write_atomic(&path, |p| Ok(std::fs::write(p, kept)?))?;

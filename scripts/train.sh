@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job: set up libtorch, build in release, and train a soft prompt for DaNetQA on the bundled tiny Russian
+# model (built on first use) with examples/configs/danetqa.yaml, saving it in runs/danetqa-<time>/.
+# Arguments replace the defaults: `bash scripts/train.sh examples/configs/terra.yaml training.max_steps=50`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ "$#" -eq 0 ]; then
+    set -- examples/configs/danetqa.yaml "output_dir=runs/danetqa-$(date +%Y%m%d-%H%M%S)"
+fi
+cargo run --release --quiet -- train "$@"

@@ -1,0 +1,183 @@
+//! Training runs end to end on the fixture model: outputs, checkpoint pruning, and resuming (after a planned
+//! stop and after SIGKILL) with exactly the losses of an uninterrupted run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ruprompts::config::TrainConfig;
+use ruprompts::model::{Gpt2, Input};
+use ruprompts::prompt::Prompt;
+use ruprompts::tokenizer::Tokenizer;
+use ruprompts::train::{checkpoint, train, TrainOptions};
+use tch::{Device, Kind, Tensor};
+
+/// The first rows of TERRa's train and validation files, as small jsonl files in `dir`.
+fn small_terra(dir: &Path) -> (PathBuf, PathBuf) {
+    let rsg = shared().join("data/rsg/TERRa");
+    let mut out = Vec::new();
+    for (split, n) in [("train", 40), ("val", 12)] {
+        let text = std::fs::read_to_string(rsg.join(format!("{split}.jsonl"))).unwrap();
+        let path = dir.join(format!("{split}.jsonl"));
+        std::fs::write(&path, text.lines().take(n).collect::<Vec<_>>().join("\n")).unwrap();
+        out.push(path);
+    }
+    (out[0].clone(), out[1].clone())
+}
+
+fn config(data: &Path, output_dir: &Path, extra: &[&str]) -> TrainConfig {
+    let (train, val) = small_terra(data);
+    let yaml = format!(
+        r#"model: {{path: {model}, device: cpu}}
+dataset: {{train: {train}, validation: {val}}}
+prompt_format: {{template: "<P*4>{{premise}}<P*2>Вопрос: {{hypothesis}}? Ответ:"}}
+preprocessing:
+  kind: classification
+  verbalizers: {{entailment: " да", not_entailment: " нет"}}
+  truncation_field: premise
+  max_tokens: 96
+optimizer: {{lr: 0.05, weight_decay: 0.0}}
+scheduler: {{kind: linear, warmup_steps: 2}}
+training: {{batch_size: 4, grad_accumulation: 2, max_steps: 6, eval_every: 2, save_every: 2, log_every: 1, save_total_limit: 1, seed: 7}}
+output_dir: {out}
+"#,
+        model = model_dir().display(),
+        train = train.display(),
+        val = val.display(),
+        out = output_dir.display()
+    );
+    let path = data.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    TrainConfig::load(&path, &overrides).unwrap()
+}
+
+fn metrics(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap()
+}
+
+fn weights(dir: &Path) -> Vec<(String, Tensor)> {
+    Tensor::read_safetensors(dir.join("provider_state.safetensors")).unwrap()
+}
+
+fn logits(prompt: &Prompt, model: &Gpt2) -> Tensor {
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let row = serde_json::json!({"premise": "Кошка спит.", "hypothesis": "Кошка бодрствует"});
+    let text = prompt.format().format(row.as_object().unwrap()).unwrap().text;
+    let ids = Tensor::from_slice(&tok.encode_ids(&text).unwrap()).unsqueeze(0);
+    tch::no_grad(|| {
+        model.lm_logits(&model.forward(Input::Embeds(&prompt.embed(model, &ids, id).unwrap()), None, None).unwrap())
+    })
+}
+
+#[test]
+fn a_run_writes_prompt_checkpoints_metrics_and_plot() {
+    init();
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = config(data.path(), out.path(), &[]);
+    let report = train(&config, &TrainOptions::default()).unwrap();
+    assert_eq!((report.steps, report.total_steps, report.losses.len()), (6, 6, 6));
+    assert_eq!(report.trainable_parameters, 6 * 64);
+
+    let records: Vec<serde_json::Value> =
+        metrics(out.path()).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let evals: Vec<(u64, f64)> =
+        records.iter().filter_map(|r| Some((r["step"].as_u64()?, r["eval_loss"].as_f64()?))).collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 2, 4, 6]);
+    assert!(evals[3].1 < evals[0].1, "tuning lowers the eval loss: {evals:?}");
+    let logged: Vec<f64> = records.iter().filter_map(|r| r["loss"].as_f64()).collect();
+    assert_eq!(logged, report.losses);
+    let svg = std::fs::read_to_string(out.path().join("loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("eval"));
+
+    // save_total_limit 1 keeps the newest checkpoint and the best one.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("trainer_state.json")).unwrap()).unwrap();
+    let best = state["best_step"].as_u64().unwrap() as usize;
+    let mut expected = vec![best, 6];
+    expected.sort();
+    expected.dedup();
+    assert_eq!(checkpoint::list(out.path()).unwrap(), expected);
+    let resolved = TrainConfig::load(&out.path().join("config.yaml"), &[]).unwrap();
+    assert_eq!(resolved, config);
+
+    // The final prompt is the last checkpoint's, and loads like any saved prompt.
+    let model = tiny_model();
+    let final_prompt = Prompt::from_pretrained(out.path(), Device::Cpu).unwrap();
+    let last = Prompt::from_pretrained(&checkpoint::checkpoint_dir(out.path(), 6), Device::Cpu).unwrap();
+    assert!(logits(&final_prompt, &model).equal(&logits(&last, &model)));
+
+    let err = train(&config, &TrainOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("already holds a run (checkpoint-6); resume it with --resume"), "{err}");
+    let fresh = tempfile::tempdir().unwrap();
+    let err = train(
+        &TrainConfig { output_dir: fresh.path().into(), ..config },
+        &TrainOptions { resume: true, ..Default::default() },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("nothing to resume"), "{err}");
+}
+
+#[test]
+fn a_stopped_run_resumes_with_the_uninterrupted_losses() {
+    init();
+    let (data, whole, split) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let uninterrupted = train(&config(data.path(), whole.path(), &[]), &TrainOptions::default()).unwrap();
+    let config = config(data.path(), split.path(), &[]);
+    let first = train(&config, &TrainOptions { max_updates_now: Some(3), ..Default::default() }).unwrap();
+    assert_eq!(first.steps, 3);
+    let second = train(&config, &TrainOptions { resume: true, ..Default::default() }).unwrap();
+    assert_eq!([first.losses, second.losses].concat(), uninterrupted.losses);
+    assert_eq!(metrics(split.path()), metrics(whole.path()));
+    for ((n, a), (_, b)) in weights(split.path()).iter().zip(weights(whole.path()).iter()) {
+        assert!(a.equal(b), "{n}");
+    }
+}
+
+#[test]
+fn a_run_killed_anywhere_keeps_whole_checkpoints_and_resumes_exactly() {
+    init();
+    let (data, whole, killed) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let settings = [
+        "training.max_steps=30",
+        "training.save_every=1",
+        "training.save_total_limit=null",
+        "training.eval_every=null",
+    ];
+    train(&config(data.path(), whole.path(), &settings), &TrainOptions::default()).unwrap();
+    config(data.path(), killed.path(), &settings);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ruprompts")).args(args).env("OMP_NUM_THREADS", "1").spawn().unwrap()
+    };
+    let config_path = data.path().join("config.yaml");
+    let mut child = run(&[&["train", config_path.to_str().unwrap()][..], &settings].concat());
+    // SIGKILL once a few checkpoints exist: saving happens every update, so the kill often lands inside one.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while checkpoint::list(killed.path()).map_or(true, |l| l.len() < 4) && Instant::now() < deadline {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.path().join("prompt.json").exists(), "the run was killed before it finished");
+    let steps = checkpoint::list(killed.path()).unwrap();
+    assert!(!steps.is_empty());
+    for step in &steps {
+        let dir = checkpoint::checkpoint_dir(killed.path(), *step);
+        Prompt::from_pretrained(&dir, Device::Cpu).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+        assert!(dir.join("optimizer.safetensors").is_file() && dir.join("trainer_state.json").is_file());
+    }
+    let status = run(&["train", "--resume", killed.path().to_str().unwrap()]).wait().unwrap();
+    assert!(status.success());
+    assert_eq!(metrics(killed.path()), metrics(whole.path()));
+    for ((n, a), (_, b)) in weights(killed.path()).iter().zip(weights(whole.path()).iter()) {
+        assert!(a.to_kind(Kind::Float).equal(b), "{n}");
+    }
+}
