@@ -113,3 +113,39 @@ fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
     let (err, _) = error(d, "missing.yaml", &[]);
     assert!(err.starts_with(&format!("cannot read config {}", d.join("missing.yaml").display())), "{err}");
 }
+
+#[test]
+fn russian_superglue_folders_load_as_distributed() {
+    use ruprompts::data::{DatasetConfig, RsgTask};
+    let rsg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/rsg");
+    let load = |task, dir: &str| {
+        DatasetConfig { task: Some(task), dir: Some(rsg.join(dir)), ..Default::default() }.load().unwrap()
+    };
+    // RCB: two train rows spell `negation` as `no_negation` upstream; every row has `negation` after loading.
+    let rcb = load(RsgTask::Rcb, "RCB");
+    assert_eq!((rcb.train.len(), rcb.validation.len()), (438, 220));
+    assert!(rcb.train.iter().all(|r| r.row.contains_key("negation") && !r.row.contains_key("no_negation")));
+    // DaNetQA has CRLF line endings; labels are booleans.
+    let danetqa = load(RsgTask::Danetqa, "DaNetQA");
+    assert_eq!((danetqa.train.len(), danetqa.validation.len()), (1065, 821));
+    assert!(danetqa
+        .train
+        .iter()
+        .all(|r| r.row["label"].is_boolean() && !r.row["question"].as_str().unwrap().ends_with('\r')));
+    assert_eq!(danetqa.train[4].origin.line, 5);
+
+    let err = DatasetConfig { task: Some(RsgTask::Terra), ..Default::default() }.load().unwrap_err().to_string();
+    assert_eq!(err, "dataset.task needs dataset.dir, the folder holding train.jsonl and val.jsonl");
+}
+
+#[test]
+fn a_hub_id_as_model_path_says_what_to_do() {
+    let dir = configs(&[]);
+    let path = dir.path().join("base.yaml");
+    let config = TrainConfig::load(&path, &["model.path=ai-forever/rugpt3small_based_on_gpt2".to_string()]).unwrap();
+    let err = config.model.dir().unwrap_err().to_string();
+    assert!(
+        err.starts_with("model.path 'ai-forever/rugpt3small_based_on_gpt2' is not a local directory; downloading"),
+        "{err}"
+    );
+}

@@ -46,6 +46,9 @@ pub struct ModelConfig {
     /// A Hugging Face model directory (config.json, weights, tokenizer), or `demo` for the bundled tiny Russian
     /// model (built on first use, as `ruprompts demo` does).
     pub path: PathBuf,
+    /// Revision of a Hub model id (branch, tag or commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     #[serde(default)]
     pub dtype: DType,
     #[serde(default)]
@@ -120,10 +123,19 @@ impl ModelConfig {
     /// The model directory, building the demo model first when `path` is `demo`.
     pub fn dir(&self) -> Result<PathBuf> {
         if self.path.as_os_str() == "demo" {
-            crate::demo::ensure_model(self.device.resolve()?)
-        } else {
-            Ok(self.path.clone())
+            return crate::demo::ensure_model(self.device.resolve()?);
         }
+        if !self.path.is_dir() {
+            let text = self.path.to_string_lossy();
+            if text.split('/').count() == 2 && !text.starts_with('.') && !self.path.is_absolute() {
+                anyhow::bail!(
+                    "model.path '{text}' is not a local directory; downloading models from the Hugging Face Hub is \
+                     not implemented yet, so download it yourself and give its directory"
+                );
+            }
+            anyhow::bail!("model.path '{text}' is not a directory");
+        }
+        Ok(self.path.clone())
     }
 }
 
