@@ -10,7 +10,7 @@ use crate::config::TrainConfig;
 use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
-use crate::generate::greedy;
+use crate::generate::{generate, GenerationConfig};
 use crate::model::{Gpt2, Gpt2Config};
 use crate::provider::ProviderConfig;
 use crate::tokenizer::Tokenizer;
@@ -299,10 +299,10 @@ fn run_demo(args: DemoArgs) -> Result<()> {
     };
     println!("\ngreedy continuations ({} new tokens at most):", args.max_new_tokens);
     let eos = tokenizer.special().eos.map(i64::from);
-    for prompt in prompts {
-        let ids = tokenizer.encode_ids(&prompt)?;
-        let out = greedy(&model, &ids, args.max_new_tokens, eos, true)?;
-        let new_ids: Vec<i64> = out.new_ids.into_iter().filter(|&id| Some(id) != eos).collect();
+    let config = GenerationConfig { max_new_tokens: args.max_new_tokens, eos_token_id: eos, ..Default::default() };
+    let inputs = prompts.iter().map(|p| tokenizer.encode_ids(p)).collect::<Result<Vec<_>>>()?;
+    for (prompt, out) in prompts.iter().zip(generate(&model, &inputs, &[], &config)?) {
+        let new_ids: Vec<i64> = out[0].new_ids.iter().copied().filter(|&id| Some(id) != eos).collect();
         println!("  {prompt} ▸ {}", tokenizer.decode(&new_ids)?);
     }
     Ok(())

@@ -118,9 +118,14 @@ impl Prompt {
         Ok(i64::from(tokenizer.add_tokens(&[self.format.prompt_token()])?[0]))
     }
 
+    /// This prompt's embeddings, computed now, ready to inject at `token_id`. At inference compute it once per
+    /// request; in training once per step (gradients flow through it).
+    pub fn injection(&self, token_id: i64) -> Injection<'_> {
+        Injection { name: self.format.prompt_token(), token_id, embeddings: self.embeddings() }
+    }
+
     /// Input embeddings of `ids` with this prompt injected at `token_id` (see [`inject`]).
     pub fn embed(&self, model: &Gpt2, ids: &Tensor, token_id: i64) -> Result<Tensor> {
-        let injection = Injection { name: self.format.prompt_token(), token_id, embeddings: self.embeddings() };
-        inject(model, ids, &[injection])
+        inject(model, ids, &[self.injection(token_id)])
     }
 }

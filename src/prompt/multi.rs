@@ -38,13 +38,13 @@ impl MultiPrompt {
         self.prompts.iter().map(|(k, _, _)| k.as_str())
     }
 
+    /// Every prompt's embeddings, computed now, each at its keyed token.
+    pub fn injections(&self) -> Vec<Injection<'_>> {
+        self.prompts.iter().map(|(_, p, id)| p.injection(*id)).collect()
+    }
+
     /// Input embeddings of `ids` with every prompt injected where its tokens are; rows may mix keys.
     pub fn embed(&self, model: &Gpt2, ids: &Tensor) -> Result<Tensor> {
-        let injections: Vec<Injection> = self
-            .prompts
-            .iter()
-            .map(|(_, p, id)| Injection { name: p.format().prompt_token(), token_id: *id, embeddings: p.embeddings() })
-            .collect();
-        inject(model, ids, &injections)
+        inject(model, ids, &self.injections())
     }
 }

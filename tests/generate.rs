@@ -1,0 +1,126 @@
+//! Generation against transformers / ruPrompts references (greedy ids and chosen logits, bare and with the
+//! Python-saved prompt), batch independence, sampling reproducibility.
+
+mod common;
+
+use common::*;
+use ruprompts::format::PromptFormat;
+use ruprompts::generate::{generate, GenerationConfig};
+use ruprompts::prompt::{MultiPrompt, Prompt};
+use ruprompts::provider::ProviderConfig;
+use ruprompts::tokenizer::Tokenizer;
+use tch::Device;
+
+fn greedy(max_new_tokens: usize, eos_token_id: Option<i64>, use_cache: bool) -> GenerationConfig {
+    GenerationConfig { max_new_tokens, eos_token_id, use_cache, ..Default::default() }
+}
+
+fn check_scores(ours: &[f32], theirs: &serde_json::Value, what: &str) {
+    for (o, t) in ours.iter().zip(f64_vec(theirs)) {
+        assert!((*o as f64 - t).abs() <= 1e-4, "{what}: chosen logit {o} vs {t}");
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers_with_and_without_cache() {
+    let model = tiny_model();
+    let gen = &load_json("reference/gpt2.json")["greedy_generation"];
+    let prompt = i64_vec(&gen["prompt_ids"]);
+    let eos = gen["generation_config"]["eos_token_id"].as_i64();
+    let max_new = gen["kwargs"]["max_new_tokens"].as_u64().unwrap() as usize;
+    for use_cache in [true, false] {
+        let expected = &gen[format!("use_cache_{}", if use_cache { "True" } else { "False" })];
+        let out =
+            &generate(&model, std::slice::from_ref(&prompt), &[], &greedy(max_new, eos, use_cache)).unwrap()[0][0];
+        assert_eq!(out.new_ids, i64_vec(&expected["new_ids"]), "use_cache={use_cache}");
+        check_scores(&out.scores, &expected["chosen_token_logits"], &format!("use_cache={use_cache}"));
+    }
+}
+
+#[test]
+fn greedy_generation_with_the_python_prompt_matches_ruprompts() {
+    let model = tiny_model();
+    let gen = &load_json("reference/ruprompts/tensor_prompt.json")["greedy_generation_with_prompt"];
+    let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), Device::Cpu).unwrap();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let input = i64_vec(&gen["input_ids"]);
+    assert_eq!(tok.encode_ids(gen["input_text"].as_str().unwrap()).unwrap(), input);
+    let max_new = gen["kwargs"]["max_new_tokens"].as_u64().unwrap() as usize;
+    for use_cache in [true, false] {
+        let key = format!("use_cache_{}", if use_cache { "True" } else { "False" });
+        let injection = prompt.injection(id);
+        let out = &generate(&model, std::slice::from_ref(&input), &[injection], &greedy(max_new, None, use_cache))
+            .unwrap()[0][0];
+        assert_eq!(out.new_ids, i64_vec(&gen[&key]), "{key}");
+        check_scores(&out.scores, &gen[format!("{key}_chosen_token_logits")], &key);
+    }
+}
+
+#[test]
+fn a_row_decodes_the_same_alone_and_in_a_mixed_batch() {
+    let model = tiny_model();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    tch::manual_seed(11);
+    let prompts = [("sum", "<P*3>{text}<P*2>"), ("qa", "<P>Вопрос:</P>{question}<P*2>")]
+        .iter()
+        .map(|(key, t)| {
+            let format = PromptFormat::compile(t, &tok).unwrap();
+            (key.to_string(), Prompt::new(format, ProviderConfig::default(), &model).unwrap())
+        })
+        .collect();
+    let multi = MultiPrompt::new(prompts, &mut tok).unwrap();
+    let row = |key: &str, field: &str, text: &str| {
+        let json = serde_json::json!({ field: text });
+        tok.encode_ids(&multi.get(key).unwrap().format().format(json.as_object().unwrap()).unwrap().text).unwrap()
+    };
+    let inputs = vec![
+        row("sum", "text", "Сегодня в Москве весь день шёл сильный дождь, а вечером выглянуло солнце."),
+        row("qa", "question", "Где живут пингвины?"),
+        tok.encode_ids("Однажды в студёную зимнюю пору").unwrap(),
+        row("sum", "text", "Кот."),
+    ];
+    let injections = multi.injections();
+    for use_cache in [true, false] {
+        let config = greedy(10, None, use_cache);
+        let batched = generate(&model, &inputs, &injections, &config).unwrap();
+        for (i, input) in inputs.iter().enumerate() {
+            let alone = generate(&model, std::slice::from_ref(input), &injections, &config).unwrap();
+            assert_eq!(batched[i][0].new_ids, alone[0][0].new_ids, "row {i}, use_cache={use_cache}");
+            for (a, b) in batched[i][0].scores.iter().zip(&alone[0][0].scores) {
+                assert!((a - b).abs() <= 1e-4, "row {i}: score {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed_and_stops_at_eos() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let input = vec![tok.encode_ids("Жили-были дед да баба").unwrap()];
+    let config = GenerationConfig {
+        max_new_tokens: 12,
+        do_sample: true,
+        temperature: 0.8,
+        top_k: Some(50),
+        top_p: Some(0.95),
+        repetition_penalty: 1.2,
+        num_return_sequences: 3,
+        seed: Some(5),
+        ..Default::default()
+    };
+    let a = generate(&model, &input, &[], &config).unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].len(), 3);
+    assert_eq!(a, generate(&model, &input, &[], &config).unwrap());
+    let other = generate(&model, &input, &[], &GenerationConfig { seed: Some(6), ..config.clone() }).unwrap();
+    assert_ne!(a, other);
+    // Stop at eos: make the first sampled token of sequence 0 the eos.
+    let eos = a[0][0].new_ids[0];
+    let stopped = generate(&model, &input, &[], &GenerationConfig { eos_token_id: Some(eos), ..config }).unwrap();
+    assert_eq!(stopped[0][0].new_ids, [eos]);
+
+    let err = generate(&model, &[vec![]], &[], &GenerationConfig::default()).unwrap_err().to_string();
+    assert_eq!(err, "an input is empty: generation needs at least one token");
+}
