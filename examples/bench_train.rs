@@ -15,22 +15,12 @@ use ruprompts::model::{Gpt2, Gpt2Config, Input};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::train::{AdamW, AdamWConfig};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 const BATCH: i64 = 8;
 const TOKENS: i64 = 128;
 const PROMPT: usize = 20;
 const LABELLED: i64 = 16;
-
-fn random_model(config: Gpt2Config, device: Device) -> Result<Gpt2> {
-    tch::manual_seed(0);
-    let tensors = config
-        .expected_shapes()
-        .into_iter()
-        .map(|(name, shape)| (name, (Tensor::randn(shape.as_slice(), (Kind::Float, device)) * 0.02)))
-        .collect();
-    Gpt2::from_tensors(config, tensors)
-}
 
 /// Mean seconds per training step (forward, backward, AdamW) over `steps`, after one warm-up step.
 fn time_steps(model: &Gpt2, full_projection: bool, steps: usize) -> Result<f64> {
@@ -91,7 +81,9 @@ fn main() -> Result<()> {
     .resolve()?;
     let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
     let tiny = Gpt2::from_dir(&shared.join("fixtures/tiny-gpt2-ru"), Kind::Float, device)?;
-    let small = random_model(Gpt2Config::from_file(&shared.join("tokenizers/rugpt3/config.json"))?, device)?;
+    tch::manual_seed(0);
+    let small =
+        Gpt2::random(Gpt2Config::from_file(&shared.join("tokenizers/rugpt3/config.json"))?, Kind::Float, device)?;
     println!(
         "batch {BATCH} × {TOKENS} tokens, {PROMPT}-token tensor prompt, {LABELLED} labelled tokens a row, {steps} timed steps, {device:?}, {} threads\n",
         tch::get_num_threads()

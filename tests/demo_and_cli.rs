@@ -101,6 +101,37 @@ fn train_reports_config_errors_with_their_place() {
 }
 
 #[test]
+fn generate_writes_jsonl_for_texts_and_files() {
+    let prompt = fixture("reference/ruprompts/prompt_tensor");
+    let model = model_dir();
+    let base =
+        ["generate", "--prompt", prompt.to_str().unwrap(), "--model", model.to_str().unwrap(), "--device", "cpu"];
+    let greedy = ["--max-new-tokens", "12", "--eos-token-id", "0"];
+    let text = "Сегодня в Москве весь день шёл сильный дождь.";
+    let (ok, stdout, stderr) = ruprompts(&[&base[..], &greedy, &[text, "Кот."]].concat());
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["input"]["text"], text);
+    assert_eq!(lines[0]["generated"], serde_json::json!(["::::::::::::"]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, format!("{{\"text\": \"{text}\"}}\n")).unwrap();
+    let output = dir.path().join("out.jsonl");
+    let file_args = ["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let (ok, _, stderr) = ruprompts(&[&base[..], &greedy, &file_args].concat());
+    assert!(ok, "{stderr}");
+    let written: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&output).unwrap().trim()).unwrap();
+    assert_eq!(written["generated"], lines[0]["generated"]);
+
+    let (ok, _, stderr) = ruprompts(&base);
+    assert!(!ok && stderr.contains("nothing to generate from: give texts"), "{stderr}");
+    let (ok, _, stderr) = ruprompts(&[&base[..], &["--field", "question=Где?"]].concat());
+    assert!(!ok && stderr.contains("input 1: unknown field 'question'"), "{stderr}");
+}
+
+#[test]
 fn cli_errors_name_the_problem() {
     let (ok, _, stderr) = ruprompts(&["info", "/nonexistent/model", "--device", "cpu"]);
     assert!(!ok);

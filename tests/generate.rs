@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ruprompts::format::PromptFormat;
-use ruprompts::generate::{generate, GenerationConfig};
+use ruprompts::generate::{generate, GenerationConfig, Pipeline, Prompts, Request, Task};
 use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -123,4 +123,63 @@ fn sampling_is_reproducible_with_a_seed_and_stops_at_eos() {
 
     let err = generate(&model, &[vec![]], &[], &GenerationConfig::default()).unwrap_err().to_string();
     assert_eq!(err, "an input is empty: generation needs at least one token");
+}
+
+fn request(pairs: &[(&str, &str)]) -> Request {
+    let fields = pairs.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
+    Request { key: None, fields }
+}
+
+#[test]
+fn text2text_pipeline_gives_ruprompts_output_and_names_bad_input() {
+    let model = tiny_model();
+    let spec = &load_json("reference/ruprompts/tensor_prompt.json")["greedy_generation_with_prompt"]["pipeline"];
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), Device::Cpu).unwrap();
+    let prompts = Prompts::single(prompt, &mut tok).unwrap();
+    let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts };
+    // ruPrompts' Text2TextGenerationWithPromptPipeline defaults (eos 0) with do_sample=False, 12 new tokens.
+    let config = GenerationConfig { max_new_tokens: 12, eos_token_id: Some(0), ..Default::default() };
+    let input = spec["input"].as_str().unwrap();
+    let out = pipeline.run(Task::Text2text, &[request(&[("text", input)])], &config).unwrap();
+    assert_eq!(out, [[spec["output"][0]["generated_text"].as_str().unwrap()]]);
+
+    let err =
+        |task, req: Request, config: &GenerationConfig| pipeline.run(task, &[req], config).unwrap_err().to_string();
+    assert_eq!(
+        err(Task::Text2text, request(&[("text", "a"), ("summary", "b")]), &config),
+        "input 1: unknown field 'summary': the format \"<P*3>{text}<P>Кратко:</P>\" has text"
+    );
+    assert!(err(Task::TextGeneration, request(&[("text", "a")]), &config)
+        .contains("text-generation puts the text after a prompt without fields"));
+    assert_eq!(
+        err(Task::Text2text, Request { key: Some("qa".into()), ..request(&[("text", "a")]) }, &config),
+        "input 1: prompt key \"qa\" given, but only one prompt is loaded"
+    );
+
+    // Too long for the 256 positions: the oldest text tokens go, every prompt token stays.
+    let long = "Сегодня в Москве весь день шёл сильный дождь. ".repeat(40);
+    let out = pipeline.run(Task::Text2text, &[request(&[("text", &long)])], &config).unwrap();
+    assert_eq!(out[0].len(), 1);
+    let big = GenerationConfig { max_new_tokens: 250, ..config };
+    assert_eq!(
+        err(Task::Text2text, request(&[("text", "a")]), &big),
+        "input 1: the prompt's 7 tokens and 250 new tokens do not fit the model's 256 positions"
+    );
+}
+
+#[test]
+fn text_generation_pipeline_returns_the_text_and_its_continuation() {
+    let model = tiny_model();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    tch::manual_seed(2);
+    let prompt = Prompt::new(PromptFormat::compile("<P*5>", &tok).unwrap(), ProviderConfig::default(), &model).unwrap();
+    let prompts = Prompts::single(prompt, &mut tok).unwrap();
+    let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts };
+    let config = GenerationConfig { max_new_tokens: 6, ..Default::default() };
+    let texts = ["Заходят в бар", "Однажды"];
+    let out = pipeline.run(Task::TextGeneration, &texts.map(|t| request(&[("text", t)])), &config).unwrap();
+    for (text, generated) in texts.iter().zip(&out) {
+        assert!(generated[0].starts_with(text) && generated[0].len() > text.len(), "{generated:?}");
+    }
 }

@@ -168,12 +168,7 @@ fn save_then_load_gives_bitwise_identical_logits_and_full_state_for_every_provid
 fn model_with_embedding_size(n_embd: i64) -> Gpt2 {
     let mut config = Gpt2Config::from_file(&model_dir().join("config.json")).unwrap();
     config.n_embd = n_embd;
-    let tensors = config
-        .expected_shapes()
-        .into_iter()
-        .map(|(name, shape)| (name, Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * 0.02))
-        .collect();
-    Gpt2::from_tensors(config, tensors).unwrap()
+    Gpt2::random(config, Kind::Float, Device::Cpu).unwrap()
 }
 
 #[test]

@@ -111,6 +111,27 @@ fn a_run_writes_prompt_checkpoints_metrics_and_plot() {
     let last = Prompt::from_pretrained(&checkpoint::checkpoint_dir(out.path(), 6), Device::Cpu).unwrap();
     assert!(logits(&final_prompt, &model).equal(&logits(&last, &model)));
 
+    // `ruprompts generate` finds the model through the trained prompt's prompt.json.
+    let out_dir = out.path().to_str().unwrap();
+    let generated = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+        .args([
+            "generate",
+            "--prompt",
+            out_dir,
+            "--max-new-tokens",
+            "4",
+            "--field",
+            "premise=Кошка спит.",
+            "--field",
+            "hypothesis=Кошка бодрствует",
+        ])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+    assert_eq!(line["generated"].as_array().unwrap().len(), 1);
+
     let err = train(&config, &TrainOptions::default()).unwrap_err().to_string();
     assert!(err.contains("already holds a run (checkpoint-6); resume it with --resume"), "{err}");
     let fresh = tempfile::tempdir().unwrap();

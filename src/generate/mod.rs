@@ -4,6 +4,8 @@
 mod config;
 mod decode;
 mod logits;
+mod pipeline;
 
 pub use config::GenerationConfig;
 pub use decode::{generate, Generated};
+pub use pipeline::{Pipeline, Prompts, Request, Task};

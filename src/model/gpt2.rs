@@ -171,6 +171,17 @@ impl Gpt2 {
         Self::from_state_dict(config, sd, kind, device)
     }
 
+    /// A model of `config`'s shapes with random weights (normal, std 0.02, as GPT-2 initialises them), for
+    /// benchmarks and shape tests: speed does not depend on the weights' values.
+    pub fn random(config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
+        let tensors = config
+            .expected_shapes()
+            .into_iter()
+            .map(|(name, shape)| (name, (Tensor::randn(shape.as_slice(), (Kind::Float, device)) * 0.02).to_kind(kind)))
+            .collect();
+        Self::from_tensors(config, tensors)
+    }
+
     fn from_state_dict(config: Gpt2Config, mut sd: StateDict, kind: Kind, device: Device) -> Result<Self> {
         let blocks = (0..config.n_layer).map(|i| Block::load(&mut sd, i, &config)).collect::<Result<Vec<_>>>()?;
         Ok(Self {

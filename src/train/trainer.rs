@@ -69,7 +69,8 @@ fn setup(config: &TrainConfig) -> Result<Setup> {
     let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
     tch::manual_seed(config.training.seed as i64);
     let mut prompt = Prompt::new(format, config.prompt_provider.clone(), &model).context("prompt_provider")?;
-    prompt.pretrained_model_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
+    prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
     let token_id = prompt.add_token(&mut tokenizer)?;
     let (max_tokens, positions) = (config.preprocessing.max_tokens(), model.config().n_positions);
     ensure!(

@@ -1,5 +1,7 @@
 //! Command-line interface: argument definitions and what each command prints.
 
+mod generate;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -46,6 +48,12 @@ pub enum Command {
     /// `ruprompts train --resume OUTPUT_DIR` continues a run from its last complete checkpoint, with the same
     /// losses as if it had never stopped.
     Train(TrainArgs),
+    /// Generate with a trained prompt: text2text (fill the format, return the new text) or text-generation
+    /// (prompt as a prefix, return the whole text), batched, jsonl out.
+    ///
+    /// `ruprompts generate --prompt runs/detox "Отвали, дурак"`;
+    /// `ruprompts generate --prompt qa=DIR1 --prompt sum=DIR2 --input requests.jsonl` (each line may name its key).
+    Generate(generate::GenerateArgs),
     /// Count the trainable parameters of each prompt provider for a prompt length and embedding size.
     ///
     /// Either give the numbers (`--prompt-length 40 --embedding-dim 1536` is a 40-token prompt for
@@ -148,6 +156,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Params(args) => run_params(args),
         Command::Train(args) => run_train(args),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

@@ -1,0 +1,156 @@
+//! ruPrompts' two pipelines over the batched decoder. `text-generation`: the prompt's format (without fields)
+//! is a prefix before the user's text, and the full text comes back. `text2text`: the format is filled from the
+//! request's fields, and only the new text comes back. Either way a batch may mix prompts by key.
+
+use anyhow::{anyhow, bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{generate, GenerationConfig};
+use crate::format::{PromptFormat, Row};
+use crate::model::Gpt2;
+use crate::prompt::{MultiPrompt, Prompt};
+use crate::tokenizer::Tokenizer;
+
+/// Which pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// The prompt is a prefix before the text; returns the text and its continuation.
+    TextGeneration,
+    /// The format is filled from fields; returns only the new text.
+    Text2text,
+}
+
+/// One input: the text (or fields) and, with several prompts, which one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Field values for text2text; a lone `text` fills a format with one field, whatever its name.
+    pub fields: Row,
+}
+
+/// The prompts a pipeline serves: one, or several by key.
+#[derive(Debug)]
+pub enum Prompts {
+    Single { prompt: Prompt, token_id: i64 },
+    Multi(MultiPrompt),
+}
+
+impl Prompts {
+    /// One prompt; its token is added to `tokenizer`.
+    pub fn single(prompt: Prompt, tokenizer: &mut Tokenizer) -> Result<Self> {
+        let token_id = prompt.add_token(tokenizer)?;
+        Ok(Self::Single { prompt, token_id })
+    }
+
+    fn format(&self, key: Option<&str>) -> Result<&PromptFormat> {
+        match (self, key) {
+            (Self::Single { prompt, .. }, None) => Ok(prompt.format()),
+            (Self::Single { .. }, Some(key)) => bail!("prompt key {key:?} given, but only one prompt is loaded"),
+            (Self::Multi(multi), Some(key)) => Ok(multi.get(key)?.format()),
+            (Self::Multi(multi), None) => {
+                bail!(
+                    "several prompts are loaded ({}): say which with a key",
+                    multi.keys().collect::<Vec<_>>().join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// A frozen model, its tokenizer (with the prompt tokens added) and the prompts.
+#[derive(Debug)]
+pub struct Pipeline<'a> {
+    pub model: &'a Gpt2,
+    pub tokenizer: &'a Tokenizer,
+    pub prompts: &'a Prompts,
+}
+
+impl Pipeline<'_> {
+    /// The text fed to the model for `request`, and the part of it to return in front of the new text.
+    fn input_text(&self, task: Task, request: &Request) -> Result<(String, String)> {
+        let format = self.prompts.format(request.key.as_deref())?;
+        let fields = format.fields();
+        match task {
+            Task::TextGeneration => {
+                ensure!(
+                    fields.is_empty(),
+                    "the format {:?} has fields ({}); text-generation puts the text after a prompt without fields, \
+                     use text2text",
+                    format.template(),
+                    fields.join(", ")
+                );
+                let text = match request.fields.get("text") {
+                    Some(serde_json::Value::String(s)) if request.fields.len() == 1 => s.clone(),
+                    _ => bail!("text-generation takes one text per input"),
+                };
+                Ok((format!("{}{text}", format.format(&Row::new())?.text), text))
+            }
+            Task::Text2text => {
+                let mut row = request.fields.clone();
+                if fields.len() == 1 && row.len() == 1 && row.contains_key("text") && fields[0] != "text" {
+                    let value = row.remove("text").expect("checked");
+                    row.insert(fields[0].to_string(), value);
+                }
+                if let Some(unknown) = row.keys().find(|k| !fields.contains(&k.as_str())) {
+                    bail!("unknown field '{unknown}': the format {:?} has {}", format.template(), fields.join(", "));
+                }
+                Ok((format.format(&row)?.text, String::new()))
+            }
+        }
+    }
+
+    /// Generates for every request in one batch; returns `num_return_sequences` texts per request.
+    pub fn run(&self, task: Task, requests: &[Request], config: &GenerationConfig) -> Result<Vec<Vec<String>>> {
+        let window = self.model.config().n_positions as usize;
+        let prompt_ids: Vec<i64> = match self.prompts {
+            Prompts::Single { token_id, .. } => vec![*token_id],
+            Prompts::Multi(multi) => multi.injections().iter().map(|i| i.token_id).collect(),
+        };
+        let mut inputs = Vec::with_capacity(requests.len());
+        let mut heads = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            let (text, head) = self.input_text(task, request).map_err(|e| anyhow!("input {}: {e:#}", i + 1))?;
+            let mut ids = self.tokenizer.encode_ids(&text)?;
+            ensure!(!ids.is_empty(), "input {} is empty", i + 1);
+            let room = window.saturating_sub(config.max_new_tokens);
+            if ids.len() > room {
+                let prompt_tokens = ids.iter().filter(|t| prompt_ids.contains(t)).count();
+                ensure!(
+                    prompt_tokens < room,
+                    "input {}: the prompt's {prompt_tokens} tokens and {} new tokens do not fit the model's {window} positions",
+                    i + 1,
+                    config.max_new_tokens
+                );
+                let mut excess = ids.len() - room;
+                eprintln!("input {}: {} tokens do not fit; dropping the first {excess} text tokens", i + 1, ids.len());
+                ids.retain(|t| {
+                    let drop = excess > 0 && !prompt_ids.contains(t);
+                    excess -= usize::from(drop);
+                    !drop
+                });
+            }
+            inputs.push(ids);
+            heads.push(head);
+        }
+        let injections = match self.prompts {
+            Prompts::Single { prompt, token_id } => vec![prompt.injection(*token_id)],
+            Prompts::Multi(multi) => multi.injections(),
+        };
+        let outputs = generate(self.model, &inputs, &injections, config)?;
+        outputs
+            .into_iter()
+            .zip(heads)
+            .map(|(sequences, head)| {
+                sequences
+                    .into_iter()
+                    .map(|g| {
+                        let ids: Vec<i64> = g.new_ids.into_iter().filter(|&t| Some(t) != config.eos_token_id).collect();
+                        Ok(format!("{head}{}", self.tokenizer.decode(&ids)?))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
