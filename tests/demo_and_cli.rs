@@ -129,6 +129,12 @@ fn generate_writes_jsonl_for_texts_and_files() {
     assert!(!ok && stderr.contains("nothing to generate from: give texts"), "{stderr}");
     let (ok, _, stderr) = ruprompts(&[&base[..], &["--field", "question=Где?"]].concat());
     assert!(!ok && stderr.contains("input 1: unknown field 'question'"), "{stderr}");
+    let (ok, _, stderr) = ruprompts(&["generate", "--prompt", "konodyuk/prompt_rugpt3large_joke", "Заходят в бар"]);
+    assert!(!ok && stderr.contains("--prompt 'konodyuk/prompt_rugpt3large_joke' is not a local directory"), "{stderr}");
+    let keyed = format!("qa={}", prompt.display());
+    let (ok, _, stderr) =
+        ruprompts(&["generate", "--prompt", &keyed, "--model", model.to_str().unwrap(), "--key", "sum", "Кот."]);
+    assert!(!ok && stderr.contains("unknown prompt key \"sum\" (known: qa)"), "{stderr}");
 }
 
 #[test]

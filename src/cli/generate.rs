@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::{load, Placement};
-use crate::config::ModelConfig;
+use crate::config::{local_dir, ModelConfig};
 use crate::data::read_rows;
 use crate::format::Row;
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
@@ -115,6 +115,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             Some((k, d)) => (Some(k.to_string()), PathBuf::from(d)),
             None => (None, PathBuf::from(spec)),
         };
+        let dir = local_dir(&dir, "--prompt")?;
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
     }

@@ -125,18 +125,24 @@ impl ModelConfig {
         if self.path.as_os_str() == "demo" {
             return crate::demo::ensure_model(self.device.resolve()?);
         }
-        if !self.path.is_dir() {
-            let text = self.path.to_string_lossy();
-            if text.split('/').count() == 2 && !text.starts_with('.') && !self.path.is_absolute() {
-                anyhow::bail!(
-                    "model.path '{text}' is not a local directory; downloading models from the Hugging Face Hub is \
-                     not implemented yet, so download it yourself and give its directory"
-                );
-            }
-            anyhow::bail!("model.path '{text}' is not a directory");
-        }
-        Ok(self.path.clone())
+        local_dir(&self.path, "model.path")
     }
+}
+
+/// `path` when it is a local directory; otherwise an error that names `what` and, for something shaped like a
+/// Hub id (`owner/name`), says that Hub downloads are not there yet.
+pub fn local_dir(path: &Path, what: &str) -> Result<PathBuf> {
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let text = path.to_string_lossy();
+    if text.split('/').count() == 2 && !text.starts_with('.') && !path.is_absolute() {
+        anyhow::bail!(
+            "{what} '{text}' is not a local directory; downloading from the Hugging Face Hub is not implemented yet, \
+             so download it yourself and give its directory"
+        );
+    }
+    anyhow::bail!("{what} '{text}' is not a directory")
 }
 
 impl TrainConfig {
