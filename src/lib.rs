@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod eval;
 pub mod format;
 pub mod fs;
 pub mod generate;

@@ -1,0 +1,4 @@
+//! Evaluation: zero-shot against tuned prompts on Russian SuperGLUE. So far the official metrics; the
+//! perplexity-based classifier, task adapters and report come next.
+
+pub mod metrics;
