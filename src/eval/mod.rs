@@ -2,3 +2,6 @@
 //! perplexity-based classifier, task adapters and report come next.
 
 pub mod metrics;
+mod score;
+
+pub use score::{score_naive, score_shared, Candidate, Scored};

@@ -50,6 +50,21 @@ impl KvCache {
         self.first_keys().map_or(0, |k| k.size()[0])
     }
 
+    /// The cache of a batch-1 run broadcast to `k` rows, so `k` continuations can share one context's forward.
+    pub fn expand_batch(&self, k: i64) -> KvCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerKv {
+                kv: l
+                    .kv
+                    .as_ref()
+                    .map(|(key, value)| (key.expand([k, -1, -1, -1], false), value.expand([k, -1, -1, -1], false))),
+            })
+            .collect();
+        KvCache { layers }
+    }
+
     pub(super) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {
         &mut self.layers[i]
     }
