@@ -1,0 +1,75 @@
+//! Scoring throughput of perplexity-based classification: naive (context + candidate per forward) against
+//! shared-context (context once into the KV cache, candidates batched from it), side by side, on the tiny fixture
+//! model and a ruGPT-3-small-shaped model with random weights. Two task shapes: DaNetQA (a ~120-token passage and
+//! question, answers " да"/" нет", one token each) and PARus (a ~25-token premise and question, two ~12-token
+//! alternatives). A 20-token tensor prompt before the context.
+//!
+//! `cargo run --release --example bench_score -- [--examples N] [--device cpu|cuda] [--threads N]`
+
+mod common;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use ruprompts::eval::{score_naive, score_shared, Candidate};
+use ruprompts::model::Gpt2;
+
+/// Token ids that look like text of `len` tokens (deterministic, inside the vocabulary).
+fn text(model: &Gpt2, seed: usize, len: usize) -> Vec<i64> {
+    let vocab = model.config().vocab_size as usize;
+    (0..len).map(|i| ((seed * 7919 + i * 104729 + 17) % vocab) as i64).collect()
+}
+
+/// (context, candidates) of one example of the given shape.
+fn example(model: &Gpt2, task: &str, i: usize, prompt_id: i64, prompt_len: usize) -> (Vec<i64>, Vec<Candidate>) {
+    let (context_len, answers): (usize, Vec<usize>) = match task {
+        "DaNetQA" => (120, vec![1, 1]),
+        _ => (25, vec![12, 12]),
+    };
+    let context = [vec![prompt_id; prompt_len], text(model, i, context_len)].concat();
+    let candidates = answers
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| Candidate { answer: text(model, i * 31 + k + 1, n), suffix: vec![] })
+        .collect();
+    (context, candidates)
+}
+
+fn main() -> Result<()> {
+    let flags = common::Flags::parse();
+    let n = flags.number("--examples", 8)?;
+    let device = flags.device()?;
+    let models = common::models(device)?;
+    println!("{n} examples a row, 20-token prompt, {device:?}, {} threads\n", tch::get_num_threads());
+    println!("| model | task | naive examples/s | shared-context examples/s | speed-up | max |Δ log-prob| |");
+    println!("|---|---|---|---|---|---|");
+    for (name, model) in &models {
+        let (prompt, id) = common::prefix_prompt(model, 20)?;
+        let injection = [prompt.injection(id)];
+        for task in ["DaNetQA", "PARus"] {
+            let examples: Vec<_> = (0..n).map(|i| example(model, task, i, id, 20)).collect();
+            score_naive(model, &injection, &examples[0].0, &examples[0].1)?; // warm-up
+            let start = Instant::now();
+            let naive: Vec<_> =
+                examples.iter().map(|(c, cands)| score_naive(model, &injection, c, cands)).collect::<Result<_>>()?;
+            let naive_s = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            let shared: Vec<_> =
+                examples.iter().map(|(c, cands)| score_shared(model, &injection, c, cands)).collect::<Result<_>>()?;
+            let shared_s = start.elapsed().as_secs_f64();
+            let diff = naive
+                .iter()
+                .flatten()
+                .zip(shared.iter().flatten())
+                .map(|(a, b)| (a.answer_logprob - b.answer_logprob).abs())
+                .fold(0.0, f64::max);
+            println!(
+                "| {name} | {task} | {:.1} | {:.1} | {:.2} | {diff:.1e} |",
+                n as f64 / naive_s,
+                n as f64 / shared_s,
+                naive_s / shared_s
+            );
+        }
+    }
+    Ok(())
+}
