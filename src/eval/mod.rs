@@ -1,7 +1,9 @@
-//! Evaluation: zero-shot against tuned prompts on Russian SuperGLUE. So far the official metrics; the
-//! perplexity-based classifier, task adapters and report come next.
+//! Evaluation: zero-shot against tuned prompts on Russian SuperGLUE. So far: the official metrics, continuation
+//! scoring (naive and shared-context) and the scoring modes; task adapters and the report come next.
 
+mod choose;
 pub mod metrics;
 mod score;
 
+pub use choose::{best, candidate_score, ScoreMode};
 pub use score::{score_naive, score_shared, Candidate, Scored};
