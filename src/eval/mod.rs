@@ -2,8 +2,10 @@
 //! scoring (naive and shared-context) and the scoring modes; task adapters and the report come next.
 
 mod choose;
+mod classify;
 pub mod metrics;
 mod score;
 
 pub use choose::{best, candidate_score, ScoreMode};
+pub use classify::{Classifier, Item, ANSWER_FIELD};
 pub use score::{score_naive, score_shared, Candidate, Scored};
