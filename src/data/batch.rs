@@ -20,22 +20,44 @@ pub struct Batch {
     pub labels: Tensor,
 }
 
+/// Which end of a row padding goes on: the right for training and scoring, the left for generation (so every
+/// row's next token is at the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Left,
+    Right,
+}
+
+/// `rows` padded with `pad_id` to the longest: ids and attention mask (1 = real), both `[rows, width]` int64 on
+/// the CPU.
+pub fn pad(rows: &[&[i64]], pad_id: i64, side: Side) -> (Tensor, Tensor) {
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let (mut ids, mut mask) = (Vec::with_capacity(rows.len() * width), Vec::with_capacity(rows.len() * width));
+    for row in rows {
+        let padding = width - row.len();
+        let (fill, real) = (std::iter::repeat_n(pad_id, padding), row.iter().copied());
+        let (zeros, ones) = (std::iter::repeat_n(0i64, padding), std::iter::repeat_n(1i64, row.len()));
+        match side {
+            Side::Left => {
+                ids.extend(fill.chain(real));
+                mask.extend(zeros.chain(ones));
+            }
+            Side::Right => {
+                ids.extend(real.chain(fill));
+                mask.extend(ones.chain(zeros));
+            }
+        }
+    }
+    let shape = [rows.len() as i64, width as i64];
+    (Tensor::from_slice(&ids).view(shape), Tensor::from_slice(&mask).view(shape))
+}
+
 /// Pads `examples` on the right to the longest: ids with `pad_id`, mask 0, labels [`IGNORE`].
 pub fn collate(examples: &[&Example], pad_id: i64) -> Batch {
-    let width = examples.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
-    let (mut ids, mut mask, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    for e in examples {
-        let pad = width - e.input_ids.len();
-        ids.extend(e.input_ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
-        mask.extend(std::iter::repeat_n(1i64, e.input_ids.len()).chain(std::iter::repeat_n(0, pad)));
-        labels.extend(e.labels.iter().copied().chain(std::iter::repeat_n(IGNORE, pad)));
-    }
-    let shape = [examples.len() as i64, width as i64];
-    Batch {
-        input_ids: Tensor::from_slice(&ids).view(shape),
-        attention_mask: Tensor::from_slice(&mask).view(shape),
-        labels: Tensor::from_slice(&labels).view(shape),
-    }
+    let ids: Vec<&[i64]> = examples.iter().map(|e| e.input_ids.as_slice()).collect();
+    let labels: Vec<&[i64]> = examples.iter().map(|e| e.labels.as_slice()).collect();
+    let (input_ids, attention_mask) = pad(&ids, pad_id, Side::Right);
+    Batch { input_ids, attention_mask, labels: pad(&labels, IGNORE, Side::Right).0 }
 }
 
 /// The batches of one epoch as indices into the examples: shuffled by `(seed, epoch)`, sorted by length within
@@ -76,6 +98,13 @@ mod tests {
             .map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap())
             .sum();
         assert!(spread / a.len() < 30, "mean spread {}", spread / a.len());
+    }
+
+    #[test]
+    fn pads_left_for_generation() {
+        let (ids, mask) = pad(&[&[5, 6, 7], &[8]], 0, Side::Left);
+        assert_eq!(Vec::<i64>::try_from(ids.flatten(0, 1)).unwrap(), [5, 6, 7, 0, 0, 8]);
+        assert_eq!(Vec::<i64>::try_from(mask.flatten(0, 1)).unwrap(), [1, 1, 1, 0, 0, 1]);
     }
 
     #[test]

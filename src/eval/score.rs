@@ -6,6 +6,7 @@
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
+use crate::data::{pad, Side};
 use crate::model::{Gpt2, Input};
 use crate::prompt::{inject, Injection};
 
@@ -18,7 +19,7 @@ pub struct Candidate {
 }
 
 /// Log-probability sums of one candidate. Prompt tokens are never predicted, so they count in neither sum.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Scored {
     /// Σ log p(answer token | everything before it).
     pub answer_logprob: f64,
@@ -61,10 +62,6 @@ fn accumulate(scored: &mut Scored, logprobs: &[Option<f64>], answer: std::ops::R
     }
 }
 
-fn empty() -> Scored {
-    Scored { answer_logprob: 0.0, answer_tokens: 0, text_logprob: 0.0, text_tokens: 0 }
-}
-
 /// The reference: one forward over context + answer + suffix per candidate.
 pub fn score_naive(
     model: &Gpt2,
@@ -83,7 +80,7 @@ pub fn score_naive(
             let t = ids.len() as i64;
             // Position p predicts token p + 1.
             let logprobs = target_logprobs(model, &hidden.narrow(0, 0, t - 1), &ids[1..])?;
-            let mut scored = empty();
+            let mut scored = Scored::default();
             let start = context.len() - 1;
             accumulate(&mut scored, &logprobs, start..start + c.answer.len());
             Ok(scored)
@@ -126,41 +123,39 @@ pub fn score_shared(
     let embeds = inject(model, &input, &context_injections)?;
     let hidden = model.forward(Input::Embeds(&embeds), None, Some(&mut cache))?.squeeze_dim(0);
     let c = context.len() as i64;
-    let mut base = empty();
+    let mut base = Scored::default();
     accumulate(&mut base, &target_logprobs(model, &hidden.narrow(0, 0, c - 1), &context[1..])?, 0..0);
     let last = hidden.get(c - 1);
 
     // Candidates, right-padded into one batch that continues from the context's cache.
     let rows: Vec<Vec<i64>> = candidates.iter().map(|cand| [&cand.answer[..], &cand.suffix].concat()).collect();
     let k = rows.len() as i64;
-    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0) as i64;
     ensure!(width > 0, "every candidate is empty");
-    let mut ids = Vec::new();
-    let mut mask = Vec::new();
-    for row in &rows {
-        ids.extend(row.iter().copied().chain(std::iter::repeat_n(0, width - row.len())));
-        mask.extend(
-            std::iter::repeat_n(1i64, context.len() + row.len()).chain(std::iter::repeat_n(0, width - row.len())),
-        );
-    }
-    let ids_t = Tensor::from_slice(&ids).view([k, width as i64]).to_device(device);
-    let mask_t = Tensor::from_slice(&mask).view([k, c + width as i64]).to_device(device);
+    let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
+    let (ids_t, row_mask) = pad(&slices, 0, Side::Right);
+    let ids_t = ids_t.to_device(device);
+    // The mask covers the cached context too: all real.
+    let mask_t = Tensor::cat(&[Tensor::ones([k, c], (Kind::Int64, row_mask.device())), row_mask], 1).to_device(device);
     // Every candidate row holds the same prompt tokens after the answer (they come from the same format).
     let rest = slice_injections(injections, &rows[0], &mut taken.clone());
     let mut batch_cache = cache.expand_batch(k);
     let embeds = inject(model, &ids_t, &rest)?;
     let hidden = model.forward(Input::Embeds(&embeds), Some(&mask_t), Some(&mut batch_cache))?;
     let d = model.config().n_embd;
-    // Token j of a candidate is predicted by the context's last state (j = 0) or by its own state j − 1.
-    let mut states = Vec::new();
+    // Token j of a candidate is predicted by the context's last state (j = 0) or by its own state j − 1: row 0
+    // of `states` is the context's last state, then the batch's states row by row.
+    let states = Tensor::cat(&[last.unsqueeze(0), hidden.reshape([-1, d])], 0);
+    let mut picks = Vec::new();
     let mut targets = Vec::new();
     for (r, row) in rows.iter().enumerate() {
         for (j, &t) in row.iter().enumerate() {
-            states.push(if j == 0 { last.shallow_clone() } else { hidden.get(r as i64).get(j as i64 - 1) });
+            picks.push(if j == 0 { 0 } else { 1 + r as i64 * width + j as i64 - 1 });
             targets.push(t);
         }
     }
-    let logprobs = target_logprobs(model, &Tensor::stack(&states, 0).view([-1, d]), &targets)?;
+    let picked = states.index_select(0, &Tensor::from_slice(&picks).to_device(device));
+    let logprobs = target_logprobs(model, &picked, &targets)?;
     let mut offset = 0;
     Ok(rows
         .iter()

@@ -7,6 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::logits::next_tokens;
 use super::GenerationConfig;
+use crate::data::{pad, Side};
 use crate::model::{Gpt2, Input};
 use crate::prompt::{inject, Injection};
 
@@ -39,17 +40,9 @@ pub fn generate(
     let vocab = model.config().vocab_size;
     let n = config.num_return_sequences;
     let rows: Vec<&Vec<i64>> = inputs.iter().flat_map(|r| std::iter::repeat_n(r, n)).collect();
-    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut ids: Vec<i64> = Vec::with_capacity(rows.len() * width);
-    let mut mask: Vec<i64> = Vec::with_capacity(rows.len() * width);
-    for row in &rows {
-        let pad = width - row.len();
-        ids.extend(std::iter::repeat_n(0, pad).chain(row.iter().copied()));
-        mask.extend(std::iter::repeat_n(0, pad).chain(std::iter::repeat_n(1, row.len())));
-    }
-    let b = rows.len() as i64;
-    let mut ids = Tensor::from_slice(&ids).view([b, width as i64]).to_device(device);
-    let mut mask = Tensor::from_slice(&mask).view([b, width as i64]).to_device(device);
+    let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
+    let (ids, mask) = pad(&slices, 0, Side::Left);
+    let (mut ids, mut mask) = (ids.to_device(device), mask.to_device(device));
     // Real in-vocabulary tokens of each row, for the repetition penalty (padding and prompt tokens excluded).
     let mut seen: Vec<Vec<i64>> =
         rows.iter().map(|r| r.iter().copied().filter(|&t| (0..vocab).contains(&t)).collect()).collect();
