@@ -124,15 +124,14 @@ fn apply_override(layered: &mut Layered, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Loads `path` with its bases and `overrides`, and types it as `T`. Returns the typed config and the merged
-/// YAML value.
-pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T, Value)> {
+/// Loads `path` with its bases and `overrides`, and types it as `T`.
+pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
     let mut layered = read_layered(path, &mut Vec::new())?;
     for text in overrides {
         apply_override(&mut layered, text)?;
     }
-    let value = Value::Mapping(layered.value.clone());
-    let typed = serde_path_to_error::deserialize::<_, T>(value.clone()).map_err(|e| {
+    let value = Value::Mapping(std::mem::take(&mut layered.value));
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let key = e
             .path()
             .iter()
@@ -160,6 +159,5 @@ pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T
         } else {
             anyhow!("{}: `{key}`: {reason}", path.display())
         }
-    })?;
-    Ok((typed, value))
+    })
 }

@@ -148,6 +148,6 @@ pub fn local_dir(path: &Path, what: &str) -> Result<PathBuf> {
 impl TrainConfig {
     /// Loads `path` (with its `extends`) and applies `overrides` (`training.batch_size=4`).
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        Ok(load::load(path, overrides)?.0)
+        load::load(path, overrides)
     }
 }

@@ -104,10 +104,12 @@ impl Pipeline<'_> {
     /// Generates for every request in one batch; returns `num_return_sequences` texts per request.
     pub fn run(&self, task: Task, requests: &[Request], config: &GenerationConfig) -> Result<Vec<Vec<String>>> {
         let window = self.model.config().n_positions as usize;
-        let prompt_ids: Vec<i64> = match self.prompts {
-            Prompts::Single { token_id, .. } => vec![*token_id],
-            Prompts::Multi(multi) => multi.injections().iter().map(|i| i.token_id).collect(),
+        // The prompt embeddings, computed once for the whole request batch.
+        let injections = match self.prompts {
+            Prompts::Single { prompt, token_id } => vec![prompt.injection(*token_id)],
+            Prompts::Multi(multi) => multi.injections(),
         };
+        let prompt_ids: Vec<i64> = injections.iter().map(|i| i.token_id).collect();
         let mut inputs = Vec::with_capacity(requests.len());
         let mut heads = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
@@ -134,10 +136,6 @@ impl Pipeline<'_> {
             inputs.push(ids);
             heads.push(head);
         }
-        let injections = match self.prompts {
-            Prompts::Single { prompt, token_id } => vec![prompt.injection(*token_id)],
-            Prompts::Multi(multi) => multi.injections(),
-        };
         let outputs = generate(self.model, &inputs, &injections, config)?;
         outputs
             .into_iter()

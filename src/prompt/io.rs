@@ -127,16 +127,21 @@ impl Prompt {
     }
 }
 
+/// The tensor called `name` in the safetensors file `path`; its absence is an error naming both.
+pub(super) fn read_named(path: &Path, name: &str) -> Result<Tensor> {
+    Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| anyhow!("{} has no tensor '{name}'", path.display()))
+}
+
 /// The prompt tensor from `prompt_provider.safetensors`, else from ruPrompts' `prompt_provider.bin`.
 fn read_weights(dir: &Path) -> Result<Tensor> {
     let st = dir.join(WEIGHTS_FILE);
     if st.is_file() {
-        let tensors = Tensor::read_safetensors(&st).with_context(|| format!("cannot read {}", st.display()))?;
-        return tensors
-            .into_iter()
-            .find(|(n, _)| n == "weights")
-            .map(|(_, t)| t)
-            .ok_or_else(|| anyhow!("{} has no tensor 'weights'", st.display()));
+        return read_named(&st, "weights");
     }
     let bin = dir.join(TORCH_FILE);
     if bin.is_file() {

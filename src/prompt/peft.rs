@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 use tch::{Device, Tensor};
 
+use super::io::read_named;
 use super::Prompt;
 use crate::format::{PromptFormat, PROMPT_TOKEN};
 use crate::fs::write_atomic;
@@ -87,12 +88,7 @@ impl Prompt {
             .num_virtual_tokens
             .ok_or_else(|| anyhow!("{}: num_virtual_tokens is missing", config_path.display()))?;
         let weights_path = dir.join(PEFT_WEIGHTS_FILE);
-        let weights = Tensor::read_safetensors(&weights_path)
-            .with_context(|| format!("cannot read {}", weights_path.display()))?
-            .into_iter()
-            .find(|(name, _)| name == PEFT_KEY)
-            .map(|(_, t)| t)
-            .ok_or_else(|| anyhow!("{} has no tensor '{PEFT_KEY}'", weights_path.display()))?;
+        let weights = read_named(&weights_path, PEFT_KEY)?;
         let [rows, dim] = weights.size()[..] else {
             bail!("{}: '{PEFT_KEY}' has shape {:?}, expected [tokens, dim]", weights_path.display(), weights.size())
         };

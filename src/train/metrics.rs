@@ -26,16 +26,11 @@ impl MetricsLog {
         let path = output_dir.join(METRICS_FILE);
         // Lines are kept verbatim, so a resumed run's log reads exactly like an uninterrupted one's.
         let kept = match resume_step {
-            Some(step) if path.is_file() => {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                let records = read(&path)?;
-                text.lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .zip(records)
-                    .filter(|(_, v)| v["step"].as_u64().is_some_and(|s| s as usize <= step))
-                    .map(|(l, _)| format!("{l}\n"))
-                    .collect()
-            }
+            Some(step) if path.is_file() => lines(&path)?
+                .into_iter()
+                .filter(|(_, v)| v["step"].as_u64().is_some_and(|s| s as usize <= step))
+                .map(|(l, _)| l + "\n")
+                .collect(),
             _ => String::new(),
         };
         write_atomic(&path, |p| Ok(std::fs::write(p, kept)?))?;
@@ -50,20 +45,25 @@ impl MetricsLog {
         writeln!(file, "{record}")?;
         Ok(())
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
-/// Every record of a metrics file.
-pub fn read(path: &Path) -> Result<Vec<Value>> {
+/// Every record of a metrics file with its line as written.
+fn lines(path: &Path) -> Result<Vec<(String, Value)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1)))
+        .map(|(i, l)| {
+            let value =
+                serde_json::from_str(l).with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
+            Ok((l.to_string(), value))
+        })
         .collect()
+}
+
+/// Every record of a metrics file.
+pub fn read(path: &Path) -> Result<Vec<Value>> {
+    Ok(lines(path)?.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Draws the training loss (and eval loss, where logged) against the step into an SVG.

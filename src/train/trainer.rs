@@ -7,13 +7,13 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
 use super::metrics::{self, MetricsLog, METRICS_FILE, PLOT_FILE};
 use super::{clip_grad_norm, AdamW};
 use crate::config::TrainConfig;
-use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor};
+use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor, IGNORE};
 use crate::format::PromptFormat;
 use crate::fs::write_atomic;
 use crate::model::{Gpt2, Input};
@@ -97,14 +97,12 @@ fn setup(config: &TrainConfig) -> Result<Setup> {
     Ok(Setup { model, prompt, token_id, pad_id, train, validation })
 }
 
-/// Mean loss of `batch` under the prompt (graph kept for backward) and its count of labelled tokens.
-fn batch_loss(s: &Setup, batch: &Batch) -> Result<(Tensor, i64)> {
+/// Mean loss of `batch` under the prompt (graph kept for backward).
+fn batch_loss(s: &Setup, batch: &Batch) -> Result<Tensor> {
     let device = s.model.device();
     let embeds = s.prompt.embed(&s.model, &batch.input_ids.to_device(device), s.token_id)?;
     let hidden = s.model.forward(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), None)?;
-    let t = batch.labels.size()[1];
-    let tokens = batch.labels.narrow(1, 1, t - 1).ne(-100).sum(Kind::Int64).int64_value(&[]);
-    Ok((s.model.lm_loss(&hidden, &batch.labels), tokens))
+    Ok(s.model.lm_loss(&hidden, &batch.labels))
 }
 
 /// Token-weighted mean loss over the validation examples.
@@ -116,8 +114,10 @@ fn eval_loss(s: &Setup, batch_size: usize) -> Result<Option<f64>> {
     tch::no_grad(|| -> Result<()> {
         for chunk in s.validation.chunks(batch_size.max(1)) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let (loss, n) = batch_loss(s, &collate(&refs, s.pad_id))?;
-            sum += loss.double_value(&[]) * n as f64;
+            let batch = collate(&refs, s.pad_id);
+            // Labelled targets after the shift that the loss applies.
+            let n = refs.iter().map(|e| e.labels[1..].iter().filter(|&&l| l != IGNORE).count()).sum::<usize>();
+            sum += batch_loss(s, &batch)?.double_value(&[]) * n as f64;
             tokens += n;
         }
         Ok(())
@@ -197,7 +197,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainReport
             }
             let indices = &epoch_cache.as_ref().expect("just set").1[micro % batches_per_epoch];
             let examples: Vec<&Example> = indices.iter().map(|&i| &s.train[i]).collect();
-            let (loss, _) = batch_loss(&s, &collate(&examples, s.pad_id))?;
+            let loss = batch_loss(&s, &collate(&examples, s.pad_id))?;
             let loss = loss / t.grad_accumulation as f64;
             loss.backward();
             loss_value += loss.double_value(&[]);
