@@ -203,13 +203,25 @@ pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec, device: Device) -> Res
     Ok(report)
 }
 
-/// The demo model's directory, built there first (about 40 s) if it is not yet.
+/// Builds the demo model in `dir` when it is not there yet (or `rebuild`); returns the pretraining report when
+/// it built one.
+pub fn build_if_missing(
+    dir: &Path,
+    spec: &TinyModelSpec,
+    rebuild: bool,
+    device: Device,
+) -> Result<Option<PretrainReport>> {
+    if !rebuild && dir.join("config.json").is_file() {
+        return Ok(None);
+    }
+    eprintln!("building the demo model in {} (once)", dir.display());
+    build_tiny_model(dir, spec, device).map(Some)
+}
+
+/// The demo model's default directory, built there first (about 40 s) if it is not yet.
 pub fn ensure_model(device: Device) -> Result<std::path::PathBuf> {
     let dir = default_dir();
-    if !dir.join("config.json").is_file() {
-        eprintln!("building the demo model in {} (once)", dir.display());
-        build_tiny_model(&dir, &TinyModelSpec::default(), device)?;
-    }
+    build_if_missing(&dir, &TinyModelSpec::default(), false, device)?;
     Ok(dir)
 }
 

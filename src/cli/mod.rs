@@ -285,11 +285,9 @@ fn group_thousands(n: i64) -> String {
 
 fn run_demo(args: DemoArgs) -> Result<()> {
     let dir = args.model_dir.unwrap_or_else(demo::default_dir);
-    if args.rebuild || !dir.join("config.json").is_file() {
-        println!("building the demo model in {} (once)", dir.display());
-        let spec = TinyModelSpec { steps: args.steps, ..TinyModelSpec::default() };
-        let start = Instant::now();
-        let report = demo::build_tiny_model(&dir, &spec, args.placement.device.resolve()?)?;
+    let spec = TinyModelSpec { steps: args.steps, ..TinyModelSpec::default() };
+    let start = Instant::now();
+    if let Some(report) = demo::build_if_missing(&dir, &spec, args.rebuild, args.placement.device.resolve()?)? {
         println!(
             "trained a {}-token BPE tokenizer and pretrained {} steps in {:.1} s: loss {:.2} -> {:.2}\n",
             spec.vocab_size,
