@@ -64,8 +64,7 @@ fn main() -> Result<()> {
     // A format: 3 trainable tokens, the question, then a trainable phrase initialised from "Ответ:".
     let format = PromptFormat::compile("<P*3>{question}<P>Ответ:</P>", &tok)?;
     println!("format {:?} compiles to {:?}", format.template(), format.compiled_template());
-    tch::manual_seed(0);
-    let prompt = Prompt::new(format, ProviderConfig::default(), &model)?;
+    let prompt = ruprompts::rng::seeded(0, || Prompt::new(format, ProviderConfig::default(), &model))?;
     let lstm = Prompt::new(
         prompt.format().clone(),
         ProviderConfig::Lstm { hidden_dim: None, input_dim: None, num_layers: 2 },

@@ -29,7 +29,7 @@ pub struct TinyModelSpec {
     pub batch_size: i64,
     pub seq_len: i64,
     pub learning_rate: f64,
-    pub seed: i64,
+    pub seed: u64,
 }
 
 impl Default for TinyModelSpec {
@@ -91,7 +91,17 @@ pub fn pretrain(
     device: Device,
     progress: &ProgressBar,
 ) -> Result<(Vec<(String, Tensor)>, PretrainReport)> {
-    tch::manual_seed(spec.seed);
+    crate::rng::seeded(spec.seed, || pretrain_seeded(config, tokens, spec, device, progress))
+}
+
+/// [`pretrain`]'s body, run with libtorch's generator seeded by `spec.seed`.
+fn pretrain_seeded(
+    config: &Gpt2Config,
+    tokens: &[i64],
+    spec: &TinyModelSpec,
+    device: Device,
+    progress: &ProgressBar,
+) -> Result<(Vec<(String, Tensor)>, PretrainReport)> {
     let vs = nn::VarStore::new(device);
     let params: Vec<(String, Tensor)> = config
         .expected_shapes()

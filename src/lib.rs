@@ -2,10 +2,15 @@
 //!
 //! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16).
 //! - [`tokenizer`] — byte-level BPE tokenizers of those checkpoints, with added prompt tokens.
-//! - [`generate`] — decoding (greedy for now).
+//! - [`generate`] — decoding: greedy and sampling, with a KV cache, prompts injected anywhere.
 //! - [`format`] — ruPrompts' template language (`<P*N>{field}`, `<P>phrase</P>`) compiled against a tokenizer.
 //! - [`provider`] — what produces the soft tokens: a plain tensor, a BiLSTM or an MLP.
 //! - [`prompt`] — format + provider: injection into the model, multi-prompts, save/load, ruPrompts/PEFT files.
+//! - [`data`] — datasets (jsonl/csv/tsv, Russian SuperGLUE files), preprocessing into examples, batching.
+//! - [`train`] — the training loop: AdamW on the prompt only, schedules, checkpoints, resume, metrics.
+//! - [`eval`] — perplexity-based classification (naive and shared-context scoring) and task metrics.
+//! - [`config`] — the YAML run configuration.
+//! - [`rng`] — seeded draws from libtorch's one generator, safe across threads.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 
 pub mod cli;
@@ -20,5 +25,6 @@ pub mod generate;
 pub mod model;
 pub mod prompt;
 pub mod provider;
+pub mod rng;
 pub mod tokenizer;
 pub mod train;

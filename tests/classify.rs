@@ -9,6 +9,7 @@ use ruprompts::eval::{metrics, Classifier, Item, ScoreMode};
 use ruprompts::format::{PromptFormat, Row};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
+use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
 
 fn terra_items(n: usize) -> Vec<Item> {
@@ -34,9 +35,8 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         [("premise", "N/A"), ("hypothesis", "N/A")].iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
 
     let zero_shot = PromptFormat::compile("{premise} Вопрос: {hypothesis}? Ответ:", &tok).unwrap();
-    tch::manual_seed(4);
     let tuned_format = PromptFormat::compile("<P*3>{premise}<P*2>{hypothesis}? Ответ:{answer}<P*2>", &tok).unwrap();
-    let prompt = Prompt::new(tuned_format, ProviderConfig::default(), &model).unwrap();
+    let prompt = seeded(4, || Prompt::new(tuned_format, ProviderConfig::default(), &model)).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let injection = [prompt.injection(id)];
     for (format, injections) in [(&zero_shot, &[][..]), (prompt.format(), &injection[..])] {

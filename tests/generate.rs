@@ -8,6 +8,7 @@ use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig, Pipeline, Prompts, Request, Task};
 use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::ProviderConfig;
+use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
 use tch::Device;
 
@@ -61,12 +62,11 @@ fn greedy_generation_with_the_python_prompt_matches_ruprompts() {
 fn a_row_decodes_the_same_alone_and_in_a_mixed_batch() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    tch::manual_seed(11);
     let prompts = [("sum", "<P*3>{text}<P*2>"), ("qa", "<P>Вопрос:</P>{question}<P*2>")]
         .iter()
         .map(|(key, t)| {
             let format = PromptFormat::compile(t, &tok).unwrap();
-            (key.to_string(), Prompt::new(format, ProviderConfig::default(), &model).unwrap())
+            (key.to_string(), seeded(11, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap())
         })
         .collect();
     let multi = MultiPrompt::new(prompts, &mut tok).unwrap();
@@ -172,8 +172,8 @@ fn text2text_pipeline_gives_ruprompts_output_and_names_bad_input() {
 fn text_generation_pipeline_returns_the_text_and_its_continuation() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    tch::manual_seed(2);
-    let prompt = Prompt::new(PromptFormat::compile("<P*5>", &tok).unwrap(), ProviderConfig::default(), &model).unwrap();
+    let format = PromptFormat::compile("<P*5>", &tok).unwrap();
+    let prompt = seeded(2, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
     let prompts = Prompts::single(prompt, &mut tok).unwrap();
     let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts };
     let config = GenerationConfig { max_new_tokens: 6, ..Default::default() };

@@ -12,6 +12,7 @@ use ruprompts::prompt::{
     Prompt, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE,
 };
 use ruprompts::provider::{ProviderConfig, TensorInit};
+use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
@@ -138,9 +139,8 @@ fn save_then_load_gives_bitwise_identical_logits_and_full_state_for_every_provid
         ("<P*3>{text}", ProviderConfig::Mlp { hidden_dim: Some(24) }),
     ];
     for (template, config) in providers {
-        tch::manual_seed(3);
         let format = PromptFormat::compile(template, &tok).unwrap();
-        let mut prompt = Prompt::new(format, config.clone(), &model).unwrap();
+        let mut prompt = seeded(3, || Prompt::new(format, config.clone(), &model)).unwrap();
         prompt.pretrained_model_name = Some("tiny-gpt2-ru".into());
         let dir = tempfile::tempdir().unwrap();
         prompt.save_pretrained(dir.path()).unwrap();
@@ -257,9 +257,8 @@ fn missing_or_malformed_prompt_files_are_named() {
 fn peft_adapters_export_and_import_prefix_prompts_only() {
     let model = tiny_model();
     let tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    tch::manual_seed(4);
     let format = PromptFormat::compile("<P*5>{text}", &tok).unwrap();
-    let prompt = Prompt::new(format, ProviderConfig::Mlp { hidden_dim: Some(16) }, &model).unwrap();
+    let prompt = seeded(4, || Prompt::new(format, ProviderConfig::Mlp { hidden_dim: Some(16) }, &model)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     prompt.save_peft(dir.path()).unwrap();
     assert_eq!(file_names(dir.path()), [PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE]);

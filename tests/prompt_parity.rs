@@ -7,6 +7,7 @@ use ruprompts::format::PromptFormat;
 use ruprompts::model::{Gpt2, Input};
 use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::{ProviderConfig, TensorInit};
+use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
 use tch::Tensor;
 
@@ -34,8 +35,7 @@ fn tensor_provider_vocab_init_follows_ruprompts_rule() {
     let tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let spec = ruprompts_json("tensor_prompt.json");
     let format = PromptFormat::compile(spec["template"].as_str().unwrap(), &tok).unwrap();
-    tch::manual_seed(1);
-    let prompt = Prompt::new(format, ProviderConfig::Tensor { init: TensorInit::Vocab }, &model).unwrap();
+    let prompt = seeded(1, || Prompt::new(format, ProviderConfig::Tensor { init: TensorInit::Vocab }, &model)).unwrap();
     let weights = prompt.embeddings();
     // weights = wte[randperm(V)[:L]], then rows 3..6 replaced by the phrase tokens' embeddings.
     let perm = i64_vec(&spec["randperm_first_L"]);

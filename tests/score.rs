@@ -8,6 +8,7 @@ use ruprompts::eval::{score_naive, score_shared, Candidate, Scored};
 use ruprompts::format::PromptFormat;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
+use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
 
 fn same(a: &[Scored], b: &[Scored]) {
@@ -44,10 +45,9 @@ fn both_scorers_match_transformers_continuation_logprobs() {
 fn shared_context_equals_naive_with_prompt_tokens_after_the_answer() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    tch::manual_seed(9);
     // The slides' DaNetQA shape: trainable tokens before the question, between it and the answer, and after it.
     let format = PromptFormat::compile("<P*3>{question}<P*2>{answer}<P*2>", &tok).unwrap();
-    let prompt = Prompt::new(format, ProviderConfig::default(), &model).unwrap();
+    let prompt = seeded(9, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let p = prompt.format().prompt_token().to_string();
     let context = tok.encode_ids(&format!("{p}{p}{p}Москва — столица России?{p}{p}")).unwrap();

@@ -43,9 +43,8 @@ impl Flags {
 pub fn models(device: Device) -> Result<[(&'static str, Gpt2); 2]> {
     let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
     let tiny = Gpt2::from_dir(&shared.join("fixtures/tiny-gpt2-ru"), Kind::Float, device)?;
-    tch::manual_seed(0);
     let config = Gpt2Config::from_file(&shared.join("tokenizers/rugpt3/config.json"))?;
-    let small = Gpt2::random(config, Kind::Float, device)?;
+    let small = ruprompts::rng::seeded(0, || Gpt2::random(config, Kind::Float, device))?;
     Ok([("tiny (2×64, vocab 2000)", tiny), ("ruGPT-3-small shape (12×768, vocab 50264)", small)])
 }
 

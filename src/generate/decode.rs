@@ -32,10 +32,20 @@ pub fn generate(
     ensure!(inputs.iter().all(|r| !r.is_empty()), "an input is empty: generation needs at least one token");
     ensure!(config.num_return_sequences > 0, "num_return_sequences must be at least 1");
     ensure!(config.temperature > 0.0, "temperature must be positive");
-    let _guard = tch::no_grad_guard();
-    if let Some(seed) = config.seed {
-        tch::manual_seed(seed as i64);
+    match config.seed {
+        Some(seed) => crate::rng::seeded(seed, || decode(model, inputs, injections, config)),
+        None => decode(model, inputs, injections, config),
     }
+}
+
+/// [`generate`]'s loop over new tokens, on checked arguments.
+fn decode(
+    model: &Gpt2,
+    inputs: &[Vec<i64>],
+    injections: &[Injection],
+    config: &GenerationConfig,
+) -> Result<Vec<Vec<Generated>>> {
+    let _guard = tch::no_grad_guard();
     let device = model.device();
     let vocab = model.config().vocab_size;
     let n = config.num_return_sequences;

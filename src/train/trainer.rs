@@ -67,8 +67,9 @@ fn setup(config: &TrainConfig) -> Result<Setup> {
         .with_context(|| format!("model.path: cannot load the model in {}", model_dir.display()))?;
     let mut tokenizer = Tokenizer::from_dir(config.tokenizer.as_deref().unwrap_or(model_dir))?;
     let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
-    tch::manual_seed(config.training.seed as i64);
-    let mut prompt = Prompt::new(format, config.prompt_provider.clone(), &model).context("prompt_provider")?;
+    let mut prompt =
+        crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), &model))
+            .context("prompt_provider")?;
     // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
     prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
     let token_id = prompt.add_token(&mut tokenizer)?;
