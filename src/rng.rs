@@ -1,15 +1,47 @@
-//! Libtorch's random generator is one per process: seeding it and drawing from it happen under one lock here, so a
-//! seeded prompt init, sampled generation or demo pretraining gives the same result while other threads draw too.
+//! Libtorch's random generator is one per process. Every draw the library makes goes through here, under one
+//! lock: a seeded prompt init, sampled generation or demo pretraining gives the same result while other threads
+//! of the process initialise prompts, sample or build models too.
 
+use std::cell::Cell;
 use std::sync::{Mutex, PoisonError};
 
 static TORCH_RNG: Mutex<()> = Mutex::new(());
 
-/// Runs `draw` with libtorch's generator seeded by `seed`, no other seeded draw of this process in between.
-pub fn seeded<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
-    let _only_user = TORCH_RNG.lock().unwrap_or_else(PoisonError::into_inner);
-    tch::manual_seed(seed as i64);
+thread_local! {
+    /// Whether this thread holds [`TORCH_RNG`] (a seeded section may build a prompt, which draws again).
+    static HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`HELD`] when the section ends, by return or by panic.
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        HELD.set(false);
+    }
+}
+
+fn exclusive<T>(draw: impl FnOnce() -> T) -> T {
+    if HELD.get() {
+        return draw();
+    }
+    let _lock = TORCH_RNG.lock().unwrap_or_else(PoisonError::into_inner);
+    HELD.set(true);
+    let _release = Release;
     draw()
+}
+
+/// Runs `draw` with libtorch's generator seeded by `seed`, no other draw of this process in between.
+pub fn seeded<T>(seed: u64, draw: impl FnOnce() -> T) -> T {
+    exclusive(|| {
+        tch::manual_seed(seed as i64);
+        draw()
+    })
+}
+
+/// Runs `draw`, which takes unseeded random numbers, outside every other thread's seeded section.
+pub fn unseeded<T>(draw: impl FnOnce() -> T) -> T {
+    exclusive(draw)
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub fn generate(
     ensure!(config.temperature > 0.0, "temperature must be positive");
     match config.seed {
         Some(seed) => crate::rng::seeded(seed, || decode(model, inputs, injections, config)),
+        None if config.do_sample => crate::rng::unseeded(|| decode(model, inputs, injections, config)),
         None => decode(model, inputs, injections, config),
     }
 }

@@ -174,11 +174,15 @@ impl Gpt2 {
     /// A model of `config`'s shapes with random weights (normal, std 0.02, as GPT-2 initialises them), for
     /// benchmarks and shape tests: speed does not depend on the weights' values.
     pub fn random(config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
-        let tensors = config
-            .expected_shapes()
-            .into_iter()
-            .map(|(name, shape)| (name, (Tensor::randn(shape.as_slice(), (Kind::Float, device)) * 0.02).to_kind(kind)))
-            .collect();
+        let tensors = crate::rng::unseeded(|| {
+            config
+                .expected_shapes()
+                .into_iter()
+                .map(|(name, shape)| {
+                    (name, (Tensor::randn(shape.as_slice(), (Kind::Float, device)) * 0.02).to_kind(kind))
+                })
+                .collect()
+        });
         Self::from_tensors(config, tensors)
     }
 

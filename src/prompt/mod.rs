@@ -55,7 +55,7 @@ impl Prompt {
             embeddings,
             init_tokens: format.init_tokens(),
         };
-        let provider = tch::no_grad(|| provider_config.build(vs.root(), &init))?;
+        let provider = crate::rng::unseeded(|| tch::no_grad(|| provider_config.build(vs.root(), &init)))?;
         Ok(Self { format, provider_config, vs, provider, embedding_dim, pretrained_model_name: None })
     }
 
