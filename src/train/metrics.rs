@@ -1,69 +1,28 @@
 //! `metrics.jsonl` (one JSON object per logged step, appended as training goes) and the loss-curve plot drawn
 //! from it at the end.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::fs::write_atomic;
+use crate::fs::{read_json_lines, write_atomic, JsonLines};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const PLOT_FILE: &str = "loss.svg";
 
-/// The metrics file of a run.
-#[derive(Debug)]
-pub struct MetricsLog {
-    path: PathBuf,
-}
-
-impl MetricsLog {
-    /// A fresh log in `output_dir`, or, when resuming from `resume_step`, the existing one without the lines of
-    /// later steps (those steps will be run again).
-    pub fn open(output_dir: &Path, resume_step: Option<usize>) -> Result<Self> {
-        let path = output_dir.join(METRICS_FILE);
-        // Lines are kept verbatim, so a resumed run's log reads exactly like an uninterrupted one's.
-        let kept = match resume_step {
-            Some(step) if path.is_file() => lines(&path)?
-                .into_iter()
-                .filter(|(_, v)| v["step"].as_u64().is_some_and(|s| s as usize <= step))
-                .map(|(l, _)| l + "\n")
-                .collect(),
-            _ => String::new(),
-        };
-        write_atomic(&path, |p| Ok(std::fs::write(p, kept)?))?;
-        Ok(Self { path })
-    }
-
-    pub fn append(&self, record: &Value) -> Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .with_context(|| format!("cannot append to {}", self.path.display()))?;
-        writeln!(file, "{record}")?;
-        Ok(())
-    }
-}
-
-/// Every record of a metrics file with its line as written.
-fn lines(path: &Path) -> Result<Vec<(String, Value)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let value =
-                serde_json::from_str(l).with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
-            Ok((l.to_string(), value))
-        })
-        .collect()
+/// The metrics file of a run: a fresh one, or, when resuming from `resume_step`, the existing one without the
+/// lines of later steps (those steps will be run again). Lines are kept verbatim, so a resumed run's log reads
+/// exactly like an uninterrupted one's.
+pub fn open_log(output_dir: &Path, resume_step: Option<usize>) -> Result<JsonLines> {
+    let keep = |v: &Value| resume_step.is_some_and(|step| v["step"].as_u64().is_some_and(|s| s as usize <= step));
+    Ok(JsonLines::open(&output_dir.join(METRICS_FILE), keep)?.0)
 }
 
 /// Every record of a metrics file.
 pub fn read(path: &Path) -> Result<Vec<Value>> {
-    Ok(lines(path)?.into_iter().map(|(_, v)| v).collect())
+    Ok(read_json_lines(path)?.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Draws the training loss (and eval loss, where logged) against the step into an SVG.

@@ -10,7 +10,7 @@ use serde_json::json;
 use tch::Tensor;
 
 use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
-use super::metrics::{self, MetricsLog, METRICS_FILE, PLOT_FILE};
+use super::metrics::{self, METRICS_FILE, PLOT_FILE};
 use super::{clip_grad_norm, AdamW};
 use crate::config::TrainConfig;
 use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor, IGNORE};
@@ -167,7 +167,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainReport
             state.total_steps
         );
     }
-    let log = MetricsLog::open(out, resume_from)?;
+    let log = metrics::open_log(out, resume_from)?;
     if resume_from.is_none() {
         if let Some(loss) = eval_loss(&s, t.batch_size)? {
             log.append(&json!({ "step": 0, "eval_loss": loss }))?;
