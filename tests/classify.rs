@@ -42,7 +42,15 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
     for (format, injections) in [(&zero_shot, &[][..]), (prompt.format(), &injection[..])] {
         for mode in [ScoreMode::Sum, ScoreMode::PerChar, ScoreMode::PerByte, ScoreMode::MeanLoss, ScoreMode::Calibrated]
         {
-            let classifier = |shared| Classifier { model: &model, tokenizer: &tok, format, injections, mode, shared };
+            let classifier = |shared| Classifier {
+                model: &model,
+                tokenizer: &tok,
+                format,
+                injections,
+                mode,
+                shared,
+                truncation_field: None,
+            };
             let naive = classifier(false).predict(&items, Some(&content_free)).unwrap();
             let shared = classifier(true).predict(&items, Some(&content_free)).unwrap();
             assert_eq!(naive, shared, "{} {mode:?}", format.template());
@@ -61,6 +69,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         injections: &[],
         mode: ScoreMode::Sum,
         shared: true,
+        truncation_field: None,
     };
     let err = format!("{:#}", classifier.predict(&[broken], None).unwrap_err());
     assert!(err.starts_with("val.jsonl:7: row {\"premise\":"), "{err}");

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and what each command prints.
 
+mod eval;
 mod generate;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,13 @@ pub enum Command {
     /// Either give the numbers (`--prompt-length 40 --embedding-dim 1536` is a 40-token prompt for
     /// ruGPT-3 Large) or a model directory and a format, which are read for them. Nothing is allocated.
     Params(ParamsArgs),
+    /// Evaluate zero-shot vs a tuned prompt on a Russian SuperGLUE task: every candidate answer is scored by the
+    /// frozen model, the best wins; prints and writes a report (Markdown, JSON, SVG bar chart).
+    ///
+    /// `ruprompts eval --config examples/configs/terra.yaml` uses the trained prompt in the config's output_dir;
+    /// `ruprompts eval --task danetqa --data val.jsonl --prompt runs/danetqa` works from a prompt folder. Scores are
+    /// cached in <out>/cache, so an interrupted run resumes. `--submission DIR` writes <Task>.jsonl for test splits.
+    Eval(eval::EvalArgs),
 }
 
 /// Where a model is loaded.
@@ -157,6 +165,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => run_params(args),
         Command::Train(args) => run_train(args),
         Command::Generate(args) => generate::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-pub use load::Source;
+pub use load::{load as load_yaml, Source};
 
 use crate::data::{DatasetConfig, PreprocessConfig};
 use crate::device::{DType, DeviceChoice};

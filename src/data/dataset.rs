@@ -8,13 +8,20 @@ use serde::{Deserialize, Serialize};
 
 use super::{read_rows, Record};
 
-/// Russian SuperGLUE tasks whose directories can be named in `dataset.task`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The Russian SuperGLUE tasks. Training reads the flat ones (`dataset.task`); evaluation reads all nine
+/// (adapters in `eval::tasks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RsgTask {
     Danetqa,
     Terra,
     Rcb,
+    Parus,
+    Muserc,
+    Rucos,
+    Russe,
+    Rwsd,
+    Lidirus,
 }
 
 impl RsgTask {
@@ -23,7 +30,7 @@ impl RsgTask {
     fn renamed_keys(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Self::Rcb => &[("no_negation", "negation")],
-            Self::Danetqa | Self::Terra => &[],
+            _ => &[],
         }
     }
 }

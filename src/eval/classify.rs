@@ -2,6 +2,8 @@
 //! frozen LM (with a tuned prompt or, zero-shot, without), and the best one is the prediction. Zero-shot and tuned
 //! go through this same code; only the format and the injections differ.
 
+use std::ops::Range;
+
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
@@ -26,23 +28,44 @@ pub struct Item {
 /// text, as in training's classification preprocessing.
 pub const ANSWER_FIELD: &str = "answer";
 
-/// How the formatted item splits around a candidate: context, answer, suffix (token ids, tokenized separately).
-fn split(format: &PromptFormat, tokenizer: &Tokenizer, item: &Item, candidate: &str) -> Result<(Vec<i64>, Candidate)> {
+/// The text before a candidate, tokenized, with the token range of the truncation field when it is there.
+struct Context {
+    ids: Vec<i64>,
+    field: Option<Range<usize>>,
+}
+
+/// How the formatted item splits around a candidate: the context, then the answer and what follows it (each
+/// tokenized on its own, so every candidate shares the context's tokens).
+fn split(
+    format: &PromptFormat,
+    tokenizer: &Tokenizer,
+    item: &Item,
+    candidate: &str,
+    truncation_field: Option<&str>,
+) -> Result<(Context, Candidate)> {
     let mut row = item.row.clone();
-    if !format.fields().contains(&ANSWER_FIELD) {
-        let text = format.format(&row)?.text;
-        return Ok((
-            tokenizer.encode_ids(&text)?,
-            Candidate { answer: tokenizer.encode_ids(candidate)?, suffix: vec![] },
-        ));
+    let has_answer = format.fields().contains(&ANSWER_FIELD);
+    if has_answer {
+        row.insert(ANSWER_FIELD.to_string(), Value::String(candidate.to_string()));
     }
-    row.insert(ANSWER_FIELD.to_string(), Value::String(candidate.to_string()));
     let formatted = format.format(&row)?;
-    let span = formatted.spans.iter().find(|s| s.field == ANSWER_FIELD).expect("the format has the field");
-    let (before, answer, after) =
-        (&formatted.text[..span.bytes.start], &formatted.text[span.bytes.clone()], &formatted.text[span.bytes.end..]);
-    let ids = |t: &str| tokenizer.encode_ids(t);
-    Ok((ids(before)?, Candidate { answer: ids(answer)?, suffix: ids(after)? }))
+    let (before, answer, after) = match formatted.spans.iter().find(|s| has_answer && s.field == ANSWER_FIELD) {
+        Some(span) => (
+            &formatted.text[..span.bytes.start],
+            &formatted.text[span.bytes.clone()],
+            &formatted.text[span.bytes.end..],
+        ),
+        None => (formatted.text.as_str(), candidate, ""),
+    };
+    let encoding = tokenizer.encode(before)?;
+    let ids: Vec<i64> = encoding.get_ids().iter().map(|&id| i64::from(id)).collect();
+    let before_chars = before.chars().count();
+    let token_at = |c: usize| if c >= before_chars { Some(ids.len()) } else { encoding.char_to_token(c, 0) };
+    let field = truncation_field
+        .and_then(|f| formatted.spans.iter().find(|s| s.field == f && s.chars.end <= before_chars))
+        .and_then(|s| Some(token_at(s.chars.start)?..token_at(s.chars.end)?));
+    let candidate = Candidate { answer: tokenizer.encode_ids(answer)?, suffix: tokenizer.encode_ids(after)? };
+    Ok((Context { ids, field }, candidate))
 }
 
 /// A frozen model, its tokenizer (prompt tokens added), a format and the prompt injections (none zero-shot).
@@ -55,21 +78,41 @@ pub struct Classifier<'a> {
     pub mode: ScoreMode,
     /// Score with the shared-context scorer (same results as the naive one, faster).
     pub shared: bool,
+    /// The field whose last tokens are dropped when an item does not fit in the model's positions.
+    pub truncation_field: Option<&'a str>,
 }
 
 impl Classifier<'_> {
     /// Scores of every candidate of `item` (answer and whole-text log-prob sums).
     fn scored(&self, item: &Item) -> Result<Vec<super::Scored>> {
-        let mut context = None;
+        let mut context: Option<Context> = None;
         let mut candidates = Vec::new();
         for c in &item.candidates {
-            let (ctx, cand) = split(self.format, self.tokenizer, item, c)?;
+            let (ctx, cand) = split(self.format, self.tokenizer, item, c, self.truncation_field)?;
             // Every candidate shares the context: the text before the answer does not depend on it.
-            ensure!(context.as_ref().is_none_or(|x| *x == ctx), "the context depends on the answer");
+            ensure!(context.as_ref().is_none_or(|x| x.ids == ctx.ids), "the context depends on the answer");
             context = Some(ctx);
             candidates.push(cand);
         }
-        let context = context.expect("checked: at least one candidate");
+        let Context { ids: mut context, field } = context.expect("checked: at least one candidate");
+        let longest = candidates.iter().map(|c| c.answer.len() + c.suffix.len()).max().unwrap_or(0);
+        let positions = self.model.config().n_positions as usize;
+        let excess = (context.len() + longest).saturating_sub(positions);
+        if excess > 0 {
+            let fits = field.as_ref().is_some_and(|f| f.len() >= excess);
+            ensure!(
+                fits,
+                "{} tokens with the longest candidate, more than the model's {positions} positions{}",
+                context.len() + longest,
+                match (self.truncation_field, &field) {
+                    (None, _) => " (set a truncation field to shorten it)".to_string(),
+                    (Some(f), None) => format!(" (truncation field '{f}' is not before the answer)"),
+                    (Some(f), Some(r)) => format!(" even without field '{f}' ({} tokens)", r.len()),
+                }
+            );
+            let end = field.expect("checked").end;
+            context.drain(end - excess..end);
+        }
         if self.shared {
             score_shared(self.model, self.injections, &context, &candidates)
         } else {
@@ -77,28 +120,28 @@ impl Classifier<'_> {
         }
     }
 
-    /// Predicted candidate index of every item. `content_free` (for [`ScoreMode::Calibrated`]) is a row whose
-    /// fields carry no content, e.g. "N/A" in each.
+    /// The score of every candidate of `item` under the mode (higher is better). `content_free` (for
+    /// [`ScoreMode::Calibrated`]) is a row whose fields carry no content, e.g. "N/A" in each.
+    pub fn candidate_scores(&self, item: &Item, content_free: Option<&Row>) -> Result<Vec<f64>> {
+        ensure!(!item.candidates.is_empty(), "{}: no candidate answers", item.origin);
+        let scored = self.scored(item).map_err(|e| e.context(item.origin.to_string()))?;
+        let free = match (self.mode, content_free) {
+            (ScoreMode::Calibrated, Some(row)) => Some(self.scored(&Item { row: row.clone(), ..item.clone() })?),
+            _ => None,
+        };
+        scored
+            .iter()
+            .zip(&item.candidates)
+            .enumerate()
+            .map(|(i, (s, text))| candidate_score(self.mode, s, text, free.as_ref().map(|f| &f[i])))
+            .collect()
+    }
+
+    /// Predicted candidate index of every item (see [`Self::candidate_scores`]).
     pub fn predict(&self, items: &[Item], content_free: Option<&Row>) -> Result<Vec<usize>> {
         items
             .iter()
-            .map(|item| {
-                ensure!(!item.candidates.is_empty(), "{}: no candidate answers", item.origin);
-                let scored = self.scored(item).map_err(|e| e.context(item.origin.to_string()))?;
-                let free = match (self.mode, content_free) {
-                    (ScoreMode::Calibrated, Some(row)) => {
-                        Some(self.scored(&Item { row: row.clone(), ..item.clone() })?)
-                    }
-                    _ => None,
-                };
-                let scores = scored
-                    .iter()
-                    .zip(&item.candidates)
-                    .enumerate()
-                    .map(|(i, (s, text))| candidate_score(self.mode, s, text, free.as_ref().map(|f| &f[i])))
-                    .collect::<Result<Vec<f64>>>()?;
-                Ok(best(&scores).expect("candidates are not empty"))
-            })
+            .map(|item| Ok(best(&self.candidate_scores(item, content_free)?).expect("candidates are not empty")))
             .collect()
     }
 }

@@ -1,11 +1,22 @@
-//! Evaluation: zero-shot against tuned prompts on Russian SuperGLUE. So far: the official metrics, continuation
-//! scoring (naive and shared-context) and the scoring modes; task adapters and the report come next.
+//! Evaluation: zero-shot against tuned prompts on the nine Russian SuperGLUE tasks. Candidate answers are scored
+//! by the frozen LM (naively or from a shared context's KV cache), the best one is the prediction, the official
+//! metrics and submission files come from the task adapters, and the report puts the settings side by side.
 
 mod choose;
 mod classify;
+mod evaluate;
+mod formats;
 pub mod metrics;
+mod report;
+mod run;
 mod score;
+mod tasks;
 
 pub use choose::{best, candidate_score, ScoreMode};
 pub use classify::{Classifier, Item, ANSWER_FIELD};
+pub use evaluate::{evaluate, verbalizers_of, write_submission, EvalRequest};
+pub use formats::TaskFormats;
+pub use report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
+pub use run::predict_cached;
 pub use score::{score_naive, score_shared, Candidate, Scored};
+pub use tasks::{label_key, Metric, TaskItem};

@@ -1,0 +1,144 @@
+//! `ruprompts eval`: zero-shot vs tuned on a Russian SuperGLUE task, from a training config or from a prompt.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::Args;
+
+use super::Placement;
+use crate::config::{ModelConfig, TrainConfig};
+use crate::data::RsgTask;
+use crate::eval::{evaluate, verbalizers_of, EvalRequest, ScoreMode, TaskFormats};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A training config: its model, task (dataset.task), validation file, verbalizers and trained prompt
+    /// (output_dir) are used.
+    #[arg(long, conflicts_with_all = ["task", "prompt"])]
+    pub config: Option<PathBuf>,
+    /// Overrides of config keys, as for `ruprompts train`.
+    #[arg(value_name = "KEY=VALUE", requires = "config")]
+    pub overrides: Vec<String>,
+    /// The task, when no config is given.
+    #[arg(long, value_enum, required_unless_present = "config")]
+    pub task: Option<RsgTask>,
+    /// A trained prompt's folder (prompt.json + weights); without it only zero-shot is scored.
+    #[arg(long)]
+    pub prompt: Option<PathBuf>,
+    /// The split to score, in the task's official jsonl layout (default with --config: dataset.dir/val.jsonl).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Model directory or `demo` (default: the config's model, or the one the prompt was trained on).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A task format file like those in prompt_formats/ (default: the bundled one for the task).
+    #[arg(long)]
+    pub formats: Option<PathBuf>,
+    /// How candidates are compared: sum (lm-eval acc), per_char, per_byte, mean_loss (the CPT paper), calibrated.
+    #[arg(long, value_enum, default_value_t = ScoreMode::Sum)]
+    pub mode: ScoreMode,
+    /// Score each candidate on its own rather than from the shared context's KV cache (same results, slower).
+    #[arg(long)]
+    pub naive: bool,
+    /// Only the first N items.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Folder for report.{md,json,svg} and the request cache (default: <output_dir>/eval, or eval-<task>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write the predictions in the official submission layout (<Task>.jsonl) into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub submission: Option<PathBuf>,
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let model_of = |path: PathBuf| ModelConfig {
+        path,
+        revision: None,
+        dtype: args.placement.dtype,
+        device: args.placement.device,
+    };
+    let request = match &args.config {
+        Some(path) => {
+            let config = TrainConfig::load(path, &args.overrides)?;
+            let Some(task) = config.dataset.task else {
+                bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
+            };
+            let prompt = config.output_dir.clone();
+            ensure!(
+                prompt.join("prompt.json").is_file(),
+                "no trained prompt in {} (output_dir): run `ruprompts train {}` first",
+                prompt.display(),
+                path.display()
+            );
+            let mut formats = task_formats(task, &args.formats)?;
+            if let Some(v) = verbalizers_of(&config.preprocessing) {
+                formats.verbalizers = v.clone();
+            }
+            if let Some(field) = config.preprocessing.truncation_field() {
+                formats.truncation_field = Some(field.to_string());
+            }
+            let data = match (&args.data, &config.dataset.dir) {
+                (Some(d), _) => d.clone(),
+                (None, Some(dir)) => dir.join("val.jsonl"),
+                (None, None) => bail!("{}: no dataset.dir; pass --data FILE", path.display()),
+            };
+            let model = match &args.model {
+                Some(m) => model_of(m.clone()),
+                None => config.model.clone(),
+            };
+            EvalRequest {
+                model,
+                task,
+                data,
+                formats,
+                out: args.out.clone().unwrap_or_else(|| prompt.join("eval")),
+                prompt: Some(prompt),
+                mode: args.mode,
+                naive: args.naive,
+                limit: args.limit,
+                submission: args.submission.clone(),
+                progress: true,
+            }
+        }
+        None => {
+            let task = args.task.expect("clap requires --task without --config");
+            let Some(data) = args.data.clone() else { bail!("--task needs --data FILE (the split to score)") };
+            let model = match (&args.model, &args.prompt) {
+                (Some(m), _) => m.clone(),
+                (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
+                    .with_context(|| format!("--prompt {}", p.display()))?
+                    .pretrained_model_name
+                    .map(PathBuf::from)
+                    .context("the prompt's prompt.json names no model: pass --model DIR")?,
+                (None, None) => bail!("pass --model DIR (or --prompt DIR, whose prompt.json names its model)"),
+            };
+            EvalRequest {
+                model: model_of(model),
+                task,
+                data,
+                formats: task_formats(task, &args.formats)?,
+                prompt: args.prompt.clone(),
+                mode: args.mode,
+                naive: args.naive,
+                limit: args.limit,
+                out: args.out.clone().unwrap_or_else(|| PathBuf::from(format!("eval-{}", task.name()))),
+                submission: args.submission.clone(),
+                progress: true,
+            }
+        }
+    };
+    let report = evaluate(&request)?;
+    println!("{}", report.markdown());
+    println!("report written to {}", request.out.display());
+    Ok(())
+}
+
+fn task_formats(task: RsgTask, file: &Option<PathBuf>) -> Result<TaskFormats> {
+    let Some(path) = file else { return Ok(TaskFormats::bundled(task)) };
+    let formats = TaskFormats::load(path)?;
+    ensure!(formats.task == task, "{}: formats for {:?}, not {}", path.display(), formats.task, task.name());
+    Ok(formats)
+}

@@ -1,0 +1,167 @@
+//! One task evaluated zero-shot and with a tuned prompt, side by side: the items are read once, each setting is
+//! scored through the same classifier (with its own request cache), and the metrics go into a [`Report`].
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use super::report::{MetricRow, Report, TaskResult};
+use super::run::predict_cached;
+use super::{Classifier, ScoreMode, TaskFormats, TaskItem, ANSWER_FIELD};
+use crate::config::ModelConfig;
+use crate::data::{read_rows, RsgTask};
+use crate::format::{PromptFormat, Row};
+use crate::fs::write_atomic;
+use crate::model::Gpt2;
+use crate::prompt::Prompt;
+use crate::tokenizer::Tokenizer;
+
+/// What to evaluate and where to write it.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub model: ModelConfig,
+    pub task: RsgTask,
+    /// The split's file in the task's official jsonl layout.
+    pub data: PathBuf,
+    /// Zero-shot format, verbalizers, truncation field.
+    pub formats: TaskFormats,
+    /// A trained prompt's folder; without one only zero-shot is scored.
+    pub prompt: Option<PathBuf>,
+    pub mode: ScoreMode,
+    /// Score each candidate on its own instead of from the shared context's KV cache (same results, slower).
+    pub naive: bool,
+    /// Only the first N items.
+    pub limit: Option<usize>,
+    /// Folder for report.{json,md,svg} and the request cache.
+    pub out: PathBuf,
+    /// Folder for the submission file (`<Task>.jsonl`) of the tuned (else zero-shot) predictions.
+    pub submission: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// A row with "N/A" in each of the format's fields: the content-free input of calibrated scoring.
+fn content_free(format: &PromptFormat) -> Row {
+    format.fields().into_iter().filter(|f| *f != ANSWER_FIELD).map(|f| (f.to_string(), "N/A".into())).collect()
+}
+
+/// A stable digest of `parts`, naming what a cached score depends on.
+fn digest(parts: &[&str]) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Evaluates `request`, writes the report (and the submission file when asked) and returns the report.
+pub fn evaluate(request: &EvalRequest) -> Result<Report> {
+    let device = request.model.device.resolve()?;
+    let model_dir = request.model.dir()?;
+    let model = Gpt2::from_dir(&model_dir, request.model.dtype.kind(), device)?;
+    let mut tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let records = read_rows(&request.data)?;
+    let mut items = request.task.items(&records, &request.formats.verbalizers)?;
+    items.truncate(request.limit.unwrap_or(usize::MAX));
+    anyhow::ensure!(!items.is_empty(), "{}: no items to evaluate", request.data.display());
+
+    let prompt = request
+        .prompt
+        .as_ref()
+        .map(|dir| Prompt::from_pretrained(dir, device).with_context(|| format!("prompt {}", dir.display())))
+        .transpose()?;
+    let token_id = prompt.as_ref().map(|p| p.add_token(&mut tokenizer)).transpose()?;
+    let zero_shot = PromptFormat::compile(&request.formats.zero_shot, &tokenizer).context("zero_shot format")?;
+    let data_len = std::fs::metadata(&request.data)?.len().to_string();
+    let verbalizers = serde_json::to_string(&request.formats.verbalizers)?;
+    let mode = serde_json::to_value(request.mode)?.as_str().unwrap_or_default().to_string();
+
+    let score = |name: &str, format: &PromptFormat, prompt: Option<&Prompt>| -> Result<Vec<usize>> {
+        let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
+        let classifier = Classifier {
+            model: &model,
+            tokenizer: &tokenizer,
+            format,
+            injections: injection.as_slice(),
+            mode: request.mode,
+            shared: !request.naive,
+            truncation_field: request.formats.truncation_field.as_deref(),
+        };
+        let weights = prompt.map_or(String::new(), |p| {
+            Vec::<f32>::try_from(p.embeddings().to_kind(tch::Kind::Float).flatten(0, -1))
+                .map(|v| digest(&[&v.iter().map(|x| x.to_bits().to_string()).collect::<Vec<_>>().join(",")]))
+                .unwrap_or_default()
+        });
+        let fingerprint = digest(&[
+            &model_dir.display().to_string(),
+            &format!("{:?}", request.model.dtype),
+            &format.compiled_template(),
+            &mode,
+            request.formats.truncation_field.as_deref().unwrap_or(""),
+            &request.data.display().to_string(),
+            &data_len,
+            &verbalizers,
+            &weights,
+        ]);
+        let progress = if request.progress { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
+        progress.set_style(
+            ProgressStyle::with_template("{msg:>18} {bar:30} {pos}/{len} items [{elapsed_precise} < {eta_precise}]")
+                .expect("valid template"),
+        );
+        progress.set_message(format!("{} {name}", request.task.name()));
+        let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", request.task.name()));
+        std::fs::create_dir_all(cache.parent().expect("has a parent"))?;
+        let free = content_free(format);
+        predict_cached(&classifier, &items, Some(&free), Some((&cache, &fingerprint)), &progress)
+    };
+    let zero_preds = score("zero-shot", &zero_shot, None)?;
+    let tuned_preds = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;
+
+    let labelled = items.iter().all(|t| t.item.gold.is_some());
+    let metrics = if labelled {
+        let zero = request.task.metrics(&items, &zero_preds)?;
+        let tuned = tuned_preds.as_ref().map(|p| request.task.metrics(&items, p)).transpose()?;
+        zero.iter()
+            .enumerate()
+            .map(|(i, m)| MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(dir) = &request.submission {
+        write_submission(request.task, &items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
+    }
+    let report = Report {
+        model: request.model.path.display().to_string(),
+        mode,
+        tasks: vec![TaskResult {
+            task: request.task.name().into(),
+            data: request.data.display().to_string(),
+            items: items.len(),
+            zero_shot_format: request.formats.zero_shot.clone(),
+            tuned_format: prompt.as_ref().map(|p| p.format().template().to_string()),
+            trainable_parameters: prompt.as_ref().map(Prompt::num_parameters),
+            metrics,
+        }],
+    };
+    report.write(&request.out)?;
+    Ok(report)
+}
+
+/// Writes `<Task>.jsonl` in the official submission layout into `dir`.
+pub fn write_submission(task: RsgTask, items: &[TaskItem], predictions: &[usize], dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(task.submission_file());
+    let lines: String = task.submission(items, predictions)?.iter().map(|v: &Value| format!("{v}\n")).collect();
+    write_atomic(&path, |p| Ok(std::fs::write(p, lines)?))?;
+    Ok(path)
+}
+
+/// Verbalizers of a training config's classification preprocessing, which the tuned prompt was trained with.
+pub fn verbalizers_of(config: &crate::data::PreprocessConfig) -> Option<&BTreeMap<String, String>> {
+    match config {
+        crate::data::PreprocessConfig::Classification { verbalizers, .. } => Some(verbalizers),
+        crate::data::PreprocessConfig::Text2text { .. } => None,
+    }
+}

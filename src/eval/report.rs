@@ -1,0 +1,144 @@
+//! The zero-shot vs tuned report: per task and metric the two values, their difference and the prompt's
+//! trainable parameters, written as JSON (for tools), Markdown (for people) and an SVG bar chart.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::fs::write_atomic;
+
+pub const REPORT_JSON: &str = "report.json";
+pub const REPORT_MD: &str = "report.md";
+pub const REPORT_SVG: &str = "report.svg";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The model as given (a directory, `demo`).
+    pub model: String,
+    /// How candidates were scored (`sum`, `per_char`, ...).
+    pub mode: String,
+    pub tasks: Vec<TaskResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task: String,
+    /// The data file the items came from.
+    pub data: String,
+    /// Items scored (MuSeRC: answer options; RuCoS: queries).
+    pub items: usize,
+    pub zero_shot_format: String,
+    pub tuned_format: Option<String>,
+    pub trainable_parameters: Option<i64>,
+    pub metrics: Vec<MetricRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub metric: String,
+    pub zero_shot: f64,
+    pub tuned: Option<f64>,
+    /// tuned − zero-shot.
+    pub delta: Option<f64>,
+}
+
+impl MetricRow {
+    pub fn new(metric: &str, zero_shot: f64, tuned: Option<f64>) -> Self {
+        Self { metric: metric.into(), zero_shot, tuned, delta: tuned.map(|t| t - zero_shot) }
+    }
+}
+
+impl Report {
+    /// The Markdown table: one row per task and metric.
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "# Zero-shot vs tuned\n\nModel: `{}`; candidates scored by `{}`.\n\n\
+             | task | metric | zero-shot | tuned | Δ | trainable params | items |\n|---|---|---:|---:|---:|---:|---:|\n",
+            self.model, self.mode
+        );
+        let opt = |v: Option<f64>, signed: bool| match v {
+            Some(v) if signed => format!("{v:+.3}"),
+            Some(v) => format!("{v:.3}"),
+            None => "—".into(),
+        };
+        for t in &self.tasks {
+            for m in &t.metrics {
+                md += &format!(
+                    "| {} | {} | {:.3} | {} | {} | {} | {} |\n",
+                    t.task,
+                    m.metric,
+                    m.zero_shot,
+                    opt(m.tuned, false),
+                    opt(m.delta, true),
+                    t.trainable_parameters.map_or("—".into(), |n| n.to_string()),
+                    t.items
+                );
+            }
+        }
+        md += "\nFormats:\n\n";
+        for t in &self.tasks {
+            md += &format!("- {} zero-shot: `{:?}`\n", t.task, t.zero_shot_format);
+            if let Some(f) = &t.tuned_format {
+                md += &format!("- {} tuned: `{f:?}`\n", t.task);
+            }
+        }
+        md
+    }
+
+    /// Grouped bars, zero-shot and tuned, for every task and metric.
+    pub fn svg(&self) -> Result<String> {
+        let bars: Vec<(String, f64, Option<f64>)> = self
+            .tasks
+            .iter()
+            .flat_map(|t| t.metrics.iter().map(move |m| (format!("{} {}", t.task, m.metric), m.zero_shot, m.tuned)))
+            .collect();
+        let y_min = bars.iter().flat_map(|b| [b.1, b.2.unwrap_or(0.0)]).fold(0.0, f64::min);
+        let mut svg = String::new();
+        {
+            let width = (160 * bars.len() as u32).max(480);
+            let root = SVGBackend::with_string(&mut svg, (width, 420)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption("zero-shot vs tuned", ("sans-serif", 22))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(48)
+                .build_cartesian_2d(0.0..bars.len().max(1) as f64, y_min..1.0)?;
+            let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(bars.len().max(1))
+                .x_label_formatter(&|x| names.get(x.floor() as usize).cloned().unwrap_or_default())
+                .y_desc("score")
+                .draw()?;
+            let bar = |i: usize, offset: f64, v: f64, color: RGBColor| {
+                let x = i as f64 + offset;
+                Rectangle::new([(x, 0.0), (x + 0.35, v)], color.filled())
+            };
+            chart
+                .draw_series(bars.iter().enumerate().map(|(i, b)| bar(i, 0.12, b.1, RGBColor(150, 150, 150))))?
+                .label("zero-shot")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], RGBColor(150, 150, 150).filled()));
+            chart
+                .draw_series(bars.iter().enumerate().filter_map(|(i, b)| Some(bar(i, 0.5, b.2?, BLUE))))?
+                .label("tuned")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], BLUE.filled()));
+            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
+            root.present()?;
+        }
+        Ok(svg)
+    }
+
+    /// Writes report.json, report.md and report.svg into `dir` (each atomically).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let json = serde_json::to_string_pretty(self)?;
+        write_atomic(&dir.join(REPORT_JSON), |p| Ok(std::fs::write(p, json)?))?;
+        write_atomic(&dir.join(REPORT_MD), |p| Ok(std::fs::write(p, self.markdown())?))?;
+        let svg = self.svg()?;
+        write_atomic(&dir.join(REPORT_SVG), |p| Ok(std::fs::write(p, svg)?))
+    }
+}
