@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up libtorch, build in release, and train a soft prompt for DaNetQA on the bundled tiny Russian
-# model (built on first use) with examples/configs/danetqa.yaml, saving it in runs/danetqa-<time>/.
+# The main job: set up libtorch, build in release, train a soft prompt for DaNetQA on the bundled tiny Russian
+# model (built on first use) with examples/configs/danetqa.yaml, saving it in runs/danetqa-<time>/, then print
+# the zero-shot vs tuned report on the validation split (also written to runs/danetqa-<time>/eval/).
 # Arguments replace the defaults: `bash scripts/train.sh examples/configs/terra.yaml training.max_steps=50`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,3 +10,6 @@ if [ "$#" -eq 0 ]; then
     set -- examples/configs/danetqa.yaml "output_dir=runs/danetqa-$(date +%Y%m%d-%H%M%S)"
 fi
 cargo run --release --quiet -- train "$@"
+config=$1
+shift
+cargo run --release --quiet -- eval --config "$config" "$@"

@@ -135,7 +135,7 @@ fn russian_superglue_folders_load_as_distributed() {
     assert_eq!(danetqa.train[4].origin.line, 5);
 
     let err = DatasetConfig { task: Some(RsgTask::Terra), ..Default::default() }.load().unwrap_err().to_string();
-    assert_eq!(err, "dataset.task needs dataset.dir, the folder holding train.jsonl and val.jsonl");
+    assert_eq!(err, "dataset.task needs dataset.dir (the folder holding train.jsonl and val.jsonl) or dataset.train");
 }
 
 #[test]

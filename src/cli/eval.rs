@@ -25,7 +25,8 @@ pub struct EvalArgs {
     /// A trained prompt's folder (prompt.json + weights); without it only zero-shot is scored.
     #[arg(long)]
     pub prompt: Option<PathBuf>,
-    /// The split to score, in the task's official jsonl layout (default with --config: dataset.dir/val.jsonl).
+    /// The split to score, in the task's official jsonl layout (default with --config: dataset.validation, else
+    /// dataset.dir/val.jsonl).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Model directory or `demo` (default: the config's model, or the one the prompt was trained on).
@@ -80,10 +81,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
             if let Some(field) = config.preprocessing.truncation_field() {
                 formats.truncation_field = Some(field.to_string());
             }
-            let data = match (&args.data, &config.dataset.dir) {
-                (Some(d), _) => d.clone(),
-                (None, Some(dir)) => dir.join("val.jsonl"),
-                (None, None) => bail!("{}: no dataset.dir; pass --data FILE", path.display()),
+            let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
+                (Some(d), _, _) => d.clone(),
+                (None, Some(v), _) => v.clone(),
+                (None, None, Some(dir)) => dir.join("val.jsonl"),
+                (None, None, None) => {
+                    bail!("{}: no dataset.validation or dataset.dir; pass --data FILE", path.display())
+                }
             };
             let model = match &args.model {
                 Some(m) => model_of(m.clone()),

@@ -44,7 +44,8 @@ pub struct DatasetConfig {
     /// Rows for the eval loss during training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<PathBuf>,
-    /// A Russian SuperGLUE task; its files are read from `dir` (train.jsonl, val.jsonl).
+    /// A Russian SuperGLUE task: its files are read from `dir` (train.jsonl, val.jsonl) unless `train` and
+    /// `validation` name them; `ruprompts eval --config` scores this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<RsgTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,7 +62,12 @@ pub struct Splits {
 impl DatasetConfig {
     pub fn load(&self) -> Result<Splits> {
         let (train, validation) = match (&self.task, &self.dir) {
-            (Some(_), None) => bail!("dataset.task needs dataset.dir, the folder holding train.jsonl and val.jsonl"),
+            (Some(_), None) => match &self.train {
+                Some(train) => (train.clone(), self.validation.clone()),
+                None => bail!(
+                    "dataset.task needs dataset.dir (the folder holding train.jsonl and val.jsonl) or dataset.train"
+                ),
+            },
             (None, Some(_)) => bail!("dataset.dir is only read with dataset.task"),
             (Some(_), Some(dir)) => (
                 self.train.clone().unwrap_or_else(|| dir.join("train.jsonl")),

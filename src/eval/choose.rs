@@ -10,6 +10,7 @@ use super::Scored;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum ScoreMode {
     /// Σ log p of the answer's tokens.
     #[default]

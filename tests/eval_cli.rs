@@ -1,0 +1,118 @@
+//! End to end: a prompt trained on the tiny model for TERRa, then `ruprompts eval --config` writes the
+//! zero-shot vs tuned report, and `--submission` the official file for the test split.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use ruprompts::config::TrainConfig;
+use ruprompts::eval::{Report, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use ruprompts::train::{train, TrainOptions};
+use serde_json::Value;
+
+fn first_lines(from: &Path, to: &Path, n: usize) {
+    let text = std::fs::read_to_string(from).unwrap();
+    std::fs::write(to, text.lines().take(n).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+#[test]
+fn train_then_report_zero_shot_vs_tuned() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let rsg = shared().join("data/rsg/TERRa");
+    for (split, n) in [("train", 64), ("val", 40), ("test", 10)] {
+        first_lines(&rsg.join(format!("{split}.jsonl")), &dir.path().join(format!("{split}.jsonl")), n);
+    }
+    let config_path = dir.path().join("terra.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"model: {{path: {model}, device: cpu}}
+dataset: {{task: terra, dir: {data}}}
+prompt_format: {{template: "<P*4>{{premise}}<P*2>Вопрос: {{hypothesis}}? Ответ:"}}
+preprocessing:
+  kind: classification
+  verbalizers: {{entailment: " да", not_entailment: " нет"}}
+  truncation_field: premise
+  max_tokens: 200
+optimizer: {{lr: 0.1, weight_decay: 0.0}}
+training: {{batch_size: 8, max_steps: 16, eval_every: null, save_every: null, seed: 3}}
+output_dir: {out}
+"#,
+            model = model_dir().display(),
+            data = dir.path().display(),
+            out = dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    let config = TrainConfig::load(&config_path, &[]).unwrap();
+    let trained = train(&config, &TrainOptions::default()).unwrap();
+
+    let eval = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+            .args([&["eval", "--config", config_path.to_str().unwrap(), "--device", "cpu"][..], extra].concat())
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = eval(&[]);
+    let out = dir.path().join("run/eval");
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap();
+    let t = &report.tasks[0];
+    assert_eq!((t.task.as_str(), t.items, t.trainable_parameters), ("TERRa", 40, Some(trained.trainable_parameters)));
+    assert_eq!(t.tuned_format.as_deref(), Some("<P*4>{premise}<P*2>Вопрос: {hypothesis}? Ответ:"));
+    let m = &t.metrics[0];
+    assert_eq!(m.metric, "accuracy");
+    let tuned = m.tuned.unwrap();
+    // Accuracies over 40 items are multiples of 1/40; the delta is their difference.
+    for v in [m.zero_shot, tuned] {
+        assert!((v * 40.0 - (v * 40.0).round()).abs() < 1e-9 && (0.0..=1.0).contains(&v), "{v}");
+    }
+    assert!((m.delta.unwrap() - (tuned - m.zero_shot)).abs() < 1e-12);
+    let markdown = std::fs::read_to_string(out.join(REPORT_MD)).unwrap();
+    let row = format!(
+        "| TERRa | accuracy | {:.3} | {tuned:.3} | {:+.3} | {} | 40 |",
+        m.zero_shot,
+        tuned - m.zero_shot,
+        trained.trainable_parameters
+    );
+    assert!(markdown.contains(&row), "{markdown}");
+    assert!(printed.contains(&row), "{printed}");
+    assert!(std::fs::read_to_string(out.join(REPORT_SVG)).unwrap().starts_with("<svg"));
+
+    // The test split has no labels: no metrics, but a submission file with every idx.
+    let submission = dir.path().join("submission");
+    let test = dir.path().join("test.jsonl");
+    eval(&[
+        "--data",
+        test.to_str().unwrap(),
+        "--out",
+        dir.path().join("test-eval").to_str().unwrap(),
+        "--submission",
+        submission.to_str().unwrap(),
+    ]);
+    let lines: Vec<Value> = std::fs::read_to_string(submission.join("TERRa.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<Value> = std::fs::read_to_string(&test)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["idx"].clone())
+        .collect();
+    assert_eq!(lines.iter().map(|l| l["idx"].clone()).collect::<Vec<_>>(), ids);
+    assert!(lines.iter().all(|l| l["label"] == "entailment" || l["label"] == "not_entailment"));
+
+    // Without a trained prompt the error says what to run.
+    let untrained = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+        .args(["eval", "--config", config_path.to_str().unwrap(), "output_dir=/nonexistent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&untrained.stderr);
+    assert!(err.contains("no trained prompt in /nonexistent (output_dir): run `ruprompts train"), "{err}");
+}
