@@ -7,6 +7,7 @@ mod classify;
 mod evaluate;
 mod formats;
 pub mod metrics;
+pub mod overlap;
 mod report;
 mod run;
 mod score;
