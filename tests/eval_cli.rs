@@ -1,5 +1,6 @@
 //! End to end: a prompt trained on the tiny model for TERRa, then `ruprompts eval --config` writes the
-//! zero-shot vs tuned report, and `--submission` the official file for the test split.
+//! zero-shot vs tuned report, and `--submission` the official file for the test split; a text2text prompt is
+//! evaluated by generation (chrF, BLEU).
 
 mod common;
 
@@ -8,7 +9,8 @@ use std::process::Command;
 
 use common::*;
 use ruprompts::config::TrainConfig;
-use ruprompts::eval::{Report, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use ruprompts::data::read_rows;
+use ruprompts::eval::{overlap, Report, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
 use ruprompts::train::{train, TrainOptions};
 use serde_json::Value;
 
@@ -115,4 +117,70 @@ output_dir: {out}
         .unwrap();
     let err = String::from_utf8_lossy(&untrained.stderr);
     assert!(err.contains("no trained prompt in /nonexistent (output_dir): run `ruprompts train"), "{err}");
+}
+
+#[test]
+fn text2text_configs_are_evaluated_by_generation_with_chrf_and_bleu() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let detox = shared().join("data/detox");
+    // The first 24 training and 12 dev rows (tsv with a header; quoted cells may span lines, so go by records).
+    for (split, n) in [("train", 24), ("dev", 12)] {
+        let rows = read_rows(&detox.join(format!("{split}.tsv"))).unwrap();
+        let mut w =
+            csv::WriterBuilder::new().delimiter(b'\t').from_path(dir.path().join(format!("{split}.tsv"))).unwrap();
+        w.write_record(["toxic_comment", "neutral_comment1"]).unwrap();
+        for r in rows.iter().take(n) {
+            w.write_record([r.row["toxic_comment"].as_str().unwrap(), r.row["neutral_comment1"].as_str().unwrap()])
+                .unwrap();
+        }
+    }
+    let config_path = dir.path().join("detox.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"model: {{path: {model}, device: cpu}}
+dataset: {{train: {d}/train.tsv, validation: {d}/dev.tsv}}
+prompt_format: {{template: "<P*4>{{toxic_comment}}<P*2>"}}
+preprocessing: {{kind: text2text, target_field: neutral_comment1, truncation_field: toxic_comment, max_tokens: 160}}
+optimizer: {{lr: 0.1}}
+training: {{batch_size: 4, max_steps: 4, eval_every: null, save_every: null}}
+output_dir: {d}/run
+"#,
+            model = model_dir().display(),
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    train(&TrainConfig::load(&config_path, &[]).unwrap(), &TrainOptions::default()).unwrap();
+    let eval = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+            .args(["eval", "--config", config_path.to_str().unwrap(), "--max-new-tokens", "8", "--batch-size", "5"])
+            .env("OMP_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = dir.path().join("run/eval");
+        (
+            serde_json::from_str::<Report>(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap(),
+            std::fs::read_to_string(out.join(PREDICTIONS_FILE)).unwrap(),
+        )
+    };
+    let (report, predictions) = eval();
+    let lines: Vec<Value> = predictions.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 12);
+    let dev = read_rows(&dir.path().join("dev.tsv")).unwrap();
+    let field = |name: &str| dev.iter().map(|r| r.row[name].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (sources, references) = (field("toxic_comment"), field("neutral_comment1"));
+    let generated: Vec<String> = lines.iter().map(|l| l["prediction"].as_str().unwrap().to_string()).collect();
+    assert_eq!(lines.iter().map(|l| l["reference"].as_str().unwrap()).collect::<Vec<_>>(), references);
+    let t = &report.tasks[0];
+    assert_eq!((t.task.as_str(), t.items), ("detox", 12));
+    let [chrf_row, bleu_row] = &t.metrics[..] else { panic!("{:?}", t.metrics) };
+    assert_eq!((chrf_row.metric.as_str(), bleu_row.metric.as_str()), ("chrf", "bleu"));
+    assert_eq!(chrf_row.zero_shot, overlap::chrf(&sources, &references));
+    assert_eq!(chrf_row.tuned, Some(overlap::chrf(&generated, &references)));
+    assert_eq!(bleu_row.tuned, Some(overlap::bleu(&generated, &references)));
+    // A second run takes every prediction from the cache: same report, same file.
+    assert_eq!(eval(), (report, predictions));
 }

@@ -7,13 +7,18 @@ use clap::Args;
 
 use super::Placement;
 use crate::config::{ModelConfig, TrainConfig};
+use crate::data::PreprocessConfig;
 use crate::data::RsgTask;
-use crate::eval::{evaluate, verbalizers_of, EvalRequest, ScoreMode, TaskFormats};
+use crate::eval::{
+    evaluate, evaluate_generation, verbalizers_of, EvalRequest, GenerationRequest, ScoreMode, TaskFormats,
+    PREDICTIONS_FILE,
+};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A training config: its model, task (dataset.task), validation file, verbalizers and trained prompt
-    /// (output_dir) are used.
+    /// (output_dir) are used. A text2text config is evaluated by generation: chrF and BLEU against the target
+    /// field, next to the input copied unchanged.
     #[arg(long, conflicts_with_all = ["task", "prompt"])]
     pub config: Option<PathBuf>,
     /// Overrides of config keys, as for `ruprompts train`.
@@ -47,6 +52,12 @@ pub struct EvalArgs {
     /// Folder for report.{md,json,svg} and the request cache (default: <output_dir>/eval, or eval-<task>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Text-to-text configs: the most tokens generated per row.
+    #[arg(long, default_value_t = 48)]
+    pub max_new_tokens: usize,
+    /// Text-to-text configs: rows generated together.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
     /// Also write the predictions in the official submission layout (<Task>.jsonl) into this folder.
     #[arg(long, value_name = "DIR")]
     pub submission: Option<PathBuf>,
@@ -64,9 +75,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let request = match &args.config {
         Some(path) => {
             let config = TrainConfig::load(path, &args.overrides)?;
-            let Some(task) = config.dataset.task else {
-                bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
-            };
             let prompt = config.output_dir.clone();
             ensure!(
                 prompt.join("prompt.json").is_file(),
@@ -74,13 +82,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 prompt.display(),
                 path.display()
             );
-            let mut formats = task_formats(task, &args.formats)?;
-            if let Some(v) = verbalizers_of(&config.preprocessing) {
-                formats.verbalizers = v.clone();
-            }
-            if let Some(field) = config.preprocessing.truncation_field() {
-                formats.truncation_field = Some(field.to_string());
-            }
+            let model = match &args.model {
+                Some(m) => model_of(m.clone()),
+                None => config.model.clone(),
+            };
             let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
                 (Some(d), _, _) => d.clone(),
                 (None, Some(v), _) => v.clone(),
@@ -89,10 +94,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     bail!("{}: no dataset.validation or dataset.dir; pass --data FILE", path.display())
                 }
             };
-            let model = match &args.model {
-                Some(m) => model_of(m.clone()),
-                None => config.model.clone(),
+            if let PreprocessConfig::Text2text { target_field, .. } = &config.preprocessing {
+                let request = GenerationRequest {
+                    name: path.file_stem().map_or("text2text".into(), |s| s.to_string_lossy().into_owned()),
+                    model,
+                    prompt: prompt.clone(),
+                    data,
+                    target_field: target_field.clone(),
+                    max_new_tokens: args.max_new_tokens,
+                    batch_size: args.batch_size,
+                    limit: args.limit,
+                    out: args.out.clone().unwrap_or_else(|| prompt.join("eval")),
+                    progress: true,
+                };
+                let report = evaluate_generation(&request)?;
+                println!("{}", report.markdown());
+                println!("report and {PREDICTIONS_FILE} written to {}", request.out.display());
+                return Ok(());
+            }
+            let Some(task) = config.dataset.task else {
+                bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
             };
+            let mut formats = task_formats(task, &args.formats)?;
+            if let Some(v) = verbalizers_of(&config.preprocessing) {
+                formats.verbalizers = v.clone();
+            }
+            if let Some(field) = config.preprocessing.truncation_field() {
+                formats.truncation_field = Some(field.to_string());
+            }
             EvalRequest {
                 model,
                 task,

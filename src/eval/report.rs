@@ -94,7 +94,9 @@ impl Report {
             .iter()
             .flat_map(|t| t.metrics.iter().map(move |m| (format!("{} {}", t.task, m.metric), m.zero_shot, m.tuned)))
             .collect();
-        let y_min = bars.iter().flat_map(|b| [b.1, b.2.unwrap_or(0.0)]).fold(0.0, f64::min);
+        let values = || bars.iter().flat_map(|b| [b.1, b.2.unwrap_or(0.0)]);
+        // Accuracy-like metrics live in [0, 1] (MCC down to −1); chrF and BLEU in [0, 100].
+        let (y_min, y_max) = (values().fold(0.0, f64::min), values().fold(1.0, f64::max));
         let mut svg = String::new();
         {
             let width = (160 * bars.len() as u32).max(480);
@@ -105,7 +107,7 @@ impl Report {
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(48)
-                .build_cartesian_2d(0.0..bars.len().max(1) as f64, y_min..1.0)?;
+                .build_cartesian_2d(0.0..bars.len().max(1) as f64, y_min..y_max * 1.05)?;
             let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
             chart
                 .configure_mesh()

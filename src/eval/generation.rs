@@ -1,0 +1,150 @@
+//! Text-to-text evaluation (detoxification and the like): greedy generation with a trained prompt for every row of
+//! a split, chrF and BLEU against the target field, next to the copy-the-input baseline (the source sentence given
+//! back unchanged, RUSSE 2022's "duplicate" baseline). Predictions are cached per row, so a stopped run resumes.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::overlap::{bleu, chrf};
+use super::report::{MetricRow, Report, TaskResult};
+use crate::config::ModelConfig;
+use crate::data::read_rows;
+use crate::format::Row;
+use crate::fs::{write_atomic, JsonLines};
+use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
+use crate::model::Gpt2;
+use crate::prompt::Prompt;
+use crate::tokenizer::Tokenizer;
+
+pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
+
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// What the report calls the task (the config's name, e.g. `detox`).
+    pub name: String,
+    pub model: ModelConfig,
+    /// The trained prompt's folder.
+    pub prompt: PathBuf,
+    /// Rows with the format's fields and the target field.
+    pub data: PathBuf,
+    pub target_field: String,
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    pub limit: Option<usize>,
+    /// Folder for predictions.jsonl, the report and the cache.
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+/// Generates for every row, writes predictions.jsonl and the report, and returns the report.
+pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
+    let device = request.model.device.resolve()?;
+    let model_dir = request.model.dir()?;
+    let model = Gpt2::from_dir(&model_dir, request.model.dtype.kind(), device)?;
+    let mut tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let prompt = Prompt::from_pretrained(&request.prompt, device)
+        .with_context(|| format!("prompt {}", request.prompt.display()))?;
+    let template = prompt.format().template().to_string();
+    let fields: Vec<String> = prompt.format().fields().iter().map(|f| f.to_string()).collect();
+    let Some(source_field) = fields.first().cloned() else {
+        bail!("the prompt's format {template:?} has no field to fill from the data")
+    };
+    let num_parameters = prompt.num_parameters();
+    let prompts = Prompts::single(prompt, &mut tokenizer)?;
+
+    let mut records = read_rows(&request.data)?;
+    records.truncate(request.limit.unwrap_or(usize::MAX));
+    anyhow::ensure!(!records.is_empty(), "{}: no rows to evaluate", request.data.display());
+    let mut requests = Vec::with_capacity(records.len());
+    let mut references = Vec::with_capacity(records.len());
+    for r in &records {
+        let text = |name: &str| match r.row.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(anyhow!("{}: field '{name}' is not text", r.origin)),
+            None => Err(anyhow!("{}: the row has no field '{name}'", r.origin)),
+        };
+        let row: Row = fields.iter().map(|f| Ok((f.clone(), Value::String(text(f)?)))).collect::<Result<_>>()?;
+        requests.push(Request { key: None, fields: row });
+        references.push(text(&request.target_field)?);
+    }
+    let sources: Vec<String> =
+        requests.iter().map(|r| r.fields[&source_field].as_str().unwrap_or("").to_string()).collect();
+
+    let config = GenerationConfig {
+        max_new_tokens: request.max_new_tokens,
+        eos_token_id: tokenizer.special().eos.map(i64::from),
+        ..Default::default()
+    };
+    let fingerprint = format!(
+        "{}|{:?}|{template}|{}|{}|{}",
+        model_dir.display(),
+        request.model.dtype,
+        request.prompt.canonicalize().unwrap_or_else(|_| request.prompt.clone()).display(),
+        request.data.display(),
+        request.max_new_tokens
+    );
+    std::fs::create_dir_all(request.out.join("cache"))?;
+    let (cache, kept) =
+        JsonLines::open(&request.out.join("cache/generation.jsonl"), |v| v["fingerprint"] == fingerprint)?;
+    let mut predictions: Vec<Option<String>> = vec![None; requests.len()];
+    for v in kept {
+        if let (Some(i), Some(p)) = (v["item"].as_u64(), v["prediction"].as_str()) {
+            if let Some(slot) = predictions.get_mut(i as usize) {
+                *slot = Some(p.to_string());
+            }
+        }
+    }
+    // Similar lengths in one batch pad less: rows go to the model shortest first.
+    let mut todo: Vec<usize> = (0..requests.len()).filter(|&i| predictions[i].is_none()).collect();
+    todo.sort_by_key(|&i| sources[i].len());
+    let progress = if request.progress { ProgressBar::new(requests.len() as u64) } else { ProgressBar::hidden() };
+    progress.set_style(
+        ProgressStyle::with_template("generating {bar:30} {pos}/{len} rows [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    progress.set_position((requests.len() - todo.len()) as u64);
+    let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts };
+    for chunk in todo.chunks(request.batch_size.max(1)) {
+        let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
+        let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
+        for (&i, generated) in chunk.iter().zip(outputs) {
+            let text = generated.into_iter().next().unwrap_or_default().trim().to_string();
+            cache.append(&json!({ "fingerprint": fingerprint, "item": i, "prediction": text }))?;
+            predictions[i] = Some(text);
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    let predictions: Vec<String> = predictions.into_iter().map(|p| p.expect("every row generated")).collect();
+
+    let lines: String = records
+        .iter()
+        .zip(&predictions)
+        .zip(&references)
+        .map(|((r, p), reference)| {
+            format!("{}\n", json!({ "origin": r.origin.to_string(), "prediction": p, "reference": reference }))
+        })
+        .collect();
+    write_atomic(&request.out.join(PREDICTIONS_FILE), |p| Ok(std::fs::write(p, lines)?))?;
+    let report = Report {
+        model: request.model.path.display().to_string(),
+        mode: "greedy generation".into(),
+        tasks: vec![TaskResult {
+            task: request.name.clone(),
+            data: request.data.display().to_string(),
+            items: predictions.len(),
+            zero_shot_format: format!("{{{source_field}}} copied unchanged (baseline)"),
+            tuned_format: Some(template),
+            trainable_parameters: Some(num_parameters),
+            metrics: vec![
+                MetricRow::new("chrf", chrf(&sources, &references), Some(chrf(&predictions, &references))),
+                MetricRow::new("bleu", bleu(&sources, &references), Some(bleu(&predictions, &references))),
+            ],
+        }],
+    };
+    report.write(&request.out)?;
+    Ok(report)
+}
