@@ -11,7 +11,7 @@ mod common;
 use std::time::Instant;
 
 use anyhow::Result;
-use ruprompts::eval::{score_naive, score_shared, Candidate};
+use ruprompts::eval::{score_naive, score_shared, Candidate, Scored};
 use ruprompts::model::Gpt2;
 
 /// Token ids that look like text of `len` tokens (deterministic, inside the vocabulary).
@@ -40,34 +40,48 @@ fn main() -> Result<()> {
     let n = flags.number("--examples", 8)?;
     let device = flags.device()?;
     let models = common::models(device)?;
-    println!("{n} examples a row, 20-token prompt, {device:?}, {} threads\n", tch::get_num_threads());
-    println!("| model | task | naive examples/s | shared-context examples/s | speed-up | max |Δ log-prob| |");
-    println!("|---|---|---|---|---|---|");
+    println!("{n} examples a row, 20-token prompt, {device:?}, {} threads", tch::get_num_threads());
+    println!("examples/s; \"answers\" scores the answer only (modes sum, per_char, per_byte, calibrated),");
+    println!("\"whole text\" also every context and suffix token (mode mean_loss)\n");
+    println!(
+        "| model | task | naive, whole text | naive, answers | shared, whole text | shared, answers | \
+         speed-up (answers) | max |Δ log-prob| |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, model) in &models {
         let (prompt, id) = common::prefix_prompt(model, 20)?;
         let injection = [prompt.injection(id)];
         for task in ["DaNetQA", "PARus"] {
             let examples: Vec<_> = (0..n).map(|i| example(model, task, i, id, 20)).collect();
-            score_naive(model, &injection, &examples[0].0, &examples[0].1)?; // warm-up
-            let start = Instant::now();
-            let naive: Vec<_> =
-                examples.iter().map(|(c, cands)| score_naive(model, &injection, c, cands)).collect::<Result<_>>()?;
-            let naive_s = start.elapsed().as_secs_f64();
-            let start = Instant::now();
-            let shared: Vec<_> =
-                examples.iter().map(|(c, cands)| score_shared(model, &injection, c, cands)).collect::<Result<_>>()?;
-            let shared_s = start.elapsed().as_secs_f64();
-            let diff = naive
+            score_naive(model, &injection, &examples[0].0, &examples[0].1, true)?; // warm-up
+            let run = |shared: bool, whole_text: bool| -> Result<(f64, Vec<Vec<Scored>>)> {
+                let start = Instant::now();
+                let scored = examples
+                    .iter()
+                    .map(|(c, cands)| {
+                        if shared {
+                            score_shared(model, &injection, c, cands, whole_text)
+                        } else {
+                            score_naive(model, &injection, c, cands, whole_text)
+                        }
+                    })
+                    .collect::<Result<_>>()?;
+                Ok((n as f64 / start.elapsed().as_secs_f64(), scored))
+            };
+            let (naive_whole, reference) = run(false, true)?;
+            let (naive_answers, _) = run(false, false)?;
+            let (shared_whole, _) = run(true, true)?;
+            let (shared_answers, scored) = run(true, false)?;
+            let diff = reference
                 .iter()
                 .flatten()
-                .zip(shared.iter().flatten())
+                .zip(scored.iter().flatten())
                 .map(|(a, b)| (a.answer_logprob - b.answer_logprob).abs())
                 .fold(0.0, f64::max);
             println!(
-                "| {name} | {task} | {:.1} | {:.1} | {:.2} | {diff:.1e} |",
-                n as f64 / naive_s,
-                n as f64 / shared_s,
-                naive_s / shared_s
+                "| {name} | {task} | {naive_whole:.1} | {naive_answers:.1} | {shared_whole:.1} | {shared_answers:.1} | \
+                 {:.2} | {diff:.1e} |",
+                shared_answers / naive_answers
             );
         }
     }

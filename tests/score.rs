@@ -31,12 +31,16 @@ fn both_scorers_match_transformers_continuation_logprobs() {
             .iter()
             .map(|c| Candidate { answer: i64_vec(&c["continuation_ids"]), suffix: vec![] })
             .collect();
-        let naive = score_naive(&model, &[], &context, &candidates).unwrap();
-        let shared = score_shared(&model, &[], &context, &candidates).unwrap();
-        same(&naive, &shared);
-        for (scored, c) in shared.iter().zip(case["candidates"].as_array().unwrap()) {
-            let expected = c["sum_logprob"].as_f64().unwrap();
-            assert!((scored.answer_logprob - expected).abs() <= 1e-4, "{} vs {expected}", scored.answer_logprob);
+        // Answers alone (one forward for one-token answers) and the whole text give the same answer sums.
+        for whole_text in [true, false] {
+            let naive = score_naive(&model, &[], &context, &candidates, whole_text).unwrap();
+            let shared = score_shared(&model, &[], &context, &candidates, whole_text).unwrap();
+            same(&naive, &shared);
+            for (scored, c) in shared.iter().zip(case["candidates"].as_array().unwrap()) {
+                let expected = c["sum_logprob"].as_f64().unwrap();
+                assert!((scored.answer_logprob - expected).abs() <= 1e-4, "{} vs {expected}", scored.answer_logprob);
+                assert_eq!(scored.text_tokens > 0, whole_text);
+            }
         }
     }
 }
@@ -56,12 +60,16 @@ fn shared_context_equals_naive_with_prompt_tokens_after_the_answer() {
         .map(|a| Candidate { answer: tok.encode_ids(a).unwrap(), suffix: vec![id, id] })
         .collect();
     let injection = [prompt.injection(id)];
-    let naive = score_naive(&model, &injection, &context, &candidates).unwrap();
-    let shared = score_shared(&model, &injection, &context, &candidates).unwrap();
+    let naive = score_naive(&model, &injection, &context, &candidates, true).unwrap();
+    let shared = score_shared(&model, &injection, &context, &candidates, true).unwrap();
     same(&naive, &shared);
+    let answers_only = score_shared(&model, &injection, &context, &candidates, false).unwrap();
+    for (a, b) in answers_only.iter().zip(&naive) {
+        assert!((a.answer_logprob - b.answer_logprob).abs() <= 1e-4 && a.answer_tokens == b.answer_tokens);
+    }
     // Prompt tokens are never scored; the context starts with one, so every real token of it is predicted.
     let real_context = context.iter().filter(|&&t| t != id).count();
     assert_eq!(shared[0].text_tokens, real_context + shared[0].answer_tokens);
-    let err = score_shared(&model, &injection, &[], &candidates).unwrap_err().to_string();
+    let err = score_shared(&model, &injection, &[], &candidates, true).unwrap_err().to_string();
     assert_eq!(err, "scoring needs a non-empty context");
 }

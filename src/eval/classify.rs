@@ -113,10 +113,12 @@ impl Classifier<'_> {
             let end = field.expect("checked").end;
             context.drain(end - excess..end);
         }
+        // Only the mean loss looks past the answer.
+        let whole_text = self.mode == ScoreMode::MeanLoss;
         if self.shared {
-            score_shared(self.model, self.injections, &context, &candidates)
+            score_shared(self.model, self.injections, &context, &candidates, whole_text)
         } else {
-            score_naive(self.model, self.injections, &context, &candidates)
+            score_naive(self.model, self.injections, &context, &candidates, whole_text)
         }
     }
 

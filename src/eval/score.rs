@@ -62,12 +62,14 @@ fn accumulate(scored: &mut Scored, logprobs: &[Option<f64>], answer: std::ops::R
     }
 }
 
-/// The reference: one forward over context + answer + suffix per candidate.
+/// The reference: one forward over context + answer + suffix per candidate. With `whole_text` false only the
+/// answer is scored (`text_*` stay 0): the other positions are never projected to the vocabulary.
 pub fn score_naive(
     model: &Gpt2,
     injections: &[Injection],
     context: &[i64],
     candidates: &[Candidate],
+    whole_text: bool,
 ) -> Result<Vec<Scored>> {
     ensure!(!context.is_empty(), "scoring needs a non-empty context");
     let _guard = tch::no_grad_guard();
@@ -79,10 +81,17 @@ pub fn score_naive(
             let hidden = model.forward(Input::Embeds(&inject(model, &input, injections)?), None, None)?.squeeze_dim(0);
             let t = ids.len() as i64;
             // Position p predicts token p + 1.
-            let logprobs = target_logprobs(model, &hidden.narrow(0, 0, t - 1), &ids[1..])?;
-            let mut scored = Scored::default();
             let start = context.len() - 1;
-            accumulate(&mut scored, &logprobs, start..start + c.answer.len());
+            let mut scored = Scored::default();
+            if whole_text {
+                let logprobs = target_logprobs(model, &hidden.narrow(0, 0, t - 1), &ids[1..])?;
+                accumulate(&mut scored, &logprobs, start..start + c.answer.len());
+            } else {
+                let n = c.answer.len();
+                let logprobs = target_logprobs(model, &hidden.narrow(0, start as i64, n as i64), &c.answer)?;
+                scored.answer_logprob = logprobs.iter().flatten().sum();
+                scored.answer_tokens = logprobs.iter().flatten().count();
+            }
             Ok(scored)
         })
         .collect()
@@ -102,13 +111,15 @@ fn slice_injections<'a>(injections: &[Injection<'a>], ids: &[i64], taken: &mut [
         .collect()
 }
 
-/// The context once through the KV cache, then every candidate in one batch from it. Same numbers as
-/// [`score_naive`] up to float rounding.
+/// The context once through the KV cache, then every candidate in one batch from it (no second forward at all
+/// when every answer is one token and only answers are scored). Same numbers as [`score_naive`] up to float
+/// rounding.
 pub fn score_shared(
     model: &Gpt2,
     injections: &[Injection],
     context: &[i64],
     candidates: &[Candidate],
+    whole_text: bool,
 ) -> Result<Vec<Scored>> {
     ensure!(!context.is_empty(), "scoring needs a non-empty context");
     if candidates.is_empty() {
@@ -124,28 +135,28 @@ pub fn score_shared(
     let hidden = model.forward(Input::Embeds(&embeds), None, Some(&mut cache))?.squeeze_dim(0);
     let c = context.len() as i64;
     let mut base = Scored::default();
-    accumulate(&mut base, &target_logprobs(model, &hidden.narrow(0, 0, c - 1), &context[1..])?, 0..0);
+    if whole_text {
+        accumulate(&mut base, &target_logprobs(model, &hidden.narrow(0, 0, c - 1), &context[1..])?, 0..0);
+    }
     let last = hidden.get(c - 1);
 
-    // Candidates, right-padded into one batch that continues from the context's cache.
-    let rows: Vec<Vec<i64>> = candidates.iter().map(|cand| [&cand.answer[..], &cand.suffix].concat()).collect();
-    let k = rows.len() as i64;
+    // Candidates, right-padded into one batch that continues from the context's cache; only the tokens that are
+    // scored are fed (an answer alone when the suffix is not scored and holds no prompt rows to place).
+    let rows: Vec<Vec<i64>> = candidates
+        .iter()
+        .map(|cand| if whole_text { [&cand.answer[..], &cand.suffix].concat() } else { cand.answer.clone() })
+        .collect();
     let width = rows.iter().map(Vec::len).max().unwrap_or(0) as i64;
     ensure!(width > 0, "every candidate is empty");
-    let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
-    let (ids_t, row_mask) = pad(&slices, 0, Side::Right);
-    let ids_t = ids_t.to_device(device);
-    // The mask covers the cached context too: all real.
-    let mask_t = Tensor::cat(&[Tensor::ones([k, c], (Kind::Int64, row_mask.device())), row_mask], 1).to_device(device);
-    // Every candidate row holds the same prompt tokens after the answer (they come from the same format).
-    let rest = slice_injections(injections, &rows[0], &mut taken.clone());
-    let mut batch_cache = cache.expand_batch(k);
-    let embeds = inject(model, &ids_t, &rest)?;
-    let hidden = model.forward(Input::Embeds(&embeds), Some(&mask_t), Some(&mut batch_cache))?;
     let d = model.config().n_embd;
     // Token j of a candidate is predicted by the context's last state (j = 0) or by its own state j − 1: row 0
     // of `states` is the context's last state, then the batch's states row by row.
-    let states = Tensor::cat(&[last.unsqueeze(0), hidden.reshape([-1, d])], 0);
+    let states = if width == 1 {
+        last.unsqueeze(0)
+    } else {
+        let hidden = continue_batch(model, injections, &taken, &cache, &rows, c)?;
+        Tensor::cat(&[last.unsqueeze(0), hidden.reshape([-1, d])], 0)
+    };
     let mut picks = Vec::new();
     let mut targets = Vec::new();
     for (r, row) in rows.iter().enumerate() {
@@ -162,9 +173,39 @@ pub fn score_shared(
         .zip(candidates)
         .map(|(row, cand)| {
             let mut scored = base;
-            accumulate(&mut scored, &logprobs[offset..offset + row.len()], 0..cand.answer.len());
+            let logprobs = &logprobs[offset..offset + row.len()];
+            if whole_text {
+                accumulate(&mut scored, logprobs, 0..cand.answer.len());
+            } else {
+                scored.answer_logprob = logprobs.iter().flatten().sum();
+                scored.answer_tokens = logprobs.iter().flatten().count();
+            }
             offset += row.len();
             scored
         })
         .collect())
+}
+
+/// Hidden states `[k, width, d]` of the candidate `rows`, right-padded into one batch continuing from the
+/// context's `cache` (`c` tokens, which used the first `taken` rows of each prompt).
+fn continue_batch(
+    model: &Gpt2,
+    injections: &[Injection],
+    taken: &[i64],
+    cache: &crate::model::KvCache,
+    rows: &[Vec<i64>],
+    c: i64,
+) -> Result<Tensor> {
+    let device = model.device();
+    let k = rows.len() as i64;
+    let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
+    let (ids_t, row_mask) = pad(&slices, 0, Side::Right);
+    let ids_t = ids_t.to_device(device);
+    // The mask covers the cached context too: all real.
+    let mask_t = Tensor::cat(&[Tensor::ones([k, c], (Kind::Int64, row_mask.device())), row_mask], 1).to_device(device);
+    // Every candidate row holds the same prompt tokens after the answer (they come from the same format).
+    let rest = slice_injections(injections, &rows[0], &mut taken.to_vec());
+    let mut batch_cache = cache.expand_batch(k);
+    let embeds = inject(model, &ids_t, &rest)?;
+    model.forward(Input::Embeds(&embeds), Some(&mask_t), Some(&mut batch_cache))
 }
