@@ -51,8 +51,8 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
                 shared,
                 truncation_field: None,
             };
-            let naive = classifier(false).predict(&items, Some(&content_free)).unwrap();
-            let shared = classifier(true).predict(&items, Some(&content_free)).unwrap();
+            let naive = classifier(false).predict(&items, Some(&content_free), 1).unwrap();
+            let shared = classifier(true).predict(&items, Some(&content_free), 5).unwrap();
             assert_eq!(naive, shared, "{} {mode:?}", format.template());
             let accuracy = metrics::accuracy(&shared, &golds);
             assert!((0.0..=1.0).contains(&accuracy));
@@ -71,8 +71,8 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         shared: true,
         truncation_field: None,
     };
-    let err = format!("{:#}", classifier.predict(&[broken], None).unwrap_err());
+    let err = format!("{:#}", classifier.predict(&[broken], None, 4).unwrap_err());
     assert!(err.starts_with("val.jsonl:7: row {\"premise\":"), "{err}");
     let calibrated = Classifier { mode: ScoreMode::Calibrated, ..classifier };
-    assert!(calibrated.predict(&items[..1], None).unwrap_err().to_string().contains("content-free"));
+    assert!(calibrated.predict(&items[..1], None, 4).unwrap_err().to_string().contains("content-free"));
 }

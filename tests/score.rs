@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ruprompts::eval::{score_naive, score_shared, Candidate, Scored};
+use ruprompts::eval::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 use ruprompts::format::PromptFormat;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
@@ -70,6 +70,20 @@ fn shared_context_equals_naive_with_prompt_tokens_after_the_answer() {
     // Prompt tokens are never scored; the context starts with one, so every real token of it is predicted.
     let real_context = context.iter().filter(|&&t| t != id).count();
     assert_eq!(shared[0].text_tokens, real_context + shared[0].answer_tokens);
+    // Several contexts of different lengths in one left-padded batch: each scores as it does alone.
+    let contexts: Vec<Vec<i64>> =
+        ["Москва — столица России?", "Снег белый?", "Можно ли пересечь Атлантику на лодке за неделю?"]
+            .iter()
+            .map(|q| tok.encode_ids(&format!("{p}{p}{p}{q}{p}{p}")).unwrap())
+            .collect();
+    for whole_text in [true, false] {
+        let requests: Vec<(&[i64], &[Candidate])> =
+            contexts.iter().map(|c| (c.as_slice(), &candidates[..1 + c.len() % 3])).collect();
+        let many = score_shared_many(&model, &injection, &requests, whole_text).unwrap();
+        for ((context, cands), scored) in requests.iter().zip(&many) {
+            same(&score_naive(&model, &injection, context, cands, whole_text).unwrap(), scored);
+        }
+    }
     let err = score_shared(&model, &injection, &[], &candidates, true).unwrap_err().to_string();
     assert_eq!(err, "scoring needs a non-empty context");
 }

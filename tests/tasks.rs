@@ -252,6 +252,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         prompt: None,
         mode: ScoreMode::Sum,
         naive: false,
+        batch_size: 4,
         limit: Some(6),
         out: dir.path().join(out),
         submission: Some(dir.path().join("submission")),
@@ -275,7 +276,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     assert_eq!(evaluate(&terra).unwrap(), first);
     assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 6);
     // Naive scoring (its own cache folder) gives the same report.
-    let naive = EvalRequest { naive: true, out: dir.path().join("terra-naive"), ..terra.clone() };
+    let naive = EvalRequest { naive: true, batch_size: 1, out: dir.path().join("terra-naive"), ..terra.clone() };
     assert_eq!(evaluate(&naive).unwrap().tasks, first.tasks);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("terra").join(REPORT_JSON)).unwrap()).unwrap();

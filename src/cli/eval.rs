@@ -55,8 +55,8 @@ pub struct EvalArgs {
     /// Text-to-text configs: the most tokens generated per row.
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
-    /// Text-to-text configs: rows generated together.
-    #[arg(long, default_value_t = 16)]
+    /// Items scored (or, for text2text, rows generated) together, in order of length.
+    #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Also write the predictions in the official submission layout (<Task>.jsonl) into this folder.
     #[arg(long, value_name = "DIR")]
@@ -131,6 +131,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 prompt: Some(prompt),
                 mode: args.mode,
                 naive: args.naive,
+                batch_size: args.batch_size,
                 limit: args.limit,
                 submission: args.submission.clone(),
                 progress: true,
@@ -156,6 +157,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 prompt: args.prompt.clone(),
                 mode: args.mode,
                 naive: args.naive,
+                batch_size: args.batch_size,
                 limit: args.limit,
                 out: args.out.clone().unwrap_or_else(|| PathBuf::from(format!("eval-{}", task.name()))),
                 submission: args.submission.clone(),

@@ -7,7 +7,7 @@ use std::ops::Range;
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
-use super::{best, candidate_score, score_naive, score_shared, Candidate, ScoreMode};
+use super::{best, candidate_score, score_naive, score_shared_many, Candidate, ScoreMode, Scored};
 use crate::data::Origin;
 use crate::format::{PromptFormat, Row};
 use crate::model::Gpt2;
@@ -82,9 +82,14 @@ pub struct Classifier<'a> {
     pub truncation_field: Option<&'a str>,
 }
 
+/// Cached context positions that one scoring batch may copy across its candidate rows (rows × context length):
+/// bounds the memory of batching many items with many candidates (RuCoS). A single item always runs.
+const BATCH_POSITIONS: usize = 8192;
+
 impl Classifier<'_> {
-    /// Scores of every candidate of `item` (answer and whole-text log-prob sums).
-    fn scored(&self, item: &Item) -> Result<Vec<super::Scored>> {
+    /// The context (truncated to fit) and the candidates of `item`, as token ids.
+    fn prepare(&self, item: &Item) -> Result<(Vec<i64>, Vec<Candidate>)> {
+        ensure!(!item.candidates.is_empty(), "no candidate answers");
         let mut context: Option<Context> = None;
         let mut candidates = Vec::new();
         for c in &item.candidates {
@@ -113,37 +118,78 @@ impl Classifier<'_> {
             let end = field.expect("checked").end;
             context.drain(end - excess..end);
         }
+        Ok((context, candidates))
+    }
+
+    /// Scores (answer and whole-text log-prob sums) of every candidate of every request; shared-context scoring
+    /// runs them in batches of similar size.
+    fn score(&self, requests: &[(Vec<i64>, Vec<Candidate>)]) -> Result<Vec<Vec<Scored>>> {
         // Only the mean loss looks past the answer.
         let whole_text = self.mode == ScoreMode::MeanLoss;
-        if self.shared {
-            score_shared(self.model, self.injections, &context, &candidates, whole_text)
-        } else {
-            score_naive(self.model, self.injections, &context, &candidates, whole_text)
+        if !self.shared {
+            return requests
+                .iter()
+                .map(|(c, cands)| score_naive(self.model, self.injections, c, cands, whole_text))
+                .collect();
         }
+        let mut out = Vec::with_capacity(requests.len());
+        let mut batch: Vec<(&[i64], &[Candidate])> = Vec::new();
+        let (mut rows, mut longest) = (0, 0);
+        for (context, candidates) in requests {
+            let (r, l) = (rows + candidates.len(), longest.max(context.len()));
+            if !batch.is_empty() && r * l > BATCH_POSITIONS {
+                out.extend(score_shared_many(self.model, self.injections, &batch, whole_text)?);
+                batch.clear();
+                (rows, longest) = (0, 0);
+            }
+            batch.push((context, candidates));
+            rows += candidates.len();
+            longest = longest.max(context.len());
+        }
+        out.extend(score_shared_many(self.model, self.injections, &batch, whole_text)?);
+        Ok(out)
     }
 
-    /// The score of every candidate of `item` under the mode (higher is better). `content_free` (for
-    /// [`ScoreMode::Calibrated`]) is a row whose fields carry no content, e.g. "N/A" in each.
-    pub fn candidate_scores(&self, item: &Item, content_free: Option<&Row>) -> Result<Vec<f64>> {
-        ensure!(!item.candidates.is_empty(), "{}: no candidate answers", item.origin);
-        let scored = self.scored(item).map_err(|e| e.context(item.origin.to_string()))?;
-        let free = match (self.mode, content_free) {
-            (ScoreMode::Calibrated, Some(row)) => Some(self.scored(&Item { row: row.clone(), ..item.clone() })?),
+    /// The score of every candidate of each item under the mode (higher is better), the items scored together.
+    /// `content_free` (for [`ScoreMode::Calibrated`]) is a row whose fields carry no content, e.g. "N/A" in each.
+    pub fn candidate_scores(&self, items: &[&Item], content_free: Option<&Row>) -> Result<Vec<Vec<f64>>> {
+        let calibrate = match (self.mode, content_free) {
+            (ScoreMode::Calibrated, Some(row)) => Some(row),
             _ => None,
         };
-        scored
+        let mut requests = Vec::new();
+        for item in items {
+            requests.push(self.prepare(item).map_err(|e| e.context(item.origin.to_string()))?);
+            if let Some(row) = calibrate {
+                let free = Item { row: row.clone(), ..(*item).clone() };
+                requests.push(self.prepare(&free).map_err(|e| e.context(format!("{} (content-free)", item.origin)))?);
+            }
+        }
+        let scored = self.score(&requests)?;
+        let per_item = if calibrate.is_some() { 2 } else { 1 };
+        items
             .iter()
-            .zip(&item.candidates)
-            .enumerate()
-            .map(|(i, (s, text))| candidate_score(self.mode, s, text, free.as_ref().map(|f| &f[i])))
+            .zip(scored.chunks(per_item))
+            .map(|(item, s)| {
+                let free = s.get(1);
+                s[0].iter()
+                    .zip(&item.candidates)
+                    .enumerate()
+                    .map(|(i, (s, text))| candidate_score(self.mode, s, text, free.map(|f| &f[i])))
+                    .collect()
+            })
             .collect()
     }
 
-    /// Predicted candidate index of every item (see [`Self::candidate_scores`]).
-    pub fn predict(&self, items: &[Item], content_free: Option<&Row>) -> Result<Vec<usize>> {
-        items
-            .iter()
-            .map(|item| Ok(best(&self.candidate_scores(item, content_free)?).expect("candidates are not empty")))
-            .collect()
+    /// Predicted candidate index of every item (see [`Self::candidate_scores`]), scored in chunks of `batch`.
+    pub fn predict(&self, items: &[Item], content_free: Option<&Row>, batch: usize) -> Result<Vec<usize>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(batch.max(1)) {
+            let refs: Vec<&Item> = chunk.iter().collect();
+            for scores in self.candidate_scores(&refs, content_free)? {
+                out.push(best(&scores).expect("candidates are not empty"));
+            }
+        }
+        Ok(out)
     }
 }

@@ -34,6 +34,8 @@ pub struct EvalRequest {
     pub mode: ScoreMode,
     /// Score each candidate on its own instead of from the shared context's KV cache (same results, slower).
     pub naive: bool,
+    /// Items scored together (in order of length).
+    pub batch_size: usize,
     /// Only the first N items.
     pub limit: Option<usize>,
     /// Folder for report.{json,md,svg} and the request cache.
@@ -113,7 +115,7 @@ pub fn evaluate(request: &EvalRequest) -> Result<Report> {
         let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", request.task.name()));
         std::fs::create_dir_all(cache.parent().expect("has a parent"))?;
         let free = content_free(format);
-        predict_cached(&classifier, &items, Some(&free), Some((&cache, &fingerprint)), &progress)
+        predict_cached(&classifier, &items, Some(&free), Some((&cache, &fingerprint)), request.batch_size, &progress)
     };
     let zero_preds = score("zero-shot", &zero_shot, None)?;
     let tuned_preds = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;

@@ -21,5 +21,5 @@ pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
 pub use report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
 pub use run::predict_cached;
-pub use score::{score_naive, score_shared, Candidate, Scored};
+pub use score::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 pub use tasks::{label_key, Metric, TaskItem};

@@ -121,91 +121,128 @@ pub fn score_shared(
     candidates: &[Candidate],
     whole_text: bool,
 ) -> Result<Vec<Scored>> {
-    ensure!(!context.is_empty(), "scoring needs a non-empty context");
-    if candidates.is_empty() {
+    let mut scored = score_shared_many(model, injections, &[(context, candidates)], whole_text)?;
+    Ok(scored.pop().expect("one request"))
+}
+
+/// [`score_shared`] for several (context, candidates) requests at once: the contexts go through the model as one
+/// left-padded batch (so they all end at the same position), then every candidate of every request as a second
+/// batch continuing from its own context's cache row. Requests of similar context length waste the least on
+/// padding; every context must hold the same number of each prompt's tokens (the same format).
+pub fn score_shared_many(
+    model: &Gpt2,
+    injections: &[Injection],
+    requests: &[(&[i64], &[Candidate])],
+    whole_text: bool,
+) -> Result<Vec<Vec<Scored>>> {
+    ensure!(requests.iter().all(|(c, _)| !c.is_empty()), "scoring needs a non-empty context");
+    if requests.is_empty() {
         return Ok(Vec::new());
     }
     let _guard = tch::no_grad_guard();
     let device = model.device();
+    let d = model.config().n_embd;
+    let contexts: Vec<&[i64]> = requests.iter().map(|(c, _)| *c).collect();
     let mut taken = vec![0i64; injections.len()];
-    let context_injections = slice_injections(injections, context, &mut taken);
-    let input = Tensor::from_slice(context).unsqueeze(0).to_device(device);
+    let context_injections = slice_injections(injections, contexts[0], &mut taken);
+    let (ids, context_mask) = pad(&contexts, 0, Side::Left);
+    let (b, l) = (contexts.len() as i64, ids.size()[1]);
     let mut cache = model.new_cache();
-    let embeds = inject(model, &input, &context_injections)?;
-    let hidden = model.forward(Input::Embeds(&embeds), None, Some(&mut cache))?.squeeze_dim(0);
-    let c = context.len() as i64;
-    let mut base = Scored::default();
+    let embeds = inject(model, &ids.to_device(device), &context_injections)?;
+    let mask = context_mask.to_device(device);
+    let hidden = model.forward(Input::Embeds(&embeds), Some(&mask), Some(&mut cache))?.reshape([-1, d]);
+    // Row i's context starts after its padding; its token j sits at i·L + pad + j.
+    let start = |i: usize| i as i64 * l + l - contexts[i].len() as i64;
+    let mut bases = vec![Scored::default(); contexts.len()];
     if whole_text {
-        accumulate(&mut base, &target_logprobs(model, &hidden.narrow(0, 0, c - 1), &context[1..])?, 0..0);
+        let (mut picks, mut targets) = (Vec::new(), Vec::new());
+        for (i, c) in contexts.iter().enumerate() {
+            picks.extend((0..c.len() as i64 - 1).map(|j| start(i) + j));
+            targets.extend_from_slice(&c[1..]);
+        }
+        let logprobs = target_logprobs(model, &select(&hidden, &picks, device), &targets)?;
+        let mut offset = 0;
+        for (base, c) in bases.iter_mut().zip(&contexts) {
+            accumulate(base, &logprobs[offset..offset + c.len() - 1], 0..0);
+            offset += c.len() - 1;
+        }
     }
-    let last = hidden.get(c - 1);
+    let last: Vec<i64> = (0..b).map(|i| i * l + l - 1).collect();
+    let last = select(&hidden, &last, device);
 
-    // Candidates, right-padded into one batch that continues from the context's cache; only the tokens that are
-    // scored are fed (an answer alone when the suffix is not scored and holds no prompt rows to place).
-    let rows: Vec<Vec<i64>> = candidates
-        .iter()
-        .map(|cand| if whole_text { [&cand.answer[..], &cand.suffix].concat() } else { cand.answer.clone() })
-        .collect();
+    // Candidate rows with the request each belongs to; only the tokens that are scored are fed (an answer alone
+    // when the suffix is not scored: later tokens cannot change an answer's log-probs).
+    let mut rows: Vec<Vec<i64>> = Vec::new();
+    let mut owners: Vec<i64> = Vec::new();
+    for (i, (_, candidates)) in requests.iter().enumerate() {
+        for cand in *candidates {
+            rows.push(if whole_text { [&cand.answer[..], &cand.suffix].concat() } else { cand.answer.clone() });
+            owners.push(i as i64);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(vec![Vec::new(); requests.len()]);
+    }
     let width = rows.iter().map(Vec::len).max().unwrap_or(0) as i64;
     ensure!(width > 0, "every candidate is empty");
-    let d = model.config().n_embd;
-    // Token j of a candidate is predicted by the context's last state (j = 0) or by its own state j − 1: row 0
-    // of `states` is the context's last state, then the batch's states row by row.
+    // Token j of a candidate is predicted by its context's last state (j = 0) or by its own state j − 1: the
+    // first B rows of `states` are the contexts' last states, then the candidate batch's states row by row.
     let states = if width == 1 {
-        last.unsqueeze(0)
+        last
     } else {
-        let hidden = continue_batch(model, injections, &taken, &cache, &rows, c)?;
-        Tensor::cat(&[last.unsqueeze(0), hidden.reshape([-1, d])], 0)
+        let cache = cache.select_rows(&owners);
+        let mask = mask.index_select(0, &Tensor::from_slice(&owners).to_device(device));
+        let hidden = continue_batch(model, injections, &taken, cache, &mask, &rows)?;
+        Tensor::cat(&[last, hidden.reshape([-1, d])], 0)
     };
-    let mut picks = Vec::new();
-    let mut targets = Vec::new();
+    let (mut picks, mut targets) = (Vec::new(), Vec::new());
     for (r, row) in rows.iter().enumerate() {
         for (j, &t) in row.iter().enumerate() {
-            picks.push(if j == 0 { 0 } else { 1 + r as i64 * width + j as i64 - 1 });
+            picks.push(if j == 0 { owners[r] } else { b + r as i64 * width + j as i64 - 1 });
             targets.push(t);
         }
     }
-    let picked = states.index_select(0, &Tensor::from_slice(&picks).to_device(device));
-    let logprobs = target_logprobs(model, &picked, &targets)?;
+    let logprobs = target_logprobs(model, &select(&states, &picks, device), &targets)?;
+    let mut out: Vec<Vec<Scored>> = vec![Vec::new(); requests.len()];
     let mut offset = 0;
-    Ok(rows
-        .iter()
-        .zip(candidates)
-        .map(|(row, cand)| {
-            let mut scored = base;
-            let logprobs = &logprobs[offset..offset + row.len()];
-            if whole_text {
-                accumulate(&mut scored, logprobs, 0..cand.answer.len());
-            } else {
-                scored.answer_logprob = logprobs.iter().flatten().sum();
-                scored.answer_tokens = logprobs.iter().flatten().count();
-            }
-            offset += row.len();
-            scored
-        })
-        .collect())
+    let candidates = requests.iter().flat_map(|(_, c)| c.iter());
+    for ((row, cand), &owner) in rows.iter().zip(candidates).zip(&owners) {
+        let mut scored = bases[owner as usize];
+        let logprobs = &logprobs[offset..offset + row.len()];
+        if whole_text {
+            accumulate(&mut scored, logprobs, 0..cand.answer.len());
+        } else {
+            scored.answer_logprob = logprobs.iter().flatten().sum();
+            scored.answer_tokens = logprobs.iter().flatten().count();
+        }
+        offset += row.len();
+        out[owner as usize].push(scored);
+    }
+    Ok(out)
 }
 
-/// Hidden states `[k, width, d]` of the candidate `rows`, right-padded into one batch continuing from the
-/// context's `cache` (`c` tokens, which used the first `taken` rows of each prompt).
+/// Rows `index` of `t: [N, d]`.
+fn select(t: &Tensor, index: &[i64], device: tch::Device) -> Tensor {
+    t.index_select(0, &Tensor::from_slice(index).to_device(device))
+}
+
+/// Hidden states `[R, width, d]` of the candidate `rows`, right-padded into one batch that continues from
+/// `cache` (one context row per candidate row, `context_mask` likewise; the contexts used the first `taken`
+/// rows of each prompt).
 fn continue_batch(
     model: &Gpt2,
     injections: &[Injection],
     taken: &[i64],
-    cache: &crate::model::KvCache,
+    mut cache: crate::model::KvCache,
+    context_mask: &Tensor,
     rows: &[Vec<i64>],
-    c: i64,
 ) -> Result<Tensor> {
     let device = model.device();
-    let k = rows.len() as i64;
     let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
-    let (ids_t, row_mask) = pad(&slices, 0, Side::Right);
-    let ids_t = ids_t.to_device(device);
-    // The mask covers the cached context too: all real.
-    let mask_t = Tensor::cat(&[Tensor::ones([k, c], (Kind::Int64, row_mask.device())), row_mask], 1).to_device(device);
+    let (ids, row_mask) = pad(&slices, 0, Side::Right);
+    let mask = Tensor::cat(&[context_mask.shallow_clone(), row_mask.to_device(device)], 1);
     // Every candidate row holds the same prompt tokens after the answer (they come from the same format).
     let rest = slice_injections(injections, &rows[0], &mut taken.to_vec());
-    let mut batch_cache = cache.expand_batch(k);
-    let embeds = inject(model, &ids_t, &rest)?;
-    model.forward(Input::Embeds(&embeds), Some(&mask_t), Some(&mut batch_cache))
+    let embeds = inject(model, &ids.to_device(device), &rest)?;
+    model.forward(Input::Embeds(&embeds), Some(&mask), Some(&mut cache))
 }

@@ -50,16 +50,23 @@ impl KvCache {
         self.first_keys().map_or(0, |k| k.size()[0])
     }
 
-    /// The cache of a batch-1 run broadcast to `k` rows, so `k` continuations can share one context's forward.
-    pub fn expand_batch(&self, k: i64) -> KvCache {
+    /// The cache with batch rows `rows` (an index may repeat): continuations of several contexts, or several
+    /// continuations of one, share the contexts' forward.
+    pub fn select_rows(&self, rows: &[i64]) -> KvCache {
+        // One row broadcast needs no copy.
+        let broadcast = self.batch_size() == 1 && rows.iter().all(|&r| r == 0);
+        let k = rows.len() as i64;
         let layers = self
             .layers
             .iter()
             .map(|l| LayerKv {
-                kv: l
-                    .kv
-                    .as_ref()
-                    .map(|(key, value)| (key.expand([k, -1, -1, -1], false), value.expand([k, -1, -1, -1], false))),
+                kv: l.kv.as_ref().map(|(key, value)| {
+                    if broadcast {
+                        return (key.expand([k, -1, -1, -1], false), value.expand([k, -1, -1, -1], false));
+                    }
+                    let index = Tensor::from_slice(rows).to_device(key.device());
+                    (key.index_select(0, &index), value.index_select(0, &index))
+                }),
             })
             .collect();
         KvCache { layers }
