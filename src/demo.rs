@@ -83,19 +83,9 @@ fn init_for(name: &str, n_layer: i64) -> nn::Init {
     }
 }
 
-/// Pretrains a fresh GPT-2 of `config` on `tokens` (one stream) and returns its weights by HF name.
-pub fn pretrain(
-    config: &Gpt2Config,
-    tokens: &[i64],
-    spec: &TinyModelSpec,
-    device: Device,
-    progress: &ProgressBar,
-) -> Result<(Vec<(String, Tensor)>, PretrainReport)> {
-    crate::rng::seeded(spec.seed, || pretrain_seeded(config, tokens, spec, device, progress))
-}
-
-/// [`pretrain`]'s body, run with libtorch's generator seeded by `spec.seed`.
-fn pretrain_seeded(
+/// Pretrains a fresh GPT-2 of `config` on `tokens` (one stream) and returns its weights by HF name. The caller
+/// seeds libtorch's generator (`rng::seeded`), so the weights depend on the seed alone.
+fn pretrain(
     config: &Gpt2Config,
     tokens: &[i64],
     spec: &TinyModelSpec,
@@ -183,7 +173,7 @@ pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec, device: Device) -> Res
         ProgressStyle::with_template("pretraining the demo model {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
             .expect("static template"),
     );
-    let (weights, report) = pretrain(&config, &tokens, spec, device, &progress)?;
+    let (weights, report) = crate::rng::seeded(spec.seed, || pretrain(&config, &tokens, spec, device, &progress))?;
     progress.finish_and_clear();
 
     let parent = dir.parent().unwrap_or(Path::new("."));
