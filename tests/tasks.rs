@@ -202,6 +202,11 @@ fn metrics_and_submissions_follow_the_official_rules() {
     let m = RsgTask::Lidirus.metrics(&lidirus, &[0, 0, 1, 1]).unwrap();
     assert_eq!((m[0].name.as_str(), m[0].value), ("mcc", 0.0));
     assert_eq!(RsgTask::Lidirus.metrics(&lidirus, &[1, 0, 1, 0]).unwrap()[0].value, -1.0);
+    // A TERRa format fills LiDiRus items (sentence1/sentence2 also go by premise/hypothesis).
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let terra = PromptFormat::compile(&TaskFormats::bundled(RsgTask::Terra).tunable, &tok).unwrap();
+    let text = terra.format(&lidirus[0].item.row).unwrap().text;
+    assert!(text.contains("Кошка спит на диване.") && text.contains("Вопрос: Кошка спит.? Ответ:"), "{text}");
     let lines = RsgTask::Lidirus.submission(&lidirus, &[0, 0, 1, 1]).unwrap();
     assert_eq!(lines[1], json!({"idx": 1, "label": "entailment"}));
     assert_eq!(lines[3], json!({"idx": 3, "label": "not_entailment"}));

@@ -125,8 +125,15 @@ impl RsgTask {
         for Record { row, origin } in records {
             let origin = origin.clone();
             match self {
-                Self::Danetqa | Self::Terra | Self::Rcb | Self::Russe | Self::Lidirus => {
+                Self::Danetqa | Self::Terra | Self::Rcb | Self::Russe => {
                     items.push(labelled(scalars(row), row.get("label"), vec![id(row, &origin)?], &origin)?)
+                }
+                Self::Lidirus => {
+                    // LiDiRus is scored with a TERRa prompt on the leaderboard: its sentences also go by TERRa's names.
+                    let mut fields = scalars(row);
+                    fields.insert("premise".into(), Value::String(text(row, "sentence1", &origin)?));
+                    fields.insert("hypothesis".into(), Value::String(text(row, "sentence2", &origin)?));
+                    items.push(labelled(fields, row.get("label"), vec![id(row, &origin)?], &origin)?)
                 }
                 Self::Rwsd => {
                     let mut fields = scalars(row);
