@@ -10,6 +10,7 @@
 //! - [`train`] — the training loop: AdamW on the prompt only, schedules, checkpoints, resume, metrics.
 //! - [`eval`] — perplexity-based classification (naive and shared-context scoring) and task metrics.
 //! - [`config`] — the YAML run configuration.
+//! - [`hub`] — prompts pulled from the Hugging Face Hub into Python's cache layout.
 //! - [`rng`] — seeded draws from libtorch's one generator, safe across threads.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 
@@ -22,6 +23,7 @@ pub mod eval;
 pub mod format;
 pub mod fs;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod prompt;
 pub mod provider;

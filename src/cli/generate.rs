@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::{load, Placement};
-use crate::config::{local_dir, ModelConfig};
+use crate::config::ModelConfig;
 use crate::data::read_rows;
 use crate::format::Row;
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
@@ -16,7 +16,8 @@ use crate::prompt::{MultiPrompt, Prompt};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A saved prompt folder (ours or Python ruPrompts'); repeat as KEY=DIR to serve several prompts by key.
+    /// A saved prompt folder (ours or Python ruPrompts') or a Hub id (owner/name[@revision]); repeat as KEY=DIR to
+    /// serve several prompts by key.
     #[arg(long, required = true, value_name = "DIR|KEY=DIR")]
     pub prompt: Vec<String>,
     /// Model directory; default: the model named in prompt.json (`demo` is the bundled tiny model).
@@ -115,24 +116,22 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             Some((k, d)) => (Some(k.to_string()), PathBuf::from(d)),
             None => (None, PathBuf::from(spec)),
         };
-        let dir = local_dir(&dir, "--prompt")?;
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
     }
+    let model_of = |path: PathBuf| ModelConfig {
+        path,
+        revision: None,
+        dtype: args.placement.dtype,
+        device: args.placement.device,
+    };
     let model_dir = match &args.model {
-        Some(dir) => dir.clone(),
+        Some(dir) => model_of(dir.clone()).dir()?,
         None => {
             let named = loaded[0].1.pretrained_model_name.clone().ok_or_else(|| {
                 anyhow!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
             })?;
-            ModelConfig {
-                path: named.into(),
-                revision: None,
-                dtype: args.placement.dtype,
-                device: args.placement.device,
-            }
-            .dir()
-            .context("the model named in prompt.json (pass --model DIR to use another)")?
+            model_of(named.into()).dir().context("the model named in prompt.json (pass --model DIR to use another)")?
         }
     };
     let (model, mut tokenizer) = load(&model_dir, &args.placement)?;

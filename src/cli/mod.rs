@@ -82,8 +82,9 @@ pub struct Placement {
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Hugging Face model directory: config.json, model.safetensors (or sharded, or pytorch_model.bin),
-    /// tokenizer.json or vocab.json + merges.txt.
+    /// Hugging Face model directory (config.json, model.safetensors or sharded or pytorch_model.bin,
+    /// tokenizer.json or vocab.json + merges.txt), a Hub id (owner/name[@revision], pulled into the Hugging Face
+    /// cache) or `demo`.
     pub model: PathBuf,
     #[command(flatten)]
     pub placement: Placement,
@@ -158,8 +159,15 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Info(args) => {
-            let (model, tokenizer) = load(&args.model, &args.placement)?;
-            print_summary(&args.model, &model, &tokenizer);
+            let dir = crate::config::ModelConfig {
+                path: args.model.clone(),
+                revision: None,
+                dtype: args.placement.dtype,
+                device: args.placement.device,
+            }
+            .dir()?;
+            let (model, tokenizer) = load(&dir, &args.placement)?;
+            print_summary(&dir, &model, &tokenizer);
             Ok(())
         }
         Command::Params(args) => run_params(args),

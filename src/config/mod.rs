@@ -7,7 +7,7 @@ mod locate;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use load::{load as load_yaml, Source};
@@ -120,29 +120,24 @@ impl Default for TrainingConfig {
 }
 
 impl ModelConfig {
-    /// The model directory, building the demo model first when `path` is `demo`.
+    /// The model directory: `demo` built first when missing, a Hub id (`owner/name`, with `revision`) pulled into
+    /// the Hugging Face cache, or a local folder.
     pub fn dir(&self) -> Result<PathBuf> {
         if self.path.as_os_str() == "demo" {
             return crate::demo::ensure_model(self.device.resolve()?);
         }
-        local_dir(&self.path, "model.path")
-    }
-}
-
-/// `path` when it is a local directory; otherwise an error that names `what` and, for something shaped like a
-/// Hub id (`owner/name`), says that Hub downloads are not there yet.
-pub fn local_dir(path: &Path, what: &str) -> Result<PathBuf> {
-    if path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let text = path.to_string_lossy();
-    if text.split('/').count() == 2 && !text.starts_with('.') && !path.is_absolute() {
-        anyhow::bail!(
-            "{what} '{text}' is not a local directory; downloading from the Hugging Face Hub is not implemented yet, \
-             so download it yourself and give its directory"
+        let path = match &self.revision {
+            Some(rev) => PathBuf::from(format!("{}@{rev}", self.path.display())),
+            None => self.path.clone(),
+        };
+        let dir = crate::hub::resolve_model(&path).with_context(|| format!("model.path {}", path.display()))?;
+        anyhow::ensure!(
+            dir.is_dir(),
+            "model '{}' (model.path, --model) is not a directory nor a Hub id such as owner/name",
+            self.path.display()
         );
+        Ok(dir)
     }
-    anyhow::bail!("{what} '{text}' is not a directory")
 }
 
 impl TrainConfig {
