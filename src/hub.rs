@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::{HFClientSync, HFError};
 
 /// `owner/name`, optionally `@revision` (a branch, tag or commit).
@@ -81,6 +81,27 @@ fn explain(e: HFError, repo: &RepoId, file: &str, offline: bool) -> anyhow::Erro
     }
 }
 
+/// Checks a cached file against the name of its blob, which is the server's ETag: the sha256 of the content (LFS
+/// files) or git's blob sha1 (regular files). hf-hub stores whatever body a download got, an error page included;
+/// such a blob and its snapshot link are removed, so the cache never holds a wrong file.
+fn verify(path: &Path) -> Result<()> {
+    use sha1::Digest;
+    let blob = std::fs::canonicalize(path).with_context(|| format!("cannot follow {}", path.display()))?;
+    let etag = blob.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let bytes = std::fs::read(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let sha256 = hex(&sha2::Sha256::digest(&bytes));
+    let mut git = sha1::Sha1::new();
+    git.update(format!("blob {}\0", bytes.len()));
+    git.update(&bytes);
+    if etag == sha256 || etag == hex(&git.finalize()) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(&blob);
+    bail!("the downloaded {} bytes do not match the file's checksum {etag}; removed from the cache", bytes.len())
+}
+
 /// Why `file` could not be had: a download answers 404 for a missing repo, revision and file alike, so the
 /// repo's info at the revision tells them apart.
 fn missing(handle: &hf_hub::HFRepositorySync<hf_hub::RepoTypeModel>, repo: &RepoId, file: &str) -> anyhow::Error {
@@ -113,6 +134,7 @@ pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathB
                 .send();
             match got {
                 Ok(path) => {
+                    verify(&path).with_context(|| format!("{repo}: {file}"))?;
                     let dir = path.parent().context("a cached file has a folder")?.to_path_buf();
                     snapshot.get_or_insert(dir);
                     last = None;
@@ -142,7 +164,8 @@ pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathB
             .local_files_only(offline)
             .send();
         match got {
-            Ok(_) | Err(HFError::EntryNotFound { .. } | HFError::LocalEntryNotFound { .. }) => {}
+            Ok(path) => verify(&path).with_context(|| format!("{repo}: {file}"))?,
+            Err(HFError::EntryNotFound { .. } | HFError::LocalEntryNotFound { .. }) => {}
             Err(e) => return Err(explain(e, repo, file, offline)),
         }
     }

@@ -177,15 +177,22 @@ fn hub_errors_say_what_went_wrong_and_leave_no_half_file() {
     let err = failed("alice/joke", &[("HF_TOKEN", "hf_wrong")]);
     assert!(err.contains("(401)"), "{err}");
 
-    // A server error on the weights (retried, then given up): an error, and nothing half-written in the cache.
-    hub.fail("prompt_provider", Failure::Status(500), 100);
+    // The weights' metadata is served but their download answers 500: an error, and nothing half-written or wrong
+    // in the cache — only prompt.json's blob.
+    hub.fail("GET /alice/joke/resolve/main/prompt_provider", Failure::Status(500), 100);
     let err = failed("alice/joke", &[("HF_TOKEN", "hf_secret")]);
-    assert!(err.contains("alice/joke: downloading prompt_provider.safetensors failed") && err.contains("500"), "{err}");
+    // (hf-hub stores the 500 page as the file; the checksum catches it.)
+    assert!(
+        err.contains(
+            "alice/joke: prompt_provider.safetensors: the downloaded 17 bytes do not match the file's checksum"
+        ) && err.contains("removed from the cache"),
+        "{err}"
+    );
     let blobs = home.path().join("hub/models--alice--joke/blobs");
-    for entry in std::fs::read_dir(&blobs).into_iter().flatten() {
-        let path = entry.unwrap().path();
-        assert!(!path.to_string_lossy().ends_with(".incomplete"), "{} left behind", path.display());
-    }
+    let names: Vec<String> =
+        std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(!names[0].ends_with(".incomplete"), "{names:?}");
     hub.stop_failing();
     // With the token the pull works, over the same cache.
     let (ok, _, stderr) = run(

@@ -119,9 +119,9 @@ impl FakeHub {
         self.state.lock().unwrap().token = Some(token.to_string());
     }
 
-    /// The next `times` requests whose path contains `path_part` fail as `failure` (clients retry).
-    pub fn fail(&self, path_part: &str, failure: Failure, times: usize) {
-        self.state.lock().unwrap().fail = Some((path_part.to_string(), failure, times));
+    /// The next `times` requests whose "METHOD path" contains `part` fail as `failure` (clients retry).
+    pub fn fail(&self, part: &str, failure: Failure, times: usize) {
+        self.state.lock().unwrap().fail = Some((part.to_string(), failure, times));
     }
 
     pub fn stop_failing(&self) {
@@ -149,9 +149,10 @@ fn handle(state: &Mutex<State>, mut request: Request) {
     let method = request.method().clone();
     let path = request.url().split('?').next().unwrap_or("").to_string();
     let mut st = state.lock().unwrap();
-    st.log.push(format!("{method} {path}"));
+    let line = format!("{method} {path}");
+    st.log.push(line.clone());
     let failure = match &mut st.fail {
-        Some((part, f, times)) if path.contains(part.as_str()) => {
+        Some((part, f, times)) if line.contains(part.as_str()) => {
             let f = *f;
             *times -= 1;
             if *times == 0 {
