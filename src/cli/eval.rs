@@ -6,7 +6,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
 use super::Placement;
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::PreprocessConfig;
 use crate::data::RsgTask;
 use crate::eval::{
@@ -66,12 +66,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model_of = |path: PathBuf| ModelConfig {
-        path,
-        revision: None,
-        dtype: args.placement.dtype,
-        device: args.placement.device,
-    };
+    let model_of = |path: PathBuf| args.placement.model(path);
     let request = match &args.config {
         Some(path) => {
             let config = TrainConfig::load(path, &args.overrides)?;

@@ -7,8 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::{load, Placement};
-use crate::config::ModelConfig;
+use super::Placement;
 use crate::data::read_rows;
 use crate::format::Row;
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
@@ -119,22 +118,18 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
     }
-    let model_of = |path: PathBuf| ModelConfig {
-        path,
-        revision: None,
-        dtype: args.placement.dtype,
-        device: args.placement.device,
-    };
-    let model_dir = match &args.model {
-        Some(dir) => model_of(dir.clone()).dir()?,
+    let (_, model, mut tokenizer) = match &args.model {
+        Some(dir) => args.placement.model(dir.clone()).load()?,
         None => {
             let named = loaded[0].1.pretrained_model_name.clone().ok_or_else(|| {
                 anyhow!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
             })?;
-            model_of(named.into()).dir().context("the model named in prompt.json (pass --model DIR to use another)")?
+            args.placement
+                .model(named.into())
+                .load()
+                .context("the model named in prompt.json (pass --model DIR to use another)")?
         }
     };
-    let (model, mut tokenizer) = load(&model_dir, &args.placement)?;
     let prompts = if loaded.len() == 1 && loaded[0].0.is_none() {
         Prompts::single(loaded.pop().expect("one").1, &mut tokenizer)?
     } else {

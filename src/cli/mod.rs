@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::TrainConfig;
+use crate::config::{ModelConfig, TrainConfig};
 use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
@@ -78,6 +78,13 @@ pub struct Placement {
     /// Precision of the frozen weights; log-probabilities are always computed in f32.
     #[arg(long, value_enum, default_value_t = DType::F32)]
     pub dtype: DType,
+}
+
+impl Placement {
+    /// The model at `path` (a folder, a Hub id or `demo`) placed as asked.
+    pub fn model(&self, path: PathBuf) -> ModelConfig {
+        ModelConfig { path, revision: None, dtype: self.dtype, device: self.device }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -159,14 +166,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Info(args) => {
-            let dir = crate::config::ModelConfig {
-                path: args.model.clone(),
-                revision: None,
-                dtype: args.placement.dtype,
-                device: args.placement.device,
-            }
-            .dir()?;
-            let (model, tokenizer) = load(&dir, &args.placement)?;
+            let (dir, model, tokenizer) = args.placement.model(args.model.clone()).load()?;
             print_summary(&dir, &model, &tokenizer);
             Ok(())
         }
@@ -249,14 +249,6 @@ fn run_params(args: ParamsArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(dir: &Path, placement: &Placement) -> Result<(Gpt2, Tokenizer)> {
-    let device = placement.device.resolve()?;
-    let model = Gpt2::from_dir(dir, placement.dtype.kind(), device)
-        .with_context(|| format!("cannot load the model in {}", dir.display()))?;
-    let tokenizer = Tokenizer::from_dir(dir)?;
-    Ok((model, tokenizer))
-}
-
 fn print_summary(dir: &Path, model: &Gpt2, tokenizer: &Tokenizer) {
     let c = model.config();
     let special = tokenizer.special();
@@ -314,7 +306,7 @@ fn run_demo(args: DemoArgs) -> Result<()> {
             report.final_loss
         );
     }
-    let (model, tokenizer) = load(&dir, &args.placement)?;
+    let (dir, model, tokenizer) = args.placement.model(dir).load()?;
     print_summary(&dir, &model, &tokenizer);
     let prompts = if args.prompts.is_empty() {
         vec!["Москва — столица".to_string(), "Солнце — это".to_string(), "В России самая длинная река".to_string()]

@@ -14,7 +14,9 @@ pub use load::{load as load_yaml, Source};
 
 use crate::data::{DatasetConfig, PreprocessConfig};
 use crate::device::{DType, DeviceChoice};
+use crate::model::Gpt2;
 use crate::provider::ProviderConfig;
+use crate::tokenizer::Tokenizer;
 use crate::train::{AdamWConfig, ScheduleConfig};
 
 /// Everything a training run needs.
@@ -137,6 +139,16 @@ impl ModelConfig {
             self.path.display()
         );
         Ok(dir)
+    }
+
+    /// The model directory ([`Self::dir`]) with the frozen model loaded from it (dtype, device as configured) and
+    /// its tokenizer.
+    pub fn load(&self) -> Result<(PathBuf, Gpt2, Tokenizer)> {
+        let dir = self.dir()?;
+        let model = Gpt2::from_dir(&dir, self.dtype.kind(), self.device.resolve()?)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        Ok((dir, model, tokenizer))
     }
 }
 

@@ -16,9 +16,7 @@ use crate::config::ModelConfig;
 use crate::data::{read_rows, RsgTask};
 use crate::format::{PromptFormat, Row};
 use crate::fs::write_atomic;
-use crate::model::Gpt2;
 use crate::prompt::Prompt;
-use crate::tokenizer::Tokenizer;
 
 /// What to evaluate and where to write it.
 #[derive(Debug, Clone)]
@@ -59,10 +57,8 @@ fn digest(parts: &[&str]) -> String {
 
 /// Evaluates `request`, writes the report (and the submission file when asked) and returns the report.
 pub fn evaluate(request: &EvalRequest) -> Result<Report> {
-    let device = request.model.device.resolve()?;
-    let model_dir = request.model.dir()?;
-    let model = Gpt2::from_dir(&model_dir, request.model.dtype.kind(), device)?;
-    let mut tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let (model_dir, model, mut tokenizer) = request.model.load()?;
+    let device = model.device();
     let records = read_rows(&request.data)?;
     let mut items = request.task.items(&records, &request.formats.verbalizers)?;
     items.truncate(request.limit.unwrap_or(usize::MAX));

@@ -15,9 +15,7 @@ use crate::data::read_rows;
 use crate::format::Row;
 use crate::fs::{write_atomic, JsonLines};
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
-use crate::model::Gpt2;
 use crate::prompt::Prompt;
-use crate::tokenizer::Tokenizer;
 
 pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 
@@ -41,10 +39,8 @@ pub struct GenerationRequest {
 
 /// Generates for every row, writes predictions.jsonl and the report, and returns the report.
 pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
-    let device = request.model.device.resolve()?;
-    let model_dir = request.model.dir()?;
-    let model = Gpt2::from_dir(&model_dir, request.model.dtype.kind(), device)?;
-    let mut tokenizer = Tokenizer::from_dir(&model_dir)?;
+    let (model_dir, model, mut tokenizer) = request.model.load()?;
+    let device = model.device();
     let prompt = Prompt::from_pretrained(&request.prompt, device)
         .with_context(|| format!("prompt {}", request.prompt.display()))?;
     let template = prompt.format().template().to_string();

@@ -61,11 +61,11 @@ struct Setup {
 }
 
 fn setup(config: &TrainConfig) -> Result<Setup> {
-    let device = config.model.device.resolve()?;
-    let model_dir = &config.model.dir()?;
-    let model = Gpt2::from_dir(model_dir, config.model.dtype.kind(), device)
-        .with_context(|| format!("model.path: cannot load the model in {}", model_dir.display()))?;
-    let mut tokenizer = Tokenizer::from_dir(config.tokenizer.as_deref().unwrap_or(model_dir))?;
+    let (_, model, model_tokenizer) = config.model.load().context("model.path")?;
+    let mut tokenizer = match &config.tokenizer {
+        Some(dir) => Tokenizer::from_dir(dir)?,
+        None => model_tokenizer,
+    };
     let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
     let mut prompt =
         crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), &model))
