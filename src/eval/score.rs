@@ -40,7 +40,7 @@ fn target_logprobs(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> Result<Vec
         return Ok(vec![None; targets.len()]);
     }
     let device = model.device();
-    let rows = hidden.index_select(0, &Tensor::from_slice(&keep).to_device(device));
+    let rows = select(hidden, &keep, device);
     let wanted: Vec<i64> = keep.iter().map(|&i| targets[i as usize]).collect();
     let logp = model.lm_logits(&rows).log_softmax(-1, Kind::Float);
     let picked = logp.gather(1, &Tensor::from_slice(&wanted).to_device(device).unsqueeze(1), false).squeeze_dim(1);
@@ -48,12 +48,15 @@ fn target_logprobs(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> Result<Vec
     Ok(real.iter().map(|&r| if r { values.next() } else { None }).collect())
 }
 
-/// Adds the log-probs of `tokens`, those in `answer` also to the answer sums.
-fn accumulate(scored: &mut Scored, logprobs: &[Option<f64>], answer: std::ops::Range<usize>) {
+/// Adds the log-probs of `tokens`, those in `answer` to the answer sums, and with `whole_text` all of them to the
+/// text sums.
+fn accumulate(scored: &mut Scored, logprobs: &[Option<f64>], answer: std::ops::Range<usize>, whole_text: bool) {
     for (i, lp) in logprobs.iter().enumerate() {
         if let Some(lp) = lp {
-            scored.text_logprob += lp;
-            scored.text_tokens += 1;
+            if whole_text {
+                scored.text_logprob += lp;
+                scored.text_tokens += 1;
+            }
             if answer.contains(&i) {
                 scored.answer_logprob += lp;
                 scored.answer_tokens += 1;
@@ -85,12 +88,11 @@ pub fn score_naive(
             let mut scored = Scored::default();
             if whole_text {
                 let logprobs = target_logprobs(model, &hidden.narrow(0, 0, t - 1), &ids[1..])?;
-                accumulate(&mut scored, &logprobs, start..start + c.answer.len());
+                accumulate(&mut scored, &logprobs, start..start + c.answer.len(), true);
             } else {
                 let n = c.answer.len();
                 let logprobs = target_logprobs(model, &hidden.narrow(0, start as i64, n as i64), &c.answer)?;
-                scored.answer_logprob = logprobs.iter().flatten().sum();
-                scored.answer_tokens = logprobs.iter().flatten().count();
+                accumulate(&mut scored, &logprobs, 0..n, false);
             }
             Ok(scored)
         })
@@ -163,7 +165,7 @@ pub fn score_shared_many(
         let logprobs = target_logprobs(model, &select(&hidden, &picks, device), &targets)?;
         let mut offset = 0;
         for (base, c) in bases.iter_mut().zip(&contexts) {
-            accumulate(base, &logprobs[offset..offset + c.len() - 1], 0..0);
+            accumulate(base, &logprobs[offset..offset + c.len() - 1], 0..0, true);
             offset += c.len() - 1;
         }
     }
@@ -191,7 +193,7 @@ pub fn score_shared_many(
         last
     } else {
         let cache = cache.select_rows(&owners);
-        let mask = mask.index_select(0, &Tensor::from_slice(&owners).to_device(device));
+        let mask = select(&mask, &owners, device);
         let hidden = continue_batch(model, injections, &taken, cache, &mask, &rows)?;
         Tensor::cat(&[last, hidden.reshape([-1, d])], 0)
     };
@@ -209,19 +211,14 @@ pub fn score_shared_many(
     for ((row, cand), &owner) in rows.iter().zip(candidates).zip(&owners) {
         let mut scored = bases[owner as usize];
         let logprobs = &logprobs[offset..offset + row.len()];
-        if whole_text {
-            accumulate(&mut scored, logprobs, 0..cand.answer.len());
-        } else {
-            scored.answer_logprob = logprobs.iter().flatten().sum();
-            scored.answer_tokens = logprobs.iter().flatten().count();
-        }
+        accumulate(&mut scored, logprobs, 0..cand.answer.len(), whole_text);
         offset += row.len();
         out[owner as usize].push(scored);
     }
     Ok(out)
 }
 
-/// Rows `index` of `t: [N, d]`.
+/// Rows `index` of `t` (along its first dimension).
 fn select(t: &Tensor, index: &[i64], device: tch::Device) -> Tensor {
     t.index_select(0, &Tensor::from_slice(index).to_device(device))
 }
