@@ -10,8 +10,7 @@ use crate::config::TrainConfig;
 use crate::data::PreprocessConfig;
 use crate::data::RsgTask;
 use crate::eval::{
-    evaluate, evaluate_generation, verbalizers_of, EvalRequest, GenerationRequest, ScoreMode, TaskFormats,
-    PREDICTIONS_FILE,
+    evaluate, evaluate_generation, EvalRequest, GenerationRequest, ScoreMode, TaskFormats, PREDICTIONS_FILE,
 };
 
 #[derive(Debug, Args)]
@@ -111,7 +110,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
             };
             let mut formats = task_formats(task, &args.formats)?;
-            if let Some(v) = verbalizers_of(&config.preprocessing) {
+            if let Some(v) = config.preprocessing.verbalizers() {
                 formats.verbalizers = v.clone();
             }
             if let Some(field) = config.preprocessing.truncation_field() {

@@ -72,6 +72,14 @@ fn default_max_tokens() -> usize {
 }
 
 impl PreprocessConfig {
+    /// Label → target text of classification (`None` for text2text).
+    pub fn verbalizers(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            Self::Classification { verbalizers, .. } => Some(verbalizers),
+            Self::Text2text { .. } => None,
+        }
+    }
+
     pub fn truncation_field(&self) -> Option<&str> {
         match self {
             Self::Text2text { truncation_field, .. } | Self::Classification { truncation_field, .. } => {

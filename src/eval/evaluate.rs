@@ -1,8 +1,6 @@
 //! One task evaluated zero-shot and with a tuned prompt, side by side: the items are read once, each setting is
 //! scored through the same classifier (with its own request cache), and the metrics go into a [`Report`].
 
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -10,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::report::{MetricRow, Report, TaskResult};
-use super::run::predict_cached;
+use super::run::{fingerprint, predict_cached};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem, ANSWER_FIELD};
 use crate::config::ModelConfig;
 use crate::data::{read_rows, RsgTask};
@@ -48,13 +46,6 @@ fn content_free(format: &PromptFormat) -> Row {
     format.fields().into_iter().filter(|f| *f != ANSWER_FIELD).map(|f| (f.to_string(), "N/A".into())).collect()
 }
 
-/// A stable digest of `parts`, naming what a cached score depends on.
-fn digest(parts: &[&str]) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    parts.hash(&mut h);
-    format!("{:016x}", h.finish())
-}
-
 /// Evaluates `request`, writes the report (and the submission file when asked) and returns the report.
 pub fn evaluate(request: &EvalRequest) -> Result<Report> {
     let (model_dir, model, mut tokenizer) = request.model.load()?;
@@ -86,22 +77,19 @@ pub fn evaluate(request: &EvalRequest) -> Result<Report> {
             shared: !request.naive,
             truncation_field: request.formats.truncation_field.as_deref(),
         };
-        let weights = prompt.map_or(String::new(), |p| {
-            Vec::<f32>::try_from(p.embeddings().to_kind(tch::Kind::Float).flatten(0, -1))
-                .map(|v| digest(&[&v.iter().map(|x| x.to_bits().to_string()).collect::<Vec<_>>().join(",")]))
-                .unwrap_or_default()
-        });
-        let fingerprint = digest(&[
-            &model_dir.display().to_string(),
-            &format!("{:?}", request.model.dtype),
-            &format.compiled_template(),
-            &mode,
-            request.formats.truncation_field.as_deref().unwrap_or(""),
-            &request.data.display().to_string(),
-            &data_len,
-            &verbalizers,
-            &weights,
-        ]);
+        let fingerprint = fingerprint(
+            &[
+                &model_dir.display().to_string(),
+                &format!("{:?}", request.model.dtype),
+                &format.compiled_template(),
+                &mode,
+                request.formats.truncation_field.as_deref().unwrap_or(""),
+                &request.data.display().to_string(),
+                &data_len,
+                &verbalizers,
+            ],
+            prompt,
+        )?;
         let progress = if request.progress { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
         progress.set_style(
             ProgressStyle::with_template("{msg:>18} {bar:30} {pos}/{len} items [{elapsed_precise} < {eta_precise}]")
@@ -109,9 +97,8 @@ pub fn evaluate(request: &EvalRequest) -> Result<Report> {
         );
         progress.set_message(format!("{} {name}", request.task.name()));
         let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", request.task.name()));
-        std::fs::create_dir_all(cache.parent().expect("has a parent"))?;
         let free = content_free(format);
-        predict_cached(&classifier, &items, Some(&free), Some((&cache, &fingerprint)), request.batch_size, &progress)
+        predict_cached(&classifier, &items, Some(&free), (&cache, &fingerprint), request.batch_size, &progress)
     };
     let zero_preds = score("zero-shot", &zero_shot, None)?;
     let tuned_preds = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;
@@ -154,12 +141,4 @@ pub fn write_submission(task: RsgTask, items: &[TaskItem], predictions: &[usize]
     let lines: String = task.submission(items, predictions)?.iter().map(|v: &Value| format!("{v}\n")).collect();
     write_atomic(&path, |p| Ok(std::fs::write(p, lines)?))?;
     Ok(path)
-}
-
-/// Verbalizers of a training config's classification preprocessing, which the tuned prompt was trained with.
-pub fn verbalizers_of(config: &crate::data::PreprocessConfig) -> Option<&BTreeMap<String, String>> {
-    match config {
-        crate::data::PreprocessConfig::Classification { verbalizers, .. } => Some(verbalizers),
-        crate::data::PreprocessConfig::Text2text { .. } => None,
-    }
 }

@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 
 use super::overlap::{bleu, chrf};
 use super::report::{MetricRow, Report, TaskResult};
+use super::run::{fingerprint, ItemCache};
 use crate::config::ModelConfig;
 use crate::data::read_rows;
 use crate::format::Row;
-use crate::fs::{write_atomic, JsonLines};
+use crate::fs::write_atomic;
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
 use crate::prompt::Prompt;
 
@@ -49,6 +50,22 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
         bail!("the prompt's format {template:?} has no field to fill from the data")
     };
     let num_parameters = prompt.num_parameters();
+    let data_len = std::fs::metadata(&request.data)
+        .with_context(|| format!("cannot read {}", request.data.display()))?
+        .len()
+        .to_string();
+    let fingerprint = fingerprint(
+        &[
+            &model_dir.display().to_string(),
+            &format!("{:?}", request.model.dtype),
+            &prompt.format().compiled_template(),
+            &request.data.display().to_string(),
+            &data_len,
+            &request.target_field,
+            &request.max_new_tokens.to_string(),
+        ],
+        Some(&prompt),
+    )?;
     let prompts = Prompts::single(prompt, &mut tokenizer)?;
 
     let mut records = read_rows(&request.data)?;
@@ -74,25 +91,9 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
         eos_token_id: tokenizer.special().eos.map(i64::from),
         ..Default::default()
     };
-    let fingerprint = format!(
-        "{}|{:?}|{template}|{}|{}|{}",
-        model_dir.display(),
-        request.model.dtype,
-        request.prompt.canonicalize().unwrap_or_else(|_| request.prompt.clone()).display(),
-        request.data.display(),
-        request.max_new_tokens
-    );
-    std::fs::create_dir_all(request.out.join("cache"))?;
-    let (cache, kept) =
-        JsonLines::open(&request.out.join("cache/generation.jsonl"), |v| v["fingerprint"] == fingerprint)?;
-    let mut predictions: Vec<Option<String>> = vec![None; requests.len()];
-    for v in kept {
-        if let (Some(i), Some(p)) = (v["item"].as_u64(), v["prediction"].as_str()) {
-            if let Some(slot) = predictions.get_mut(i as usize) {
-                *slot = Some(p.to_string());
-            }
-        }
-    }
+    let (cache, stored) = ItemCache::open(&request.out.join("cache/generation.jsonl"), &fingerprint, requests.len())?;
+    let mut predictions: Vec<Option<String>> =
+        stored.into_iter().map(|v| v.and_then(|v| v.as_str().map(str::to_string))).collect();
     // Similar lengths in one batch pad less: rows go to the model shortest first.
     let mut todo: Vec<usize> = (0..requests.len()).filter(|&i| predictions[i].is_none()).collect();
     todo.sort_by_key(|&i| sources[i].len());
@@ -108,7 +109,7 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
         let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
         for (&i, generated) in chunk.iter().zip(outputs) {
             let text = generated.into_iter().next().unwrap_or_default().trim().to_string();
-            cache.append(&json!({ "fingerprint": fingerprint, "item": i, "prediction": text }))?;
+            cache.store(i, json!(text))?;
             predictions[i] = Some(text);
         }
         progress.inc(chunk.len() as u64);

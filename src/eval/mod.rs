@@ -16,10 +16,9 @@ mod tasks;
 
 pub use choose::{best, candidate_score, ScoreMode};
 pub use classify::{Classifier, Item, ANSWER_FIELD};
-pub use evaluate::{evaluate, verbalizers_of, write_submission, EvalRequest};
+pub use evaluate::{evaluate, write_submission, EvalRequest};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
 pub use report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
-pub use run::predict_cached;
 pub use score::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 pub use tasks::{label_key, Metric, TaskItem};

@@ -1,15 +1,17 @@
-//! Running a classifier over a task's items with a progress bar, keeping every item's candidate scores in an
-//! on-disk cache: an interrupted evaluation resumes where it stopped, and a rerun of the same setting is free.
+//! Running a classifier over a task's items with a progress bar, and the on-disk per-item cache that classification
+//! scores and generated predictions share.
 
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
 use super::{best, Classifier, Item, TaskItem};
 use crate::format::Row;
 use crate::fs::JsonLines;
+use crate::prompt::Prompt;
 
 /// A cheap stand-in for an item's token count: the chars of its fields and longest candidate.
 fn length(t: &TaskItem) -> usize {
@@ -17,34 +19,67 @@ fn length(t: &TaskItem) -> usize {
     fields + t.item.candidates.iter().map(|c| c.chars().count()).max().unwrap_or(0)
 }
 
+/// A digest of what a cached result depends on: `parts` (model, format, mode, data, …) and the prompt's weights.
+/// std's hasher is stable within a toolchain; a new one at worst rescores, never misreads.
+pub fn fingerprint(parts: &[&str], prompt: Option<&Prompt>) -> Result<String> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    if let Some(p) = prompt {
+        let weights = Vec::<f32>::try_from(p.embeddings().to_kind(tch::Kind::Float).flatten(0, -1))?;
+        weights.iter().map(|x| x.to_bits()).collect::<Vec<u32>>().hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// Per-item results on disk under a fingerprint of what produced them (model, format, prompt, mode, data):
+/// opening drops records of another fingerprint and hands back the rest, so an interrupted evaluation resumes and
+/// a rerun of the same setting is free.
+pub struct ItemCache {
+    log: JsonLines,
+    fingerprint: String,
+}
+
+impl ItemCache {
+    /// Opens `path` (creating its folder) and returns, for each of `n` items, its stored result if there is one.
+    pub fn open(path: &Path, fingerprint: &str, n: usize) -> Result<(Self, Vec<Option<Value>>)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let (log, kept) = JsonLines::open(path, |v| v["fingerprint"] == fingerprint)?;
+        let mut known = vec![None; n];
+        for mut record in kept {
+            if let Some(slot) = record["item"].as_u64().and_then(|i| known.get_mut(i as usize)) {
+                *slot = Some(record["result"].take());
+            }
+        }
+        Ok((Self { log, fingerprint: fingerprint.to_string() }, known))
+    }
+
+    pub fn store(&self, item: usize, result: Value) -> Result<()> {
+        self.log.append(&json!({ "fingerprint": self.fingerprint, "item": item, "result": result }))
+    }
+}
+
 /// Scores every item with `classifier`, `batch` items at a time in order of length (similar lengths pad least),
-/// and returns the predicted candidate of each, in item order. With `cache`, results are appended there as they
-/// come; records under another `fingerprint` (a different model, format, prompt, mode or data) are dropped,
-/// those under this one are reused.
+/// and returns the predicted candidate of each, in item order. Each item's scores go to the cache at `path` under
+/// `fingerprint` as they come; those already there are reused.
 pub fn predict_cached(
     classifier: &Classifier,
     items: &[TaskItem],
     content_free: Option<&Row>,
-    cache: Option<(&Path, &str)>,
+    (path, fingerprint): (&Path, &str),
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<Vec<usize>> {
-    let mut known: Vec<Option<Vec<f64>>> = vec![None; items.len()];
-    let log = match cache {
-        None => None,
-        Some((path, fingerprint)) => {
-            let (log, kept) = JsonLines::open(path, |v| v["fingerprint"] == fingerprint)?;
-            for record in kept {
-                let Some(i) = record["item"].as_u64().map(|i| i as usize).filter(|&i| i < items.len()) else {
-                    continue;
-                };
-                let scores: Option<Vec<f64>> =
-                    record["scores"].as_array().and_then(|a| a.iter().map(Value::as_f64).collect());
-                known[i] = scores.filter(|s| s.len() == items[i].item.candidates.len());
-            }
-            Some((log, fingerprint))
-        }
-    };
+    let (cache, stored) = ItemCache::open(path, fingerprint, items.len())?;
+    let mut known: Vec<Option<Vec<f64>>> = stored
+        .into_iter()
+        .zip(items)
+        .map(|(v, t)| {
+            let scores: Vec<f64> = v?.as_array()?.iter().map(Value::as_f64).collect::<Option<_>>()?;
+            (scores.len() == t.item.candidates.len()).then_some(scores)
+        })
+        .collect();
     let mut todo: Vec<usize> = (0..items.len()).filter(|&i| known[i].is_none()).collect();
     todo.sort_by_key(|&i| length(&items[i]));
     progress.set_length(items.len() as u64);
@@ -52,9 +87,7 @@ pub fn predict_cached(
     for chunk in todo.chunks(batch.max(1)) {
         let refs: Vec<&Item> = chunk.iter().map(|&i| &items[i].item).collect();
         for (&i, scores) in chunk.iter().zip(classifier.candidate_scores(&refs, content_free)?) {
-            if let Some((log, fingerprint)) = &log {
-                log.append(&json!({ "fingerprint": fingerprint, "item": i, "scores": scores }))?;
-            }
+            cache.store(i, json!(scores))?;
             known[i] = Some(scores);
         }
         progress.inc(chunk.len() as u64);
