@@ -122,41 +122,8 @@ pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathB
     let offline = offline();
     let client = client()?;
     let handle = client.model(repo.owner.clone(), repo.name.clone());
-    let mut snapshot: Option<PathBuf> = None;
-    for group in files {
-        let mut last = None;
-        for (i, file) in group.iter().enumerate() {
-            let got = handle
-                .download_file()
-                .filename(file.to_string())
-                .revision(repo.revision().to_string())
-                .local_files_only(offline)
-                .send();
-            match got {
-                Ok(path) => {
-                    verify(&path).with_context(|| format!("{repo}: {file}"))?;
-                    let dir = path.parent().context("a cached file has a folder")?.to_path_buf();
-                    snapshot.get_or_insert(dir);
-                    last = None;
-                    break;
-                }
-                // Try the next name of the group; report the last one when none is there.
-                Err(HFError::EntryNotFound { .. }) if i + 1 < group.len() => continue,
-                Err(HFError::EntryNotFound { .. }) if !offline => {
-                    last = Some(missing(&handle, repo, file));
-                    break;
-                }
-                Err(e) => {
-                    last = Some(explain(e, repo, file, offline));
-                    break;
-                }
-            }
-        }
-        if let Some(e) = last {
-            return Err(e);
-        }
-    }
-    for file in optional {
+    // One file into the cache, checked; `None` when the repo (or, offline, the cache) does not have it.
+    let fetch = |file: &str| -> Result<Option<PathBuf>> {
         let got = handle
             .download_file()
             .filename(file.to_string())
@@ -164,10 +131,34 @@ pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathB
             .local_files_only(offline)
             .send();
         match got {
-            Ok(path) => verify(&path).with_context(|| format!("{repo}: {file}"))?,
-            Err(HFError::EntryNotFound { .. } | HFError::LocalEntryNotFound { .. }) => {}
-            Err(e) => return Err(explain(e, repo, file, offline)),
+            Ok(path) => {
+                verify(&path).with_context(|| format!("{repo}: {file}"))?;
+                Ok(Some(path))
+            }
+            Err(HFError::EntryNotFound { .. }) => Ok(None),
+            Err(HFError::LocalEntryNotFound { .. }) if optional.contains(&file) => Ok(None),
+            Err(e) => Err(explain(e, repo, file, offline)),
         }
+    };
+    let mut snapshot: Option<PathBuf> = None;
+    for group in files {
+        let mut found = None;
+        for file in *group {
+            found = fetch(file)?;
+            if found.is_some() {
+                break;
+            }
+        }
+        let Some(path) = found else {
+            // Report the last name of the group.
+            let last = group.last().copied().unwrap_or_default();
+            let no_file = HFError::EntryNotFound { path: last.into(), repo_id: repo.to_string(), context: None };
+            return Err(if offline { explain(no_file, repo, last, true) } else { missing(&handle, repo, last) });
+        };
+        snapshot.get_or_insert(path.parent().context("a cached file has a folder")?.to_path_buf());
+    }
+    for file in optional {
+        fetch(file)?;
     }
     snapshot.ok_or_else(|| anyhow!("{repo}: nothing to download"))
 }

@@ -29,12 +29,6 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn commit(hub: &FakeHub, repo: &str, branch: &str, dir: &Path) -> String {
-    let owned = files(dir);
-    let refs: Vec<(&str, Vec<u8>)> = owned.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-    hub.commit(repo, branch, &refs)
-}
-
 /// A prompt saved for the tiny model, naming `model` as its base (a Hub id here).
 fn saved_prompt(seed: u64, model: &str) -> tempfile::TempDir {
     let m = tiny_model();
@@ -61,8 +55,20 @@ fn run(endpoint: &str, home: &Path, extra_env: &[(&str, &str)], args: &[&str]) -
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
-fn generate(endpoint: &str, home: &Path, env: &[(&str, &str)], prompt: &str) -> (bool, String, String) {
-    run(endpoint, home, env, &["generate", "--prompt", prompt, "--max-new-tokens", "5", "Заходят в бар"])
+/// `ruprompts generate` with `prompt` (a folder or Hub id) on `model`, or on the model its prompt.json names.
+fn generate(
+    endpoint: &str,
+    home: &Path,
+    env: &[(&str, &str)],
+    prompt: &str,
+    model: Option<&Path>,
+) -> (bool, String, String) {
+    let mut args = vec!["generate", "--prompt", prompt, "--max-new-tokens", "5", "Заходят в бар"];
+    let model = model.map(|m| m.to_string_lossy().into_owned());
+    if let Some(m) = &model {
+        args.extend(["--model", m.as_str()]);
+    }
+    run(endpoint, home, env, &args)
 }
 
 fn snapshot(home: &Path, repo: &str, commit: &str) -> PathBuf {
@@ -72,29 +78,15 @@ fn snapshot(home: &Path, repo: &str, commit: &str) -> PathBuf {
 #[test]
 fn prompts_and_models_pull_by_hub_id_into_pythons_cache_layout() {
     let hub = FakeHub::start();
-    let model_oid = commit(&hub, "alice/tiny-gpt2-ru", "main", &model_dir());
+    let model_oid = hub.commit("alice/tiny-gpt2-ru", "main", &files(&model_dir()));
     let prompt = saved_prompt(1, "alice/tiny-gpt2-ru");
-    let first = commit(&hub, "alice/joke", "main", prompt.path());
+    let first = hub.commit("alice/joke", "main", &files(prompt.path()));
     let home = tempfile::tempdir().unwrap();
 
     // The same output as the local folder with the local model.
-    let (ok, local, stderr) = run(
-        &hub.url,
-        home.path(),
-        &[],
-        &[
-            "generate",
-            "--prompt",
-            prompt.path().to_str().unwrap(),
-            "--model",
-            model_dir().to_str().unwrap(),
-            "--max-new-tokens",
-            "5",
-            "Заходят в бар",
-        ],
-    );
+    let (ok, local, stderr) = generate(&hub.url, home.path(), &[], prompt.path().to_str().unwrap(), Some(&model_dir()));
     assert!(ok, "{stderr}");
-    let (ok, pulled, stderr) = generate(&hub.url, home.path(), &[], "alice/joke");
+    let (ok, pulled, stderr) = generate(&hub.url, home.path(), &[], "alice/joke", None);
     assert!(ok, "{stderr}");
     assert_eq!(pulled, local);
 
@@ -116,19 +108,19 @@ fn prompts_and_models_pull_by_hub_id_into_pythons_cache_layout() {
 
     // A new commit on main moves `alice/joke`; `@<first commit>` pins the old prompt.
     let other = saved_prompt(2, "alice/tiny-gpt2-ru");
-    commit(&hub, "alice/joke", "main", other.path());
-    let (ok, pinned, stderr) = generate(&hub.url, home.path(), &[], &format!("alice/joke@{first}"));
+    hub.commit("alice/joke", "main", &files(other.path()));
+    let (ok, pinned, stderr) = generate(&hub.url, home.path(), &[], &format!("alice/joke@{first}"), None);
     assert!(ok, "{stderr}");
     assert_eq!(pinned, local);
 
     // Offline: the cache serves without a single request; an empty cache says what is missing.
     let before = hub.log().len();
     let (ok, offline, stderr) =
-        generate(&hub.url, home.path(), &[("HF_HUB_OFFLINE", "1")], &format!("alice/joke@{first}"));
+        generate(&hub.url, home.path(), &[("HF_HUB_OFFLINE", "1")], &format!("alice/joke@{first}"), None);
     assert!(ok, "{stderr}");
     assert_eq!((offline, hub.log().len()), (local.clone(), before));
     let empty = tempfile::tempdir().unwrap();
-    let (ok, _, stderr) = generate(&hub.url, empty.path(), &[("HF_HUB_OFFLINE", "1")], "alice/joke");
+    let (ok, _, stderr) = generate(&hub.url, empty.path(), &[("HF_HUB_OFFLINE", "1")], "alice/joke", None);
     assert!(
         !ok && stderr.contains("alice/joke: prompt.json is not in the Hugging Face cache and HF_HUB_OFFLINE is set"),
         "{stderr}"
@@ -137,10 +129,10 @@ fn prompts_and_models_pull_by_hub_id_into_pythons_cache_layout() {
     // The Hub unreachable: the cached copy serves; with nothing cached, the error says so.
     drop(hub);
     let closed = "http://127.0.0.1:9";
-    let (ok, cached, stderr) = generate(closed, home.path(), &[], &format!("alice/joke@{first}"));
+    let (ok, cached, stderr) = generate(closed, home.path(), &[], &format!("alice/joke@{first}"), None);
     assert!(ok, "{stderr}");
     assert_eq!(cached, local);
-    let (ok, _, stderr) = generate(closed, empty.path(), &[], "alice/joke");
+    let (ok, _, stderr) = generate(closed, empty.path(), &[], "alice/joke", None);
     assert!(
         !ok && stderr.contains("alice/joke: cannot reach the Hub to get prompt.json, and it is not in the cache"),
         "{stderr}"
@@ -151,13 +143,13 @@ fn prompts_and_models_pull_by_hub_id_into_pythons_cache_layout() {
 fn hub_errors_say_what_went_wrong_and_leave_no_half_file() {
     let hub = FakeHub::start();
     let prompt = saved_prompt(3, "alice/tiny-gpt2-ru");
-    commit(&hub, "alice/joke", "main", prompt.path());
+    hub.commit("alice/joke", "main", &files(prompt.path()));
     let only_json = tempfile::tempdir().unwrap();
     std::fs::copy(prompt.path().join("prompt.json"), only_json.path().join("prompt.json")).unwrap();
-    commit(&hub, "alice/broken", "main", only_json.path());
+    hub.commit("alice/broken", "main", &files(only_json.path()));
     let home = tempfile::tempdir().unwrap();
     let failed = |prompt: &str, env: &[(&str, &str)]| {
-        let (ok, _, stderr) = generate(&hub.url, home.path(), env, prompt);
+        let (ok, _, stderr) = generate(&hub.url, home.path(), env, prompt, None);
         assert!(!ok, "{prompt} pulled");
         stderr
     };
@@ -195,21 +187,8 @@ fn hub_errors_say_what_went_wrong_and_leave_no_half_file() {
     assert!(!names[0].ends_with(".incomplete"), "{names:?}");
     hub.stop_failing();
     // With the token the pull works, over the same cache.
-    let (ok, _, stderr) = run(
-        &hub.url,
-        home.path(),
-        &[("HF_TOKEN", "hf_secret")],
-        &[
-            "generate",
-            "--prompt",
-            "alice/joke",
-            "--model",
-            model_dir().to_str().unwrap(),
-            "--max-new-tokens",
-            "3",
-            "Кот",
-        ],
-    );
+    let (ok, _, stderr) =
+        generate(&hub.url, home.path(), &[("HF_TOKEN", "hf_secret")], "alice/joke", Some(&model_dir()));
     assert!(ok, "{stderr}");
 }
 
@@ -219,42 +198,11 @@ fn a_repo_laid_out_as_python_ruprompts_pushes_it_pulls_and_loads() {
     let python = shared().join("fixtures/reference/ruprompts/prompt_tensor");
     let kept: Vec<(String, Vec<u8>)> =
         files(&python).into_iter().filter(|(n, _)| n == "prompt.json" || n == "prompt_provider.bin").collect();
-    let refs: Vec<(&str, Vec<u8>)> = kept.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-    hub.commit("konodyuk/prompt_tiny", "main", &refs);
+    hub.commit("konodyuk/prompt_tiny", "main", &kept);
     let home = tempfile::tempdir().unwrap();
-    let (ok, pulled, stderr) = run(
-        &hub.url,
-        home.path(),
-        &[],
-        &[
-            "generate",
-            "--prompt",
-            "konodyuk/prompt_tiny",
-            "--model",
-            model_dir().to_str().unwrap(),
-            "--max-new-tokens",
-            "4",
-            "--field",
-            "text=Привет",
-        ],
-    );
+    let (ok, pulled, stderr) = generate(&hub.url, home.path(), &[], "konodyuk/prompt_tiny", Some(&model_dir()));
     assert!(ok, "{stderr}");
-    let (ok, local, stderr) = run(
-        &hub.url,
-        home.path(),
-        &[],
-        &[
-            "generate",
-            "--prompt",
-            python.to_str().unwrap(),
-            "--model",
-            model_dir().to_str().unwrap(),
-            "--max-new-tokens",
-            "4",
-            "--field",
-            "text=Привет",
-        ],
-    );
+    let (ok, local, stderr) = generate(&hub.url, home.path(), &[], python.to_str().unwrap(), Some(&model_dir()));
     assert!(ok, "{stderr}");
     assert_eq!(pulled, local);
 }

@@ -100,7 +100,7 @@ impl FakeHub {
     }
 
     /// Commits `files` (replacing the branch's files) to `repo` (`owner/name`) on `branch`; returns the commit oid.
-    pub fn commit(&self, repo: &str, branch: &str, files: &[(&str, Vec<u8>)]) -> String {
+    pub fn commit(&self, repo: &str, branch: &str, files: &[(String, Vec<u8>)]) -> String {
         let mut state = self.state.lock().unwrap();
         let repo = state.repos.entry(repo.to_string()).or_default();
         let mut hasher = Sha256::new();
@@ -110,7 +110,7 @@ impl FakeHub {
         }
         hasher.update(repo.commits.len().to_le_bytes());
         let oid: String = hasher.finalize().iter().take(20).map(|b| format!("{b:02x}")).collect();
-        repo.commits.insert(oid.clone(), files.iter().map(|(p, b)| (p.to_string(), b.clone())).collect());
+        repo.commits.insert(oid.clone(), files.iter().cloned().collect());
         repo.refs.insert(branch.to_string(), oid.clone());
         oid
     }
