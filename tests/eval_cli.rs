@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -14,19 +13,11 @@ use ruprompts::eval::{overlap, Report, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD,
 use ruprompts::train::{train, TrainOptions};
 use serde_json::Value;
 
-fn first_lines(from: &Path, to: &Path, n: usize) {
-    let text = std::fs::read_to_string(from).unwrap();
-    std::fs::write(to, text.lines().take(n).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-}
-
 #[test]
 fn train_then_report_zero_shot_vs_tuned() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let rsg = shared().join("data/rsg/TERRa");
-    for (split, n) in [("train", 64), ("val", 40), ("test", 10)] {
-        first_lines(&rsg.join(format!("{split}.jsonl")), &dir.path().join(format!("{split}.jsonl")), n);
-    }
+    small_terra(dir.path(), &[("train", 64), ("val", 40), ("test", 10)]);
     let config_path = dir.path().join("terra.yaml");
     std::fs::write(
         &config_path,

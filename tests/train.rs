@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,21 +15,8 @@ use ruprompts::tokenizer::Tokenizer;
 use ruprompts::train::{checkpoint, train, TrainOptions};
 use tch::{Device, Kind, Tensor};
 
-/// The first rows of TERRa's train and validation files, as small jsonl files in `dir`.
-fn small_terra(dir: &Path) -> (PathBuf, PathBuf) {
-    let rsg = shared().join("data/rsg/TERRa");
-    let mut out = Vec::new();
-    for (split, n) in [("train", 40), ("val", 12)] {
-        let text = std::fs::read_to_string(rsg.join(format!("{split}.jsonl"))).unwrap();
-        let path = dir.join(format!("{split}.jsonl"));
-        std::fs::write(&path, text.lines().take(n).collect::<Vec<_>>().join("\n")).unwrap();
-        out.push(path);
-    }
-    (out[0].clone(), out[1].clone())
-}
-
 fn config(data: &Path, output_dir: &Path, extra: &[&str]) -> TrainConfig {
-    let (train, val) = small_terra(data);
+    let [train, val] = &small_terra(data, &[("train", 40), ("val", 12)])[..] else { unreachable!() };
     let yaml = format!(
         r#"model: {{path: {model}, device: cpu}}
 dataset: {{train: {train}, validation: {val}}}

@@ -72,3 +72,17 @@ pub fn ids_tensor(rows: &[Vec<i64>]) -> Tensor {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
+
+/// The first rows of TERRa's splits as small jsonl files `dir/<split>.jsonl`, e.g. `&[("train", 40), ("val", 12)]`.
+pub fn small_terra(dir: &std::path::Path, sizes: &[(&str, usize)]) -> Vec<PathBuf> {
+    let rsg = shared().join("data/rsg/TERRa");
+    sizes
+        .iter()
+        .map(|(split, n)| {
+            let text = std::fs::read_to_string(rsg.join(format!("{split}.jsonl"))).unwrap();
+            let path = dir.join(format!("{split}.jsonl"));
+            std::fs::write(&path, text.lines().take(*n).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+            path
+        })
+        .collect()
+}
