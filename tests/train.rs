@@ -9,37 +9,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ruprompts::config::TrainConfig;
-use ruprompts::model::{Gpt2, Input};
 use ruprompts::prompt::Prompt;
-use ruprompts::tokenizer::Tokenizer;
 use ruprompts::train::{checkpoint, train, TrainOptions};
 use tch::{Device, Kind, Tensor};
 
 fn config(data: &Path, output_dir: &Path, extra: &[&str]) -> TrainConfig {
-    let [train, val] = &small_terra(data, &[("train", 40), ("val", 12)])[..] else { unreachable!() };
-    let yaml = format!(
-        r#"model: {{path: {model}, device: cpu}}
-dataset: {{train: {train}, validation: {val}}}
-prompt_format: {{template: "<P*4>{{premise}}<P*2>Вопрос: {{hypothesis}}? Ответ:"}}
-preprocessing:
-  kind: classification
-  verbalizers: {{entailment: " да", not_entailment: " нет"}}
-  truncation_field: premise
-  max_tokens: 96
-optimizer: {{lr: 0.05, weight_decay: 0.0}}
-scheduler: {{kind: linear, warmup_steps: 2}}
-training: {{batch_size: 4, grad_accumulation: 2, max_steps: 6, eval_every: 2, save_every: 2, log_every: 1, save_total_limit: 1, seed: 7}}
-output_dir: {out}
-"#,
-        model = model_dir().display(),
-        train = train.display(),
-        val = val.display(),
-        out = output_dir.display()
-    );
-    let path = data.join("config.yaml");
-    std::fs::write(&path, yaml).unwrap();
     let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    TrainConfig::load(&path, &overrides).unwrap()
+    TrainConfig::load(&terra_config(data, output_dir), &overrides).unwrap()
 }
 
 fn metrics(dir: &Path) -> String {
@@ -48,17 +24,6 @@ fn metrics(dir: &Path) -> String {
 
 fn weights(dir: &Path) -> Vec<(String, Tensor)> {
     Tensor::read_safetensors(dir.join("provider_state.safetensors")).unwrap()
-}
-
-fn logits(prompt: &Prompt, model: &Gpt2) -> Tensor {
-    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    let id = prompt.add_token(&mut tok).unwrap();
-    let row = serde_json::json!({"premise": "Кошка спит.", "hypothesis": "Кошка бодрствует"});
-    let text = prompt.format().format(row.as_object().unwrap()).unwrap().text;
-    let ids = Tensor::from_slice(&tok.encode_ids(&text).unwrap()).unsqueeze(0);
-    tch::no_grad(|| {
-        model.lm_logits(&model.forward(Input::Embeds(&prompt.embed(model, &ids, id).unwrap()), None, None).unwrap())
-    })
 }
 
 #[test]
@@ -96,7 +61,7 @@ fn a_run_writes_prompt_checkpoints_metrics_and_plot() {
     let model = tiny_model();
     let final_prompt = Prompt::from_pretrained(out.path(), Device::Cpu).unwrap();
     let last = Prompt::from_pretrained(&checkpoint::checkpoint_dir(out.path(), 6), Device::Cpu).unwrap();
-    assert!(logits(&final_prompt, &model).equal(&logits(&last, &model)));
+    assert!(terra_logits(&final_prompt, &model).equal(&terra_logits(&last, &model)));
 
     // `ruprompts generate` finds the model through the trained prompt's prompt.json.
     let out_dir = out.path().to_str().unwrap();

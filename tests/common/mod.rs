@@ -86,3 +86,42 @@ pub fn small_terra(dir: &std::path::Path, sizes: &[(&str, usize)]) -> Vec<PathBu
         })
         .collect()
 }
+
+/// A training config (`dir/config.yaml`, returned) for the fixture model on 40 TERRa rows with 12 to validate:
+/// 6 updates of a 6-token tensor prompt, checkpoints every 2, into `output_dir`.
+pub fn terra_config(dir: &std::path::Path, output_dir: &std::path::Path) -> PathBuf {
+    let [train, val] = &small_terra(dir, &[("train", 40), ("val", 12)])[..] else { unreachable!() };
+    let yaml = format!(
+        r#"model: {{path: {model}, device: cpu}}
+dataset: {{train: {train}, validation: {val}}}
+prompt_format: {{template: "<P*4>{{premise}}<P*2>Вопрос: {{hypothesis}}? Ответ:"}}
+preprocessing:
+  kind: classification
+  verbalizers: {{entailment: " да", not_entailment: " нет"}}
+  truncation_field: premise
+  max_tokens: 96
+optimizer: {{lr: 0.05, weight_decay: 0.0}}
+scheduler: {{kind: linear, warmup_steps: 2}}
+training: {{batch_size: 4, grad_accumulation: 2, max_steps: 6, eval_every: 2, save_every: 2, log_every: 1, save_total_limit: 1, seed: 7}}
+output_dir: {out}
+"#,
+        model = model_dir().display(),
+        train = train.display(),
+        val = val.display(),
+        out = output_dir.display()
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// The logits of the fixture model on one TERRa row formatted by `prompt`.
+pub fn terra_logits(prompt: &ruprompts::prompt::Prompt, model: &ruprompts::model::Gpt2) -> Tensor {
+    let mut tok = ruprompts::tokenizer::Tokenizer::from_dir(&model_dir()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let row = serde_json::json!({"premise": "Кошка спит.", "hypothesis": "Кошка бодрствует"});
+    let text = prompt.format().format(row.as_object().unwrap()).unwrap().text;
+    let ids = Tensor::from_slice(&tok.encode_ids(&text).unwrap()).unsqueeze(0);
+    let embeds = prompt.embed(model, &ids, id).unwrap();
+    tch::no_grad(|| model.lm_logits(&model.forward(ruprompts::model::Input::Embeds(&embeds), None, None).unwrap()))
+}
