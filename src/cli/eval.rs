@@ -48,7 +48,8 @@ pub struct EvalArgs {
     /// Only the first N items.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Folder for report.{md,json,svg} and the request cache (default: <output_dir>/eval, or eval-<task>).
+    /// Folder for report.{md,json,svg} and the request cache (default: <prompt folder>/eval, where `push` finds
+    /// it for the model card; eval-<task> for zero-shot only or a prompt from the Hub).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Text-to-text configs: the most tokens generated per row.
@@ -153,7 +154,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 naive: args.naive,
                 batch_size: args.batch_size,
                 limit: args.limit,
-                out: args.out.clone().unwrap_or_else(|| PathBuf::from(format!("eval-{}", task.name()))),
+                out: args.out.clone().unwrap_or_else(|| match &args.prompt {
+                    Some(p) if p.is_dir() => p.join("eval"),
+                    _ => PathBuf::from(format!("eval-{}", task.name())),
+                }),
                 submission: args.submission.clone(),
                 progress: true,
             }
