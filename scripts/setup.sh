@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: fetch libtorch 2.11.0 (CPU part) from the PyPI torch wheel into `.libtorch/`, which
-# `.cargo/config.toml` points tch at. download.pytorch.org is not reachable here; PyPI is.
+# `.cargo/config.toml` points tch at. download.pytorch.org is not reachable here; PyPI is. Then Python's
+# huggingface_hub in `.cache/hub-venv/`, which the Hub tests use to check that Python reads what we write.
 # A second run finds everything in place and returns at once. Set RUPROMPTS_CACHE to share downloaded wheels
 # between clones (default: `.cache/` in the repo, ignored by git).
 set -euo pipefail
@@ -13,6 +14,21 @@ dest="$root/.libtorch"
 cache="${RUPROMPTS_CACHE:-$root/.cache}"
 wheels="$cache/wheels"
 stamp="${torch_version}+cpu"
+
+hub_version=2.4.0
+venv="$root/.cache/hub-venv"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import huggingface_hub as h; assert h.__version__ == '$hub_version'" 2>/dev/null; then
+    echo "setup: huggingface_hub $hub_version ready in $venv"
+else
+    echo "setup: installing huggingface_hub==$hub_version into $venv (for the Hub interop tests)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    # Wheels are kept, so a second clone with the same RUPROMPTS_CACHE installs offline.
+    mkdir -p "$wheels/hub"
+    "$venv/bin/pip" download --quiet -d "$wheels/hub" "huggingface_hub==$hub_version" \
+        || echo "setup: PyPI not reachable, installing from $wheels/hub"
+    "$venv/bin/pip" install --quiet --no-index --find-links "$wheels/hub" "huggingface_hub==$hub_version"
+fi
 
 if [ -f "$dest/build-version" ] && [ "$(cat "$dest/build-version")" = "$stamp" ] \
     && [ -e "$dest/lib/libtorch_cpu.so" ] && [ -d "$dest/include" ]; then

@@ -10,7 +10,7 @@
 //! - [`train`] — the training loop: AdamW on the prompt only, schedules, checkpoints, resume, metrics.
 //! - [`eval`] — perplexity-based classification (naive and shared-context scoring) and task metrics.
 //! - [`config`] — the YAML run configuration.
-//! - [`hub`] — prompts pulled from the Hugging Face Hub into Python's cache layout.
+//! - [`hub`] — the Hugging Face Hub: prompts and models pulled into Python's cache layout, prompts pushed with a card.
 //! - [`rng`] — seeded draws from libtorch's one generator, safe across threads.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 

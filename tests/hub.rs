@@ -1,6 +1,8 @@
-//! Pulling prompts and models by Hub id, against the stand-in Hub in common/hub.rs on 127.0.0.1: the cache layout
-//! Python's huggingface_hub uses, revisions, offline mode, and the error paths (unknown repo or revision, missing
-//! file, 401, 403, 500, the Hub unreachable with and without a cached copy).
+//! Pulling and pushing prompts (and pulling models) by Hub id, against the stand-in Hub in common/hub.rs on
+//! 127.0.0.1: the cache layout Python's huggingface_hub uses (read by Python itself), revisions and branches,
+//! offline mode, the model card, no-op pushes, and the error paths (unknown repo or revision, missing file, no
+//! token, 401, 403, 409, 412, 500, a connection dropped mid-transfer, the Hub unreachable with and without a cached
+//! copy).
 
 mod common;
 #[path = "common/hub.rs"]
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use fake_hub::{Failure, FakeHub};
+use fake_hub::{Cutter, Failure, FakeHub};
 use ruprompts::format::PromptFormat;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
@@ -105,6 +107,15 @@ fn prompts_and_models_pull_by_hub_id_into_pythons_cache_layout() {
     let (ok, info, stderr) = run(&hub.url, home.path(), &[], &["info", "alice/tiny-gpt2-ru"]);
     assert!(ok, "{stderr}");
     assert!(info.contains(&snapshot(home.path(), "alice/tiny-gpt2-ru", &model_oid).display().to_string()), "{info}");
+    // `ruprompts pull --model` fills the cache ahead of time and says where.
+    let fresh = tempfile::tempdir().unwrap();
+    let (ok, pulled_model, stderr) = run(&hub.url, fresh.path(), &[], &["pull", "--model", "alice/tiny-gpt2-ru"]);
+    assert!(ok, "{stderr}");
+    let model_snap = snapshot(fresh.path(), "alice/tiny-gpt2-ru", &model_oid);
+    assert_eq!(pulled_model.trim(), model_snap.display().to_string());
+    for name in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert_eq!(std::fs::read(model_snap.join(name)).unwrap(), std::fs::read(model_dir().join(name)).unwrap());
+    }
 
     // A new commit on main moves `alice/joke`; `@<first commit>` pins the old prompt.
     let other = saved_prompt(2, "alice/tiny-gpt2-ru");
@@ -193,16 +204,278 @@ fn hub_errors_say_what_went_wrong_and_leave_no_half_file() {
 }
 
 #[test]
-fn a_repo_laid_out_as_python_ruprompts_pushes_it_pulls_and_loads() {
+fn a_prompt_pushed_by_python_as_ruprompts_lays_it_out_pulls_and_loads() {
     let hub = FakeHub::start();
-    let python = shared().join("fixtures/reference/ruprompts/prompt_tensor");
-    let kept: Vec<(String, Vec<u8>)> =
-        files(&python).into_iter().filter(|(n, _)| n == "prompt.json" || n == "prompt_provider.bin").collect();
-    hub.commit("konodyuk/prompt_tiny", "main", &kept);
+    hub.require_token("hf_py");
+    let python_prompt = shared().join("fixtures/reference/ruprompts/prompt_tensor");
+    // Pushed by Python's huggingface_hub as ruPrompts does: prompt.json inline, prompt_provider.bin through LFS.
     let home = tempfile::tempdir().unwrap();
-    let (ok, pulled, stderr) = generate(&hub.url, home.path(), &[], "konodyuk/prompt_tiny", Some(&model_dir()));
+    let code = format!(
+        "from huggingface_hub import HfApi; api = HfApi(token='hf_py'); \
+         api.create_repo('konodyuk/prompt_tiny'); \
+         api.upload_folder(repo_id='konodyuk/prompt_tiny', folder_path='{}', \
+                           allow_patterns=['prompt.json', 'prompt_provider.bin'])",
+        python_prompt.display()
+    );
+    python(&hub.url, home.path(), false, &code);
+    let log = hub.log();
+    let lfs_puts = log.iter().filter(|l| l.starts_with("PUT /lfs-upload/")).count();
+    assert!(lfs_puts == 1 && log.iter().any(|l| l == "POST /lfs-verify"), "{log:?}");
+    let pushed: Vec<String> = hub.files("konodyuk/prompt_tiny", "main").unwrap().into_keys().collect();
+    assert_eq!(pushed, [".gitattributes", "prompt.json", "prompt_provider.bin"]);
+    let env = [("HF_TOKEN", "hf_py")];
+    let (ok, pulled, stderr) = generate(&hub.url, home.path(), &env, "konodyuk/prompt_tiny", Some(&model_dir()));
     assert!(ok, "{stderr}");
-    let (ok, local, stderr) = generate(&hub.url, home.path(), &[], python.to_str().unwrap(), Some(&model_dir()));
+    let (ok, local, stderr) =
+        generate(&hub.url, home.path(), &env, python_prompt.to_str().unwrap(), Some(&model_dir()));
     assert!(ok, "{stderr}");
     assert_eq!(pulled, local);
+}
+
+/// A Python with huggingface_hub, which scripts/setup.sh installs into .cache/hub-venv.
+fn python_hub() -> PathBuf {
+    let python = std::env::var_os("RUPROMPTS_HUB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/hub-venv/bin/python"));
+    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
+    python
+}
+
+/// Runs `code` in Python's huggingface_hub with the Hub at `endpoint` and the cache under `home`; its stdout.
+fn python(endpoint: &str, home: &Path, offline: bool, code: &str) -> String {
+    let mut cmd = Command::new(python_hub());
+    cmd.args(["-c", code])
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HOME", home)
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env_remove("HF_TOKEN");
+    if offline {
+        cmd.env("HF_HUB_OFFLINE", "1");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The YAML front matter of a model card.
+fn front_matter(card: &str) -> serde_yaml::Value {
+    let yaml = card.strip_prefix("---\n").and_then(|rest| rest.split_once("\n---\n")).unwrap().0;
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+#[test]
+fn a_trained_prompt_pushes_and_pulls_back_into_an_empty_cache_with_identical_logits() {
+    let hub = FakeHub::start();
+    hub.commit("alice/tiny-gpt2-ru", "main", &files(&model_dir()));
+    hub.require_token("hf_write");
+    let token = [("HF_TOKEN", "hf_write")];
+    let (home, data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = out.path().join("run");
+    // Train on the backbone by its Hub id, then score the validation rows: the card's evaluation.
+    let config = terra_config(data.path(), &out);
+    let config = config.to_str().unwrap();
+    let (ok, _, stderr) = run(&hub.url, home.path(), &token, &["train", config, "model.path=alice/tiny-gpt2-ru"]);
+    assert!(ok, "{stderr}");
+    let val = data.path().join("val.jsonl");
+    let (ok, _, stderr) = run(
+        &hub.url,
+        home.path(),
+        &token,
+        &["eval", "--task", "terra", "--data", val.to_str().unwrap(), "--prompt", out.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+
+    let push = |dir: &Path, extra: &[&str]| {
+        let mut args = vec!["push", dir.to_str().unwrap(), "alice/terra-prompt"];
+        args.extend(extra);
+        run(&hub.url, home.path(), &token, &args)
+    };
+    let (ok, stdout, stderr) = push(&out, &["--private"]);
+    assert!(ok, "{stderr}");
+    let head = hub.head("alice/terra-prompt", "main").unwrap();
+    assert!(stdout.starts_with(&format!("committed {head} to alice/terra-prompt@main: ")), "{stdout}");
+    assert!(hub.is_private("alice/terra-prompt"));
+    let pushed = hub.files("alice/terra-prompt", "main").unwrap();
+    let names: Vec<&str> = pushed.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            ".gitattributes",
+            "README.md",
+            "prompt.json",
+            "prompt_provider.bin",
+            "prompt_provider.safetensors",
+            "provider_state.safetensors"
+        ]
+    );
+    for name in &names[2..] {
+        assert_eq!(pushed[*name], std::fs::read(out.join(name)).unwrap(), "{name}");
+    }
+
+    // The card: front matter with the base model, the prompt's settings and the evaluation as model-index.
+    let card = String::from_utf8(pushed["README.md"].clone()).unwrap();
+    let meta = front_matter(&card);
+    assert_eq!(meta["base_model"].as_str(), Some("alice/tiny-gpt2-ru"));
+    assert_eq!(meta["library_name"].as_str(), Some("ruprompts"));
+    let settings = &meta["ruprompts"];
+    assert_eq!(settings["template"].as_str(), Some("<P*4>{premise}<P*2>Вопрос: {hypothesis}? Ответ:"));
+    assert_eq!(settings["provider"]["kind"].as_str(), Some("tensor"));
+    let d = tiny_model().config().n_embd;
+    assert_eq!(settings["trainable_parameters"].as_i64(), Some(6 * d));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval/report.json")).unwrap()).unwrap();
+    let accuracy = report["tasks"][0]["metrics"][0]["tuned"].as_f64().unwrap();
+    let result = &meta["model-index"][0]["results"][0];
+    assert_eq!(result["dataset"]["config"].as_str(), Some("terra"));
+    assert_eq!(result["metrics"][0]["type"].as_str(), Some("accuracy"));
+    assert_eq!(result["metrics"][0]["value"].as_f64(), Some(accuracy));
+    assert!(card.contains("| TERRa | accuracy |"), "{card}");
+    assert!(
+        card.contains("ruprompts generate --prompt alice/terra-prompt --field premise=\"…\" --field hypothesis="),
+        "{card}"
+    );
+
+    // The same prompt again: nothing is committed.
+    let commits = |log: Vec<String>| log.iter().filter(|l| l.contains("/commit/")).count();
+    let before = commits(hub.log());
+    let (ok, stdout, stderr) = push(&out, &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "nothing changed: alice/terra-prompt@main already holds this prompt (commit {head}); nothing committed"
+        )
+    );
+    assert_eq!((commits(hub.log()), hub.head("alice/terra-prompt", "main")), (before, Some(head.clone())));
+
+    // Pulled into an empty cache: the same bytes and, on the model, the same logits bit for bit.
+    let fresh = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run(&hub.url, fresh.path(), &token, &["pull", "alice/terra-prompt"]);
+    assert!(ok, "{stderr}");
+    let snap = PathBuf::from(stdout.trim());
+    assert_eq!(snap, snapshot(fresh.path(), "alice/terra-prompt", &head));
+    let model = tiny_model();
+    let (local, pulled) = (
+        Prompt::from_pretrained(&out, tch::Device::Cpu).unwrap(),
+        Prompt::from_pretrained(&snap, tch::Device::Cpu).unwrap(),
+    );
+    assert!(terra_logits(&local, &model).equal(&terra_logits(&pulled, &model)));
+
+    // Python's huggingface_hub reads that cache offline, and downloads the pushed files byte for byte.
+    let code = "from huggingface_hub import snapshot_download; print(snapshot_download('alice/terra-prompt'))";
+    assert_eq!(python(&hub.url, fresh.path(), true, code), snap.display().to_string());
+    let py_home = tempfile::tempdir().unwrap();
+    let code = "from huggingface_hub import hf_hub_download as d; \
+                print(d('alice/terra-prompt', 'prompt_provider.safetensors', token='hf_write'))";
+    hub.require_token("hf_write");
+    let path = python(&hub.url, py_home.path(), false, code);
+    assert_eq!(std::fs::read(path).unwrap(), std::fs::read(out.join("prompt_provider.safetensors")).unwrap());
+
+    // A branch: created from main, so the same prompt changes nothing there; a prompt in ruPrompts' layout
+    // (prompt.json + prompt_provider.bin) replaces the files and removes those it lacks; main stays.
+    let (ok, stdout, stderr) = push(&out, &["--revision", "dev"]);
+    assert!(ok && stdout.starts_with("nothing changed: alice/terra-prompt@dev"), "{stdout}{stderr}");
+    let python_prompt = shared().join("fixtures/reference/ruprompts/prompt_tensor");
+    let layout = tempfile::tempdir().unwrap();
+    for name in ["prompt.json", "prompt_provider.bin"] {
+        std::fs::copy(python_prompt.join(name), layout.path().join(name)).unwrap();
+    }
+    let (ok, stdout, stderr) = push(layout.path(), &["--revision", "dev"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("removed prompt_provider.safetensors, provider_state.safetensors"), "{stdout}");
+    let dev: Vec<String> = hub.files("alice/terra-prompt", "dev").unwrap().into_keys().collect();
+    assert_eq!(dev, [".gitattributes", "README.md", "prompt.json", "prompt_provider.bin"]);
+    // Its card: prompt.json names the backbone "tiny-gpt2-ru", which is no Hub id, so no base_model; no
+    // evaluation, as the folder has none.
+    let card = hub.files("alice/terra-prompt", "dev").unwrap().remove("README.md").unwrap();
+    let meta = front_matter(std::str::from_utf8(&card).unwrap());
+    assert!(meta.get("base_model").is_none() && meta.get("model-index").is_none(), "{meta:?}");
+    assert_eq!(meta["ruprompts"]["backbone"].as_str(), Some("tiny-gpt2-ru"));
+    assert_eq!(meta["ruprompts"]["trainable_parameters"].as_i64(), Some(7 * 64));
+    assert_eq!(hub.head("alice/terra-prompt", "main"), Some(head));
+    let (ok, stdout, stderr) = run(&hub.url, fresh.path(), &token, &["pull", "alice/terra-prompt@dev"]);
+    assert!(ok, "{stderr}");
+    let pulled = Prompt::from_pretrained(Path::new(stdout.trim()), tch::Device::Cpu).unwrap();
+    let reference = Prompt::from_pretrained(&python_prompt, tch::Device::Cpu).unwrap();
+    assert!(pulled.embeddings().equal(&reference.embeddings()));
+}
+
+#[test]
+fn push_errors_say_what_went_wrong_and_a_dropped_push_is_safe_to_repeat() {
+    let hub = FakeHub::start();
+    let prompt = saved_prompt(4, "alice/tiny-gpt2-ru");
+    let dir = prompt.path().to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let push = |endpoint: &str, env: &[(&str, &str)], dir: &str, repo: &str| {
+        let (ok, stdout, stderr) = run(endpoint, home.path(), env, &["push", dir, repo]);
+        (ok, stdout + &stderr)
+    };
+    let failed = |env: &[(&str, &str)], dir: &str, repo: &str| {
+        let (ok, out) = push(&hub.url, env, dir, repo);
+        assert!(!ok, "pushed: {out}");
+        out
+    };
+    // Before any request: no token, no prompt, no repo id.
+    let err = failed(&[], dir, "alice/p");
+    assert!(err.contains("pushing to the Hub needs a token with write access: set HF_TOKEN"), "{err}");
+    assert!(hub.log().is_empty(), "{:?}", hub.log());
+    let token = [("HF_TOKEN", "hf_write")];
+    let err = failed(&token, "/no/such/run", "alice/p");
+    assert!(err.contains("/no/such/run: no such folder"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = failed(&token, empty.path().to_str().unwrap(), "alice/p");
+    assert!(err.contains("no prompt.json here: not a saved prompt"), "{err}");
+    let err = failed(&token, dir, "alice");
+    assert!(err.contains("'alice' is not a Hub repo id such as owner/name"), "{err}");
+    let err = failed(&token, dir, "alice/p@v1");
+    assert!(err.contains("give the branch with --revision, not as alice/p@v1"), "{err}");
+
+    // What the Hub answers: 401 and 403 apart, a conflict, a moved branch, a server error.
+    hub.require_token("hf_write");
+    let err = failed(&[("HF_TOKEN", "hf_read")], dir, "alice/p");
+    assert!(err.contains("alice/p@main: the Hub rejected the token (401) while creating the repository"), "{err}");
+    hub.fail("POST /api/repos/create", Failure::Status(403), 1);
+    let err = failed(&token, dir, "bob/p");
+    assert!(err.contains("bob/p@main: the token may not write to this repository (403)"), "{err}");
+    assert!(err.contains("'bob' is neither your account nor an organization you can write to"), "{err}");
+    hub.fail("/commit/main", Failure::Status(409), 10);
+    let err = failed(&token, dir, "alice/p");
+    assert!(err.contains("alice/p@main: the Hub reported a conflict (409) while committing"), "{err}");
+    hub.fail("/commit/main", Failure::Status(412), 10);
+    let err = failed(&token, dir, "alice/p");
+    assert!(err.contains("alice/p@main: 'main' moved while pushing (412"), "{err}");
+    hub.fail("/commit/main", Failure::Status(500), 100);
+    let err = failed(&token, dir, "alice/p");
+    assert!(err.contains("alice/p@main: committing failed: HTTP error: 500"), "{err}");
+    hub.stop_failing();
+    assert_eq!(hub.files("alice/p", "main").unwrap().len(), 1, "only .gitattributes");
+
+    // The connection drops while the commit's answer comes back: the commit was made, so pushing again finds
+    // nothing to do.
+    let cutter = Cutter::start(&hub.url, "POST /api/models/alice/p/commit/main");
+    let (ok, err) = push(&cutter.url, &token, dir, "alice/p");
+    assert!(!ok && err.contains("alice/p@main: the connection to the Hub failed while committing"), "{err}");
+    assert!(err.contains("pushing again is safe"), "{err}");
+    let (ok, out) = push(&hub.url, &token, dir, "alice/p");
+    assert!(ok && out.starts_with("nothing changed: alice/p@main"), "{out}");
+    assert_eq!(
+        hub.files("alice/p", "main").unwrap()["prompt.json"],
+        std::fs::read(prompt.path().join("prompt.json")).unwrap()
+    );
+
+    // A pull whose download drops mid-file: a clear error and nothing half-written in the cache.
+    drop(cutter);
+    let cutter = Cutter::start(&hub.url, "GET /alice/p/resolve/main/prompt_provider.safetensors");
+    let fresh = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(&cutter.url, fresh.path(), &token, &["pull", "alice/p"]);
+    assert!(!ok && err.contains("alice/p: the transfer of prompt_provider.safetensors broke off ("), "{err}");
+    assert!(err.contains("nothing partial was kept in the cache; try again"), "{err}");
+    let blobs = fresh.path().join("hub/models--alice--p/blobs");
+    let names: Vec<String> =
+        std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 1, "only prompt.json's blob: {names:?}");
+    let (ok, _, err) = run(&cutter.url, fresh.path(), &token, &["pull", "alice/p"]);
+    assert!(ok, "{err}");
 }

@@ -2,6 +2,7 @@
 
 mod eval;
 mod generate;
+mod hub;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -67,6 +68,20 @@ pub enum Command {
     /// `ruprompts eval --task danetqa --data val.jsonl --prompt runs/danetqa` works from a prompt folder. Scores are
     /// cached in <out>/cache, so an interrupted run resumes. `--submission DIR` writes <Task>.jsonl for test splits.
     Eval(eval::EvalArgs),
+    /// Push a trained prompt to a Hugging Face Hub repo, with a generated model card (README.md).
+    ///
+    /// `ruprompts push runs/danetqa alice/rugpt3small-danetqa` creates the repo if needed and commits prompt.json,
+    /// the weights (safetensors and ruPrompts' prompt_provider.bin) and the card, which gives the base model,
+    /// format, provider, trainable parameters and, when runs/danetqa/eval/report.json exists, the evaluation. Files
+    /// the repo already has are not sent again; pushing the same prompt twice commits nothing. Needs a token with
+    /// write access (HF_TOKEN, or `hf auth login`); HF_ENDPOINT points it at a mirror.
+    Push(hub::PushArgs),
+    /// Download a prompt (or with --model a backbone) from the Hub into the Hugging Face cache and print its
+    /// folder.
+    ///
+    /// Anything that takes a prompt or model folder also takes a Hub id and pulls it itself; `pull` fills the
+    /// cache ahead of time, e.g. for a machine that will run with HF_HUB_OFFLINE=1.
+    Pull(hub::PullArgs),
 }
 
 /// Where a model is loaded.
@@ -174,6 +189,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Generate(args) => generate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Push(args) => hub::push(args),
+        Command::Pull(args) => hub::pull(args),
     }
 }
 

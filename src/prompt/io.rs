@@ -90,7 +90,7 @@ impl Prompt {
     /// a tensor provider, as in ruPrompts.
     /// `dir` may also be a Hub id (`owner/name[@revision]`), pulled into the Hugging Face cache first.
     pub fn from_pretrained(dir: &Path, device: Device) -> Result<Self> {
-        let dir = &crate::hub::resolve(dir, &[&[PROMPT_FILE], &[WEIGHTS_FILE, TORCH_FILE]], &[STATE_FILE])?;
+        let dir = &crate::hub::resolve_prompt(dir)?;
         let json_path = dir.join(PROMPT_FILE);
         let text =
             std::fs::read_to_string(&json_path).with_context(|| format!("cannot read {}", json_path.display()))?;

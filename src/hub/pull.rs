@@ -1,62 +1,13 @@
-//! The Hugging Face Hub (or a mirror at `HF_ENDPOINT`): prompts pulled by repo id into the cache Python's
-//! `huggingface_hub` uses (`HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`), with the token
-//! from `HF_TOKEN` or the token file. `HF_HUB_OFFLINE=1` reads the cache only, as Python does.
+//! Downloads by repo id into the cache Python's `huggingface_hub` uses (`HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+//! `~/.cache/huggingface/hub`). `HF_HUB_OFFLINE=1` reads the cache only, as Python does.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use hf_hub::{HFClientSync, HFError};
+use hf_hub::HFError;
 
-/// `owner/name`, optionally `@revision` (a branch, tag or commit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoId {
-    pub owner: String,
-    pub name: String,
-    pub revision: Option<String>,
-}
-
-impl RepoId {
-    /// A Hub id when `text` has that shape (`user/repo`, `user/repo@v1`), `None` for anything else.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (id, revision) = match text.split_once('@') {
-            Some((id, rev)) if !rev.is_empty() => (id, Some(rev.to_string())),
-            Some(_) => return None,
-            None => (text, None),
-        };
-        let (owner, name) = id.split_once('/')?;
-        let part = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with(['.', '-'])
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        (part(owner) && part(name)).then(|| Self { owner: owner.into(), name: name.into(), revision })
-    }
-
-    fn revision(&self) -> &str {
-        self.revision.as_deref().unwrap_or("main")
-    }
-}
-
-impl std::fmt::Display for RepoId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.owner, self.name)?;
-        match &self.revision {
-            Some(rev) => write!(f, "@{rev}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Whether `HF_HUB_OFFLINE` asks for the cache only (1, true, yes, on).
-pub fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-}
-
-/// A client configured from the environment (`HF_ENDPOINT`, `HF_TOKEN`, `HF_HOME`, `HF_HUB_CACHE`).
-pub fn client() -> Result<HFClientSync> {
-    HFClientSync::new().map_err(|e| anyhow!("cannot set up the Hugging Face Hub client: {e}"))
-}
+use super::{client, git_blob_sha1, offline, sha256, RepoId};
+use crate::prompt::{PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
 
 /// What a Hub error means for `repo`, in words that say what to do.
 fn explain(e: HFError, repo: &RepoId, file: &str, offline: bool) -> anyhow::Error {
@@ -74,6 +25,9 @@ fn explain(e: HFError, repo: &RepoId, file: &str, offline: bool) -> anyhow::Erro
         e @ HFError::LocalEntryNotFound { .. } if offline => {
             anyhow!("{repo}: {file} is not in the Hugging Face cache and HF_HUB_OFFLINE is set ({e})")
         }
+        HFError::Request { source, .. } if !(source.is_connect() || source.is_timeout()) => anyhow!(
+            "{repo}: the transfer of {file} broke off ({source}); nothing partial was kept in the cache; try again"
+        ),
         e @ (HFError::Request { .. } | HFError::LocalEntryNotFound { .. }) => {
             anyhow!("{repo}: cannot reach the Hub to get {file}, and it is not in the cache ({e})")
         }
@@ -85,21 +39,26 @@ fn explain(e: HFError, repo: &RepoId, file: &str, offline: bool) -> anyhow::Erro
 /// files) or git's blob sha1 (regular files). hf-hub stores whatever body a download got, an error page included;
 /// such a blob and its snapshot link are removed, so the cache never holds a wrong file.
 fn verify(path: &Path) -> Result<()> {
-    use sha1::Digest;
     let blob = std::fs::canonicalize(path).with_context(|| format!("cannot follow {}", path.display()))?;
     let etag = blob.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let bytes = std::fs::read(&blob).with_context(|| format!("cannot read {}", blob.display()))?;
-    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let sha256 = hex(&sha2::Sha256::digest(&bytes));
-    let mut git = sha1::Sha1::new();
-    git.update(format!("blob {}\0", bytes.len()));
-    git.update(&bytes);
-    if etag == sha256 || etag == hex(&git.finalize()) {
+    if etag == sha256(&bytes) || etag == git_blob_sha1(&bytes) {
         return Ok(());
     }
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(&blob);
     bail!("the downloaded {} bytes do not match the file's checksum {etag}; removed from the cache", bytes.len())
+}
+
+/// Removes the partial downloads (`blobs/*.incomplete`) a failed transfer left in `repo`'s cache folder: hf-hub
+/// keeps them, but a cache should hold whole files only.
+fn remove_incomplete(repo: &RepoId) {
+    let blobs = hf_hub::resolve_cache_dir().join(format!("models--{}--{}", repo.owner, repo.name)).join("blobs");
+    for entry in std::fs::read_dir(blobs).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "incomplete") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Why `file` could not be had: a download answers 404 for a missing repo, revision and file alike, so the
@@ -118,7 +77,7 @@ fn missing(handle: &hf_hub::HFRepositorySync<hf_hub::RepoTypeModel>, repo: &Repo
 /// Downloads into the cache, for each group of `files`, the first file the repo has (e.g. safetensors, else a
 /// `.bin`), and those of `optional` it has; returns the snapshot folder holding them. Offline, or when the Hub
 /// cannot be reached, the cached snapshot serves. A failed download leaves no partial file in the cache.
-pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> {
+fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> {
     let offline = offline();
     let client = client()?;
     let handle = client.model(repo.owner.clone(), repo.name.clone());
@@ -137,7 +96,10 @@ pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathB
             }
             Err(HFError::EntryNotFound { .. }) => Ok(None),
             Err(HFError::LocalEntryNotFound { .. }) if optional.contains(&file) => Ok(None),
-            Err(e) => Err(explain(e, repo, file, offline)),
+            Err(e) => {
+                remove_incomplete(repo);
+                Err(explain(e, repo, file, offline))
+            }
         }
     };
     let mut snapshot: Option<PathBuf> = None;
@@ -163,18 +125,30 @@ pub fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathB
     snapshot.ok_or_else(|| anyhow!("{repo}: nothing to download"))
 }
 
-/// `path` itself, unless nothing is there and it reads as a Hub id (`owner/name[@rev]`): then that repo pulled
-/// into the cache (`files` and `optional` as for [`pull`]), and its snapshot folder.
-pub fn resolve(path: &Path, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> {
-    match RepoId::parse(&path.to_string_lossy()) {
-        Some(repo) if !path.exists() => pull(&repo, files, optional),
-        _ => Ok(path.to_path_buf()),
-    }
+/// The Hub id `path` stands for: one that reads as `owner/name[@rev]` where no file or folder of that name is.
+fn hub_id(path: &Path) -> Option<RepoId> {
+    RepoId::parse(&path.to_string_lossy()).filter(|_| !path.exists())
 }
 
-/// [`resolve`] for a model folder: config, weights (safetensors, sharded safetensors with every shard, or
-/// `pytorch_model.bin`) and the tokenizer files the repo has.
+/// `path`, or the snapshot folder of the prompt repo it names (see [`hub_id`]), pulled with [`pull_prompt`].
+pub fn resolve_prompt(path: &Path) -> Result<PathBuf> {
+    hub_id(path).map_or_else(|| Ok(path.to_path_buf()), |repo| pull_prompt(&repo))
+}
+
+/// `path`, or the snapshot folder of the model repo it names (see [`hub_id`]), pulled with [`pull_model`].
 pub fn resolve_model(path: &Path) -> Result<PathBuf> {
+    hub_id(path).map_or_else(|| Ok(path.to_path_buf()), |repo| pull_model(&repo))
+}
+
+/// A prompt repo: `prompt.json`, the weights (safetensors, else ruPrompts' `prompt_provider.bin`) and our
+/// provider state when there is one.
+pub fn pull_prompt(repo: &RepoId) -> Result<PathBuf> {
+    pull(repo, &[&[PROMPT_FILE], &[WEIGHTS_FILE, TORCH_FILE]], &[STATE_FILE])
+}
+
+/// A model repo: config, weights (safetensors, sharded safetensors with every shard, or `pytorch_model.bin`) and
+/// the tokenizer files the repo has.
+pub fn pull_model(repo: &RepoId) -> Result<PathBuf> {
     const WEIGHTS: [&str; 3] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
     const TOKENIZER: [&str; 6] = [
         "tokenizer.json",
@@ -184,9 +158,9 @@ pub fn resolve_model(path: &Path) -> Result<PathBuf> {
         "special_tokens_map.json",
         "generation_config.json",
     ];
-    let dir = resolve(path, &[&["config.json"], &WEIGHTS], &TOKENIZER)?;
+    let dir = pull(repo, &[&["config.json"], &WEIGHTS], &TOKENIZER)?;
     let index = dir.join(WEIGHTS[1]);
-    if dir != path && index.is_file() && !dir.join(WEIGHTS[0]).is_file() {
+    if index.is_file() && !dir.join(WEIGHTS[0]).is_file() {
         let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{} is not JSON", index.display()))?;
@@ -195,27 +169,7 @@ pub fn resolve_model(path: &Path) -> Result<PathBuf> {
         shards.sort_unstable();
         shards.dedup();
         let groups: Vec<&[&str]> = shards.iter().map(std::slice::from_ref).collect();
-        let repo = RepoId::parse(&path.to_string_lossy()).expect("resolve pulled it, so it is a Hub id");
-        pull(&repo, &groups, &[])?;
+        pull(repo, &groups, &[])?;
     }
     Ok(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_ids_parse_and_paths_do_not() {
-        let id = RepoId::parse("konodyuk/prompt_rugpt3large_joke@v1.0").unwrap();
-        assert_eq!(
-            (id.owner.as_str(), id.name.as_str(), id.revision.as_deref()),
-            ("konodyuk", "prompt_rugpt3large_joke", Some("v1.0"))
-        );
-        assert_eq!(id.to_string(), "konodyuk/prompt_rugpt3large_joke@v1.0");
-        assert_eq!(RepoId::parse("ai-forever/rugpt3small_based_on_gpt2").unwrap().revision, None);
-        for path in ["runs/terra/prompt", "./runs/x", "/abs/path", "runs", "a/b@", "../x/y", "a b/c"] {
-            assert_eq!(RepoId::parse(path), None, "{path}");
-        }
-    }
 }
