@@ -107,11 +107,12 @@ fn prompts_and_models_pull_by_hub_id_into_pythons_cache_layout() {
     let (ok, info, stderr) = run(&hub.url, home.path(), &[], &["info", "alice/tiny-gpt2-ru"]);
     assert!(ok, "{stderr}");
     assert!(info.contains(&snapshot(home.path(), "alice/tiny-gpt2-ru", &model_oid).display().to_string()), "{info}");
-    // `ruprompts pull --model` fills the cache ahead of time and says where.
-    let fresh = tempfile::tempdir().unwrap();
-    let (ok, pulled_model, stderr) = run(&hub.url, fresh.path(), &[], &["pull", "--model", "alice/tiny-gpt2-ru"]);
+    // `ruprompts pull --model` fills the cache ahead of time and says where: HF_HUB_CACHE when set.
+    let (fresh, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env = [("HF_HUB_CACHE", cache.path().to_str().unwrap())];
+    let (ok, pulled_model, stderr) = run(&hub.url, fresh.path(), &env, &["pull", "--model", "alice/tiny-gpt2-ru"]);
     assert!(ok, "{stderr}");
-    let model_snap = snapshot(fresh.path(), "alice/tiny-gpt2-ru", &model_oid);
+    let model_snap = cache.path().join(format!("models--alice--tiny-gpt2-ru/snapshots/{model_oid}"));
     assert_eq!(pulled_model.trim(), model_snap.display().to_string());
     for name in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert_eq!(std::fs::read(model_snap.join(name)).unwrap(), std::fs::read(model_dir().join(name)).unwrap());
@@ -337,10 +338,11 @@ fn a_trained_prompt_pushes_and_pulls_back_into_an_empty_cache_with_identical_log
         "{card}"
     );
 
-    // The same prompt again: nothing is committed.
+    // The same prompt again, with the token from the file `hf auth login` writes: nothing is committed.
     let commits = |log: Vec<String>| log.iter().filter(|l| l.contains("/commit/")).count();
     let before = commits(hub.log());
-    let (ok, stdout, stderr) = push(&out, &[]);
+    std::fs::write(home.path().join("token"), "hf_write\n").unwrap();
+    let (ok, stdout, stderr) = run(&hub.url, home.path(), &[], &["push", out.to_str().unwrap(), "alice/terra-prompt"]);
     assert!(ok, "{stderr}");
     assert_eq!(
         stdout.trim(),
