@@ -87,8 +87,9 @@ pub struct Classifier<'a> {
 const BATCH_POSITIONS: usize = 8192;
 
 impl Classifier<'_> {
-    /// The context (truncated to fit) and the candidates of `item`, as token ids.
-    fn prepare(&self, item: &Item) -> Result<(Vec<i64>, Vec<Candidate>)> {
+    /// The context (truncated to fit) and the candidates of `item`, as token ids: exactly what scoring runs (the
+    /// side-by-side benchmark hands them to the Python reference).
+    pub fn request(&self, item: &Item) -> Result<(Vec<i64>, Vec<Candidate>)> {
         ensure!(!item.candidates.is_empty(), "no candidate answers");
         let mut context: Option<Context> = None;
         let mut candidates = Vec::new();
@@ -159,10 +160,10 @@ impl Classifier<'_> {
         };
         let mut requests = Vec::new();
         for item in items {
-            requests.push(self.prepare(item).map_err(|e| e.context(item.origin.to_string()))?);
+            requests.push(self.request(item).map_err(|e| e.context(item.origin.to_string()))?);
             if let Some(row) = calibrate {
                 let free = Item { row: row.clone(), ..(*item).clone() };
-                requests.push(self.prepare(&free).map_err(|e| e.context(format!("{} (content-free)", item.origin)))?);
+                requests.push(self.request(&free).map_err(|e| e.context(format!("{} (content-free)", item.origin)))?);
             }
         }
         let scored = self.score(&requests)?;

@@ -141,6 +141,21 @@ pub fn score_shared_many(
     if requests.is_empty() {
         return Ok(Vec::new());
     }
+    // Candidate rows with the request each belongs to; only the tokens that are scored are fed (an answer alone
+    // when the suffix is not scored: later tokens cannot change an answer's log-probs).
+    let mut rows: Vec<Vec<i64>> = Vec::new();
+    let mut owners: Vec<i64> = Vec::new();
+    for (i, (_, candidates)) in requests.iter().enumerate() {
+        for cand in *candidates {
+            rows.push(if whole_text { [&cand.answer[..], &cand.suffix].concat() } else { cand.answer.clone() });
+            owners.push(i as i64);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(vec![Vec::new(); requests.len()]);
+    }
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    ensure!(width > 0, "every candidate is empty");
     let _guard = tch::no_grad_guard();
     let device = model.device();
     let d = model.config().n_embd;
@@ -149,10 +164,11 @@ pub fn score_shared_many(
     let context_injections = slice_injections(injections, contexts[0], &mut taken);
     let (ids, context_mask) = pad(&contexts, 0, Side::Left);
     let (b, l) = (contexts.len() as i64, ids.size()[1]);
-    let mut cache = model.new_cache();
+    // Single-token candidates are all scored from the contexts' last states: no cache to keep.
+    let mut cache = (width > 1).then(|| model.new_cache());
     let embeds = inject(model, &ids.to_device(device), &context_injections)?;
     let mask = context_mask.to_device(device);
-    let hidden = model.forward(Input::Embeds(&embeds), Some(&mask), Some(&mut cache))?.reshape([-1, d]);
+    let hidden = model.forward(Input::Embeds(&embeds), Some(&mask), cache.as_mut())?.reshape([-1, d]);
     // Row i's context starts after its padding; its token j sits at i·L + pad + j.
     let start = |i: usize| i as i64 * l + l - contexts[i].len() as i64;
     let mut bases = vec![Scored::default(); contexts.len()];
@@ -172,30 +188,16 @@ pub fn score_shared_many(
     let last: Vec<i64> = (0..b).map(|i| i * l + l - 1).collect();
     let last = select(&hidden, &last, device);
 
-    // Candidate rows with the request each belongs to; only the tokens that are scored are fed (an answer alone
-    // when the suffix is not scored: later tokens cannot change an answer's log-probs).
-    let mut rows: Vec<Vec<i64>> = Vec::new();
-    let mut owners: Vec<i64> = Vec::new();
-    for (i, (_, candidates)) in requests.iter().enumerate() {
-        for cand in *candidates {
-            rows.push(if whole_text { [&cand.answer[..], &cand.suffix].concat() } else { cand.answer.clone() });
-            owners.push(i as i64);
-        }
-    }
-    if rows.is_empty() {
-        return Ok(vec![Vec::new(); requests.len()]);
-    }
-    let width = rows.iter().map(Vec::len).max().unwrap_or(0) as i64;
-    ensure!(width > 0, "every candidate is empty");
     // Token j of a candidate is predicted by its context's last state (j = 0) or by its own state j − 1: the
     // first B rows of `states` are the contexts' last states, then the candidate batch's states row by row.
-    let states = if width == 1 {
-        last
-    } else {
-        let cache = cache.select_rows(&owners);
-        let mask = select(&mask, &owners, device);
-        let hidden = continue_batch(model, injections, &taken, cache, &mask, &rows)?;
-        Tensor::cat(&[last, hidden.reshape([-1, d])], 0)
+    let states = match &cache {
+        None => last,
+        Some(cache) => {
+            let cache = cache.select_rows(&owners);
+            let mask = select(&mask, &owners, device);
+            let hidden = continue_batch(model, injections, &taken, cache, &mask, &rows)?;
+            Tensor::cat(&[last, hidden.reshape([-1, d])], 0)
+        }
     };
     let (mut picks, mut targets) = (Vec::new(), Vec::new());
     for (r, row) in rows.iter().enumerate() {

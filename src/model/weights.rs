@@ -178,6 +178,12 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
                 .with_context(|| format!("{}: cannot read tensor '{name}'", path.display()))?;
+            // The copy is made: let the kernel drop the file's pages now rather than when the map goes, so the
+            // peak memory holds the weights once, not twice (a failure only leaves the pages resident).
+            let offset = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+            // SAFETY: a read-only file mapping: dropped pages are read again from the file if ever touched.
+            let _ =
+                unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, view.data().len()) };
             Ok((name, tensor))
         })
         .collect()

@@ -1,0 +1,162 @@
+"""Runs our side and the Python side (ruPrompts + transformers) of every workload on identical work, alternating
+(ours, Python, ours, Python, ...), and writes the medians, the ratios and the agreement checks to bench/results.md.
+Standard library only. Normally started by bench/run.sh, which installs and builds what this needs.
+
+Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
+  train-tensor, train-lstm   prompt-tuning steps: 8 rows x 128 tokens, <P*20>, AdamW; steps/s
+  score-danetqa, score-parus multiple-choice scoring of N items; items/s (Python: naive per-candidate forward)
+  generate-1, generate-8     greedy, 64 new tokens after <P*20> + 24 tokens; tokens/s
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("RUPROMPTS_SHARED", os.path.join(ROOT, "..", "shared"))
+PYTHON = os.path.join(ROOT, ".cache", "bench-venv", "bin", "python")
+OURS = os.path.join(ROOT, "target", "release", "examples", "bench_vs_python")
+WORKLOADS = ["train-tensor", "train-lstm", "score-danetqa", "score-parus", "generate-1", "generate-8"]
+SHAPES = {
+    "small": "ruGPT-3-small shape (12 layers, d 768, 12 heads, vocab 50264), random weights",
+    "tiny": "the tiny fixture model (2 layers, d 64, vocab 2000)",
+}
+
+
+def model_dir(shape):
+    if shape == "tiny":
+        return os.path.join(SHARED, "fixtures", "tiny-gpt2-ru")
+    path = os.path.join(ROOT, ".cache", "bench", "rugpt3small-random")
+    if not os.path.isdir(path):
+        print("making the ruGPT-3-small-shaped model with random weights in", path, flush=True)
+        tokenizer = os.path.join(SHARED, "tokenizers", "rugpt3")
+        subprocess.run([PYTHON, os.path.join(ROOT, "bench", "python_side.py"), "make-model", "--config",
+                        os.path.join(tokenizer, "config.json"), "--tokenizer", tokenizer, "--out", path], check=True)
+    return path
+
+
+def run_one(side, workload, args, work):
+    if side == "ours":
+        cmd = [OURS, "run", workload, "--work", work, "--threads", str(args.threads), "--steps", str(args.steps)]
+    else:
+        cmd = [PYTHON, os.path.join(ROOT, "bench", "python_side.py"), "run", workload, "--work", work,
+               "--threads", str(args.threads), "--steps", str(args.steps)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
+    env["BENCH_T0"] = repr(time.time())
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{side} {workload} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check(workload, ours, python):
+    """Whether both sides computed the same thing, in words."""
+    a, b = ours["check"], python["check"]
+    if workload.startswith("train"):
+        diffs = [abs(x - y) for x, y in zip(a["losses"], b["losses"])]
+        ok = diffs[0] <= 1e-4
+        return ok, f"first-step loss {a['losses'][0]:.5f} vs {b['losses'][0]:.5f} (Δ {diffs[0]:.1e}); " \
+                   f"max Δ over {len(diffs)} steps {max(diffs):.1e}"
+    key = "predictions" if workload.startswith("score") else "generated"
+    same = sum(x == y for x, y in zip(a[key], b[key]))
+    what = "items predicted alike" if key == "predictions" else "rows generated alike"
+    return same == len(a[key]) == len(b[key]), f"{same}/{len(a[key])} {what}"
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(next(l for l in f if l.startswith("MemTotal")).split()[1])
+            mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    versions = subprocess.run(
+        [PYTHON, "-c", "import sys, torch, transformers, importlib.metadata as m; "
+                       "print(sys.version.split()[0], torch.__version__, transformers.__version__, m.version('ruprompts'))"],
+        capture_output=True, text=True).stdout.split()
+    py, torch, tf, rp = (versions + ["?"] * 4)[:4]
+    return (f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}.\n"
+            f"Python {py}, torch {torch} (CPU), transformers {tf}, ruprompts {rp}; "
+            f"ours: release build, libtorch 2.11.0 (CPU) through tch 0.24.")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=SHAPES, default="small")
+    parser.add_argument("--runs", type=int, default=3, help="runs per side and workload (median reported)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6, help="training steps per run (the first is not timed)")
+    parser.add_argument("--items", type=int, default=16, help="items per scoring task (the first is not timed)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    args = parser.parse_args()
+
+    model = model_dir(args.shape)
+    work = os.path.join(ROOT, ".cache", "bench", f"work-{args.shape}")
+    subprocess.run([OURS, "prepare", "--model", model, "--work", work, "--items", str(args.items)], check=True)
+    rows = []
+    for workload in args.workloads.split(","):
+        results = {"ours": [], "python": []}
+        for r in range(args.runs):
+            for side in ("ours", "python"):
+                res = run_one(side, workload, args, work)
+                results[side].append(res)
+                print(f"{workload:14} run {r + 1} {side:6} {res['throughput']:9.2f} {res['unit']:8} "
+                      f"cold {res['cold_start_s']:5.1f} s  peak {res['peak_rss_mib']:6.0f} MiB", flush=True)
+        med = {side: {k: statistics.median(x[k] for x in v) for k in ("throughput", "cold_start_s", "peak_rss_mib")}
+               for side, v in results.items()}
+        ok, detail = check(workload, results["ours"][0], results["python"][0])
+        rows.append((workload, results["ours"][0]["unit"], med, ok, detail))
+
+    lines = [
+        "# Side-by-side: ruprompts (Rust) vs Python ruPrompts + transformers",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Model: {SHAPES[args.shape]}. {args.threads} threads on both sides (torch.set_num_threads / "
+        f"tch::set_num_threads, OMP_NUM_THREADS). Median of {args.runs} runs per side, run alternately (ours, Python, "
+        f"ours, Python, ...), each in a fresh process. Training: {args.steps} AdamW steps on 8 rows × 128 tokens with "
+        f"a 20-token prompt (tensor or BiLSTM provider), the last 16 tokens labelled, model in eval mode (no dropout) "
+        f"on both sides; the first step is not timed. Scoring: {args.items} zero-shot items of each task, sum of the "
+        f"answer's log-probs, Python scoring each candidate with its own forward as ruPrompts/transformers users do, "
+        f"ours with the evaluator (shared context, batched); the first item is not timed. Generation: greedy, 64 new "
+        f"tokens after the 20-token prompt and 24 text tokens, no stop token; batch 1 over 4 rows, batch 8 three "
+        f"times; the first call is not timed. Cold start: process start to the end of the first step / item / call "
+        f"(imports, model loading and warm-up included). Peak RSS: VmHWM of the process.",
+        "",
+        "| workload | throughput, ours | throughput, Python | ours / Python | cold start, ours / Python (s) | "
+        "peak RSS, ours / Python (MiB) | RSS ratio | same result |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for workload, unit, med, ok, detail in rows:
+        o, p = med["ours"], med["python"]
+        lines.append(
+            f"| {workload} | {o['throughput']:.2f} {unit} | {p['throughput']:.2f} {unit} | "
+            f"**{o['throughput'] / p['throughput']:.2f}×** | {o['cold_start_s']:.1f} / {p['cold_start_s']:.1f} | "
+            f"{o['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} | {o['peak_rss_mib'] / p['peak_rss_mib']:.2f} | "
+            f"{'yes' if ok else '**no**'}: {detail} |")
+    lines += ["", f"Reproduce: `bash bench/run.sh --shape {args.shape} --runs {args.runs} --threads {args.threads}`.", ""]
+    text = "\n".join(lines)
+    tmp = args.out + ".part"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, args.out)
+    print("\n" + text)
+    if not all(ok for *_, ok, _ in rows):
+        sys.exit("the two sides disagree (see the last column)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The Python side of the side-by-side benchmark: ruPrompts 0.1.4 + transformers 4.57, as their users run them.
+
+`make-model` writes a GPT-2 with random weights (transformers' initialisation, seed 0) in Hugging Face format;
+`run WORKLOAD` times one workload on the work `examples/bench_vs_python.rs prepare` wrote (the same token ids and
+initial prompt weights ours uses) and prints one JSON line, like our side. The prompt is a ruPrompts `Prompt`
+patched into the model (`PromptEmbedding` replaces the input embedding); scoring is the naive per-candidate forward
+(context + answer, sum of the answer's log-probs); generation is `model.generate`, greedy.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+
+def since_start():
+    t0 = os.environ.get("BENCH_T0")
+    return time.time() - float(t0) if t0 else float("nan")
+
+
+def peak_rss_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def make_model(args):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config.from_json_file(args.config))
+    tmp = args.out + ".part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    for name in os.listdir(args.tokenizer):
+        if name != "config.json":
+            shutil.copy(os.path.join(args.tokenizer, name), tmp)
+    os.replace(tmp, args.out)
+
+
+def load(spec, kind):
+    """The model (eval mode: no dropout, as ours) with a ruPrompts prompt of `kind` holding the shared initial
+    weights, and the prompt's token id."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    from ruprompts import LSTMPromptProvider, Prompt, PromptFormat, TensorPromptProvider
+
+    model = GPT2LMHeadModel.from_pretrained(spec["model"])
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if kind is None:
+        return model, None, None
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    provider = TensorPromptProvider() if kind == "tensor" else LSTMPromptProvider()
+    prompt = Prompt(PromptFormat("<P*%d>{text}" % spec["prompt_length"]), provider)
+    prompt.patch(model, tokenizer)
+    state = load_file(os.path.join(spec["work"], "init_%s.safetensors" % kind))
+    provider.load_state_dict(state)
+    provider.train()
+    prompt_id = tokenizer.convert_tokens_to_ids(prompt.format.prompt_token)
+    return model, provider, prompt_id
+
+
+def with_prompt(spec, rows, prompt_id):
+    import torch
+
+    return torch.tensor([[prompt_id] * spec["prompt_length"] + r for r in rows])
+
+
+def train(spec, kind, steps):
+    import torch
+
+    model, provider, prompt_id = load(spec, kind)
+    ids = with_prompt(spec, spec["train"]["ids"], prompt_id)
+    labels = torch.full_like(ids, -100)
+    labels[:, -spec["train"]["labelled"]:] = ids[:, -spec["train"]["labelled"]:]
+    opt = torch.optim.AdamW(provider.parameters(), lr=spec["train"]["lr"], weight_decay=0.0)
+    losses, cold = [], 0.0
+    for step in range(steps):
+        opt.zero_grad()
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step == 0:
+            cold, start = since_start(), time.perf_counter()
+    return (steps - 1) / (time.perf_counter() - start), cold, {"losses": losses}
+
+
+def score(spec, task):
+    import torch
+
+    model, _, _ = load(spec, None)
+    requests = spec["score"][task]
+    predictions, cold = [], 0.0
+    with torch.no_grad():
+        for i, r in enumerate(requests):
+            sums = []
+            for answer in r["answers"]:
+                ids = torch.tensor([r["context"] + answer])
+                logits = model(input_ids=ids).logits[0, len(r["context"]) - 1 : -1]
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                sums.append(logp.gather(1, torch.tensor(answer)[:, None]).sum().item())
+            predictions.append(max(range(len(sums)), key=lambda k: sums[k]))
+            if i == 0:
+                cold, start = since_start(), time.perf_counter()
+    return (len(requests) - 1) / (time.perf_counter() - start), cold, {"predictions": predictions}
+
+
+def generation(spec, batch):
+    import torch
+
+    model, _, prompt_id = load(spec, "tensor")
+    # Every row runs its full length: no stop token.
+    model.generation_config.eos_token_id = None
+    new = spec["generate"]["new_tokens"]
+    inputs = with_prompt(spec, spec["generate"]["inputs"], prompt_id)
+    chunks = [inputs[i : i + 1] for i in range(4)] if batch == 1 else [inputs] * 3
+    generated, cold = [], 0.0
+    with torch.no_grad():
+        for i, chunk in enumerate(chunks):
+            out = model.generate(
+                input_ids=chunk,
+                attention_mask=torch.ones_like(chunk),
+                max_new_tokens=new,
+                do_sample=False,
+                pad_token_id=0,
+            )
+            generated.extend(out[:, chunk.shape[1] :].tolist())
+            if i == 0:
+                cold, start = since_start(), time.perf_counter()
+    tokens = (len(chunks) - 1) * chunks[0].shape[0] * new
+    rows = 4 if batch == 1 else len(inputs)
+    return tokens / (time.perf_counter() - start), cold, {"generated": generated[:rows]}
+
+
+def run(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with open(os.path.join(args.work, "spec.json")) as f:
+        spec = json.load(f)
+    spec["work"] = args.work
+    workloads = {
+        "train-tensor": (lambda: train(spec, "tensor", args.steps), "steps/s"),
+        "train-lstm": (lambda: train(spec, "lstm", args.steps), "steps/s"),
+        "score-danetqa": (lambda: score(spec, "danetqa"), "items/s"),
+        "score-parus": (lambda: score(spec, "parus"), "items/s"),
+        "generate-1": (lambda: generation(spec, 1), "tokens/s"),
+        "generate-8": (lambda: generation(spec, 8), "tokens/s"),
+    }
+    work, unit = workloads[args.workload]
+    rate, cold, check = work()
+    print(json.dumps({
+        "side": "python", "workload": args.workload, "throughput": rate, "unit": unit, "cold_start_s": cold,
+        "peak_rss_mib": peak_rss_mib(), "threads": torch.get_num_threads(), "check": check,
+    }))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make-model")
+    m.add_argument("--config", required=True)
+    m.add_argument("--tokenizer", required=True)
+    m.add_argument("--out", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("workload")
+    r.add_argument("--work", required=True)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+    make_model(args) if args.command == "make-model" else run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+//! Our side of the side-by-side benchmark against Python ruPrompts + transformers; `bench/compare.py` drives both.
+//! `prepare` writes the work both sides share into a folder: token ids (from real DaNetQA and PARus text, through the
+//! model's tokenizer and our task formats) and the prompts' initial weights. `run WORKLOAD` times one workload in a
+//! fresh process and prints one JSON line: throughput, cold start (from `BENCH_T0`, the driver's clock when it
+//! started the process, to the end of the first unit of work), peak RSS, and what was computed, for the driver to
+//! check against Python's.
+//!
+//! `cargo run --release --example bench_vs_python -- prepare --model DIR --work DIR [--items N]`
+//! `cargo run --release --example bench_vs_python -- run WORKLOAD --work DIR [--threads N] [--steps N]`
+//! with WORKLOAD one of train-tensor, train-lstm, score-danetqa, score-parus, generate-1, generate-8.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use ruprompts::data::{read_rows, Record, RsgTask};
+use ruprompts::eval::{Classifier, Item, ScoreMode, TaskFormats};
+use ruprompts::format::PromptFormat;
+use ruprompts::generate::{generate, GenerationConfig};
+use ruprompts::model::{Gpt2, Input};
+use ruprompts::prompt::Prompt;
+use ruprompts::provider::ProviderConfig;
+use ruprompts::tokenizer::Tokenizer;
+use ruprompts::train::{AdamW, AdamWConfig};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+/// Soft tokens before the text, in training and generation.
+const PROMPT: usize = 20;
+/// Training batch: rows × tokens (prompt included), of which the last `LABELLED` are the target.
+const BATCH: usize = 8;
+const TOKENS: usize = 128;
+const LABELLED: usize = 16;
+/// Generation: text tokens after the prompt, new tokens per row, rows.
+const GEN_INPUT: usize = 24;
+const NEW_TOKENS: usize = 64;
+const GEN_ROWS: usize = 8;
+const LR: f64 = 1e-3;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// Seconds since the driver started this process (`BENCH_T0`, Unix seconds).
+fn since_start() -> f64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs_f64();
+    std::env::var("BENCH_T0").ok().and_then(|t| t.parse::<f64>().ok()).map_or(f64::NAN, |t0| now - t0)
+}
+
+/// Peak resident memory of this process in MiB (`VmHWM`).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A task's items in the official layout: DaNetQA's validation split, PARus' sample (renamed to that layout).
+fn items(task: RsgTask, n: usize) -> Result<(TaskFormats, Vec<Item>)> {
+    let formats = TaskFormats::bundled(task);
+    let records = match task {
+        RsgTask::Danetqa => read_rows(&shared().join("data/rsg/DaNetQA/val.jsonl"))?,
+        _ => read_rows(&shared().join("data/rsg-samples/parus/train_sample_dev.jsonl"))?
+            .into_iter()
+            .map(|Record { mut row, origin }| {
+                let label = row.remove("target").context("PARus sample row without target")?;
+                row.insert("label".into(), label);
+                let id = row.remove("id").context("PARus sample row without id")?;
+                row.insert("idx".into(), id);
+                Ok(Record { row, origin })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut items: Vec<Item> = task.items(&records, &formats.verbalizers)?.into_iter().map(|t| t.item).collect();
+    items.truncate(n);
+    Ok((formats, items))
+}
+
+fn classifier<'a>(
+    model: &'a Gpt2,
+    tok: &'a Tokenizer,
+    format: &'a PromptFormat,
+    trunc: Option<&'a str>,
+) -> Classifier<'a> {
+    Classifier {
+        model,
+        tokenizer: tok,
+        format,
+        injections: &[],
+        mode: ScoreMode::Sum,
+        shared: true,
+        truncation_field: trunc,
+    }
+}
+
+/// The text tokens of DaNetQA passages: `rows` runs of `len` tokens, one passage each (those long enough).
+fn passages(tok: &Tokenizer, rows: usize, len: usize) -> Result<Vec<Vec<i64>>> {
+    let records = read_rows(&shared().join("data/rsg/DaNetQA/val.jsonl"))?;
+    let mut out = Vec::new();
+    for r in records {
+        let ids = tok.encode_ids(r.row["passage"].as_str().unwrap_or_default())?;
+        if ids.len() >= len {
+            out.push(ids[..len].to_vec());
+        }
+        if out.len() == rows {
+            return Ok(out);
+        }
+    }
+    bail!("fewer than {rows} DaNetQA passages of {len} tokens")
+}
+
+fn provider(kind: &str) -> ProviderConfig {
+    match kind {
+        "lstm" => ProviderConfig::Lstm { hidden_dim: None, input_dim: None, num_layers: 2 },
+        _ => ProviderConfig::default(),
+    }
+}
+
+fn prefix_format() -> Result<PromptFormat> {
+    let compiled = format!("{}{{text}}", ruprompts::format::PROMPT_TOKEN.repeat(PROMPT));
+    Ok(PromptFormat::from_compiled(&format!("<P*{PROMPT}>{{text}}"), &compiled)?)
+}
+
+/// The prompt of `kind` (tensor, lstm) with the initial weights `prepare` wrote.
+fn load_prompt(model: &Gpt2, work: &Path, kind: &str) -> Result<Prompt> {
+    let mut prompt = Prompt::new(prefix_format()?, provider(kind), model)?;
+    let state = Tensor::read_safetensors(work.join(format!("init_{kind}.safetensors")))?;
+    prompt.set_state(&state)?;
+    Ok(prompt)
+}
+
+fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
+    std::fs::create_dir_all(work)?;
+    let model = Gpt2::from_dir(model_dir, Kind::Float, Device::Cpu)?;
+    let tok = Tokenizer::from_dir(model_dir)?;
+    for (seed, kind) in [(1, "tensor"), (2, "lstm")] {
+        let prompt = ruprompts::rng::seeded(seed, || Prompt::new(prefix_format()?, provider(kind), &model))?;
+        let vars: Vec<(String, Tensor)> = prompt.var_store().variables().into_iter().collect();
+        let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        Tensor::write_safetensors(&named, work.join(format!("init_{kind}.safetensors")))?;
+    }
+    let mut score = serde_json::Map::new();
+    for task in [RsgTask::Danetqa, RsgTask::Parus] {
+        let (formats, items) = items(task, n)?;
+        let format = PromptFormat::compile(&formats.zero_shot, &tok)?;
+        let c = classifier(&model, &tok, &format, formats.truncation_field.as_deref());
+        let requests: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let (context, candidates) = c.request(item)?;
+                let answers: Vec<&Vec<i64>> = candidates.iter().map(|k| &k.answer).collect();
+                Ok(json!({ "context": context, "answers": answers }))
+            })
+            .collect::<Result<_>>()?;
+        score.insert(task.name().to_lowercase(), Value::Array(requests));
+    }
+    let spec = json!({
+        "model": std::fs::canonicalize(model_dir)?,
+        "prompt_length": PROMPT,
+        "train": { "ids": passages(&tok, BATCH, TOKENS - PROMPT)?, "labelled": LABELLED, "lr": LR },
+        "score": score,
+        "generate": { "inputs": passages(&tok, GEN_ROWS, GEN_INPUT)?, "new_tokens": NEW_TOKENS },
+    });
+    std::fs::write(work.join("spec.json"), serde_json::to_string(&spec)?)?;
+    Ok(())
+}
+
+/// (units per second after the first, seconds to the end of the first, what was computed).
+type Timed = (f64, f64, Value);
+
+fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> Result<Timed> {
+    let prompt = load_prompt(model, work, kind)?;
+    let mut opt = AdamW::new(
+        AdamWConfig { lr: LR, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 },
+        prompt.var_store().variables().into_iter().collect(),
+    );
+    let prompt_id = model.config().vocab_size;
+    let rows: Vec<Vec<i64>> = serde_json::from_value(spec["train"]["ids"].clone())?;
+    let ids: Vec<i64> = rows.iter().flat_map(|r| [vec![prompt_id; PROMPT], r.clone()].concat()).collect();
+    let ids = Tensor::from_slice(&ids).view([BATCH as i64, TOKENS as i64]);
+    let keep = Tensor::arange(TOKENS as i64, (Kind::Int64, Device::Cpu)).ge((TOKENS - LABELLED) as i64).unsqueeze(0);
+    let labels = ids.where_self(&keep, &Tensor::from(-100i64));
+    let (mut first, mut losses, mut cold) = (Instant::now(), Vec::new(), 0.0);
+    for step in 0..steps {
+        opt.zero_grad();
+        let hidden = model.forward(Input::Embeds(&prompt.embed(model, &ids, prompt_id)?), None, None)?;
+        let loss = model.lm_loss(&hidden, &labels);
+        loss.backward();
+        opt.step(LR);
+        losses.push(loss.double_value(&[]));
+        if step == 0 {
+            cold = since_start();
+            first = Instant::now();
+        }
+    }
+    Ok(((steps - 1) as f64 / first.elapsed().as_secs_f64(), cold, json!({ "losses": losses })))
+}
+
+fn score(model: &Gpt2, tok: &Tokenizer, task: RsgTask, n: usize) -> Result<Timed> {
+    let (formats, items) = items(task, n)?;
+    let format = PromptFormat::compile(&formats.zero_shot, tok)?;
+    let c = classifier(model, tok, &format, formats.truncation_field.as_deref());
+    let mut predictions = c.predict(&items[..1], None, 8)?;
+    let cold = since_start();
+    let start = Instant::now();
+    predictions.extend(c.predict(&items[1..], None, 8)?);
+    Ok(((items.len() - 1) as f64 / start.elapsed().as_secs_f64(), cold, json!({ "predictions": predictions })))
+}
+
+fn generation(model: &Gpt2, spec: &Value, work: &Path, batch: usize) -> Result<Timed> {
+    let prompt = load_prompt(model, work, "tensor")?;
+    let prompt_id = model.config().vocab_size;
+    let injections = [prompt.injection(prompt_id)];
+    let rows: Vec<Vec<i64>> = serde_json::from_value(spec["generate"]["inputs"].clone())?;
+    let inputs: Vec<Vec<i64>> = rows.iter().map(|r| [vec![prompt_id; PROMPT], r.clone()].concat()).collect();
+    let config = GenerationConfig { max_new_tokens: NEW_TOKENS, eos_token_id: None, ..Default::default() };
+    // Batch 1: the rows one by one; batch 8: all rows at once, three times.
+    let chunks: Vec<&[Vec<i64>]> =
+        if batch == 1 { inputs.chunks(1).take(4).collect() } else { vec![&inputs[..], &inputs[..], &inputs[..]] };
+    let (mut generated, mut cold, mut start) = (Vec::new(), 0.0, Instant::now());
+    for (i, chunk) in chunks.iter().enumerate() {
+        for out in generate(model, chunk, &injections, &config)? {
+            generated.push(out[0].new_ids.clone());
+        }
+        if i == 0 {
+            cold = since_start();
+            start = Instant::now();
+        }
+    }
+    let tokens = (chunks.len() - 1) * chunks[0].len() * NEW_TOKENS;
+    let distinct: Vec<&Vec<i64>> = generated.iter().take(if batch == 1 { 4 } else { GEN_ROWS }).collect();
+    Ok((tokens as f64 / start.elapsed().as_secs_f64(), cold, json!({ "generated": distinct })))
+}
+
+fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
+    let spec: Value = serde_json::from_str(&std::fs::read_to_string(work.join("spec.json"))?)?;
+    let dir = PathBuf::from(spec["model"].as_str().context("spec.json: model")?);
+    let model = Gpt2::from_dir(&dir, Kind::Float, Device::Cpu)?;
+    let n = |task: &str| spec["score"][task].as_array().map_or(0, Vec::len);
+    let ((rate, cold, check), unit) = match workload {
+        "train-tensor" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),
+        "train-lstm" => (train(&model, &spec, work, "lstm", steps)?, "steps/s"),
+        "score-danetqa" => (score(&model, &Tokenizer::from_dir(&dir)?, RsgTask::Danetqa, n("danetqa"))?, "items/s"),
+        "score-parus" => (score(&model, &Tokenizer::from_dir(&dir)?, RsgTask::Parus, n("parus"))?, "items/s"),
+        "generate-1" => (generation(&model, &spec, work, 1)?, "tokens/s"),
+        "generate-8" => (generation(&model, &spec, work, 8)?, "tokens/s"),
+        other => bail!("unknown workload {other}"),
+    };
+    Ok(json!({
+        "side": "ours", "workload": workload, "throughput": rate, "unit": unit, "cold_start_s": cold,
+        "peak_rss_mib": peak_rss_mib(), "threads": tch::get_num_threads(), "check": check,
+    }))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let work = PathBuf::from(flag(&args, "--work").context("--work DIR")?);
+    if let Some(n) = flag(&args, "--threads") {
+        tch::set_num_threads(n.parse().context("--threads")?);
+    }
+    match args.first().map(String::as_str) {
+        Some("prepare") => {
+            let model = PathBuf::from(flag(&args, "--model").context("--model DIR")?);
+            let n = flag(&args, "--items").map_or(Ok(16), |s| s.parse()).context("--items")?;
+            prepare(&model, &work, n)
+        }
+        Some("run") => {
+            let workload = args.get(1).context("run WORKLOAD")?;
+            let steps = flag(&args, "--steps").map_or(Ok(6), |s| s.parse()).context("--steps")?;
+            println!("{}", run(workload, &work, steps)?);
+            Ok(())
+        }
+        _ => bail!("usage: bench_vs_python prepare --model DIR --work DIR | run WORKLOAD --work DIR"),
+    }
+}
