@@ -231,6 +231,26 @@ fn a_prompt_pushed_by_python_as_ruprompts_lays_it_out_pulls_and_loads() {
         generate(&hub.url, home.path(), &env, python_prompt.to_str().unwrap(), Some(&model_dir()));
     assert!(ok, "{stderr}");
     assert_eq!(pulled, local);
+
+    // A cache Python filled (snapshot_download leaves no "this file does not exist" markers) serves offline and
+    // with the Hub unreachable: the .bin stands in for the safetensors the repo never had.
+    let py_home = tempfile::tempdir().unwrap();
+    python(
+        &hub.url,
+        py_home.path(),
+        false,
+        "from huggingface_hub import snapshot_download; snapshot_download('konodyuk/prompt_tiny', token='hf_py')",
+    );
+    assert!(!py_home.path().join("hub/models--konodyuk--prompt_tiny/.no_exist").exists());
+    let offline = [("HF_HUB_OFFLINE", "1")];
+    let (ok, cached, stderr) = generate(&hub.url, py_home.path(), &offline, "konodyuk/prompt_tiny", Some(&model_dir()));
+    assert!(ok, "{stderr}");
+    assert_eq!(cached, local);
+    drop(hub);
+    let closed = "http://127.0.0.1:9";
+    let (ok, cached, stderr) = generate(closed, py_home.path(), &[], "konodyuk/prompt_tiny", Some(&model_dir()));
+    assert!(ok, "{stderr}");
+    assert_eq!(cached, local);
 }
 
 /// A Python with huggingface_hub, which scripts/setup.sh installs into .cache/hub-venv.

@@ -74,15 +74,25 @@ fn missing(handle: &hf_hub::HFRepositorySync<hf_hub::RepoTypeModel>, repo: &Repo
     }
 }
 
+/// What asking for one file came to.
+enum Fetched {
+    /// In the cache (downloaded now or before) and checked.
+    File(PathBuf),
+    /// The repo does not have it.
+    Absent,
+    /// Not in the cache, and the Hub cannot be asked (offline or unreachable): why, in words.
+    Unavailable(anyhow::Error),
+}
+
 /// Downloads into the cache, for each group of `files`, the first file the repo has (e.g. safetensors, else a
 /// `.bin`), and those of `optional` it has; returns the snapshot folder holding them. Offline, or when the Hub
-/// cannot be reached, the cached snapshot serves. A failed download leaves no partial file in the cache.
+/// cannot be reached, the cached snapshot serves, whichever file of a group it holds: a cache Python filled has
+/// no marker for the files a repo lacks. A failed download leaves no partial file in the cache.
 fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> {
     let offline = offline();
     let client = client()?;
     let handle = client.model(repo.owner.clone(), repo.name.clone());
-    // One file into the cache, checked; `None` when the repo (or, offline, the cache) does not have it.
-    let fetch = |file: &str| -> Result<Option<PathBuf>> {
+    let fetch = |file: &str| -> Result<Fetched> {
         let got = handle
             .download_file()
             .filename(file.to_string())
@@ -92,26 +102,41 @@ fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> 
         match got {
             Ok(path) => {
                 verify(&path).with_context(|| format!("{repo}: {file}"))?;
-                Ok(Some(path))
+                Ok(Fetched::File(path))
             }
-            Err(HFError::EntryNotFound { .. }) => Ok(None),
-            Err(HFError::LocalEntryNotFound { .. }) if optional.contains(&file) => Ok(None),
+            Err(HFError::EntryNotFound { .. }) => Ok(Fetched::Absent),
             Err(e) => {
                 remove_incomplete(repo);
-                Err(explain(e, repo, file, offline))
+                let unreachable = matches!(&e, HFError::LocalEntryNotFound { .. })
+                    || matches!(&e, HFError::Request { source, .. } if source.is_connect() || source.is_timeout());
+                let why = explain(e, repo, file, offline);
+                if unreachable {
+                    Ok(Fetched::Unavailable(why))
+                } else {
+                    Err(why)
+                }
             }
         }
     };
     let mut snapshot: Option<PathBuf> = None;
     for group in files {
-        let mut found = None;
+        let (mut found, mut unavailable) = (None, None);
         for file in *group {
-            found = fetch(file)?;
-            if found.is_some() {
-                break;
+            match fetch(file)? {
+                Fetched::File(path) => {
+                    found = Some(path);
+                    break;
+                }
+                Fetched::Absent => {}
+                Fetched::Unavailable(why) => {
+                    unavailable.get_or_insert(why);
+                }
             }
         }
         let Some(path) = found else {
+            if let Some(why) = unavailable {
+                return Err(why);
+            }
             // Report the last name of the group.
             let last = group.last().copied().unwrap_or_default();
             let no_file = HFError::EntryNotFound { path: last.into(), repo_id: repo.to_string(), context: None };
