@@ -57,11 +57,20 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` (the scheduler's value for this step), from the current gradients.
+    /// Intermediates go to two scratch buffers sized to the largest parameter, so a step allocates nothing: with
+    /// an LSTM provider's ~25M parameters, fresh temporaries made the update 2-4× slower than PyTorch's.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
         let (beta1, beta2) = self.config.betas;
         let bias_correction1 = 1.0 - beta1.powi(self.step as i32);
         let bias_correction2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
+        let decay = 1.0 - lr * self.config.weight_decay;
+        let largest = self.params.iter().map(|(_, p, _, _)| p.numel()).max().unwrap_or(0) as i64;
+        let scratch = |s: &mut Option<Tensor>, like: &Tensor| {
+            let buffer = s.get_or_insert_with(|| Tensor::empty([largest], (like.kind(), like.device())));
+            buffer.narrow(0, 0, like.numel() as i64).view_(like.size())
+        };
+        let (mut a, mut b) = (None, None);
         tch::no_grad(|| {
             for (_, param, exp_avg, exp_avg_sq) in &mut self.params {
                 let grad = param.grad();
@@ -69,13 +78,18 @@ impl AdamW {
                     continue;
                 }
                 let mut param = param.shallow_clone();
-                let _ = param.g_mul_scalar_(1.0 - lr * self.config.weight_decay);
+                if decay != 1.0 {
+                    let _ = param.g_mul_scalar_(decay);
+                }
                 let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
                 // addcmul_(grad, grad, value = 1 - beta2), in the kernel's order: (value * grad) * grad.
-                let _ = exp_avg_sq.g_mul_scalar_(beta2).g_add_(&((&grad * (1.0 - beta2)) * &grad));
-                let denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt) + self.config.eps;
+                let scaled = grad.mul_scalar_out(&scratch(&mut a, &grad), 1.0 - beta2);
+                let _ = exp_avg_sq.g_mul_scalar_(beta2).addcmul_(&scaled, &grad);
+                let mut denom = exp_avg_sq.sqrt_out(&scratch(&mut b, &grad));
+                let _ = denom.g_div_scalar_(bias_correction2_sqrt).g_add_scalar_(self.config.eps);
                 // addcdiv_(exp_avg, denom, value = -step_size): (value * exp_avg) / denom.
-                let _ = param.addcdiv_(&(&*exp_avg * (-lr / bias_correction1)), &denom);
+                let step = exp_avg.mul_scalar_out(&scaled, -lr / bias_correction1);
+                let _ = param.addcdiv_(&step, &denom);
             }
         });
     }
@@ -137,4 +151,48 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
         }
         total.to_kind(Kind::Double).double_value(&[])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parameters of several shapes share the scratch buffers: each must get exactly PyTorch's update, which
+    /// is written out here with plain tensor arithmetic.
+    #[test]
+    fn every_parameter_gets_pytorchs_update_through_the_shared_scratch() {
+        let config = AdamWConfig { lr: 0.01, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.1 };
+        let shapes: [&[i64]; 3] = [&[4, 6], &[3], &[2, 5, 3]];
+        let (params, mut expected): (Vec<_>, Vec<_>) = crate::rng::seeded(3, || {
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let p = Tensor::randn(*s, (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+                    ((format!("p{i}"), p.shallow_clone()), (p.detach().copy(), p.zeros_like(), p.zeros_like()))
+                })
+                .unzip()
+        });
+        let mut opt = AdamW::new(config.clone(), params.iter().map(|(n, p)| (n.clone(), p.shallow_clone())).collect());
+        for step in 1..=3 {
+            let loss: Tensor = params.iter().map(|(_, p)| (p * p * p).sum(Kind::Float)).sum();
+            opt.zero_grad();
+            loss.backward();
+            let lr = config.lr / step as f64;
+            for ((_, p), (w, m, v)) in params.iter().zip(&mut expected) {
+                let g = p.grad();
+                let (b1, b2) = config.betas;
+                *w = &*w * (1.0 - lr * config.weight_decay);
+                *m = &*m + (&g - &*m) * (1.0 - b1);
+                *v = &*v * b2 + (&g * (1.0 - b2)) * &g;
+                let denom = (v.sqrt() / (1.0 - b2.powi(step)).sqrt()) + config.eps;
+                *w = &*w + (&*m * (-lr / (1.0 - b1.powi(step)))) / denom;
+            }
+            opt.step(lr);
+            for ((name, p), (w, _, _)) in params.iter().zip(&expected) {
+                let diff = (p - w).abs().max().double_value(&[]);
+                assert!(diff <= 1e-7, "step {step}, {name}: differs by {diff}");
+            }
+        }
+    }
 }
