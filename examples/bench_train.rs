@@ -1,8 +1,9 @@
 //! Training-step speed on CPU (or `--device cuda`): the tiny fixture model and a ruGPT-3-small-shaped model with
 //! random weights (12 layers, d=768, vocab 50264; speed does not depend on weight values), batch 8 × 128 tokens,
 //! a 20-token tensor prompt, 16 labelled tokens per row (a short target, as in classification and most text2text).
-//! Compares our loss, which projects to the vocabulary only at labelled positions, with the projection at every
-//! position that transformers' `labels=` loss (and so ruPrompts) computes. Same run, side by side.
+//! Compares our loss ([`Gpt2::loss`]: the last block from the first labelled position on, the vocabulary projection
+//! at labelled positions only) with the full forward and projection at every position that transformers' `labels=`
+//! loss (and so ruPrompts) computes. Same run, side by side.
 //!
 //! `cargo run --release --example bench_train -- [--steps N] [--device cpu|cuda] [--threads N]`
 
@@ -38,8 +39,8 @@ fn time_steps(model: &Gpt2, full_projection: bool, steps: usize) -> Result<f64> 
         let start = Instant::now();
         opt.zero_grad();
         let embeds = prompt.embed(model, &ids, prompt_id)?;
-        let hidden = model.forward(Input::Embeds(&embeds), None, None)?;
         let loss = if full_projection {
+            let hidden = model.forward(Input::Embeds(&embeds), None, None)?;
             let logits = model.lm_logits(&hidden.narrow(1, 0, TOKENS - 1));
             logits.reshape([-1, vocab]).cross_entropy_loss::<Tensor>(
                 &labels.narrow(1, 1, TOKENS - 1).reshape([-1]),
@@ -49,7 +50,7 @@ fn time_steps(model: &Gpt2, full_projection: bool, steps: usize) -> Result<f64> 
                 0.0,
             )
         } else {
-            model.lm_loss(&hidden, &labels)
+            model.loss(Input::Embeds(&embeds), None, &labels)?
         };
         loss.backward();
         opt.step(1e-3);

@@ -189,8 +189,7 @@ fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> R
     let (mut first, mut losses, mut cold) = (Instant::now(), Vec::new(), 0.0);
     for step in 0..steps {
         opt.zero_grad();
-        let hidden = model.forward(Input::Embeds(&prompt.embed(model, &ids, prompt_id)?), None, None)?;
-        let loss = model.lm_loss(&hidden, &labels);
+        let loss = model.loss(Input::Embeds(&prompt.embed(model, &ids, prompt_id)?), None, &labels)?;
         loss.backward();
         opt.step(LR);
         losses.push(loss.double_value(&[]));

@@ -14,11 +14,12 @@ fn case_inputs(case: &serde_json::Value) -> (Tensor, Tensor, Vec<i64>) {
     (ids, mask, i64_vec(&case["lengths"]))
 }
 
-/// Max |diff| over the real (unpadded) positions of `[B, T, ..]` tensors.
+/// Max |diff| over the real (unpadded) positions of `[B, T, ..]` tensors (rows of length 0 have none).
 fn real_positions_diff(a: &Tensor, b: &Tensor, lengths: &[i64]) -> f64 {
     lengths
         .iter()
         .enumerate()
+        .filter(|(_, &len)| len > 0)
         .map(|(row, &len)| max_abs_diff(&a.get(row as i64).narrow(0, 0, len), &b.get(row as i64).narrow(0, 0, len)))
         .fold(0.0, f64::max)
 }
@@ -162,6 +163,66 @@ fn kv_cache_chunks_equal_full_forward() {
     let chunked = Tensor::cat(&pieces, 1);
     let diff = max_abs_diff(&chunked.narrow(1, 5, 40), &full.narrow(1, 5, 40));
     assert!(diff <= 1e-5, "cached vs full logits differ by {diff}");
+}
+
+/// Hidden states from a later position (the last block run there only) are the full forward's, with padding,
+/// without a mask, and through the cache; the loss that uses them equals the loss of the full forward, and so do
+/// its gradients.
+#[test]
+fn states_from_a_later_position_equal_the_full_forwards_tail() {
+    let model = tiny_model();
+    let reference = load_json("reference/gpt2.json");
+    let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
+    let t = ids.size()[1];
+    let full = tch::no_grad(|| model.forward(Input::Ids(&ids), Some(&mask), None)).unwrap();
+    for from in [0, 1, t / 2, t - 1] {
+        let tail = tch::no_grad(|| model.forward_from(Input::Ids(&ids), Some(&mask), None, from)).unwrap();
+        assert_eq!(tail.size(), [ids.size()[0], t - from, model.config().n_embd]);
+        // Compare the positions each row really has (right padding past its length).
+        let kept: Vec<i64> = lengths.iter().map(|&n| (n - from).max(0)).collect();
+        let diff = real_positions_diff(&tail, &full.narrow(1, from, t - from), &kept);
+        assert!(diff <= 1e-5, "from {from}: states differ by {diff}");
+        let plain = tch::no_grad(|| model.forward(Input::Ids(&ids), None, None)).unwrap();
+        let tail = tch::no_grad(|| model.forward_from(Input::Ids(&ids), None, None, from)).unwrap();
+        let diff = max_abs_diff(&tail, &plain.narrow(1, from, t - from));
+        assert!(diff <= 1e-5, "from {from}, no mask: states differ by {diff}");
+    }
+    let reference_hidden = reference_tensor("batch.hidden_states.2");
+    let last = tch::no_grad(|| model.forward_from(Input::Ids(&ids), Some(&mask), None, t - 1)).unwrap();
+    // Row 1 fills the batch: its last state is transformers' too.
+    let diff = max_abs_diff(&last.get(1), &reference_hidden.get(1).narrow(0, t - 1, 1));
+    assert!(lengths[1] == t && diff <= 1e-4, "the last state differs from transformers' by {diff}");
+    assert!(
+        matches!(model.forward_from(Input::Ids(&ids), None, None, t), Err(e) if e.to_string().contains("from position"))
+    );
+
+    // Through the cache: the whole prefix is cached even though only its last state comes back.
+    let mut cache = model.new_cache();
+    let prefix = ids.narrow(1, 0, t - 3);
+    let states = tch::no_grad(|| {
+        model.forward_from(Input::Ids(&prefix), Some(&mask.narrow(1, 0, t - 3)), Some(&mut cache), t - 4)
+    })
+    .unwrap();
+    assert_eq!((cache.len(), states.size()[1]), (t - 3, 1));
+    let rest =
+        tch::no_grad(|| model.forward(Input::Ids(&ids.narrow(1, t - 3, 3)), Some(&mask), Some(&mut cache))).unwrap();
+    let kept: Vec<i64> = lengths.iter().map(|&n| (n - (t - 3)).max(0)).collect();
+    let diff = real_positions_diff(&rest, &full.narrow(1, t - 3, 3), &kept);
+    assert!(diff <= 1e-5, "continuation after a tail-only prefix differs by {diff}");
+
+    // The training loss: rows labelled from different columns (and one row labelled only at its end).
+    let labels = ids.copy();
+    let _ = labels.narrow(1, 0, 5).get(0).fill_(-100);
+    let _ = labels.narrow(1, 0, t - 2).get(1).fill_(-100);
+    let labels = labels.where_self(&mask.ne(0), &Tensor::from(-100i64));
+    let embeds = model.embed(&ids).unwrap().detach().set_requires_grad(true);
+    let quick = model.loss(Input::Embeds(&embeds), Some(&mask), &labels).unwrap();
+    let quick_grad = Tensor::run_backward(&[&quick], &[&embeds], false, false).pop().unwrap();
+    let slow = model.lm_loss(&model.forward(Input::Embeds(&embeds), Some(&mask), None).unwrap(), &labels);
+    let slow_grad = Tensor::run_backward(&[&slow], &[&embeds], false, false).pop().unwrap();
+    assert!((quick.double_value(&[]) - slow.double_value(&[])).abs() <= 1e-6);
+    let diff = max_abs_diff(&quick_grad, &slow_grad);
+    assert!(diff <= 1e-6 && slow_grad.abs().max().double_value(&[]) > 1e-4, "gradients differ by {diff}");
 }
 
 /// Soft prompts train through the frozen model: gradients reach input embeddings, never the weights.

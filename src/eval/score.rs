@@ -168,8 +168,11 @@ pub fn score_shared_many(
     let mut cache = (width > 1).then(|| model.new_cache());
     let embeds = inject(model, &ids.to_device(device), &context_injections)?;
     let mask = context_mask.to_device(device);
-    let hidden = model.forward(Input::Embeds(&embeds), Some(&mask), cache.as_mut())?.reshape([-1, d]);
-    // Row i's context starts after its padding; its token j sits at i·L + pad + j.
+    // Without whole-text scoring only the contexts' last states are read.
+    let from = if whole_text { 0 } else { l - 1 };
+    let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), from)?;
+    let (hidden, kept) = (hidden.reshape([-1, d]), l - from);
+    // Row i's context starts after its padding; its token j sits at i·L + pad + j (whole text: all L kept).
     let start = |i: usize| i as i64 * l + l - contexts[i].len() as i64;
     let mut bases = vec![Scored::default(); contexts.len()];
     if whole_text {
@@ -185,7 +188,7 @@ pub fn score_shared_many(
             offset += c.len() - 1;
         }
     }
-    let last: Vec<i64> = (0..b).map(|i| i * l + l - 1).collect();
+    let last: Vec<i64> = (0..b).map(|i| i * kept + kept - 1).collect();
     let last = select(&hidden, &last, device);
 
     // Token j of a candidate is predicted by its context's last state (j = 0) or by its own state j − 1: the

@@ -62,8 +62,9 @@ fn decode(
     let mut finished = vec![false; rows.len()];
     let mut embeds = inject(model, &ids, injections)?;
     for _ in 0..config.max_new_tokens {
-        let hidden = model.forward(Input::Embeds(&embeds), Some(&mask), cache.as_mut())?;
-        let logits = model.lm_logits(&hidden.select(1, -1));
+        let last = embeds.size()[1] - 1;
+        let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), last)?;
+        let logits = model.lm_logits(&hidden.select(1, 0));
         let next = next_tokens(&logits, &seen, config);
         let chosen = logits.gather(1, &next.unsqueeze(1), false).squeeze_dim(1).to_kind(Kind::Float);
         let (next_ids, chosen) = (Vec::<i64>::try_from(&next)?, Vec::<f32>::try_from(&chosen)?);

@@ -102,8 +102,7 @@ fn setup(config: &TrainConfig) -> Result<Setup> {
 fn batch_loss(s: &Setup, batch: &Batch) -> Result<Tensor> {
     let device = s.model.device();
     let embeds = s.prompt.embed(&s.model, &batch.input_ids.to_device(device), s.token_id)?;
-    let hidden = s.model.forward(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), None)?;
-    Ok(s.model.lm_loss(&hidden, &batch.labels))
+    s.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
 }
 
 /// Token-weighted mean loss over the validation examples.
