@@ -6,6 +6,6 @@ mod optim;
 mod schedule;
 mod trainer;
 
-pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
+pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{ScheduleConfig, ScheduleKind};
 pub use trainer::{resume_config, train, TrainOptions, TrainReport, CONFIG_FILE};

@@ -94,6 +94,24 @@ impl AdamW {
         });
     }
 
+    /// Scales the parameters' gradients so their global L2 norm is at most `max_norm`, as
+    /// `torch.nn.utils.clip_grad_norm_` does; returns the norm before clipping.
+    pub fn clip_grad_norm(&self, max_norm: f64) -> f64 {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self.params.iter().map(|(_, p, _, _)| p.grad()).filter(Tensor::defined).collect();
+            if grads.is_empty() {
+                return 0.0;
+            }
+            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+            let total = Tensor::stack(&norms, 0).norm();
+            let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
+            for mut g in grads {
+                let _ = g.g_mul_(&coef);
+            }
+            total.to_kind(Kind::Double).double_value(&[])
+        })
+    }
+
     /// Clears the gradients of every parameter.
     pub fn zero_grad(&mut self) {
         for (_, param, _, _) in &mut self.params {
@@ -133,24 +151,6 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
-}
-
-/// Scales gradients so their global L2 norm is at most `max_norm`, as `torch.nn.utils.clip_grad_norm_` does;
-/// returns the norm before clipping.
-pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
-    tch::no_grad(|| {
-        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).filter(Tensor::defined).collect();
-        if grads.is_empty() {
-            return 0.0;
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
-        for mut g in grads {
-            let _ = g.g_mul_(&coef);
-        }
-        total.to_kind(Kind::Double).double_value(&[])
-    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
 use super::metrics::{self, METRICS_FILE, PLOT_FILE};
-use super::{clip_grad_norm, AdamW};
+use super::AdamW;
 use crate::config::TrainConfig;
 use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor, IGNORE};
 use crate::format::PromptFormat;
@@ -150,7 +150,6 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainReport
     ensure!(total > 0, "nothing to train: training.max_steps (or epochs) is 0");
 
     let params: Vec<(String, Tensor)> = s.prompt.var_store().variables().into_iter().collect();
-    let trainable: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
     let mut optimizer = AdamW::new(config.optimizer.clone(), params);
     let mut state = TrainerState { step: 0, total_steps: total, best_eval_loss: None, best_step: None };
     if let Some(step) = resume_from {
@@ -202,7 +201,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainReport
             loss.backward();
             loss_value += loss.double_value(&[]);
         }
-        let grad_norm = clip_grad_norm(&trainable, t.max_grad_norm.unwrap_or(f64::INFINITY));
+        let grad_norm = optimizer.clip_grad_norm(t.max_grad_norm.unwrap_or(f64::INFINITY));
         let lr = config.optimizer.lr * config.scheduler.factor(step, total);
         optimizer.step(lr);
         state.step += 1;
