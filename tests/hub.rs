@@ -374,6 +374,7 @@ fn a_trained_prompt_pushes_and_pulls_back_into_an_empty_cache_with_identical_log
 
     // Pulled into an empty cache: the same bytes and, on the model, the same logits bit for bit.
     let fresh = tempfile::tempdir().unwrap();
+    let log_before_pull = hub.log();
     let (ok, stdout, stderr) = run(&hub.url, fresh.path(), &token, &["pull", "alice/terra-prompt"]);
     assert!(ok, "{stderr}");
     let snap = PathBuf::from(stdout.trim());
@@ -384,6 +385,21 @@ fn a_trained_prompt_pushes_and_pulls_back_into_an_empty_cache_with_identical_log
         Prompt::from_pretrained(&snap, tch::Device::Cpu).unwrap(),
     );
     assert!(terra_logits(&local, &model).equal(&terra_logits(&pulled, &model)));
+
+    // `eval --prompt` by Hub id (into another empty cache) asks the Hub for each file once, as pull does, and
+    // scores as the local folder did.
+    let resolves = |log: &[String]| log.iter().filter(|l| l.contains("/alice/terra-prompt/resolve/")).count();
+    let pulled_with = resolves(&hub.log()) - resolves(&log_before_pull);
+    let (again, report_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let before = hub.log();
+    let args = ["eval", "--task", "terra", "--data", val.to_str().unwrap(), "--prompt", "alice/terra-prompt"];
+    let out_dir = report_dir.path().to_str().unwrap();
+    let (ok, _, stderr) = run(&hub.url, again.path(), &token, &[&args[..], &["--out", out_dir]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!(resolves(&hub.log()) - resolves(&before), pulled_with);
+    let by_id: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(by_id["tasks"][0]["metrics"][0]["tuned"].as_f64(), Some(accuracy));
 
     // Python's huggingface_hub reads that cache offline, and downloads the pushed files byte for byte.
     let code = "from huggingface_hub import snapshot_download; print(snapshot_download('alice/terra-prompt'))";

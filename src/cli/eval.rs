@@ -135,7 +135,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => {
             let task = args.task.expect("clap requires --task without --config");
             let Some(data) = args.data.clone() else { bail!("--task needs --data FILE (the split to score)") };
-            let model = match (&args.model, &args.prompt) {
+            // A Hub id is pulled once here; the evaluation then reads the snapshot folder.
+            let prompt = args
+                .prompt
+                .as_deref()
+                .map(|p| crate::hub::resolve_prompt(p).with_context(|| format!("--prompt {}", p.display())))
+                .transpose()?;
+            let model = match (&args.model, &prompt) {
                 (Some(m), _) => m.clone(),
                 (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
                     .with_context(|| format!("--prompt {}", p.display()))?
@@ -149,7 +155,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 task,
                 data,
                 formats: task_formats(task, &args.formats)?,
-                prompt: args.prompt.clone(),
+                prompt,
                 mode: args.mode,
                 naive: args.naive,
                 batch_size: args.batch_size,
