@@ -308,15 +308,13 @@ impl Gpt2 {
         // Plain causal attention needs no mask tensor; padding, a cache offset or queries from a later position do.
         let attn_mask =
             (mask.is_some() || past > 0 || from > 0).then(|| attention_bias(mask.as_ref(), b, past, t, self.device));
+        // The last block's queries start at `from`.
+        let tail_mask = attn_mask.as_ref().map(|m| m.narrow(2, from, t - from));
         let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
-            let (from, mask) = if i == last {
-                (from, attn_mask.as_ref().map(|m| m.narrow(2, from, t - from)))
-            } else {
-                (0, attn_mask.as_ref().map(Tensor::shallow_clone))
-            };
-            x = block.forward(&x, mask.as_ref(), layer_cache, from);
+            let (from, mask) = if i == last { (from, tail_mask.as_ref()) } else { (0, attn_mask.as_ref()) };
+            x = block.forward(&x, mask, layer_cache, from);
         }
         if self.blocks.is_empty() {
             x = x.narrow(1, from, t - from);
