@@ -144,7 +144,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             let model = match (&args.model, &prompt) {
                 (Some(m), _) => m.clone(),
                 (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
-                    .with_context(|| format!("--prompt {}", p.display()))?
+                    .with_context(|| format!("--prompt {}", args.prompt.as_deref().unwrap_or(p).display()))?
                     .pretrained_model_name
                     .map(PathBuf::from)
                     .context("the prompt's prompt.json names no model: pass --model DIR")?,
