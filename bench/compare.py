@@ -17,7 +17,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("RUPROMPTS_SHARED", os.path.join(ROOT, "..", "shared"))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 PYTHON = os.path.join(ROOT, ".cache", "bench-venv", "bin", "python")
 OURS = os.path.join(ROOT, "target", "release", "examples", "bench_vs_python")
 WORKLOADS = ["train-tensor", "train-lstm", "score-danetqa", "score-parus", "generate-1", "generate-8"]
@@ -29,11 +29,11 @@ SHAPES = {
 
 def model_dir(shape):
     if shape == "tiny":
-        return os.path.join(SHARED, "fixtures", "tiny-gpt2-ru")
+        return os.path.join(FIXTURES, "tiny-gpt2-ru")
     path = os.path.join(ROOT, ".cache", "bench", "rugpt3small-random")
     if not os.path.isdir(path):
         print("making the ruGPT-3-small-shaped model with random weights in", path, flush=True)
-        tokenizer = os.path.join(SHARED, "tokenizers", "rugpt3")
+        tokenizer = os.path.join(FIXTURES, "rugpt3")
         subprocess.run([PYTHON, os.path.join(ROOT, "bench", "python_side.py"), "make-model", "--config",
                         os.path.join(tokenizer, "config.json"), "--tokenizer", tokenizer, "--out", path], check=True)
     return path

@@ -37,8 +37,9 @@ const NEW_TOKENS: usize = 64;
 const GEN_ROWS: usize = 8;
 const LR: f64 = 1e-3;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+/// A path inside the repository.
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -65,8 +66,8 @@ fn peak_rss_mib() -> f64 {
 fn items(task: RsgTask, n: usize) -> Result<(TaskFormats, Vec<Item>)> {
     let formats = TaskFormats::bundled(task);
     let records = match task {
-        RsgTask::Danetqa => read_rows(&shared().join("data/rsg/DaNetQA/val.jsonl"))?,
-        _ => read_rows(&shared().join("data/rsg-samples/parus/train_sample_dev.jsonl"))?
+        RsgTask::Danetqa => read_rows(&repo("assets/rsg/DaNetQA/val.jsonl.gz"))?,
+        _ => read_rows(&repo("tests/fixtures/rsg-samples/parus/train_sample_dev.jsonl"))?
             .into_iter()
             .map(|Record { mut row, origin }| {
                 let label = row.remove("target").context("PARus sample row without target")?;
@@ -101,7 +102,7 @@ fn classifier<'a>(
 
 /// The text tokens of DaNetQA passages: `rows` runs of `len` tokens, one passage each (those long enough).
 fn passages(tok: &Tokenizer, rows: usize, len: usize) -> Result<Vec<Vec<i64>>> {
-    let records = read_rows(&shared().join("data/rsg/DaNetQA/val.jsonl"))?;
+    let records = read_rows(&repo("assets/rsg/DaNetQA/val.jsonl.gz"))?;
     let mut out = Vec::new();
     for r in records {
         let ids = tok.encode_ids(r.row["passage"].as_str().unwrap_or_default())?;

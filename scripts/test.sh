@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: set up libtorch, then unit, integration and doc tests. Fixture tests read ../shared
-# (or $RUPROMPTS_SHARED).
+# The whole test suite: set up libtorch, then unit, integration and doc tests. Everything they read is in the
+# repository (tests/fixtures, assets); nothing beside the clone is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/build-release.sh
 if [ "$#" -eq 0 ]; then
     set -- examples/configs/danetqa.yaml "output_dir=runs/danetqa-$(date +%Y%m%d-%H%M%S)"
 fi

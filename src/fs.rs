@@ -21,6 +21,64 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     Ok(())
 }
 
+/// Deletes the folder `dir` by renaming it to a hidden sibling first (`.<name>.deleting`): a kill mid-delete
+/// leaves that hidden folder, never a half folder under the old name that a reader could take for whole.
+pub fn remove_dir(dir: &Path) -> Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("folder");
+    let doomed = dir.with_file_name(format!(".{name}.deleting"));
+    if doomed.exists() {
+        std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot delete {}", doomed.display()))?;
+    }
+    std::fs::rename(dir, &doomed).with_context(|| format!("cannot delete {}", dir.display()))?;
+    std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot delete {}", doomed.display()))
+}
+
+/// The lock file a run holds in its output folder.
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive hold on a folder that one process writes into (a training run's output_dir, an evaluation's
+/// report folder): `.lock` in it, locked with the OS (released when the process ends, however it ends) and
+/// removed when dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (which must exist); `what` names the folder in the error when another process
+    /// holds it.
+    pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot create the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{what} {} is in use by another ruprompts process (it holds {}); wait for it to finish or \
+                 choose another folder",
+                dir.display(),
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+        std::fs::write(&path, format!("{}\n", std::process::id())).ok();
+        Ok(Self { path, _file: file })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
 /// An append-only JSON-lines file that a rerun continues (training metrics, evaluation results). Opening keeps
 /// the records `keep` accepts, verbatim, and drops an unfinished last line (the process was killed mid-write).
 #[derive(Debug)]
@@ -81,6 +139,27 @@ mod tests {
         assert_eq!(format!("{err:#}"), format!("cannot write {}: disk full", path.display()));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_locked_folder_is_refused_until_the_lock_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path(), "output_dir").unwrap();
+        let err = DirLock::acquire(dir.path(), "output_dir").unwrap_err().to_string();
+        assert!(err.starts_with(&format!("output_dir {} is in use by another ruprompts process", dir.path().display())));
+        drop(lock);
+        assert!(!dir.path().join(LOCK_FILE).exists());
+        DirLock::acquire(dir.path(), "output_dir").unwrap();
+    }
+
+    #[test]
+    fn a_removed_folder_is_gone_with_its_hidden_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let doomed = dir.path().join("checkpoint-2");
+        std::fs::create_dir(&doomed).unwrap();
+        std::fs::write(doomed.join("a"), "x").unwrap();
+        remove_dir(&doomed).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

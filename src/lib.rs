@@ -27,6 +27,8 @@ pub mod hub;
 pub mod model;
 pub mod prompt;
 pub mod provider;
+pub mod report;
+pub mod resolve;
 pub mod rng;
 pub mod tokenizer;
 pub mod train;

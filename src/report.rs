@@ -1,4 +1,4 @@
-//! The zero-shot vs tuned report: per task and metric the two values, their difference and the prompt's
+//! The zero-shot vs tuned report (written by `eval`, read by `hub` for the model card): per task and metric the two values, their difference and the prompt's
 //! trainable parameters, written as JSON (for tools), Markdown (for people) and an SVG bar chart.
 
 use std::path::Path;

@@ -13,7 +13,7 @@ use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
 
 fn terra_items(n: usize) -> Vec<Item> {
-    read_rows(&shared().join("data/rsg/TERRa/val.jsonl"))
+    read_rows(&asset("rsg/TERRa/val.jsonl.gz"))
         .unwrap()
         .into_iter()
         .take(n)

@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use ruprompts::config::TrainConfig;
 use ruprompts::data::PreprocessConfig;
 use ruprompts::provider::ProviderConfig;
+use ruprompts::train::TrainConfig;
 
 const BASE: &str = r#"model:
-  path: ../shared/fixtures/tiny-gpt2-ru
+  path: tests/fixtures/tiny-gpt2-ru
 dataset:
   task: terra
-  dir: ../shared/data/rsg/TERRa
+  dir: assets/rsg/TERRa
 prompt_format:
   template: "<P*10>{premise} Вопрос: {hypothesis}? Ответ:"
 preprocessing:
@@ -117,7 +117,7 @@ fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
 #[test]
 fn russian_superglue_folders_load_as_distributed() {
     use ruprompts::data::{DatasetConfig, RsgTask};
-    let rsg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/rsg");
+    let rsg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/rsg");
     let load = |task, dir: &str| {
         DatasetConfig { task: Some(task), dir: Some(rsg.join(dir)), ..Default::default() }.load().unwrap()
     };
@@ -143,6 +143,56 @@ fn a_model_path_that_is_neither_a_folder_nor_a_hub_id_is_named() {
     let dir = configs(&[]);
     let path = dir.path().join("base.yaml");
     let config = TrainConfig::load(&path, &["model.path=./no/such/model".to_string()]).unwrap();
-    let err = config.model.dir().unwrap_err().to_string();
-    assert_eq!(err, "model './no/such/model' (model.path, --model) is not a directory nor a Hub id such as owner/name");
+    let err = ruprompts::resolve::model_dir(&config.model).unwrap_err().to_string();
+    assert_eq!(err, "no folder ./no/such/model (model.path, --model), and it is no Hub id (owner/name)");
+}
+
+#[test]
+fn values_out_of_range_are_refused_on_load_naming_the_key_and_where_it_was_set() {
+    let dir = configs(&[("zero.yaml", "extends: base.yaml\ntraining:\n  batch_size: 4\n  save_every: 0\n")]);
+    let d = dir.path();
+    let (err, path) = error(d, "zero.yaml", &[]);
+    assert_eq!(err, format!("{}:4: `training.save_every`: must be at least 1 (0 given)", path.display()));
+    let cases = [
+        ("training.eval_every=0", "`training.eval_every`: must be at least 1 (0 given)"),
+        ("training.log_every=0", "`training.log_every`: must be at least 1 (0 given)"),
+        ("training.batch_size=0", "`training.batch_size`: must be at least 1 (0 given)"),
+        ("training.grad_accumulation=0", "`training.grad_accumulation`: must be at least 1 (0 given)"),
+        ("training.max_steps=0", "`training.max_steps`: must be at least 1 (0 given)"),
+        ("training.save_total_limit=0", "`training.save_total_limit`: must be at least 1 (0 given)"),
+        ("preprocessing.max_tokens=0", "`preprocessing.max_tokens`: must be at least 1 (0 given)"),
+        ("training.max_grad_norm=0", "`training.max_grad_norm`: must be a positive number or null, not 0"),
+        ("optimizer.lr=.nan", "`optimizer.lr`: must be a positive number, not NaN"),
+        ("optimizer.lr=-0.1", "`optimizer.lr`: must be a positive number, not -0.1"),
+        ("optimizer.lr=.inf", "`optimizer.lr`: must be a positive number, not inf"),
+        ("optimizer.betas=[0.9, 1.0]", "`optimizer.betas`: beta2 must be in [0, 1), not 1"),
+        ("optimizer.betas=[-0.1, 0.9]", "`optimizer.betas`: beta1 must be in [0, 1), not -0.1"),
+        ("optimizer.eps=0", "`optimizer.eps`: must be a positive number, not 0"),
+        ("optimizer.weight_decay=-1", "`optimizer.weight_decay`: must be a number ≥ 0, not -1"),
+        ("prompt_format.template=' '", "`prompt_format.template`: is empty"),
+    ];
+    for (set, reason) in cases {
+        let (err, _) = error(d, "base.yaml", &[set]);
+        assert_eq!(err, format!("command-line override `{set}`: {reason}"));
+    }
+    let (err, _) = error(d, "base.yaml", &["training.max_steps=5", "scheduler.warmup_steps=10"]);
+    assert_eq!(
+        err,
+        "command-line override `scheduler.warmup_steps=10`: `scheduler.warmup_steps`: 10 is more than \
+         training.max_steps 5: the learning rate would never reach optimizer.lr"
+    );
+}
+
+#[test]
+fn override_values_that_read_as_yaml_structure_are_taken_as_text() {
+    let dir = configs(&[]);
+    let path = dir.path().join("base.yaml");
+    // The README's own override: YAML would read `…Вопрос: {…}` as a mapping with a broken flow mapping inside.
+    let template = "<P*20>{premise} Вопрос: {hypothesis}? Ответ:";
+    let config = TrainConfig::load(&path, &[format!("prompt_format.template={template}")]).unwrap();
+    assert_eq!(config.prompt_format.template, template);
+    // Braces still make a mapping, and a mapping where text belongs gets a hint to quote.
+    let (err, _) = error(dir.path(), "base.yaml", &["prompt_format.template={a: 1}"]);
+    assert!(err.contains("invalid type: map, expected a string"), "{err}");
+    assert!(err.ends_with("(override values are read as YAML: quote a text, e.g. 'key=\"1e-3\"')"), "{err}");
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use ruprompts::demo::{build_tiny_model, TinyModelSpec};
 use ruprompts::model::{Gpt2, Input};
@@ -35,11 +33,6 @@ fn demo_model_is_built_atomically_and_loads_like_a_checkpoint() {
     let input = Tensor::from_slice(&ids).unsqueeze(0);
     let loss = tch::no_grad(|| model.lm_loss(&model.forward(Input::Ids(&input), None, None).unwrap(), &input));
     assert!(loss.double_value(&[]) < report.initial_loss, "the saved weights are the pretrained ones");
-}
-
-fn ruprompts(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ruprompts")).args(args).env("OMP_NUM_THREADS", "1").output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[test]
@@ -140,7 +133,7 @@ fn cli_errors_name_the_problem() {
     let (ok, _, stderr) = ruprompts(&["info", "/nonexistent/model", "--device", "cpu"]);
     assert!(!ok);
     assert!(
-        stderr.contains("error: model '/nonexistent/model' (model.path, --model) is not a directory nor a Hub id"),
+        stderr.contains("error: no folder /nonexistent/model (model.path, --model), and it is no Hub id (owner/name)"),
         "{stderr}"
     );
     if !tch::Cuda::is_available() {

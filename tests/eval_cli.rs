@@ -7,9 +7,9 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use ruprompts::config::TrainConfig;
 use ruprompts::data::read_rows;
 use ruprompts::eval::{overlap, Report, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use ruprompts::train::TrainConfig;
 use ruprompts::train::{train, TrainOptions};
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ output_dir: {out}
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
-    let trained = train(&config, &TrainOptions::default()).unwrap();
+    let trained = train(&config, backbone(&config), &TrainOptions::default()).unwrap();
 
     let eval = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
@@ -114,36 +114,28 @@ output_dir: {out}
 fn text2text_configs_are_evaluated_by_generation_with_chrf_and_bleu() {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let detox = shared().join("data/detox");
-    // The first 24 training and 12 dev rows (tsv with a header; quoted cells may span lines, so go by records).
-    for (split, n) in [("train", 24), ("dev", 12)] {
-        let rows = read_rows(&detox.join(format!("{split}.tsv"))).unwrap();
-        let mut w =
-            csv::WriterBuilder::new().delimiter(b'\t').from_path(dir.path().join(format!("{split}.tsv"))).unwrap();
-        w.write_record(["toxic_comment", "neutral_comment1"]).unwrap();
-        for r in rows.iter().take(n) {
-            w.write_record([r.row["toxic_comment"].as_str().unwrap(), r.row["neutral_comment1"].as_str().unwrap()])
-                .unwrap();
-        }
-    }
-    let config_path = dir.path().join("detox.yaml");
+    // 24 informal → polite pairs to train on, 12 to evaluate (tests/fixtures/text2text, written for these tests).
+    let data = fixture("text2text");
+    let config_path = dir.path().join("polite.yaml");
     std::fs::write(
         &config_path,
         format!(
             r#"model: {{path: {model}, device: cpu}}
-dataset: {{train: {d}/train.tsv, validation: {d}/dev.tsv}}
-prompt_format: {{template: "<P*4>{{toxic_comment}}<P*2>"}}
-preprocessing: {{kind: text2text, target_field: neutral_comment1, truncation_field: toxic_comment, max_tokens: 160}}
+dataset: {{train: {data}/train.tsv, validation: {data}/dev.tsv}}
+prompt_format: {{template: "<P*4>{{informal}}<P*2>"}}
+preprocessing: {{kind: text2text, target_field: polite, truncation_field: informal, max_tokens: 160}}
 optimizer: {{lr: 0.1}}
 training: {{batch_size: 4, max_steps: 4, eval_every: null, save_every: null}}
 output_dir: {d}/run
 "#,
             model = model_dir().display(),
+            data = data.display(),
             d = dir.path().display()
         ),
     )
     .unwrap();
-    train(&TrainConfig::load(&config_path, &[]).unwrap(), &TrainOptions::default()).unwrap();
+    let config = TrainConfig::load(&config_path, &[]).unwrap();
+    train(&config, backbone(&config), &TrainOptions::default()).unwrap();
     let eval = || {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
             .args(["eval", "--config", config_path.to_str().unwrap(), "--max-new-tokens", "8", "--batch-size", "5"])
@@ -160,13 +152,13 @@ output_dir: {d}/run
     let (report, predictions) = eval();
     let lines: Vec<Value> = predictions.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 12);
-    let dev = read_rows(&dir.path().join("dev.tsv")).unwrap();
+    let dev = read_rows(&data.join("dev.tsv")).unwrap();
     let field = |name: &str| dev.iter().map(|r| r.row[name].as_str().unwrap().to_string()).collect::<Vec<_>>();
-    let (sources, references) = (field("toxic_comment"), field("neutral_comment1"));
+    let (sources, references) = (field("informal"), field("polite"));
     let generated: Vec<String> = lines.iter().map(|l| l["prediction"].as_str().unwrap().to_string()).collect();
     assert_eq!(lines.iter().map(|l| l["reference"].as_str().unwrap()).collect::<Vec<_>>(), references);
     let t = &report.tasks[0];
-    assert_eq!((t.task.as_str(), t.items), ("detox", 12));
+    assert_eq!((t.task.as_str(), t.items), ("polite", 12));
     let [chrf_row, bleu_row] = &t.metrics[..] else { panic!("{:?}", t.metrics) };
     assert_eq!((chrf_row.metric.as_str(), bleu_row.metric.as_str()), ("chrf", "bleu"));
     assert_eq!(chrf_row.zero_shot, overlap::chrf(&sources, &references));

@@ -10,7 +10,6 @@ use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::ProviderConfig;
 use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
-use tch::Device;
 
 fn greedy(max_new_tokens: usize, eos_token_id: Option<i64>, use_cache: bool) -> GenerationConfig {
     GenerationConfig { max_new_tokens, eos_token_id, use_cache, ..Default::default() }
@@ -18,7 +17,7 @@ fn greedy(max_new_tokens: usize, eos_token_id: Option<i64>, use_cache: bool) -> 
 
 fn check_scores(ours: &[f32], theirs: &serde_json::Value, what: &str) {
     for (o, t) in ours.iter().zip(f64_vec(theirs)) {
-        assert!((*o as f64 - t).abs() <= 1e-4, "{what}: chosen logit {o} vs {t}");
+        assert!((*o as f64 - t).abs() <= tol(1e-4), "{what}: chosen logit {o} vs {t}");
     }
 }
 
@@ -42,7 +41,7 @@ fn greedy_generation_matches_transformers_with_and_without_cache() {
 fn greedy_generation_with_the_python_prompt_matches_ruprompts() {
     let model = tiny_model();
     let gen = &load_json("reference/ruprompts/tensor_prompt.json")["greedy_generation_with_prompt"];
-    let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), Device::Cpu).unwrap();
+    let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), device()).unwrap();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let input = i64_vec(&gen["input_ids"]);
@@ -88,7 +87,7 @@ fn a_row_decodes_the_same_alone_and_in_a_mixed_batch() {
             let alone = generate(&model, std::slice::from_ref(input), &injections, &config).unwrap();
             assert_eq!(batched[i][0].new_ids, alone[0][0].new_ids, "row {i}, use_cache={use_cache}");
             for (a, b) in batched[i][0].scores.iter().zip(&alone[0][0].scores) {
-                assert!((a - b).abs() <= 1e-4, "row {i}: score {a} vs {b}");
+                assert!(f64::from((a - b).abs()) <= tol(1e-4), "row {i}: score {a} vs {b}");
             }
         }
     }
@@ -127,7 +126,7 @@ fn sampling_is_reproducible_with_a_seed_and_stops_at_eos() {
 
 fn request(pairs: &[(&str, &str)]) -> Request {
     let fields = pairs.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
-    Request { key: None, fields }
+    Request { key: None, fields, origin: None }
 }
 
 #[test]
@@ -135,7 +134,7 @@ fn text2text_pipeline_gives_ruprompts_output_and_names_bad_input() {
     let model = tiny_model();
     let spec = &load_json("reference/ruprompts/tensor_prompt.json")["greedy_generation_with_prompt"]["pipeline"];
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), Device::Cpu).unwrap();
+    let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), device()).unwrap();
     let prompts = Prompts::single(prompt, &mut tok).unwrap();
     let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts };
     // ruPrompts' Text2TextGenerationWithPromptPipeline defaults (eos 0) with do_sample=False, 12 new tokens.

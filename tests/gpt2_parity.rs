@@ -1,10 +1,10 @@
-//! The GPT-2 backbone against transformers 4.57 reference outputs (`../shared/fixtures/reference/gpt2.json`).
+//! The GPT-2 backbone against transformers 4.57 reference outputs (`tests/fixtures/reference/gpt2.json`).
 
 mod common;
 
 use common::*;
 use ruprompts::model::{Gpt2, Input};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 const CASES: [&str; 3] = ["short", "batch", "long"];
 
@@ -40,9 +40,9 @@ fn logits_and_final_hidden_states_match_transformers() {
         assert_eq!(logits.kind(), Kind::Float);
         let diff = real_positions_diff(&logits, &reference_tensor(&format!("{name}.logits")), &lengths);
         eprintln!("{name}: logits max abs diff {diff:.2e}");
-        assert!(diff <= 1e-4, "{name}: logits differ by {diff}");
+        assert!(diff <= tol(1e-4), "{name}: logits differ by {diff}");
         let diff = real_positions_diff(&hidden, &reference_tensor(&format!("{name}.hidden_states.2")), &lengths);
-        assert!(diff <= 1e-4, "{name}: final hidden states differ by {diff}");
+        assert!(diff <= tol(1e-4), "{name}: final hidden states differ by {diff}");
         // Argmax is exact: the smallest top-1/top-2 gap in the reference is 1.2e-3.
         let argmax = i64_rows(&reference["cases"][name]["argmax"]);
         for (row, &len) in lengths.iter().enumerate() {
@@ -66,18 +66,18 @@ fn lm_loss_matches_transformers() {
         });
         let expected = case["loss"].as_f64().unwrap();
         eprintln!("{name}: loss diff {:.2e}", (loss - expected).abs());
-        assert!((loss - expected).abs() <= 1e-5, "{name}: loss {loss} vs {expected}");
+        assert!((loss - expected).abs() <= tol(1e-5), "{name}: loss {loss} vs {expected}");
     }
 }
 
 #[test]
 fn pytorch_bin_weights_give_the_same_logits() {
     let st = tiny_model();
-    let bin = Gpt2::from_dir(&fixture("tiny-gpt2-ru-bin"), Kind::Float, Device::Cpu).unwrap();
+    let bin = Gpt2::from_dir(&fixture("tiny-gpt2-ru-bin"), Kind::Float, device()).unwrap();
     let reference = load_json("reference/gpt2.json");
     let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
     let diff = real_positions_diff(&logits_of(&st, &ids, &mask), &logits_of(&bin, &ids, &mask), &lengths);
-    assert!(diff <= 1e-6, "bin vs safetensors logits differ by {diff}");
+    assert!(diff <= tol(1e-6), "bin vs safetensors logits differ by {diff}");
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn continuation_logprob_sums_match_transformers() {
                 logp.narrow(0, start, n).gather(1, &targets.unsqueeze(1), false).sum(Kind::Float).double_value(&[]);
             let expected = cand["sum_logprob"].as_f64().unwrap();
             eprintln!("{}: log-prob sum diff {:.2e}", cand["continuation"], (sum - expected).abs());
-            assert!((sum - expected).abs() <= 1e-4, "{:?}: {sum} vs {expected}", cand["continuation"]);
+            assert!((sum - expected).abs() <= tol(1e-4), "{:?}: {sum} vs {expected}", cand["continuation"]);
         }
     }
 }
@@ -133,7 +133,7 @@ fn padded_batch_rows_equal_unpadded_singles() {
             let offset = if left { width as i64 - len } else { 0 };
             let diff = max_abs_diff(&batch.get(i as i64).narrow(0, offset, len), &single.get(0));
             eprintln!("left={left} row {i}: batched vs single {diff:.2e}");
-            assert!(diff <= 1e-5, "left={left} row {i}: batched vs single logits differ by {diff}");
+            assert!(diff <= tol(1e-5), "left={left} row {i}: batched vs single logits differ by {diff}");
         }
     }
 }
@@ -162,7 +162,7 @@ fn kv_cache_chunks_equal_full_forward() {
     assert_eq!(cache.len(), 45);
     let chunked = Tensor::cat(&pieces, 1);
     let diff = max_abs_diff(&chunked.narrow(1, 5, 40), &full.narrow(1, 5, 40));
-    assert!(diff <= 1e-5, "cached vs full logits differ by {diff}");
+    assert!(diff <= tol(1e-5), "cached vs full logits differ by {diff}");
 }
 
 /// Hidden states from a later position (the last block run there only) are the full forward's, with padding,
@@ -182,16 +182,16 @@ fn states_from_a_later_position_equal_the_full_forwards_tail() {
         // Compare the positions each row really has (right padding past its length).
         let kept: Vec<i64> = lengths.iter().map(|&n| (n - from).max(0)).collect();
         let diff = real_positions_diff(&tail, &full.narrow(1, from, t - from), &kept);
-        assert!(diff <= 1e-5, "from {from}: states differ by {diff}");
+        assert!(diff <= tol(1e-5), "from {from}: states differ by {diff}");
         let tail = tch::no_grad(|| model.forward_from(Input::Ids(&ids), None, None, from)).unwrap();
         let diff = max_abs_diff(&tail, &plain.narrow(1, from, t - from));
-        assert!(diff <= 1e-5, "from {from}, no mask: states differ by {diff}");
+        assert!(diff <= tol(1e-5), "from {from}, no mask: states differ by {diff}");
     }
     let reference_hidden = reference_tensor("batch.hidden_states.2");
     let last = tch::no_grad(|| model.forward_from(Input::Ids(&ids), Some(&mask), None, t - 1)).unwrap();
     // Row 1 fills the batch: its last state is transformers' too.
     let diff = max_abs_diff(&last.get(1), &reference_hidden.get(1).narrow(0, t - 1, 1));
-    assert!(lengths[1] == t && diff <= 1e-4, "the last state differs from transformers' by {diff}");
+    assert!(lengths[1] == t && diff <= tol(1e-4), "the last state differs from transformers' by {diff}");
     assert!(
         matches!(model.forward_from(Input::Ids(&ids), None, None, t), Err(e) if e.to_string().contains("from position"))
     );
@@ -208,7 +208,7 @@ fn states_from_a_later_position_equal_the_full_forwards_tail() {
         tch::no_grad(|| model.forward(Input::Ids(&ids.narrow(1, t - 3, 3)), Some(&mask), Some(&mut cache))).unwrap();
     let kept: Vec<i64> = lengths.iter().map(|&n| (n - (t - 3)).max(0)).collect();
     let diff = real_positions_diff(&rest, &full.narrow(1, t - 3, 3), &kept);
-    assert!(diff <= 1e-5, "continuation after a tail-only prefix differs by {diff}");
+    assert!(diff <= tol(1e-5), "continuation after a tail-only prefix differs by {diff}");
 
     // The training loss: rows labelled from different columns (and one row labelled only at its end).
     let labels = ids.copy();
@@ -220,9 +220,9 @@ fn states_from_a_later_position_equal_the_full_forwards_tail() {
     let quick_grad = Tensor::run_backward(&[&quick], &[&embeds], false, false).pop().unwrap();
     let slow = model.lm_loss(&model.forward(Input::Embeds(&embeds), Some(&mask), None).unwrap(), &labels);
     let slow_grad = Tensor::run_backward(&[&slow], &[&embeds], false, false).pop().unwrap();
-    assert!((quick.double_value(&[]) - slow.double_value(&[])).abs() <= 1e-6);
+    assert!((quick.double_value(&[]) - slow.double_value(&[])).abs() <= tol(1e-6));
     let diff = max_abs_diff(&quick_grad, &slow_grad);
-    assert!(diff <= 1e-6 && slow_grad.abs().max().double_value(&[]) > 1e-4, "gradients differ by {diff}");
+    assert!(diff <= tol(1e-6) && slow_grad.abs().max().double_value(&[]) > 1e-4, "gradients differ by {diff}");
 }
 
 /// Soft prompts train through the frozen model: gradients reach input embeddings, never the weights.
@@ -240,7 +240,7 @@ fn gradients_flow_to_input_embeddings_only() {
     assert!(!model.token_embeddings().grad().defined(), "no gradient may be allocated for the backbone");
     // Same input as embeddings or as ids: same loss.
     let from_ids = tch::no_grad(|| model.lm_loss(&model.forward(Input::Ids(&ids), None, None).unwrap(), &ids));
-    assert!((loss.double_value(&[]) - from_ids.double_value(&[])).abs() < 1e-6);
+    assert!((loss.double_value(&[]) - from_ids.double_value(&[])).abs() < tol(1e-6));
 }
 
 /// Half-precision weights run and stay close to f32; logits always come back as f32.
@@ -251,7 +251,7 @@ fn half_precision_backbones_agree_with_f32() {
     let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
     let f32_logits = logits_of(&tiny_model(), &ids, &mask);
     for kind in [Kind::BFloat16, Kind::Half] {
-        let model = Gpt2::from_dir(&model_dir(), kind, Device::Cpu).unwrap();
+        let model = Gpt2::from_dir(&model_dir(), kind, device()).unwrap();
         assert_eq!(model.token_embeddings().kind(), kind);
         let logits = logits_of(&model, &ids, &mask);
         assert_eq!(logits.kind(), Kind::Float);

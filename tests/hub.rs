@@ -2,7 +2,8 @@
 //! 127.0.0.1: the cache layout Python's huggingface_hub uses (read by Python itself), revisions and branches,
 //! offline mode, the model card, no-op pushes, and the error paths (unknown repo or revision, missing file, no
 //! token, 401, 403, 409, 412, 500, a connection dropped mid-transfer, the Hub unreachable with and without a cached
-//! copy).
+//! copy). Needs the `hub` feature (on by default).
+#![cfg(feature = "hub")]
 
 mod common;
 #[path = "common/hub.rs"]
@@ -208,7 +209,7 @@ fn hub_errors_say_what_went_wrong_and_leave_no_half_file() {
 fn a_prompt_pushed_by_python_as_ruprompts_lays_it_out_pulls_and_loads() {
     let hub = FakeHub::start();
     hub.require_token("hf_py");
-    let python_prompt = shared().join("fixtures/reference/ruprompts/prompt_tensor");
+    let python_prompt = fixture("reference/ruprompts/prompt_tensor");
     // Pushed by Python's huggingface_hub as ruPrompts does: prompt.json inline, prompt_provider.bin through LFS.
     let home = tempfile::tempdir().unwrap();
     let code = format!(
@@ -415,7 +416,7 @@ fn a_trained_prompt_pushes_and_pulls_back_into_an_empty_cache_with_identical_log
     // (prompt.json + prompt_provider.bin) replaces the files and removes those it lacks; main stays.
     let (ok, stdout, stderr) = push(&out, &["--revision", "dev"]);
     assert!(ok && stdout.starts_with("nothing changed: alice/terra-prompt@dev"), "{stdout}{stderr}");
-    let python_prompt = shared().join("fixtures/reference/ruprompts/prompt_tensor");
+    let python_prompt = fixture("reference/ruprompts/prompt_tensor");
     let layout = tempfile::tempdir().unwrap();
     for name in ["prompt.json", "prompt_provider.bin"] {
         std::fs::copy(python_prompt.join(name), layout.path().join(name)).unwrap();

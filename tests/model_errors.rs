@@ -135,11 +135,22 @@ fn bad_forward_inputs_are_errors() {
 
 #[test]
 fn real_rugpt3_small_config_loads_although_it_has_n_ctx_and_n_positions() {
-    let config = Gpt2Config::from_file(&shared().join("tokenizers/rugpt3/config.json")).unwrap();
+    let config = Gpt2Config::from_file(&fixture("rugpt3/config.json")).unwrap();
     assert_eq!(
         (config.n_layer, config.n_embd, config.n_head, config.n_positions, config.vocab_size),
         (12, 768, 12, 2048, 50264)
     );
     // transformers' GPT2LMHeadModel(config).num_parameters() for these shapes (tied head).
     assert_eq!(config.num_parameters(), 125_231_616);
+}
+
+#[test]
+fn models_built_in_code_check_their_config_too() {
+    let mut config = Gpt2Config::from_file(&model_dir().join("config.json")).unwrap();
+    config.n_head = 0;
+    let err = format!("{:#}", Gpt2::random(config.clone(), Kind::Float, Device::Cpu).unwrap_err());
+    assert_eq!(err, "the model config: n_head=0 must be positive");
+    config.n_head = 3;
+    let err = format!("{:#}", Gpt2::from_tensors(config, Vec::new()).unwrap_err());
+    assert_eq!(err, "the model config: n_embd=64 is not divisible by n_head=3");
 }

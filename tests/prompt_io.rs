@@ -303,3 +303,30 @@ fn peft_adapters_export_and_import_prefix_prompts_only() {
         format!("{}: a LORA adapter holds no soft prompt (expected PROMPT_TUNING or P_TUNING)", path.display())
     );
 }
+
+#[test]
+fn pickled_views_outside_their_storage_are_refused_not_crashed_on() {
+    // The fixture's own pickle (a [7, 64] float tensor over 448 elements) with its size or stride bent: such a
+    // file reached libtorch's as_strided and aborted the process.
+    let zip = std::fs::File::open(python_prompt("prompt_tensor").join(TORCH_FILE)).unwrap();
+    let mut zip = zip::ZipArchive::new(zip).unwrap();
+    let mut pickle = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("prompt_provider/data.pkl").unwrap(), &mut pickle).unwrap();
+    let bend = |from: &[u8], to: &[u8]| {
+        let at = pickle.windows(from.len()).position(|w| w == from).unwrap();
+        [&pickle[..at], to, &pickle[at + from.len()..]].concat()
+    };
+    let cases: [(Vec<u8>, &str); 5] = [
+        (bend(b"K\x07K@\x86", b"J\xf9\xff\xff\xffK@\x86"), "negative size -7 in [-7, 64]"),
+        (bend(b"K@K\x01\x86", b"J\xc0\xff\xff\xffK\x01\x86"), "negative stride -64 in [-64, 1]"),
+        (bend(b"K\x07K@\x86", b"K\x08K@\x86"), "it reads element 511 of a storage of 448"),
+        (bend(b"M\xc0\x01", b"J\xff\xff\xff\x7f"), "storage 0 is truncated (1792 bytes, 8589934588 needed)"),
+        (bend(b"M\xc0\x01", b"J\xf9\xff\xff\xff"), "storage 0 has -7 elements"),
+    ];
+    for (pickle, reason) in cases {
+        let dir = prompt_dir_with_pickle(&pickle);
+        let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+        assert!(err.contains(&dir.path().join(TORCH_FILE).display().to_string()), "{err}");
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+}

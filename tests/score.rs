@@ -15,8 +15,8 @@ fn same(a: &[Scored], b: &[Scored]) {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(b) {
         assert_eq!((x.answer_tokens, x.text_tokens), (y.answer_tokens, y.text_tokens));
-        assert!((x.answer_logprob - y.answer_logprob).abs() <= 1e-4, "{x:?} vs {y:?}");
-        assert!((x.text_logprob - y.text_logprob).abs() <= 1e-4, "{x:?} vs {y:?}");
+        assert!((x.answer_logprob - y.answer_logprob).abs() <= tol(1e-4), "{x:?} vs {y:?}");
+        assert!((x.text_logprob - y.text_logprob).abs() <= tol(1e-4), "{x:?} vs {y:?}");
     }
 }
 
@@ -38,7 +38,11 @@ fn both_scorers_match_transformers_continuation_logprobs() {
             same(&naive, &shared);
             for (scored, c) in shared.iter().zip(case["candidates"].as_array().unwrap()) {
                 let expected = c["sum_logprob"].as_f64().unwrap();
-                assert!((scored.answer_logprob - expected).abs() <= 1e-4, "{} vs {expected}", scored.answer_logprob);
+                assert!(
+                    (scored.answer_logprob - expected).abs() <= tol(1e-4),
+                    "{} vs {expected}",
+                    scored.answer_logprob
+                );
                 assert_eq!(scored.text_tokens > 0, whole_text);
             }
         }
@@ -65,7 +69,7 @@ fn shared_context_equals_naive_with_prompt_tokens_after_the_answer() {
     same(&naive, &shared);
     let answers_only = score_shared(&model, &injection, &context, &candidates, false).unwrap();
     for (a, b) in answers_only.iter().zip(&naive) {
-        assert!((a.answer_logprob - b.answer_logprob).abs() <= 1e-4 && a.answer_tokens == b.answer_tokens);
+        assert!((a.answer_logprob - b.answer_logprob).abs() <= tol(1e-4) && a.answer_tokens == b.answer_tokens);
     }
     // Prompt tokens are never scored; the context starts with one, so every real token of it is predicted.
     let real_context = context.iter().filter(|&&t| t != id).count();

@@ -1,4 +1,4 @@
-//! The nine Russian SuperGLUE adapters on the labelled samples in ../shared/data/rsg-samples (converted back to
+//! The nine Russian SuperGLUE adapters on the labelled samples in tests/fixtures/rsg-samples (converted back to
 //! the official layout here: `idx`/`label`, MuSeRC and RuCoS nested) and on a hand-made LiDiRus file; the bundled
 //! formats; submission files; the zero-shot run with its request cache.
 
@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use ruprompts::config::ModelConfig;
 use ruprompts::data::{read_rows, RsgTask};
 use ruprompts::eval::{evaluate, EvalRequest, ScoreMode, TaskFormats, REPORT_JSON};
 use ruprompts::format::PromptFormat;
+use ruprompts::model::{Backbone, ModelSource};
 use ruprompts::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 
 fn sample(task: &str) -> Vec<Value> {
-    let path = shared().join(format!("data/rsg-samples/{task}/train_sample_dev.jsonl"));
+    let path = fixture(&format!("rsg-samples/{task}/train_sample_dev.jsonl"));
     std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
@@ -249,8 +249,8 @@ fn metrics_and_submissions_follow_the_official_rules() {
 fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     init();
     let dir = tempfile::tempdir().unwrap();
+    let backbone = Backbone::load_local(&ModelSource::local(model_dir())).unwrap();
     let request = |task: RsgTask, out: &str| EvalRequest {
-        model: ModelConfig { path: model_dir(), revision: None, dtype: Default::default(), device: Default::default() },
         task,
         data: data_file(task, dir.path()),
         formats: TaskFormats::bundled(task),
@@ -265,7 +265,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {
-        let report = evaluate(&request(task, &format!("{task:?}"))).unwrap();
+        let report = evaluate(&backbone, &request(task, &format!("{task:?}"))).unwrap();
         let t = &report.tasks[0];
         assert_eq!((t.task.as_str(), t.items), (task.name(), 6.min(t.items)));
         assert!(t.metrics.iter().all(|m| (0.0..=1.0).contains(&m.zero_shot) || m.metric == "mcc"));
@@ -273,16 +273,16 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     }
     // The cache: a rerun reads every item from it; a damaged cache line is scored again, same report.
     let terra = request(RsgTask::Terra, "terra");
-    let first = evaluate(&terra).unwrap();
+    let first = evaluate(&backbone, &terra).unwrap();
     let cache = dir.path().join("terra/cache/TERRa-zero-shot.jsonl");
     let lines: Vec<String> = std::fs::read_to_string(&cache).unwrap().lines().map(String::from).collect();
     assert_eq!(lines.len(), 6);
     std::fs::write(&cache, format!("{}\n{}\n{{\"fingerp", lines[0], lines[1])).unwrap();
-    assert_eq!(evaluate(&terra).unwrap(), first);
+    assert_eq!(evaluate(&backbone, &terra).unwrap(), first);
     assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 6);
     // Naive scoring (its own cache folder) gives the same report.
     let naive = EvalRequest { naive: true, batch_size: 1, out: dir.path().join("terra-naive"), ..terra.clone() };
-    assert_eq!(evaluate(&naive).unwrap().tasks, first.tasks);
+    assert_eq!(evaluate(&backbone, &naive).unwrap().tasks, first.tasks);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("terra").join(REPORT_JSON)).unwrap()).unwrap();
     assert_eq!(json["tasks"][0]["metrics"][0]["metric"], "accuracy");

@@ -76,7 +76,7 @@ fn added_prompt_tokens_and_char_offsets_match_python() {
 
 #[test]
 fn real_rugpt3_tokenizer_loads_and_round_trips_russian() {
-    let tok = Tokenizer::from_dir(&shared().join("tokenizers/rugpt3")).unwrap();
+    let tok = Tokenizer::from_dir(&fixture("rugpt3")).unwrap();
     assert_eq!(tok.len(), 50257);
     assert_eq!(tok.special(), &SpecialTokens { bos: Some(1), eos: Some(2), pad: Some(0), unk: Some(3) });
     let texts = [

@@ -6,12 +6,12 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
 use super::Placement;
-use crate::config::TrainConfig;
-use crate::data::PreprocessConfig;
-use crate::data::RsgTask;
+use crate::data::{split_file, PreprocessConfig, RsgTask};
 use crate::eval::{
     evaluate, evaluate_generation, EvalRequest, GenerationRequest, ScoreMode, TaskFormats, PREDICTIONS_FILE,
 };
+use crate::resolve;
+use crate::train::TrainConfig;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -30,7 +30,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub prompt: Option<PathBuf>,
     /// The split to score, in the task's official jsonl layout (default with --config: dataset.validation, else
-    /// dataset.dir/val.jsonl).
+    /// dataset.dir/val.jsonl or val.jsonl.gz).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Model directory or `demo` (default: the config's model, or the one the prompt was trained on).
@@ -67,7 +67,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let model_of = |path: PathBuf| args.placement.model(path);
-    let request = match &args.config {
+    let (model, request) = match &args.config {
         Some(path) => {
             let config = TrainConfig::load(path, &args.overrides)?;
             let prompt = config.output_dir.clone();
@@ -84,7 +84,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
                 (Some(d), _, _) => d.clone(),
                 (None, Some(v), _) => v.clone(),
-                (None, None, Some(dir)) => dir.join("val.jsonl"),
+                (None, None, Some(dir)) => split_file(dir, "val"),
                 (None, None, None) => {
                     bail!("{}: no dataset.validation or dataset.dir; pass --data FILE", path.display())
                 }
@@ -92,7 +92,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
             if let PreprocessConfig::Text2text { target_field, .. } = &config.preprocessing {
                 let request = GenerationRequest {
                     name: path.file_stem().map_or("text2text".into(), |s| s.to_string_lossy().into_owned()),
-                    model,
                     prompt: prompt.clone(),
                     data,
                     target_field: target_field.clone(),
@@ -102,7 +101,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     out: args.out.clone().unwrap_or_else(|| prompt.join("eval")),
                     progress: true,
                 };
-                let report = evaluate_generation(&request)?;
+                let backbone = resolve::backbone(&model).context("model.path")?;
+                let report = evaluate_generation(&backbone, &request)?;
                 println!("{}", report.markdown());
                 println!("report and {PREDICTIONS_FILE} written to {}", request.out.display());
                 return Ok(());
@@ -117,8 +117,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             if let Some(field) = config.preprocessing.truncation_field() {
                 formats.truncation_field = Some(field.to_string());
             }
-            EvalRequest {
-                model,
+            let request = EvalRequest {
                 task,
                 data,
                 formats,
@@ -130,17 +129,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 limit: args.limit,
                 submission: args.submission.clone(),
                 progress: true,
-            }
+            };
+            (model, request)
         }
         None => {
             let task = args.task.expect("clap requires --task without --config");
             let Some(data) = args.data.clone() else { bail!("--task needs --data FILE (the split to score)") };
             // A Hub id is pulled once here; the evaluation then reads the snapshot folder.
-            let prompt = args
-                .prompt
-                .as_deref()
-                .map(|p| crate::hub::resolve_prompt(p).with_context(|| format!("--prompt {}", p.display())))
-                .transpose()?;
+            let prompt = args.prompt.as_deref().map(|p| resolve::prompt_dir(p, "--prompt")).transpose()?;
             let model = match (&args.model, &prompt) {
                 (Some(m), _) => m.clone(),
                 (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
@@ -150,8 +146,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     .context("the prompt's prompt.json names no model: pass --model DIR")?,
                 (None, None) => bail!("pass --model DIR (or --prompt DIR, whose prompt.json names its model)"),
             };
-            EvalRequest {
-                model: model_of(model),
+            let request = EvalRequest {
                 task,
                 data,
                 formats: task_formats(task, &args.formats)?,
@@ -166,10 +161,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 }),
                 submission: args.submission.clone(),
                 progress: true,
-            }
+            };
+            (model_of(model), request)
         }
     };
-    let report = evaluate(&request)?;
+    let backbone = resolve::backbone(&model).context("model")?;
+    let report = evaluate(&backbone, &request)?;
     println!("{}", report.markdown());
     println!("report written to {}", request.out.display());
     Ok(())

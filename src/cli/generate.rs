@@ -1,9 +1,9 @@
 //! `ruprompts generate`: texts (arguments, a jsonl file or stdin) through a prompt pipeline, jsonl out.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -11,7 +11,9 @@ use super::Placement;
 use crate::data::read_rows;
 use crate::format::Row;
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
+use crate::model::Backbone;
 use crate::prompt::{MultiPrompt, Prompt};
+use crate::resolve;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -77,18 +79,19 @@ fn requests(args: &GenerateArgs) -> Result<Vec<Request>> {
         let (name, value) = pair.split_once('=').ok_or_else(|| anyhow!("--field {pair:?} is not NAME=VALUE"))?;
         fields.insert(name.to_string(), Value::String(value.to_string()));
     }
-    let text = |t: String| {
+    let text = |t: String, origin: String| {
         let mut row = fields.clone();
         row.insert("text".into(), Value::String(t));
-        Request { key: args.key.clone(), fields: row }
+        Request { key: args.key.clone(), fields: row, origin: Some(origin) }
     };
     if !args.texts.is_empty() {
-        return Ok(args.texts.iter().cloned().map(text).collect());
+        return Ok(args.texts.iter().enumerate().map(|(i, t)| text(t.clone(), format!("text {}", i + 1))).collect());
     }
     match &args.input {
         Some(path) if path.as_os_str() == "-" => {
             let lines = std::io::stdin().lock().lines().collect::<std::io::Result<Vec<_>>>()?;
-            Ok(lines.into_iter().filter(|l| !l.trim().is_empty()).map(text).collect())
+            let lines = lines.into_iter().enumerate().filter(|(_, l)| !l.trim().is_empty());
+            Ok(lines.map(|(i, l)| text(l, format!("stdin:{}", i + 1))).collect())
         }
         Some(path) => read_rows(path)?
             .into_iter()
@@ -99,15 +102,16 @@ fn requests(args: &GenerateArgs) -> Result<Vec<Request>> {
                     Some(_) => bail!("{}: \"key\" must be a string", record.origin),
                     None => args.key.clone(),
                 };
-                Ok(Request { key, fields: row })
+                Ok(Request { key, fields: row, origin: Some(record.origin.to_string()) })
             })
             .collect(),
-        None if !fields.is_empty() => Ok(vec![Request { key: args.key.clone(), fields }]),
+        None if !fields.is_empty() => Ok(vec![Request { key: args.key.clone(), fields, origin: None }]),
         None => bail!("nothing to generate from: give texts, --field NAME=VALUE, or --input FILE.jsonl (- for stdin)"),
     }
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
+    ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let device = args.placement.device.resolve()?;
     let mut loaded = Vec::new();
     for spec in &args.prompt {
@@ -115,18 +119,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             Some((k, d)) => (Some(k.to_string()), PathBuf::from(d)),
             None => (None, PathBuf::from(spec)),
         };
+        let dir = resolve::prompt_dir(&dir, "--prompt")?;
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
     }
-    let (_, model, mut tokenizer) = match &args.model {
-        Some(dir) => args.placement.model(dir.clone()).load()?,
+    let Backbone { model, mut tokenizer, .. } = match &args.model {
+        Some(dir) => resolve::backbone(&args.placement.model(dir.clone())).context("--model")?,
         None => {
             let named = loaded[0].1.pretrained_model_name.clone().ok_or_else(|| {
                 anyhow!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
             })?;
-            args.placement
-                .model(named.into())
-                .load()
+            resolve::backbone(&args.placement.model(named.into()))
                 .context("the model named in prompt.json (pass --model DIR to use another)")?
         }
     };
@@ -155,13 +158,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let requests = requests(&args)?;
     let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts };
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
+    // --output is written to a temp file beside it and renamed into place at the end: a failure leaves the
+    // file as it was.
+    let temp = match &args.output {
+        Some(path) => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Some(tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut out: Box<dyn Write> = match &temp {
+        Some(file) => Box::new(std::io::BufWriter::new(file.as_file())),
         None => Box::new(std::io::stdout().lock()),
     };
-    for chunk in requests.chunks(args.batch_size.max(1)) {
+    for chunk in requests.chunks(args.batch_size) {
         for (request, generated) in chunk.iter().zip(pipeline.run(args.task, chunk, &config)?) {
             let mut line = json!({ "input": request.fields, "generated": generated });
             if let Some(key) = &request.key {
@@ -171,5 +181,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     out.flush()?;
+    drop(out);
+    if let (Some(file), Some(path)) = (temp, &args.output) {
+        file.persist(path).map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    }
     Ok(())
 }

@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use tch::Device;
-
-use crate::hub::{self, Pushed, RepoId};
-use crate::prompt::Prompt;
+#[cfg(feature = "hub")]
+use {
+    crate::hub::{self, Pushed, RepoId},
+    crate::prompt::Prompt,
+    anyhow::{anyhow, bail, Result},
+    tch::Device,
+};
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
@@ -33,10 +35,12 @@ pub struct PullArgs {
     pub model: bool,
 }
 
+#[cfg(feature = "hub")]
 fn repo_id(text: &str) -> Result<RepoId> {
     RepoId::parse(text).ok_or_else(|| anyhow!("'{text}' is not a Hub repo id such as owner/name"))
 }
 
+#[cfg(feature = "hub")]
 pub fn push(args: PushArgs) -> Result<()> {
     let mut repo = repo_id(&args.repo)?;
     if repo.revision.is_some() {
@@ -58,6 +62,7 @@ pub fn push(args: PushArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "hub")]
 pub fn pull(args: PullArgs) -> Result<()> {
     let repo = repo_id(&args.repo)?;
     let dir = if args.model {

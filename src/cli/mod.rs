@@ -10,15 +10,15 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ModelConfig, TrainConfig};
 use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
-use crate::model::{Gpt2, Gpt2Config};
+use crate::model::{Backbone, Gpt2, Gpt2Config, ModelSource};
 use crate::provider::ProviderConfig;
+use crate::resolve;
 use crate::tokenizer::Tokenizer;
-use crate::train::{self, TrainOptions};
+use crate::train::{self, TrainConfig, TrainOptions};
 
 /// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
 ///
@@ -97,8 +97,8 @@ pub struct Placement {
 
 impl Placement {
     /// The model at `path` (a folder, a Hub id or `demo`) placed as asked.
-    pub fn model(&self, path: PathBuf) -> ModelConfig {
-        ModelConfig { path, revision: None, dtype: self.dtype, device: self.device }
+    pub fn model(&self, path: PathBuf) -> ModelSource {
+        ModelSource { path, revision: None, dtype: self.dtype, device: self.device }
     }
 }
 
@@ -141,9 +141,13 @@ pub struct TrainArgs {
     /// Overrides of config keys, e.g. training.batch_size=4 optimizer.lr=3e-2 (values are YAML).
     #[arg(value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-    /// Continue the run in this output folder from its last complete checkpoint (its config.yaml is used).
-    #[arg(long, value_name = "OUTPUT_DIR", conflicts_with = "config")]
+    /// Continue the run in this output folder from its last complete checkpoint (its config.yaml is used,
+    /// with any KEY=VALUE overrides on top).
+    #[arg(long, value_name = "OUTPUT_DIR")]
     pub resume: Option<PathBuf>,
+    /// Replace a run already in the output folder (without it, such a folder is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Stop after this many updates now; `--resume` continues later.
     #[arg(long, value_name = "N")]
     pub max_updates_now: Option<usize>,
@@ -181,27 +185,43 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Info(args) => {
-            let (dir, model, tokenizer) = args.placement.model(args.model.clone()).load()?;
-            print_summary(&dir, &model, &tokenizer);
+            let backbone = resolve::backbone(&args.placement.model(args.model.clone()))?;
+            print_summary(&backbone.dir, &backbone.model, &backbone.tokenizer);
             Ok(())
         }
         Command::Params(args) => run_params(args),
         Command::Train(args) => run_train(args),
         Command::Generate(args) => generate::run(args),
         Command::Eval(args) => eval::run(args),
+        #[cfg(feature = "hub")]
         Command::Push(args) => hub::push(args),
+        #[cfg(feature = "hub")]
         Command::Pull(args) => hub::pull(args),
+        #[cfg(not(feature = "hub"))]
+        Command::Push(_) | Command::Pull(_) => {
+            bail!("this build has no Hub client: rebuild with the `hub` cargo feature (on by default)")
+        }
     }
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
     let (config, resume) = match (&args.resume, &args.config) {
-        (Some(dir), _) => (train::resume_config(dir, &args.overrides)?, true),
+        (Some(dir), first) => {
+            // With --resume every positional is an override (clap takes the first for the config).
+            let mut overrides: Vec<String> = first.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            overrides.extend(args.overrides.iter().cloned());
+            if let Some(bad) = overrides.iter().find(|o| !o.contains('=')) {
+                bail!("with --resume the run's own config.yaml is used; `{bad}` is not a KEY=VALUE override");
+            }
+            (train::resume_config(dir, &overrides)?, true)
+        }
         (None, Some(path)) => (TrainConfig::load(path, &args.overrides)?, false),
         (None, None) => bail!("give a config file, or --resume OUTPUT_DIR"),
     };
-    let options = TrainOptions { resume, max_updates_now: args.max_updates_now, progress: true };
-    let report = train::train(&config, &options)?;
+    let backbone = resolve::backbone(&config.model).context("model.path")?;
+    let options =
+        TrainOptions { resume, overwrite: args.overwrite, max_updates_now: args.max_updates_now, progress: true };
+    let report = train::train(&config, backbone, &options)?;
     println!(
         "{} updates of {} ({} trainable parameters) in {:.1} s, {:.2} updates/s",
         report.steps,
@@ -301,7 +321,7 @@ fn group_thousands(n: i64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -323,7 +343,7 @@ fn run_demo(args: DemoArgs) -> Result<()> {
             report.final_loss
         );
     }
-    let (dir, model, tokenizer) = args.placement.model(dir).load()?;
+    let Backbone { dir, model, tokenizer, .. } = Backbone::load(&args.placement.model(dir.clone()), &dir)?;
     print_summary(&dir, &model, &tokenizer);
     let prompts = if args.prompts.is_empty() {
         vec!["Москва — столица".to_string(), "Солнце — это".to_string(), "В России самая длинная река".to_string()]

@@ -100,15 +100,20 @@ fn read_layered(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Layered> {
     Ok(layered)
 }
 
-/// Applies `key.sub=value` (the value read as YAML: `1e-3`, `true`, `'<P*20>{text}'`, `[a, b]`).
+/// Applies `key.sub=value` (the value read as YAML: `1e-3`, `true`, `'<P*20>{text}'`, `[a, b]`, `{a: 1}`). A value
+/// that is not valid YAML, or reads as a block mapping (`text: more`) without braces, is taken as the text it
+/// is: `prompt_format.template=<P*20>{premise} Вопрос: {hypothesis}? Ответ:` needs no extra quotes.
 fn apply_override(layered: &mut Layered, text: &str) -> Result<()> {
     let (key, raw) = text.split_once('=').ok_or_else(|| anyhow!("override `{text}` is not key=value"))?;
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         bail!("override `{text}`: `{key}` is not a dotted key");
     }
-    let value: Value =
-        serde_yaml::from_str(raw).with_context(|| format!("override `{text}`: the value is not valid YAML"))?;
+    let value = match serde_yaml::from_str::<Value>(raw) {
+        Ok(Value::Mapping(_)) if !raw.trim_start().starts_with('{') => Value::String(raw.to_string()),
+        Ok(value) => value,
+        Err(_) => Value::String(raw.to_string()),
+    };
     let mut node = &mut layered.value;
     let mut path = String::new();
     for part in &parts[..parts.len() - 1] {
@@ -124,13 +129,37 @@ fn apply_override(layered: &mut Layered, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// A config that checks its values once typed, so that a bad value is refused on load, before anything runs.
+pub trait Validate {
+    /// The first value out of range: `Err((key, reason))`, the key dotted as in the YAML (`training.eval_every`).
+    fn check(&self) -> std::result::Result<(), (String, String)>;
+}
+
 /// Loads `path` with its bases and `overrides`, and types it as `T`.
 pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
+    let layered = layered(path, overrides)?;
+    typed(path, &layered)
+}
+
+/// [`load`], then [`Validate::check`]: a value out of range is reported with the file:line (or the override)
+/// that set it, as type errors are.
+pub fn load_valid<T: DeserializeOwned + Validate>(path: &Path, overrides: &[String]) -> Result<T> {
+    let layered = layered(path, overrides)?;
+    let config: T = typed(path, &layered)?;
+    config.check().map_err(|(key, reason)| located(path, &layered, &key, &reason))?;
+    Ok(config)
+}
+
+fn layered(path: &Path, overrides: &[String]) -> Result<Layered> {
     let mut layered = read_layered(path, &mut Vec::new())?;
     for text in overrides {
         apply_override(&mut layered, text)?;
     }
-    let value = Value::Mapping(std::mem::take(&mut layered.value));
+    Ok(layered)
+}
+
+fn typed<T: DeserializeOwned>(path: &Path, layered: &Layered) -> Result<T> {
+    let value = Value::Mapping(layered.value.clone());
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let key = e
             .path()
@@ -142,22 +171,31 @@ pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T>
                 serde_path_to_error::Segment::Unknown => "?".to_string(),
             })
             .fold(String::new(), |path, s| join(&path, &s));
-        let reason = e.inner().to_string();
-        // The innermost key that was written somewhere says where to look.
-        let mut prefix = key.as_str();
-        loop {
-            if let Some(source) = layered.sources.get(prefix) {
-                return anyhow!("{source}: `{key}`: {reason}");
-            }
-            match prefix.rfind(['.', '[']) {
-                Some(at) => prefix = &prefix[..at],
-                None => break,
-            }
-        }
-        if key.is_empty() || key == "?" {
-            anyhow!("{}: {reason}", path.display())
-        } else {
-            anyhow!("{}: `{key}`: {reason}", path.display())
-        }
+        located(path, layered, &key, &e.inner().to_string())
     })
+}
+
+/// `reason` about `key`, prefixed with where the innermost written part of the key was set.
+fn located(path: &Path, layered: &Layered, key: &str, reason: &str) -> anyhow::Error {
+    let mut prefix = key;
+    loop {
+        if let Some(source) = layered.sources.get(prefix) {
+            let hint = match source {
+                Source::Override(_) if reason.starts_with("invalid type") && reason.ends_with("expected a string") => {
+                    " (override values are read as YAML: quote a text, e.g. 'key=\"1e-3\"')"
+                }
+                _ => "",
+            };
+            return anyhow!("{source}: `{key}`: {reason}{hint}");
+        }
+        match prefix.rfind(['.', '[']) {
+            Some(at) => prefix = &prefix[..at],
+            None => break,
+        }
+    }
+    if key.is_empty() || key == "?" {
+        anyhow!("{}: {reason}", path.display())
+    } else {
+        anyhow!("{}: `{key}`: {reason}", path.display())
+    }
 }

@@ -1,7 +1,7 @@
 //! The `dataset` section: explicit files per split, or a Russian SuperGLUE task directory as it is distributed
-//! (`train.jsonl`, `val.jsonl`), with the upstream files' quirks repaired.
+//! (`train.jsonl`, `val.jsonl`, or the same gzipped), with the upstream files' quirks repaired.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,18 @@ impl RsgTask {
     }
 }
 
+/// `dir/<split>.jsonl`, or `dir/<split>.jsonl.gz` when only that exists (the name without .gz otherwise, for the
+/// error that it is missing).
+pub fn split_file(dir: &Path, split: &str) -> PathBuf {
+    let plain = dir.join(format!("{split}.jsonl"));
+    let gzipped = dir.join(format!("{split}.jsonl.gz"));
+    if !plain.exists() && gzipped.exists() {
+        gzipped
+    } else {
+        plain
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
@@ -44,7 +56,7 @@ pub struct DatasetConfig {
     /// Rows for the eval loss during training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<PathBuf>,
-    /// A Russian SuperGLUE task: its files are read from `dir` (train.jsonl, val.jsonl) unless `train` and
+    /// A Russian SuperGLUE task: its files are read from `dir` (train.jsonl, val.jsonl, or .jsonl.gz) unless `train` and
     /// `validation` name them; `ruprompts eval --config` scores this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<RsgTask>,
@@ -70,8 +82,8 @@ impl DatasetConfig {
             },
             (None, Some(_)) => bail!("dataset.dir is only read with dataset.task"),
             (Some(_), Some(dir)) => (
-                self.train.clone().unwrap_or_else(|| dir.join("train.jsonl")),
-                self.validation.clone().or_else(|| Some(dir.join("val.jsonl")).filter(|p| p.is_file())),
+                self.train.clone().unwrap_or_else(|| split_file(dir, "train")),
+                self.validation.clone().or_else(|| Some(split_file(dir, "val")).filter(|p| p.is_file())),
             ),
             (None, None) => match &self.train {
                 Some(train) => (train.clone(), self.validation.clone()),

@@ -59,6 +59,8 @@ pub fn read_rows(path: &Path) -> Result<Vec<Record>> {
 
 fn read_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Record>> {
     let text = std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+    // A byte-order mark (Windows editors write one) is not part of the first row.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
         let origin = Origin { file: path.to_path_buf(), line: i + 1 };
@@ -87,6 +89,13 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 fn read_delimited(path: &Path, bytes: &[u8], delimiter: u8) -> Result<Vec<Record>> {
+    if let Some(line) = unclosed_quote(bytes, delimiter) {
+        bail!(
+            "{}:{line}: a field opens a double quote that is never closed (it would swallow the rest of the file); \
+             close it, or double a quote meant literally (\"\")",
+            path.display()
+        );
+    }
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
@@ -107,6 +116,37 @@ fn read_delimited(path: &Path, bytes: &[u8], delimiter: u8) -> Result<Vec<Record
     Ok(records)
 }
 
+/// The line where a double-quoted field opens that no quote closes (the csv reader would take the rest of the
+/// file into it). Quotes count only at the start of a field, and `""` inside one is a literal quote.
+fn unclosed_quote(bytes: &[u8], delimiter: u8) -> Option<usize> {
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+    let (mut line, mut field_start, mut open_at) = (1, true, None);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\n' {
+            line += 1;
+        }
+        if open_at.is_some() {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    open_at = None;
+                }
+            }
+            field_start = false;
+        } else {
+            if b == b'"' && field_start {
+                open_at = Some(line);
+            }
+            field_start = b == delimiter || b == b'\n' || (b == b'\r' && bytes.get(i + 1) == Some(&b'\n'));
+        }
+        i += 1;
+    }
+    open_at
+}
+
 fn csv_error_reason(e: &csv::Error, header: &[String]) -> String {
     match e.kind() {
         csv::ErrorKind::UnequalLengths { len, .. } => {
@@ -125,6 +165,18 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    #[test]
+    fn a_bom_is_not_part_of_the_first_row_and_an_unclosed_quote_is_named() {
+        let (_d, path) = write("a.jsonl", "\u{feff}{\"q\": 1}\n{\"q\": 2}\n");
+        assert_eq!(read_rows(&path).unwrap()[0].row["q"], 1);
+        let (_d, path) = write("a.tsv", "a\tb\n\"x\"\"y\"\t1\n\"multi\nline\"\t2\n3\t\"open\n4\t5\n");
+        let err = read_rows(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}:5: a field opens a double quote that is never closed", path.display())));
+        let (_d, path) = write("b.csv", "a,b\r\n\"x,y\",1\r\nsay \"hi\",2\r\n");
+        let rows = read_rows(&path).unwrap();
+        assert_eq!((rows[0].row["a"].as_str(), rows[1].row["a"].as_str()), (Some("x,y"), Some("say \"hi\"")));
     }
 
     #[test]

@@ -6,6 +6,6 @@ mod files;
 mod preprocess;
 
 pub use batch::{collate, epoch_batches, pad, Batch, Side};
-pub use dataset::{DatasetConfig, RsgTask, Splits};
+pub use dataset::{split_file, DatasetConfig, RsgTask, Splits};
 pub use files::{read_rows, Origin, Record};
 pub use preprocess::{Example, PreprocessConfig, Preprocessor, TooLong, TooLongPolicy, IGNORE};

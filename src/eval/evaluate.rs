@@ -7,19 +7,18 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use super::report::{MetricRow, Report, TaskResult};
 use super::run::{fingerprint, predict_cached};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem, ANSWER_FIELD};
-use crate::config::ModelConfig;
 use crate::data::{read_rows, RsgTask};
 use crate::format::{PromptFormat, Row};
-use crate::fs::write_atomic;
+use crate::fs::{write_atomic, DirLock};
+use crate::model::Backbone;
 use crate::prompt::Prompt;
+use crate::report::{MetricRow, Report, TaskResult};
 
 /// What to evaluate and where to write it.
 #[derive(Debug, Clone)]
 pub struct EvalRequest {
-    pub model: ModelConfig,
     pub task: RsgTask,
     /// The split's file in the task's official jsonl layout.
     pub data: PathBuf,
@@ -46,14 +45,24 @@ fn content_free(format: &PromptFormat) -> Row {
     format.fields().into_iter().filter(|f| *f != ANSWER_FIELD).map(|f| (f.to_string(), "N/A".into())).collect()
 }
 
-/// Evaluates `request`, writes the report (and the submission file when asked) and returns the report.
-pub fn evaluate(request: &EvalRequest) -> Result<Report> {
-    let (model_dir, model, mut tokenizer) = request.model.load()?;
+/// Evaluates `request` on `backbone`, writes the report (and the submission file when asked) and returns it.
+pub fn evaluate(backbone: &Backbone, request: &EvalRequest) -> Result<Report> {
+    let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
+    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
     let records = read_rows(&request.data)?;
     let mut items = request.task.items(&records, &request.formats.verbalizers)?;
+    anyhow::ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
+    anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     items.truncate(request.limit.unwrap_or(usize::MAX));
     anyhow::ensure!(!items.is_empty(), "{}: no items to evaluate", request.data.display());
+    anyhow::ensure!(
+        request.submission.is_some() || items.iter().all(|t| t.item.gold.is_some()),
+        "{}: the items have no labels (a test split?), so there is nothing to score; pass --submission DIR to write \
+         the predictions in the leaderboard's layout",
+        request.data.display()
+    );
 
     let prompt = request
         .prompt
@@ -69,7 +78,7 @@ pub fn evaluate(request: &EvalRequest) -> Result<Report> {
     let score = |name: &str, format: &PromptFormat, prompt: Option<&Prompt>| -> Result<Vec<usize>> {
         let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
         let classifier = Classifier {
-            model: &model,
+            model,
             tokenizer: &tokenizer,
             format,
             injections: injection.as_slice(),
@@ -80,7 +89,7 @@ pub fn evaluate(request: &EvalRequest) -> Result<Report> {
         let fingerprint = fingerprint(
             &[
                 &model_dir.display().to_string(),
-                &format!("{:?}", request.model.dtype),
+                &format!("{:?}", backbone.source.dtype),
                 &format.compiled_template(),
                 &mode,
                 request.formats.truncation_field.as_deref().unwrap_or(""),
@@ -118,7 +127,7 @@ pub fn evaluate(request: &EvalRequest) -> Result<Report> {
         write_submission(request.task, &items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
     }
     let report = Report {
-        model: request.model.path.display().to_string(),
+        model: backbone.source.path.display().to_string(),
         mode,
         tasks: vec![TaskResult {
             task: request.task.name().into(),

@@ -45,6 +45,6 @@ impl TaskFormats {
 
     /// A format file of the user's; errors name the file, line and key.
     pub fn load(path: &Path) -> Result<Self> {
-        crate::config::load_yaml(path, &[]).with_context(|| format!("task formats {}", path.display()))
+        crate::config::load(path, &[]).with_context(|| format!("task formats {}", path.display()))
     }
 }

@@ -4,19 +4,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::overlap::{bleu, chrf};
-use super::report::{MetricRow, Report, TaskResult};
 use super::run::{fingerprint, ItemCache};
-use crate::config::ModelConfig;
 use crate::data::read_rows;
 use crate::format::Row;
-use crate::fs::write_atomic;
+use crate::fs::{write_atomic, DirLock};
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
+use crate::model::Backbone;
 use crate::prompt::Prompt;
+use crate::report::{MetricRow, Report, TaskResult};
 
 pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 
@@ -24,7 +24,6 @@ pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 pub struct GenerationRequest {
     /// What the report calls the task (the config's name, e.g. `detox`).
     pub name: String,
-    pub model: ModelConfig,
     /// The trained prompt's folder.
     pub prompt: PathBuf,
     /// Rows with the format's fields and the target field.
@@ -38,10 +37,14 @@ pub struct GenerationRequest {
     pub progress: bool,
 }
 
-/// Generates for every row, writes predictions.jsonl and the report, and returns the report.
-pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
-    let (model_dir, model, mut tokenizer) = request.model.load()?;
+/// Generates for every row with `backbone`, writes predictions.jsonl and the report, and returns the report.
+pub fn evaluate_generation(backbone: &Backbone, request: &GenerationRequest) -> Result<Report> {
+    ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
+    ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
+    let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
+    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
     let prompt = Prompt::from_pretrained(&request.prompt, device)
         .with_context(|| format!("prompt {}", request.prompt.display()))?;
     let template = prompt.format().template().to_string();
@@ -57,7 +60,7 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
     let fingerprint = fingerprint(
         &[
             &model_dir.display().to_string(),
-            &format!("{:?}", request.model.dtype),
+            &format!("{:?}", backbone.source.dtype),
             &prompt.format().compiled_template(),
             &request.data.display().to_string(),
             &data_len,
@@ -80,7 +83,7 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
             None => Err(anyhow!("{}: the row has no field '{name}'", r.origin)),
         };
         let row: Row = fields.iter().map(|f| Ok((f.clone(), Value::String(text(f)?)))).collect::<Result<_>>()?;
-        requests.push(Request { key: None, fields: row });
+        requests.push(Request { key: None, fields: row, origin: Some(r.origin.to_string()) });
         references.push(text(&request.target_field)?);
     }
     let sources: Vec<String> =
@@ -103,7 +106,7 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
             .expect("valid template"),
     );
     progress.set_position((requests.len() - todo.len()) as u64);
-    let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts };
+    let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts: &prompts };
     for chunk in todo.chunks(request.batch_size.max(1)) {
         let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
         let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
@@ -127,7 +130,7 @@ pub fn evaluate_generation(request: &GenerationRequest) -> Result<Report> {
         .collect();
     write_atomic(&request.out.join(PREDICTIONS_FILE), |p| Ok(std::fs::write(p, lines)?))?;
     let report = Report {
-        model: request.model.path.display().to_string(),
+        model: backbone.source.path.display().to_string(),
         mode: "greedy generation".into(),
         tasks: vec![TaskResult {
             task: request.name.clone(),

@@ -9,16 +9,15 @@ mod formats;
 mod generation;
 pub mod metrics;
 pub mod overlap;
-mod report;
 mod run;
 mod score;
 mod tasks;
 
+pub use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
 pub use choose::{best, candidate_score, ScoreMode};
 pub use classify::{Classifier, Item, ANSWER_FIELD};
 pub use evaluate::{evaluate, write_submission, EvalRequest};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
-pub use report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
 pub use score::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 pub use tasks::{label_key, Metric, TaskItem};

@@ -1,7 +1,6 @@
 //! Running a classifier over a task's items with a progress bar, and the on-disk per-item cache that classification
 //! scores and generated predictions share.
 
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -20,15 +19,22 @@ fn length(t: &TaskItem) -> usize {
 }
 
 /// A digest of what a cached result depends on: `parts` (model, format, mode, data, …) and the prompt's weights.
-/// std's hasher is stable within a toolchain; a new one at worst rescores, never misreads.
+/// SHA-256 over length-prefixed parts and the weights' little-endian bits: the same on every toolchain and
+/// machine, so a cache stays valid across Rust releases (the first 16 hex digits are kept).
 pub fn fingerprint(parts: &[&str], prompt: Option<&Prompt>) -> Result<String> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    parts.hash(&mut h);
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in parts {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
     if let Some(p) = prompt {
         let weights = Vec::<f32>::try_from(p.embeddings().to_kind(tch::Kind::Float).flatten(0, -1))?;
-        weights.iter().map(|x| x.to_bits()).collect::<Vec<u32>>().hash(&mut h);
+        for x in weights {
+            h.update(x.to_le_bytes());
+        }
     }
-    Ok(format!("{:016x}", h.finish()))
+    Ok(h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Per-item results on disk under a fingerprint of what produced them (model, format, prompt, mode, data):
@@ -94,4 +100,17 @@ pub fn predict_cached(
     }
     progress.finish_and_clear();
     Ok(known.iter().map(|s| best(s.as_ref().expect("every item scored")).expect("items have candidates")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn fingerprints_are_stable_digests_of_their_parts() {
+        // SHA-256 of (len as u64 LE, bytes) per part, as Python's hashlib gives it: no toolchain or machine may
+        // change it, or every cache would be rescored.
+        assert_eq!(fingerprint(&["model", "format"], None).unwrap(), "298cc0d982a3c11b");
+        assert_ne!(fingerprint(&["mo", "delformat"], None).unwrap(), fingerprint(&["model", "format"], None).unwrap());
+    }
 }

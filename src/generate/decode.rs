@@ -30,8 +30,7 @@ pub fn generate(
 ) -> Result<Vec<Vec<Generated>>> {
     ensure!(!inputs.is_empty(), "nothing to generate from: no inputs");
     ensure!(inputs.iter().all(|r| !r.is_empty()), "an input is empty: generation needs at least one token");
-    ensure!(config.num_return_sequences > 0, "num_return_sequences must be at least 1");
-    ensure!(config.temperature > 0.0, "temperature must be positive");
+    config.validate()?;
     match config.seed {
         Some(seed) => crate::rng::seeded(seed, || decode(model, inputs, injections, config)),
         None if config.do_sample => crate::rng::unseeded(|| decode(model, inputs, injections, config)),
@@ -65,7 +64,7 @@ fn decode(
         let last = embeds.size()[1] - 1;
         let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), last)?;
         let logits = model.lm_logits(&hidden.select(1, 0));
-        let next = next_tokens(&logits, &seen, config);
+        let next = next_tokens(&logits, &seen, config)?;
         let chosen = logits.gather(1, &next.unsqueeze(1), false).squeeze_dim(1).to_kind(Kind::Float);
         let (next_ids, chosen) = (Vec::<i64>::try_from(&next)?, Vec::<f32>::try_from(&chosen)?);
         for (r, (&token, &score)) in next_ids.iter().zip(&chosen).enumerate() {

@@ -1,6 +1,7 @@
 //! Choosing the next token from logits: repetition penalty, then (when sampling) temperature, top-k and top-p,
 //! in transformers' order and with its formulas.
 
+use anyhow::{anyhow, Result};
 use tch::{Kind, Tensor};
 
 use super::GenerationConfig;
@@ -44,17 +45,22 @@ fn top_p(logits: &Tensor, p: f64) -> Tensor {
     logits.masked_fill(&remove, f64::NEG_INFINITY)
 }
 
-/// Next token of every row of `logits: [B, V]` (f32); `seen` feeds the repetition penalty.
-pub fn next_tokens(logits: &Tensor, seen: &[Vec<i64>], config: &GenerationConfig) -> Tensor {
-    let mut scores = logits.shallow_clone();
+/// Next token of every row of `logits: [B, V]` (f32); `seen` feeds the repetition penalty. `config` has been
+/// validated ([`GenerationConfig::validate`]).
+pub fn next_tokens(logits: &Tensor, seen: &[Vec<i64>], config: &GenerationConfig) -> Result<Tensor> {
+    // A NaN logit (an overflowing half-precision model) is never chosen.
+    let mut scores = logits.nan_to_num(f64::NEG_INFINITY, None, None);
     if config.repetition_penalty != 1.0 {
         scores = penalise(&scores, seen, config.repetition_penalty);
     }
+    let greedy = scores.argmax(-1, false);
     if !config.do_sample {
-        return scores.argmax(-1, false);
+        return Ok(greedy);
     }
     if config.temperature != 1.0 {
-        scores /= config.temperature;
+        // Each row's largest score moved to 0 first: a tiny temperature then sends the others to −∞ (greedy in
+        // the limit) instead of overflowing to +∞ and a NaN softmax.
+        scores = (&scores - scores.amax([-1], true)) / config.temperature;
     }
     if let Some(k) = config.top_k.filter(|&k| k > 0) {
         scores = top_k(&scores, k);
@@ -62,7 +68,13 @@ pub fn next_tokens(logits: &Tensor, seen: &[Vec<i64>], config: &GenerationConfig
     if let Some(p) = config.top_p.filter(|&p| p < 1.0) {
         scores = top_p(&scores, p);
     }
-    scores.softmax(-1, Kind::Float).multinomial(1, false).squeeze_dim(1)
+    let probs = scores.softmax(-1, Kind::Float).nan_to_num(0.0, Some(0.0), Some(0.0));
+    // A row with no finite probability left (every logit −∞ or +∞) takes its most likely token.
+    let empty = probs.sum_dim_intlist(-1, false, Kind::Float).le(0.0);
+    let probs =
+        probs.where_self(&empty.logical_not().unsqueeze(-1), &greedy.one_hot(probs.size()[1]).to_kind(Kind::Float));
+    let drawn = probs.f_multinomial(1, false).map_err(|e| anyhow!("sampling failed: {e}"))?.squeeze_dim(1);
+    Ok(drawn)
 }
 
 #[cfg(test)]
@@ -81,5 +93,20 @@ mod tests {
         assert_eq!(kept(top_p(&logits, 0.5)), [false, true, false, false]);
         let penalised = penalise(&logits, &[vec![1, 3]], 2.0);
         assert_eq!(Vec::<f32>::try_from(penalised.squeeze_dim(0)).unwrap(), [1.0, 1.5, 2.0, -2.0]);
+    }
+
+    #[test]
+    fn sampling_never_hands_non_finite_probabilities_to_the_sampler() {
+        let sample = |values: &[f32], temperature: f64| {
+            let config = GenerationConfig { do_sample: true, temperature, ..Default::default() };
+            let logits = Tensor::from_slice(values).unsqueeze(0);
+            Vec::<i64>::try_from(next_tokens(&logits, &[vec![]], &config).unwrap()).unwrap()[0]
+        };
+        // A denormal temperature is greedy in the limit (it overflowed to a NaN softmax and panicked before).
+        assert_eq!(sample(&[1.0, 3.0, 2.0, -1.0], 1e-45), 1);
+        // NaN logits are never drawn; +∞ leaves no finite probability, so the row is decoded greedily.
+        assert_eq!(sample(&[f32::NAN, 3.0, f32::INFINITY, -1.0], 0.5), 2);
+        assert!((0..4).contains(&sample(&[f32::NEG_INFINITY; 4], 1.0)));
+        assert_eq!(sample(&[f32::NAN, f32::NAN, 5.0, f32::NAN], 1.0), 2);
     }
 }

@@ -28,6 +28,9 @@ pub struct Request {
     pub key: Option<String>,
     /// Field values for text2text; a lone `text` fills a format with one field, whatever its name.
     pub fields: Row,
+    /// Where the input came from (`in.jsonl:7`), for errors and warnings; `input N` of the batch otherwise.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// The prompts a pipeline serves: one, or several by key.
@@ -113,20 +116,20 @@ impl Pipeline<'_> {
         let mut inputs = Vec::with_capacity(requests.len());
         let mut heads = Vec::with_capacity(requests.len());
         for (i, request) in requests.iter().enumerate() {
-            let (text, head) = self.input_text(task, request).map_err(|e| anyhow!("input {}: {e:#}", i + 1))?;
+            let name = request.origin.clone().unwrap_or_else(|| format!("input {}", i + 1));
+            let (text, head) = self.input_text(task, request).map_err(|e| anyhow!("{name}: {e:#}"))?;
             let mut ids = self.tokenizer.encode_ids(&text)?;
-            ensure!(!ids.is_empty(), "input {} is empty", i + 1);
+            ensure!(!ids.is_empty(), "{name} is empty");
             let room = window.saturating_sub(config.max_new_tokens);
             if ids.len() > room {
                 let prompt_tokens = ids.iter().filter(|t| prompt_ids.contains(t)).count();
                 ensure!(
                     prompt_tokens < room,
-                    "input {}: the prompt's {prompt_tokens} tokens and {} new tokens do not fit the model's {window} positions",
-                    i + 1,
+                    "{name}: the prompt's {prompt_tokens} tokens and {} new tokens do not fit the model's {window} positions",
                     config.max_new_tokens
                 );
                 let mut excess = ids.len() - room;
-                eprintln!("input {}: {} tokens do not fit; dropping the first {excess} text tokens", i + 1, ids.len());
+                eprintln!("{name}: {} tokens do not fit; dropping the first {excess} text tokens", ids.len());
                 ids.retain(|t| {
                     let drop = excess > 0 && !prompt_ids.contains(t);
                     excess -= usize::from(drop);

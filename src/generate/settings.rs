@@ -1,5 +1,6 @@
 //! How to decode: the knobs of Hugging Face's `generate`, with its defaults except where noted.
 
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,29 @@ fn one_usize() -> usize {
 }
 fn yes() -> bool {
     true
+}
+
+impl GenerationConfig {
+    /// Refuses settings that decode nothing or make the sampler's distribution meaningless, naming the setting
+    /// (and its command-line flag).
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.max_new_tokens >= 1, "max_new_tokens (--max-new-tokens) must be at least 1");
+        ensure!(self.num_return_sequences >= 1, "num_return_sequences (--num-return-sequences) must be at least 1");
+        let t = self.temperature;
+        ensure!(t.is_finite() && t > 0.0, "temperature (--temperature) must be a positive number, not {t}");
+        if let Some(k) = self.top_k {
+            ensure!(k >= 1, "top_k (--top-k) must be at least 1");
+        }
+        if let Some(p) = self.top_p {
+            ensure!(p > 0.0 && p <= 1.0, "top_p (--top-p) must be in (0, 1], not {p}");
+        }
+        let r = self.repetition_penalty;
+        ensure!(
+            r.is_finite() && r > 0.0,
+            "repetition_penalty (--repetition-penalty) must be a positive number (1 = none), not {r}"
+        );
+        Ok(())
+    }
 }
 
 impl Default for GenerationConfig {

@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::RepoId;
 use crate::data::RsgTask;
-use crate::eval::Report;
 use crate::prompt::Prompt;
 use crate::provider::ProviderConfig;
+use crate::report::Report;
 
 #[derive(Debug, Serialize)]
 struct FrontMatter<'a> {

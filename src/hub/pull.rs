@@ -150,21 +150,6 @@ fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> 
     snapshot.ok_or_else(|| anyhow!("{repo}: nothing to download"))
 }
 
-/// The Hub id `path` stands for: one that reads as `owner/name[@rev]` where no file or folder of that name is.
-fn hub_id(path: &Path) -> Option<RepoId> {
-    RepoId::parse(&path.to_string_lossy()).filter(|_| !path.exists())
-}
-
-/// `path`, or the snapshot folder of the prompt repo it names (see [`hub_id`]), pulled with [`pull_prompt`].
-pub fn resolve_prompt(path: &Path) -> Result<PathBuf> {
-    hub_id(path).map_or_else(|| Ok(path.to_path_buf()), |repo| pull_prompt(&repo))
-}
-
-/// `path`, or the snapshot folder of the model repo it names (see [`hub_id`]), pulled with [`pull_model`].
-pub fn resolve_model(path: &Path) -> Result<PathBuf> {
-    hub_id(path).map_or_else(|| Ok(path.to_path_buf()), |repo| pull_model(&repo))
-}
-
 /// A prompt repo: `prompt.json`, the weights (safetensors, else ruPrompts' `prompt_provider.bin`) and our
 /// provider state when there is one.
 pub fn pull_prompt(repo: &RepoId) -> Result<PathBuf> {

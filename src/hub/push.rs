@@ -11,8 +11,8 @@ use hf_hub::{HFError, HFRepositorySync, RepoTypeModel};
 use tch::Device;
 
 use super::{client_with_token, git_blob_sha1, model_card, sha256, token, RepoId};
-use crate::eval::{Report, REPORT_JSON};
 use crate::prompt::{Prompt, PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
+use crate::report::{Report, REPORT_JSON};
 
 /// The prompt's files, as `save_pretrained` writes them; `prompt.json` is required, the rest pushed when present.
 const PROMPT_FILES: [&str; 4] = [PROMPT_FILE, WEIGHTS_FILE, TORCH_FILE, STATE_FILE];

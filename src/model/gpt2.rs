@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{KvCache, LayerKv};
-use super::config::{Activation, Gpt2Config};
+use super::gpt2_config::{Activation, Gpt2Config};
 use super::weights::StateDict;
 
 /// HF `Conv1D`: `y = x @ W + b` with `W` stored `[in, out]`.
@@ -168,6 +168,7 @@ impl Gpt2 {
     /// that require grad stay trainable: the demo pretrains its tiny backbone this way. Checkpoints loaded
     /// from disk never require grad.
     pub fn from_tensors(config: Gpt2Config, tensors: Vec<(String, Tensor)>) -> Result<Self> {
+        config.validate().context("the model config")?;
         let (kind, device) = tensors.first().map_or((Kind::Float, Device::Cpu), |(_, t)| (t.kind(), t.device()));
         let origin = std::path::PathBuf::from("<memory>");
         let named = tensors.into_iter().map(|(n, t)| (n, origin.clone(), t)).collect();
@@ -178,6 +179,7 @@ impl Gpt2 {
     /// A model of `config`'s shapes with random weights (normal, std 0.02, as GPT-2 initialises them), for
     /// benchmarks and shape tests: speed does not depend on the weights' values.
     pub fn random(config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
+        config.validate().context("the model config")?;
         let tensors = crate::rng::unseeded(|| {
             config
                 .expected_shapes()

@@ -89,7 +89,9 @@ impl Gpt2Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Refuses what the model cannot be built from: another architecture, an unknown activation, sizes that are
+    /// not positive or heads that do not divide the width. Every constructor of [`super::Gpt2`] calls it.
+    pub fn validate(&self) -> Result<()> {
         if self.model_type != "gpt2" {
             bail!(
                 "architecture model_type='{}': ruprompts runs GPT-2-architecture models (model_type 'gpt2': \

@@ -1,10 +1,12 @@
 //! The frozen backbone: a GPT-2-architecture causal LM loaded from a Hugging Face checkpoint directory.
 
 mod cache;
-mod config;
 mod gpt2;
+mod gpt2_config;
+mod source;
 mod weights;
 
 pub use cache::KvCache;
-pub use config::{Activation, Gpt2Config};
 pub use gpt2::{Gpt2, Input};
+pub use gpt2_config::{Activation, Gpt2Config};
+pub use source::{Backbone, ModelSource};

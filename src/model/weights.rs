@@ -10,7 +10,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::config::Gpt2Config;
+use super::gpt2_config::Gpt2Config;
 
 /// Weight file layouts we read, in the order Hugging Face prefers them.
 const CANDIDATES: [&str; 4] =

@@ -88,9 +88,8 @@ impl Prompt {
     /// Loads a prompt saved by [`Prompt::save_pretrained`] or by Python ruPrompts, onto `device`. With our
     /// provider state the full provider comes back (trainable as before); otherwise the saved tensor becomes
     /// a tensor provider, as in ruPrompts.
-    /// `dir` may also be a Hub id (`owner/name[@revision]`), pulled into the Hugging Face cache first.
+    /// `dir` is a local folder (`crate::resolve::prompt_dir` turns a Hub id into one).
     pub fn from_pretrained(dir: &Path, device: Device) -> Result<Self> {
-        let dir = &crate::hub::resolve_prompt(dir)?;
         let json_path = dir.join(PROMPT_FILE);
         let text =
             std::fs::read_to_string(&json_path).with_context(|| format!("cannot read {}", json_path.display()))?;

@@ -36,6 +36,12 @@ impl Prompt {
     /// A fresh prompt for `model`: the provider is initialised from the model's embeddings and the format's
     /// phrase tokens, on the model's device.
     pub fn new(format: PromptFormat, provider_config: ProviderConfig, model: &Gpt2) -> Result<Self> {
+        // Checked before anything is allocated: `<P*99999999>` would otherwise ask for gigabytes.
+        let (length, positions) = (format.prompt_length(), model.config().n_positions);
+        anyhow::ensure!(
+            length as i64 <= positions,
+            "the format has {length} prompt tokens, more than the model's {positions} positions (n_positions)"
+        );
         let embeddings = Some(model.token_embeddings());
         Self::build(format, provider_config, model.config().n_embd, model.device(), embeddings)
     }

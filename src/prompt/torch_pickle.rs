@@ -212,12 +212,42 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
         return Err(anyhow!("it holds an object, not a tensor")).with_context(context);
     };
     let data = read_entry(&mut zip, &format!("{prefix}data/{key}")).with_context(context)?;
-    let bytes = numel as usize * kind.elt_size_in_bytes();
-    ensure!(data.len() >= bytes, "{}: storage {key} is truncated", path.display());
-    let extent = offset + size.iter().zip(&stride).map(|(n, s)| (n - 1).max(0) * s).sum::<i64>();
-    ensure!(offset >= 0 && extent < numel.max(1), "{}: tensor view exceeds its storage", path.display());
-    let storage = Tensor::f_from_data_size(&data[..bytes], &[numel], kind)?;
-    Ok(storage.as_strided(size.as_slice(), stride.as_slice(), offset).contiguous())
+    let bytes = usize::try_from(numel)
+        .ok()
+        .and_then(|n| n.checked_mul(kind.elt_size_in_bytes()))
+        .ok_or_else(|| anyhow!("{}: storage {key} has {numel} elements", path.display()))?;
+    ensure!(
+        data.len() >= bytes,
+        "{}: storage {key} is truncated ({} bytes, {bytes} needed)",
+        path.display(),
+        data.len()
+    );
+    view_extent(&size, &stride, offset, numel)
+        .with_context(|| format!("{}: the tensor's view does not fit its storage", path.display()))?;
+    let storage = Tensor::f_from_data_size(&data[..bytes], &[numel], kind)
+        .with_context(|| format!("{}: storage {key}", path.display()))?;
+    let view = storage
+        .f_as_strided(size.as_slice(), stride.as_slice(), offset)
+        .and_then(|t| t.f_contiguous())
+        .with_context(|| format!("{}: the tensor's view of its storage", path.display()))?;
+    Ok(view)
+}
+
+/// Checks a strided view against its storage with checked arithmetic: sizes and strides not negative, and every
+/// element it reads (offset + Σ (size−1)·stride) inside the `numel` elements.
+fn view_extent(size: &[i64], stride: &[i64], offset: i64, numel: i64) -> Result<()> {
+    ensure!(size.len() == stride.len(), "{} sizes but {} strides", size.len(), stride.len());
+    ensure!(offset >= 0, "negative storage offset {offset}");
+    let (mut last, mut count) = (offset, 1i64);
+    for (&n, &s) in size.iter().zip(stride) {
+        ensure!(n >= 0, "negative size {n} in {size:?}");
+        ensure!(s >= 0, "negative stride {s} in {stride:?}");
+        count = count.checked_mul(n).ok_or_else(|| anyhow!("size {size:?} overflows"))?;
+        let reach = (n - 1).max(0).checked_mul(s).ok_or_else(|| anyhow!("stride {stride:?} overflows"))?;
+        last = last.checked_add(reach).ok_or_else(|| anyhow!("stride {stride:?} overflows"))?;
+    }
+    ensure!(count == 0 || last < numel, "it reads element {last} of a storage of {numel}");
+    Ok(())
 }
 
 fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Result<Vec<u8>> {
@@ -351,6 +381,22 @@ pub fn write_tensor(tensor: &Tensor, archive: &str, mut out: impl Write + Seek) 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn views_outside_their_storage_are_refused_with_the_reason() {
+        let err = |size: &[i64], stride: &[i64], offset: i64, numel: i64| {
+            view_extent(size, stride, offset, numel).unwrap_err().to_string()
+        };
+        assert!(view_extent(&[7, 64], &[64, 1], 0, 448).is_ok());
+        assert!(view_extent(&[0, 64], &[64, 1], 0, 0).is_ok());
+        assert_eq!(err(&[-7, 64], &[64, 1], 0, 448), "negative size -7 in [-7, 64]");
+        assert_eq!(err(&[7, 64], &[-64, 1], 0, 448), "negative stride -64 in [-64, 1]");
+        assert_eq!(err(&[7, 64], &[64, 1], -1, 448), "negative storage offset -1");
+        assert_eq!(err(&[7, 64], &[64, 1], 1, 448), "it reads element 448 of a storage of 448");
+        assert_eq!(err(&[i64::MAX, 2], &[1, 1], 0, 448), "size [9223372036854775807, 2] overflows");
+        assert_eq!(err(&[3, 64], &[i64::MAX, 1], 0, 448), "stride [9223372036854775807, 1] overflows");
+        assert_eq!(err(&[7], &[1, 1], 0, 448), "1 sizes but 2 strides");
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::AdamW;
+use crate::fs::remove_dir;
 use crate::prompt::Prompt;
 
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
@@ -43,7 +44,7 @@ pub fn save(output_dir: &Path, prompt: &Prompt, optimizer: &AdamW, state: &Train
     std::fs::write(tmp.path().join(TRAINER_STATE_FILE), serde_json::to_string_pretty(state)?)?;
     let dir = checkpoint_dir(output_dir, state.step);
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        remove_dir(&dir)?;
     }
     std::fs::rename(tmp.keep(), &dir).with_context(|| format!("cannot move the checkpoint into {}", dir.display()))?;
     Ok(dir)
@@ -78,7 +79,8 @@ pub fn load_into(dir: &Path, optimizer: &mut AdamW) -> Result<TrainerState> {
 }
 
 /// Deletes the oldest checkpoints until at most `keep` remain, but never the newest nor the one at `best_step`
-/// (Hugging Face's `save_total_limit`); also removes temp folders left by a run killed while saving.
+/// (Hugging Face's `save_total_limit`); also removes temp folders left by a run killed while saving or deleting.
+/// A checkpoint is renamed before it is deleted, so a kill mid-delete never leaves a partial `checkpoint-<step>`.
 pub fn prune(output_dir: &Path, keep: Option<usize>, best_step: Option<usize>) -> Result<()> {
     for entry in std::fs::read_dir(output_dir)? {
         let entry = entry?;
@@ -97,8 +99,7 @@ pub fn prune(output_dir: &Path, keep: Option<usize>, best_step: Option<usize>) -
         if Some(step) == best_step || Some(step) == newest {
             continue;
         }
-        let dir = checkpoint_dir(output_dir, step);
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+        remove_dir(&checkpoint_dir(output_dir, step))?;
         excess -= 1;
     }
     Ok(())

@@ -1,11 +1,13 @@
 //! Prompt tuning: the optimizer, the learning-rate schedule and the training loop.
 
 pub mod checkpoint;
+mod config;
 pub mod metrics;
 mod optim;
 mod schedule;
 mod trainer;
 
+pub use config::{FormatConfig, TrainConfig, TrainingConfig};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{ScheduleConfig, ScheduleKind};
 pub use trainer::{resume_config, train, TrainOptions, TrainReport, CONFIG_FILE};

@@ -12,12 +12,13 @@ use tch::Tensor;
 use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
 use super::metrics::{self, METRICS_FILE, PLOT_FILE};
 use super::AdamW;
-use crate::config::TrainConfig;
+use super::TrainConfig;
 use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor, IGNORE};
 use crate::format::PromptFormat;
 use crate::fs::write_atomic;
-use crate::model::{Gpt2, Input};
-use crate::prompt::{Prompt, STATE_FILE};
+use crate::fs::DirLock;
+use crate::model::{Backbone, Gpt2, Input};
+use crate::prompt::{Prompt, PROMPT_FILE, STATE_FILE};
 use crate::tokenizer::Tokenizer;
 
 /// The resolved config of a run, written into its output folder (and read back by `--resume`).
@@ -30,6 +31,8 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Stop after this many updates in this invocation (a later `--resume` continues).
     pub max_updates_now: Option<usize>,
+    /// Replace a run already in the output folder (else such a folder is refused).
+    pub overwrite: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -60,11 +63,11 @@ struct Setup {
     validation: Vec<Example>,
 }
 
-fn setup(config: &TrainConfig) -> Result<Setup> {
-    let (_, model, model_tokenizer) = config.model.load().context("model.path")?;
+fn setup(config: &TrainConfig, backbone: Backbone) -> Result<Setup> {
+    let Backbone { model, tokenizer, .. } = backbone;
     let mut tokenizer = match &config.tokenizer {
-        Some(dir) => Tokenizer::from_dir(dir)?,
-        None => model_tokenizer,
+        Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
+        None => tokenizer,
     };
     let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
     let mut prompt =
@@ -125,134 +128,245 @@ fn eval_loss(s: &Setup, batch_size: usize) -> Result<Option<f64>> {
     Ok(Some(sum / tokens.max(1) as f64))
 }
 
-/// Runs (or resumes) the training that `config` describes.
-pub fn train(config: &TrainConfig, options: &TrainOptions) -> Result<TrainReport> {
+/// Files that mark a folder as holding a run (besides `checkpoint-<step>/` folders).
+const RUN_FILES: [&str; 5] = [CONFIG_FILE, METRICS_FILE, PLOT_FILE, TRAINER_STATE_FILE, PROMPT_FILE];
+
+/// Runs (or resumes) the training that `config` describes on `backbone` (the model `config.model` names,
+/// loaded by the caller). Nothing is written before the config is valid and the data is encoded.
+pub fn train(config: &TrainConfig, backbone: Backbone, options: &TrainOptions) -> Result<TrainReport> {
+    config.validate()?;
+    let setup = setup(config, backbone)?;
+    let (lock, resume_from) = open_output(&config.output_dir, options)?;
     let out = &config.output_dir;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create output_dir {}", out.display()))?;
-    let existing = checkpoint::list(out)?;
-    let resume_from = match (options.resume, existing.last()) {
-        (true, Some(&step)) => Some(step),
-        (true, None) => bail!("nothing to resume: {} has no complete checkpoint", out.display()),
-        (false, Some(step)) => bail!(
-            "output_dir {} already holds a run (checkpoint-{step}); resume it with --resume or choose another output_dir",
-            out.display()
-        ),
-        (false, None) => None,
-    };
+    let mut trainer = Trainer::start(config, setup, resume_from)?;
     write_atomic(&out.join(CONFIG_FILE), |p| Ok(std::fs::write(p, serde_yaml::to_string(config)?)?))?;
-
-    let mut s = setup(config)?;
-    let t = &config.training;
-    ensure!(t.batch_size > 0 && t.grad_accumulation > 0, "training.batch_size and grad_accumulation must be positive");
-    let lengths: Vec<usize> = s.train.iter().map(|e| e.input_ids.len()).collect();
-    let batches_per_epoch = s.train.len().div_ceil(t.batch_size);
-    let total = t.max_steps.unwrap_or(t.epochs * batches_per_epoch.div_ceil(t.grad_accumulation));
-    ensure!(total > 0, "nothing to train: training.max_steps (or epochs) is 0");
-
-    let params: Vec<(String, Tensor)> = s.prompt.var_store().variables().into_iter().collect();
-    let mut optimizer = AdamW::new(config.optimizer.clone(), params);
-    let mut state = TrainerState { step: 0, total_steps: total, best_eval_loss: None, best_step: None };
-    if let Some(step) = resume_from {
-        let dir = checkpoint::checkpoint_dir(out, step);
-        let named = Tensor::read_safetensors(dir.join(STATE_FILE))
-            .with_context(|| format!("cannot read {}", dir.join(STATE_FILE).display()))?;
-        s.prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))?;
-        state = checkpoint::load_into(&dir, &mut optimizer)?;
-        ensure!(
-            state.total_steps == total,
-            "checkpoint {} was made for {} steps, the config now gives {total}",
-            dir.display(),
-            state.total_steps
-        );
-    }
-    let log = metrics::open_log(out, resume_from)?;
-    if resume_from.is_none() {
-        if let Some(loss) = eval_loss(&s, t.batch_size)? {
-            log.append(&json!({ "step": 0, "eval_loss": loss }))?;
-        }
-    }
-
-    let progress = if options.progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+    let progress = if options.progress { ProgressBar::new(trainer.total as u64) } else { ProgressBar::hidden() };
     progress.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} updates {msg} [{elapsed_precise} < {eta_precise}]")
             .expect("valid template"),
     );
-    progress.set_position(state.step as u64);
+    progress.set_position(trainer.state.step as u64);
     let start = Instant::now();
-    let first = state.step;
-    let end = options.max_updates_now.map_or(total, |n| (first + n).min(total));
-    let mut epoch_cache: Option<(usize, Vec<Vec<usize>>)> = None;
-    let (mut losses, mut window) = (Vec::new(), Vec::new());
-    let mut last_eval = None;
-    while state.step < end {
-        let step = state.step;
-        optimizer.zero_grad();
+    let first = trainer.state.step;
+    let end = options.max_updates_now.map_or(trainer.total, |n| (first + n).min(trainer.total));
+    while trainer.state.step < end {
+        let update = trainer.step()?;
+        trainer.after_step(&update)?;
+        progress.set_message(format!("loss {:.4} lr {:.2e}", update.loss, update.lr));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    trainer.finish()?;
+    drop(lock);
+    Ok(TrainReport {
+        output_dir: out.clone(),
+        steps: trainer.state.step,
+        total_steps: trainer.total,
+        steps_per_sec: (trainer.state.step - first) as f64 / seconds.max(1e-9),
+        seconds,
+        losses: trainer.losses,
+        eval_loss: trainer.last_eval,
+        trainable_parameters: trainer.s.prompt.num_parameters(),
+    })
+}
+
+/// Creates and locks `out`, and says which checkpoint to resume from. Without `resume`, a folder that already
+/// holds a run is refused, or with `overwrite` replaced: the old folder is renamed away in one step, and only
+/// deleted once the new one is in place and locked.
+fn open_output(out: &Path, options: &TrainOptions) -> Result<(DirLock, Option<usize>)> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create output_dir {}", out.display()))?;
+    let lock = DirLock::acquire(out, "output_dir")?;
+    let existing = checkpoint::list(out)?;
+    if options.resume {
+        let step = existing.last().copied();
+        let step = step.with_context(|| format!("nothing to resume: {} has no complete checkpoint", out.display()))?;
+        return Ok((lock, Some(step)));
+    }
+    let mut held: Vec<String> = RUN_FILES.iter().filter(|f| out.join(f).exists()).map(|f| f.to_string()).collect();
+    held.extend(existing.iter().map(|step| format!("checkpoint-{step}")));
+    if held.is_empty() {
+        return Ok((lock, None));
+    }
+    if !options.overwrite {
+        bail!(
+            "output_dir {} already holds a run ({}); resume it with --resume, replace it with --overwrite, or \
+             choose another output_dir",
+            out.display(),
+            held.join(", ")
+        );
+    }
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    let old = out.with_file_name(format!(".{name}.replaced"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot delete {}", old.display()))?;
+    }
+    std::fs::rename(out, &old).with_context(|| format!("cannot move {} aside to replace it", out.display()))?;
+    std::fs::create_dir(out).with_context(|| format!("cannot create output_dir {}", out.display()))?;
+    let new_lock = DirLock::acquire(out, "output_dir")?;
+    drop(lock);
+    std::fs::remove_dir_all(&old).with_context(|| format!("cannot delete the replaced run {}", old.display()))?;
+    Ok((new_lock, None))
+}
+
+/// The loop's state: the setup, the optimizer, where the run stands and what it has logged.
+struct Trainer<'a> {
+    config: &'a TrainConfig,
+    s: Setup,
+    optimizer: AdamW,
+    state: TrainerState,
+    total: usize,
+    batches_per_epoch: usize,
+    lengths: Vec<usize>,
+    epoch_cache: Option<(usize, Vec<Vec<usize>>)>,
+    log: crate::fs::JsonLines,
+    losses: Vec<f64>,
+    window: Vec<f64>,
+    last_eval: Option<f64>,
+}
+
+impl<'a> Trainer<'a> {
+    /// The optimizer over the prompt's parameters, restored from checkpoint `resume_from` when given; the
+    /// metrics log opened (and, on a fresh run, the eval loss before training logged as step 0).
+    fn start(config: &'a TrainConfig, mut s: Setup, resume_from: Option<usize>) -> Result<Self> {
+        let t = &config.training;
+        let out = &config.output_dir;
+        let lengths: Vec<usize> = s.train.iter().map(|e| e.input_ids.len()).collect();
+        let batches_per_epoch = s.train.len().div_ceil(t.batch_size);
+        let total = t.max_steps.unwrap_or(t.epochs * batches_per_epoch.div_ceil(t.grad_accumulation));
+        ensure!(total > 0, "nothing to train: training.max_steps (or epochs) is 0");
+        let params: Vec<(String, Tensor)> = s.prompt.var_store().variables().into_iter().collect();
+        let mut optimizer = AdamW::new(config.optimizer.clone(), params);
+        let mut state = TrainerState { step: 0, total_steps: total, best_eval_loss: None, best_step: None };
+        if let Some(step) = resume_from {
+            let dir = checkpoint::checkpoint_dir(out, step);
+            let named = Tensor::read_safetensors(dir.join(STATE_FILE))
+                .with_context(|| format!("cannot read {}", dir.join(STATE_FILE).display()))?;
+            s.prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))?;
+            state = checkpoint::load_into(&dir, &mut optimizer)?;
+            ensure!(
+                state.total_steps == total,
+                "checkpoint {} was made for {} steps, the config now gives {total}",
+                dir.display(),
+                state.total_steps
+            );
+        }
+        let log = metrics::open_log(out, resume_from)?;
+        if resume_from.is_none() {
+            if let Some(loss) = eval_loss(&s, t.batch_size)? {
+                log.append(&json!({ "step": 0, "eval_loss": loss }))?;
+            }
+        }
+        Ok(Self {
+            config,
+            s,
+            optimizer,
+            state,
+            total,
+            batches_per_epoch,
+            lengths,
+            epoch_cache: None,
+            log,
+            losses: Vec::new(),
+            window: Vec::new(),
+            last_eval: None,
+        })
+    }
+
+    /// One update: `grad_accumulation` batches forward and backward, clipping, AdamW. A loss or gradient that is
+    /// not finite stops the run before the prompt is changed by it.
+    fn step(&mut self) -> Result<Update> {
+        let t = &self.config.training;
+        let step = self.state.step;
+        self.optimizer.zero_grad();
         let mut loss_value = 0.0;
         for k in 0..t.grad_accumulation {
             let micro = step * t.grad_accumulation + k;
-            let epoch = micro / batches_per_epoch;
-            if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                epoch_cache = Some((epoch, epoch_batches(&lengths, t.batch_size, t.seed, epoch as u64)));
+            let epoch = micro / self.batches_per_epoch;
+            if self.epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                self.epoch_cache = Some((epoch, epoch_batches(&self.lengths, t.batch_size, t.seed, epoch as u64)));
             }
-            let indices = &epoch_cache.as_ref().expect("just set").1[micro % batches_per_epoch];
-            let examples: Vec<&Example> = indices.iter().map(|&i| &s.train[i]).collect();
-            let loss = batch_loss(&s, &collate(&examples, s.pad_id))?;
+            let indices = &self.epoch_cache.as_ref().expect("just set").1[micro % self.batches_per_epoch];
+            let examples: Vec<&Example> = indices.iter().map(|&i| &self.s.train[i]).collect();
+            let loss = batch_loss(&self.s, &collate(&examples, self.s.pad_id))?;
             let loss = loss / t.grad_accumulation as f64;
             loss.backward();
             loss_value += loss.double_value(&[]);
         }
-        let grad_norm = optimizer.clip_grad_norm(t.max_grad_norm.unwrap_or(f64::INFINITY));
-        let lr = config.optimizer.lr * config.scheduler.factor(step, total);
-        optimizer.step(lr);
-        state.step += 1;
-        losses.push(loss_value);
-        window.push(loss_value);
-        let done = state.step == total;
-        if state.step % t.log_every.max(1) == 0 || done {
-            let mean = window.iter().sum::<f64>() / window.len() as f64;
-            let epoch = (state.step * t.grad_accumulation) as f64 / batches_per_epoch as f64;
-            log.append(&json!({ "step": state.step, "epoch": epoch, "loss": mean, "lr": lr, "grad_norm": grad_norm }))?;
-            window.clear();
+        let grad_norm = self.optimizer.clip_grad_norm(t.max_grad_norm.unwrap_or(f64::INFINITY));
+        ensure!(
+            loss_value.is_finite() && grad_norm.is_finite(),
+            "update {}: the loss is {loss_value} and the gradient norm {grad_norm}: training diverged (lower \
+             optimizer.lr, or set training.max_grad_norm); nothing of this update was saved",
+            step + 1
+        );
+        let lr = self.config.optimizer.lr * self.config.scheduler.factor(step, self.total);
+        self.optimizer.step(lr);
+        ensure!(
+            self.s.prompt.var_store().variables().values().all(|v| v.isfinite().all().int64_value(&[]) != 0),
+            "update {}: the prompt's weights are no longer finite after the update (learning rate {lr}): \
+             training diverged; lower optimizer.lr",
+            step + 1
+        );
+        self.state.step += 1;
+        self.losses.push(loss_value);
+        self.window.push(loss_value);
+        Ok(Update { loss: loss_value, lr, grad_norm })
+    }
+
+    /// What follows an update: a metrics line every `log_every`, the eval loss every `eval_every`, a checkpoint
+    /// every `save_every` (old ones pruned), and all three after the last update.
+    fn after_step(&mut self, update: &Update) -> Result<()> {
+        let t = &self.config.training;
+        let (step, out) = (self.state.step, &self.config.output_dir);
+        let done = step == self.total;
+        if step % t.log_every == 0 || done {
+            let mean = self.window.iter().sum::<f64>() / self.window.len() as f64;
+            let epoch = (step * t.grad_accumulation) as f64 / self.batches_per_epoch as f64;
+            let (lr, grad_norm) = (update.lr, update.grad_norm);
+            self.log
+                .append(&json!({ "step": step, "epoch": epoch, "loss": mean, "lr": lr, "grad_norm": grad_norm }))?;
+            self.window.clear();
         }
-        if t.eval_every.is_some_and(|n| state.step % n == 0) || done {
-            if let Some(loss) = eval_loss(&s, t.batch_size)? {
-                log.append(&json!({ "step": state.step, "eval_loss": loss }))?;
-                if state.best_eval_loss.is_none_or(|best| loss < best) {
-                    (state.best_eval_loss, state.best_step) = (Some(loss), Some(state.step));
+        if t.eval_every.is_some_and(|n| step % n == 0) || done {
+            if let Some(loss) = eval_loss(&self.s, t.batch_size)? {
+                self.log.append(&json!({ "step": step, "eval_loss": loss }))?;
+                if self.state.best_eval_loss.is_none_or(|best| loss < best) {
+                    (self.state.best_eval_loss, self.state.best_step) = (Some(loss), Some(step));
                 }
-                last_eval = Some(loss);
+                self.last_eval = Some(loss);
             }
         }
-        if t.save_every.is_some_and(|n| state.step % n == 0) || done {
-            checkpoint::save(out, &s.prompt, &optimizer, &state)?;
-            checkpoint::prune(out, t.save_total_limit, state.best_step)?;
+        if t.save_every.is_some_and(|n| step % n == 0) || done {
+            checkpoint::save(out, &self.s.prompt, &self.optimizer, &self.state)?;
+            checkpoint::prune(out, t.save_total_limit, self.state.best_step)?;
         }
-        progress.set_message(format!("loss {loss_value:.4} lr {lr:.2e}"));
-        progress.inc(1);
+        Ok(())
     }
-    progress.finish_and_clear();
-    if state.step < total && !checkpoint::list(out)?.contains(&state.step) {
-        // Stopped early on purpose: leave a checkpoint to resume from.
-        checkpoint::save(out, &s.prompt, &optimizer, &state)?;
+
+    /// After the last update of this invocation: the prompt, the final trainer state and the loss plot when the
+    /// run is complete; a checkpoint to resume from when it stopped early on purpose.
+    fn finish(&self) -> Result<()> {
+        let out = &self.config.output_dir;
+        if self.state.step < self.total {
+            if !checkpoint::list(out)?.contains(&self.state.step) {
+                checkpoint::save(out, &self.s.prompt, &self.optimizer, &self.state)?;
+            }
+            return Ok(());
+        }
+        self.s.prompt.save_pretrained(out)?;
+        let state = serde_json::to_string_pretty(&self.state)?;
+        write_atomic(&out.join(TRAINER_STATE_FILE), |p| Ok(std::fs::write(p, state)?))?;
+        metrics::plot(&out.join(METRICS_FILE), &out.join(PLOT_FILE))
     }
-    let seconds = start.elapsed().as_secs_f64();
-    if state.step == total {
-        s.prompt.save_pretrained(out)?;
-        write_atomic(&out.join(TRAINER_STATE_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&state)?)?))?;
-        metrics::plot(&out.join(METRICS_FILE), &out.join(PLOT_FILE))?;
-    }
-    Ok(TrainReport {
-        output_dir: out.clone(),
-        steps: state.step,
-        total_steps: total,
-        steps_per_sec: (state.step - first) as f64 / seconds.max(1e-9),
-        seconds,
-        losses,
-        eval_loss: last_eval,
-        trainable_parameters: s.prompt.num_parameters(),
-    })
 }
 
+/// One update's figures.
+struct Update {
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+}
 /// The resolved config a run wrote into `output_dir` (with `overrides` on top), for `--resume`.
 pub fn resume_config(output_dir: &Path, overrides: &[String]) -> Result<TrainConfig> {
     let mut config = TrainConfig::load(&output_dir.join(CONFIG_FILE), overrides)?;

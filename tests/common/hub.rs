@@ -2,7 +2,7 @@
 //! and commits held in memory, the routes the clients use to read (`HEAD`/`GET …/resolve/{rev}/{path}`, repo
 //! info, tree) and to write (create repo, branch, preupload, LFS batch + upload + verify, NDJSON commit), a token
 //! check, and failures on demand: an HTTP status, or (through [`Cutter`]) a connection dropped mid-body.
-//! Routes, headers and bodies follow ../shared/docs/hub.md; what is received is checked (LFS sha256, parent
+//! Routes, headers and bodies follow the Hub HTTP API as huggingface_hub and hf-hub use it; what is received is checked (LFS sha256, parent
 //! commit, that every `lfsFile` was uploaded).
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Shared helpers of the integration tests: where `../shared` is, and reading its reference files.
+//! Shared helpers of the integration tests: the fixtures in `tests/fixtures` and the bundled data in `assets/`.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::PathBuf;
@@ -6,22 +6,39 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-/// `../shared` beside the repository (override with RUPROMPTS_SHARED). Tests that need it fail loudly
-/// when it is absent rather than skipping.
-pub fn shared() -> PathBuf {
-    let dir = std::env::var_os("RUPROMPTS_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(dir.join("fixtures").is_dir(), "test fixtures not found in {} (set RUPROMPTS_SHARED)", dir.display());
-    dir
+/// The repository: where the tests were built, or `RUPROMPTS_REPO` when their binaries run from a copy elsewhere
+/// (scripts/gpu-check.sh on a GPU machine).
+pub fn repo() -> PathBuf {
+    std::env::var_os("RUPROMPTS_REPO").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
+/// A file or folder under `tests/fixtures` (see its README for what each is and where it came from).
 pub fn fixture(path: &str) -> PathBuf {
-    shared().join("fixtures").join(path)
+    repo().join("tests/fixtures").join(path)
+}
+
+/// A file or folder of the bundled data, `assets/` (e.g. `rsg/TERRa`).
+pub fn asset(path: &str) -> PathBuf {
+    repo().join("assets").join(path)
 }
 
 pub fn model_dir() -> PathBuf {
     fixture("tiny-gpt2-ru")
+}
+
+/// The backbone a config names, loaded from its local folder (what `resolve::backbone` does for a folder).
+pub fn backbone(config: &ruprompts::train::TrainConfig) -> ruprompts::model::Backbone {
+    ruprompts::model::Backbone::load_local(&config.model).unwrap()
+}
+
+/// Runs the `ruprompts` binary (one OpenMP thread): whether it succeeded, its stdout and its stderr.
+pub fn ruprompts(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 /// One thread per test: parallel tests each running a 2-thread OpenMP pool spin-wait against each other.
@@ -35,9 +52,29 @@ pub fn load_json(path: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The device the parity tests run on: `RUPROMPTS_TEST_DEVICE=cuda` (scripts/gpu-check.sh sets it), else the CPU.
+pub fn device() -> Device {
+    match std::env::var("RUPROMPTS_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda(0),
+        Ok("cpu") | Err(_) => Device::Cpu,
+        Ok(other) => panic!("RUPROMPTS_TEST_DEVICE={other}: expected cpu or cuda"),
+    }
+}
+
+/// A tolerance stated for the CPU (MKL, f32), scaled for the test device: CUDA's f32 kernels (cuBLAS, other
+/// reduction orders) are allowed 10× the difference.
+pub fn tol(cpu: f64) -> f64 {
+    if device().is_cuda() {
+        cpu * 10.0
+    } else {
+        cpu
+    }
+}
+
+/// The fixture model in f32 on the test device.
 pub fn tiny_model() -> ruprompts::model::Gpt2 {
     init();
-    ruprompts::model::Gpt2::from_dir(&model_dir(), Kind::Float, Device::Cpu).unwrap()
+    ruprompts::model::Gpt2::from_dir(&model_dir(), Kind::Float, device()).unwrap()
 }
 
 /// A named tensor of `reference/gpt2_tensors.safetensors`.
@@ -69,19 +106,22 @@ pub fn ids_tensor(rows: &[Vec<i64>]) -> Tensor {
     Tensor::from_slice(&flat).view([rows.len() as i64, rows[0].len() as i64])
 }
 
+/// The largest absolute difference of two tensors of one shape, on whatever devices they are.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+    let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
+    (cpu(a) - cpu(b)).abs().max().double_value(&[])
 }
 
 /// The first rows of TERRa's splits as small jsonl files `dir/<split>.jsonl`, e.g. `&[("train", 40), ("val", 12)]`.
 pub fn small_terra(dir: &std::path::Path, sizes: &[(&str, usize)]) -> Vec<PathBuf> {
-    let rsg = shared().join("data/rsg/TERRa");
     sizes
         .iter()
         .map(|(split, n)| {
-            let text = std::fs::read_to_string(rsg.join(format!("{split}.jsonl"))).unwrap();
+            let rows = ruprompts::data::read_rows(&asset(&format!("rsg/TERRa/{split}.jsonl.gz"))).unwrap();
             let path = dir.join(format!("{split}.jsonl"));
-            std::fs::write(&path, text.lines().take(*n).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+            let lines: String =
+                rows.iter().take(*n).map(|r| format!("{}\n", serde_json::to_string(&r.row).unwrap())).collect();
+            std::fs::write(&path, lines).unwrap();
             path
         })
         .collect()

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The GPU check: parity tests on CUDA and the hot paths timed at the ruGPT-3-large shape in f32 and bf16, written
+# into one results file. For a machine with an NVIDIA GPU whose python3 has a CUDA build of torch 2.11 (the lent
+# machines have torch 2.11.0+cu130, no Rust toolchain and no network).
+#
+#   bash scripts/gpu-check.sh --prepare      here, with no GPU: builds the release test binaries, the GPU benchmark
+#                                            and the CLI against .libtorch, and copies them, stripped, into
+#                                            .gpu-check/bin (ignored by git; about 60 MiB, within what the device
+#                                            tool carries: `carry: [".gpu-check"]`)
+#   bash scripts/gpu-check.sh [RESULTS]      there: runs them against that machine's own torch libraries and
+#                                            writes RESULTS (default $OUT/gpu-check.md, else gpu-check.md); about
+#                                            5 minutes on an H200
+#
+# A binary linked here records libtorch_cpu.so, not libtorch_cuda.so, so nothing would load torch's CUDA backend:
+# the script preloads libtorch_cuda.so from the machine's torch. Where the machine has cargo and no prepared
+# binaries, it builds them there against that torch instead (LIBTORCH_USE_PYTORCH=1).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bin=.gpu-check/bin
+# The parity tests that compare with transformers' reference outputs; their tolerances scale for CUDA (tests/common).
+tests=(gpt2_parity score generate)
+
+prepare() {
+    [ -n "${LIBTORCH_USE_PYTORCH:-}" ] || bash scripts/setup.sh
+    mkdir -p "$bin"
+    echo "gpu-check: building release test binaries, bench_gpu and ruprompts (several minutes the first time)"
+    local list
+    list=$(cargo test --release --no-run --message-format=json $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])')
+    while read -r name exe; do cp "$exe" "$bin/$name"; done <<<"$list"
+    cargo build --release --quiet --example bench_gpu --bin ruprompts
+    cp target/release/examples/bench_gpu target/release/ruprompts "$bin/"
+    strip "$bin"/*
+    du -sh "$bin"
+}
+
+if [ "${1:-}" = "--prepare" ]; then
+    prepare
+    exit 0
+fi
+
+results=${1:-${OUT:+$OUT/gpu-check.md}}
+results=${results:-gpu-check.md}
+log() { echo "$*" | tee -a "$results"; }
+: >"$results"
+start=$(date +%s)
+
+# 1. What the machine has (a minute at most).
+log "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+log ""
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true)
+log "- GPU: ${gpu:-none found}"
+torch_dir=$(timeout 60 python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+torch_info=$(timeout 60 python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda, "available:", torch.cuda.is_available())')
+log "- python3 torch: $torch_info ($torch_dir)"
+log "- cargo there: $(command -v cargo || echo none)"
+
+# 2. Binaries: carried, or built here when a toolchain is present.
+if [ ! -x "$bin/bench_gpu" ]; then
+    if command -v cargo >/dev/null; then
+        log "- no prepared binaries: building them here against the machine's torch"
+        export LIBTORCH_USE_PYTORCH=1 LIBTORCH="$torch_dir"
+        prepare >/dev/null
+    else
+        log "- no prepared binaries in $bin and no cargo: run 'bash scripts/gpu-check.sh --prepare' where cargo is, then carry .gpu-check"
+        exit 1
+    fi
+fi
+
+# 3. The machine's torch libraries and CUDA backend for our binaries.
+nvidia_libs=$(find "$(dirname "$torch_dir")/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':' || true)
+export LD_LIBRARY_PATH="$torch_dir/lib:${nvidia_libs}${LD_LIBRARY_PATH:-}"
+export LD_PRELOAD="$torch_dir/lib/libtorch_cuda.so${LD_PRELOAD:+:$LD_PRELOAD}"
+export RUPROMPTS_REPO="$root" OMP_NUM_THREADS=4
+cuda=$("$bin/ruprompts" info tests/fixtures/tiny-gpt2-ru --device cuda 2>&1 | grep -E "parameters|error" || true)
+log "- ruprompts info --device cuda: $cuda"
+log ""
+
+# 4. Parity with transformers on CUDA, f32 (tolerances: 10x the CPU's, tests/common::tol).
+log "## Parity tests on CUDA (RUPROMPTS_TEST_DEVICE=cuda)"
+log ""
+failed=0
+for name in "${tests[@]}"; do
+    if out=$(RUPROMPTS_TEST_DEVICE=cuda timeout 300 "$bin/$name" --test-threads 1 2>&1); then status=passed; else
+        status=FAILED
+        failed=1
+    fi
+    log "- $name: $status: $(echo "$out" | grep -E '^test result' | tail -1)"
+    [ "$status" = passed ] || echo "$out" | grep -E "panicked|FAILED|assert" | head -20 | sed 's/^/    /' | tee -a "$results"
+done
+log ""
+
+# 5. Speed at the ruGPT-3-large shape, f32 and bf16.
+log "## Hot paths at the ruGPT-3-large shape"
+log ""
+timeout 420 "$bin/bench_gpu" --device cuda --shape large --steps 5 2>&1 | tee -a "$results" || failed=1
+log ""
+log "(took $(( $(date +%s) - start )) s)"
+exit $failed

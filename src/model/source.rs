@@ -1,0 +1,61 @@
+//! Where a backbone comes from (the config's `model:` section) and a backbone loaded from a local folder. Finding
+//! that folder for `demo` or a Hub id is the caller's job (`crate::resolve`); nothing here builds or downloads.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::Gpt2;
+use crate::device::{DType, DeviceChoice};
+use crate::tokenizer::Tokenizer;
+
+/// The frozen backbone as a config names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    /// A Hugging Face model directory (config.json, weights, tokenizer), a Hub id (`owner/name`), or `demo` for
+    /// the bundled tiny Russian model (built on first use, as `ruprompts demo` does).
+    pub path: PathBuf,
+    /// Revision of a Hub model id (branch, tag or commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub dtype: DType,
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+impl ModelSource {
+    /// A local folder with the default dtype and device.
+    pub fn local(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), revision: None, dtype: DType::default(), device: DeviceChoice::default() }
+    }
+}
+
+/// A frozen model and its tokenizer, loaded from one folder.
+pub struct Backbone {
+    /// How the config named it (what reports and saved prompts record).
+    pub source: ModelSource,
+    /// The folder it was loaded from.
+    pub dir: PathBuf,
+    pub model: Gpt2,
+    pub tokenizer: Tokenizer,
+}
+
+impl Backbone {
+    /// Loads the model in `dir` (dtype and device as `source` says) and its tokenizer. `dir` must be a local
+    /// folder: this never downloads or builds anything.
+    pub fn load(source: &ModelSource, dir: &Path) -> Result<Self> {
+        ensure!(dir.is_dir(), "no folder {} (model.path, --model)", dir.display());
+        let model = Gpt2::from_dir(dir, source.dtype.kind(), source.device.resolve()?)
+            .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        Ok(Self { source: source.clone(), dir: dir.to_path_buf(), model, tokenizer })
+    }
+
+    /// Loads `source.path` as a local folder ([`Self::load`]).
+    pub fn load_local(source: &ModelSource) -> Result<Self> {
+        Self::load(source, &source.path)
+    }
+}

@@ -1,0 +1,169 @@
+//! The training config: the sections of one YAML run file, typed. Each part of the toolkit defines its own
+//! section (`data`, `provider`, `model`, the optimizer and schedule here) and [`TrainConfig`] gathers them;
+//! `crate::config` reads the YAML.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{AdamWConfig, ScheduleConfig};
+use crate::config::Validate;
+use crate::data::{DatasetConfig, PreprocessConfig};
+use crate::model::ModelSource;
+use crate::provider::ProviderConfig;
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSource,
+    /// Tokenizer directory; default: the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    pub dataset: DatasetConfig,
+    pub prompt_format: FormatConfig,
+    #[serde(default)]
+    pub prompt_provider: ProviderConfig,
+    pub preprocessing: PreprocessConfig,
+    pub optimizer: AdamWConfig,
+    #[serde(default)]
+    pub scheduler: ScheduleConfig,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    /// Where checkpoints, metrics, the plot and the final prompt go.
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatConfig {
+    /// ruPrompts template, e.g. `<P*20>{premise} Вопрос: {hypothesis}? Ответ:`.
+    pub template: String,
+}
+
+/// The loop's knobs. Steps count optimizer updates (after gradient accumulation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Batches whose gradients are summed before each update.
+    #[serde(default = "one")]
+    pub grad_accumulation: usize,
+    /// Updates to make; default: `epochs` over the training data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    /// Passes over the training data when `max_steps` is not set.
+    #[serde(default = "one")]
+    pub epochs: usize,
+    /// Eval loss on the validation split every N updates (and at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+    /// A checkpoint every N updates (and at the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_every: Option<usize>,
+    /// A line in metrics.jsonl every N updates.
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// At most this many checkpoints are kept, the oldest deleted first; the newest and the best by eval loss
+    /// are always kept (Hugging Face's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_total_limit: Option<usize>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Gradient-norm clipping (Hugging Face's default 1.0); `null` turns it off.
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: Option<f64>,
+}
+
+fn default_batch_size() -> usize {
+    8
+}
+fn one() -> usize {
+    1
+}
+fn default_log_every() -> usize {
+    10
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_max_grad_norm() -> Option<f64> {
+    Some(1.0)
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("every field has a default")
+    }
+}
+
+impl TrainConfig {
+    /// Loads `path` (with its `extends`), applies `overrides` (`training.batch_size=4`) and checks every value's
+    /// range, naming the key and the file:line or override that set a bad one.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        crate::config::load_valid(path, overrides)
+    }
+
+    /// The range checks of [`Self::load`], for a config built in code.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(key, reason)| anyhow!("`{key}`: {reason}"))
+    }
+}
+
+impl Validate for TrainConfig {
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+        let t = &self.training;
+        let counts = [
+            ("training.batch_size", Some(t.batch_size)),
+            ("training.grad_accumulation", Some(t.grad_accumulation)),
+            ("training.epochs", Some(t.epochs)),
+            ("training.max_steps", t.max_steps),
+            ("training.eval_every", t.eval_every),
+            ("training.save_every", t.save_every),
+            ("training.log_every", Some(t.log_every)),
+            ("training.save_total_limit", t.save_total_limit),
+            ("preprocessing.max_tokens", Some(self.preprocessing.max_tokens())),
+        ];
+        for (key, value) in counts {
+            if value == Some(0) {
+                return bad(key, "must be at least 1 (0 given)".into());
+            }
+        }
+        if let Some(norm) = t.max_grad_norm {
+            if !(norm.is_finite() && norm > 0.0) {
+                return bad("training.max_grad_norm", format!("must be a positive number or null, not {norm}"));
+            }
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad("optimizer.lr", format!("must be a positive number, not {}", o.lr));
+        }
+        for (i, beta) in [o.betas.0, o.betas.1].into_iter().enumerate() {
+            if !(0.0..1.0).contains(&beta) {
+                return bad("optimizer.betas", format!("beta{} must be in [0, 1), not {beta}", i + 1));
+            }
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return bad("optimizer.eps", format!("must be a positive number, not {}", o.eps));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad("optimizer.weight_decay", format!("must be a number ≥ 0, not {}", o.weight_decay));
+        }
+        if let Some(steps) = t.max_steps {
+            let warmup = self.scheduler.warmup_steps;
+            if warmup > steps {
+                return bad(
+                    "scheduler.warmup_steps",
+                    format!("{warmup} is more than training.max_steps {steps}: the learning rate would never reach optimizer.lr"),
+                );
+            }
+        }
+        if self.prompt_format.template.trim().is_empty() {
+            return bad("prompt_format.template", "is empty".into());
+        }
+        Ok(())
+    }
+}
