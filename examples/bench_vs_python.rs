@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use ruprompts::data::{read_rows, Record, RsgTask};
-use ruprompts::eval::{Classifier, Item, ScoreMode, TaskFormats};
+use ruprompts::data::{read_rows, Record};
+use ruprompts::eval::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
 use ruprompts::model::{Gpt2, Input};

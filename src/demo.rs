@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
@@ -16,6 +15,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::AddedToken;
 
 use crate::model::{Gpt2, Gpt2Config, Input};
+use crate::progress::Progress;
 
 const CORPUS_GZ: &[u8] = include_bytes!("../assets/corpus_ru.txt.gz");
 /// ruGPT-3's special tokens, in its id order: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3, `<mask>`=4.
@@ -90,7 +90,7 @@ fn pretrain(
     tokens: &[i64],
     spec: &TinyModelSpec,
     device: Device,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(Vec<(String, Tensor)>, PretrainReport)> {
     let vs = nn::VarStore::new(device);
     let params: Vec<(String, Tensor)> = config
@@ -132,8 +132,7 @@ fn pretrain(
         let s = smoothed.map_or(value, |s: f64| 0.9 * s + 0.1 * value);
         smoothed = Some(s);
         report.final_loss = s;
-        progress.set_message(format!("loss {s:.3}"));
-        progress.inc(1);
+        progress.advance(1, &format!("loss {s:.3}"));
     }
     let tensors = vs.variables().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu))).collect();
     Ok((tensors, report))
@@ -141,7 +140,12 @@ fn pretrain(
 
 /// Makes the demo model directory at `dir` (tokenizer, config, safetensors weights). Writes into a sibling
 /// temp folder and renames it into place, so an interrupted run leaves nothing half-written.
-pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec, device: Device) -> Result<PretrainReport> {
+pub fn build_tiny_model(
+    dir: &Path,
+    spec: &TinyModelSpec,
+    device: Device,
+    progress: &dyn Progress,
+) -> Result<PretrainReport> {
     let lines = corpus()?;
     let tokenizer = train_tokenizer(&lines, spec.vocab_size)?;
     let mut tokens = Vec::new();
@@ -169,12 +173,9 @@ pub fn build_tiny_model(dir: &Path, spec: &TinyModelSpec, device: Device) -> Res
         eos_token_id: Some(2),
         pad_token_id: Some(0),
     };
-    let progress = ProgressBar::new(spec.steps as u64).with_style(
-        ProgressStyle::with_template("pretraining the demo model {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
-            .expect("static template"),
-    );
-    let (weights, report) = crate::rng::seeded(spec.seed, || pretrain(&config, &tokens, spec, device, &progress))?;
-    progress.finish_and_clear();
+    progress.start("pretraining the demo model", spec.steps as u64, 0);
+    let (weights, report) = crate::rng::seeded(spec.seed, || pretrain(&config, &tokens, spec, device, progress))?;
+    progress.finish();
 
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -210,18 +211,19 @@ pub fn build_if_missing(
     spec: &TinyModelSpec,
     rebuild: bool,
     device: Device,
+    progress: &dyn Progress,
 ) -> Result<Option<PretrainReport>> {
     if !rebuild && dir.join("config.json").is_file() {
         return Ok(None);
     }
-    eprintln!("building the demo model in {} (once)", dir.display());
-    build_tiny_model(dir, spec, device).map(Some)
+    progress.warn(&format!("building the demo model in {} (once)", dir.display()));
+    build_tiny_model(dir, spec, device, progress).map(Some)
 }
 
 /// The demo model's default directory, built there first (about 40 s) if it is not yet.
-pub fn ensure_model(device: Device) -> Result<std::path::PathBuf> {
+pub fn ensure_model(device: Device, progress: &dyn Progress) -> Result<std::path::PathBuf> {
     let dir = default_dir();
-    build_if_missing(&dir, &TinyModelSpec::default(), false, device)?;
+    build_if_missing(&dir, &TinyModelSpec::default(), false, device, progress)?;
     Ok(dir)
 }
 

@@ -1,18 +1,52 @@
 //! ruprompts: continuous prompt tuning ("P-tuning") of frozen GPT-2-style language models on libtorch.
 //!
-//! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16).
+//! Modules, each depending only on those above it:
 //! - [`tokenizer`] — byte-level BPE tokenizers of those checkpoints, with added prompt tokens.
-//! - [`generate`] — decoding: greedy and sampling, with a KV cache, prompts injected anywhere.
 //! - [`format`] — ruPrompts' template language (`<P*N>{field}`, `<P>phrase</P>`) compiled against a tokenizer.
+//! - [`data`] — rows of jsonl/csv/tsv files with their origin, preprocessing into examples, batching.
+//! - [`device`], [`rng`], [`fs`], [`progress`] — device and dtype choice; seeded draws from libtorch's one
+//!   generator; atomic files, run locks and resumable JSON-lines logs; how long work reports on itself.
+//! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16) and [`model::Backbone`],
+//!   a model with its tokenizer loaded from a local folder.
+//! - [`demo`] — the tiny Russian model the project builds for its demo.
+//! - [`config`] — reading YAML configs (`extends`, overrides, errors with file:line).
 //! - [`provider`] — what produces the soft tokens: a plain tensor, a BiLSTM or an MLP.
 //! - [`prompt`] — format + provider: injection into the model, multi-prompts, save/load, ruPrompts/PEFT files.
-//! - [`data`] — datasets (jsonl/csv/tsv, Russian SuperGLUE files), preprocessing into examples, batching.
-//! - [`train`] — the training loop: AdamW on the prompt only, schedules, checkpoints, resume, metrics.
-//! - [`eval`] — perplexity-based classification (naive and shared-context scoring) and task metrics.
-//! - [`config`] — the YAML run configuration.
-//! - [`hub`] — the Hugging Face Hub: prompts and models pulled into Python's cache layout, prompts pushed with a card.
-//! - [`rng`] — seeded draws from libtorch's one generator, safe across threads.
-//! - [`demo`] — the tiny Russian model the project builds for its demo.
+//! - [`generate`] — decoding: greedy and sampling, with a KV cache, prompts injected anywhere.
+//! - [`report`] — the zero-shot vs tuned report.
+//! - [`eval`] — the Russian SuperGLUE tasks, perplexity-based classification and text2text evaluation.
+//! - [`hub`] — the Hugging Face Hub (the `hub` feature): prompts and models pulled into Python's cache, prompts
+//!   pushed with a card.
+//! - [`resolve`] — the edge where `demo` and Hub ids become local folders.
+//! - [`train`] — the training config and loop: AdamW on the prompt only, schedules, checkpoints, exact resume.
+//! - [`cli`] — the `ruprompts` command line.
+//!
+//! The core path: load a backbone, compile a format, make a prompt for it, score answers with it injected.
+//!
+//! ```
+//! use ruprompts::eval::{score_shared, Candidate};
+//! use ruprompts::format::PromptFormat;
+//! use ruprompts::model::{Backbone, ModelSource};
+//! use ruprompts::prompt::Prompt;
+//! use ruprompts::provider::ProviderConfig;
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! // A Hugging Face GPT-2 folder: here the test fixture (`resolve::backbone` also takes `demo` or a Hub id).
+//! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gpt2-ru");
+//! let Backbone { model, mut tokenizer, .. } = Backbone::load_local(&ModelSource::local(dir))?;
+//! // Four trainable tokens before the question and two after it, as a fresh tensor prompt.
+//! let format = PromptFormat::compile("<P*4>{question}<P*2> Ответ:", &tokenizer)?;
+//! let prompt = Prompt::new(format, ProviderConfig::default(), &model)?;
+//! let token = prompt.add_token(&mut tokenizer)?;
+//! // The log-probabilities of two answers after the formatted question, the prompt injected.
+//! let row = serde_json::json!({"question": "Москва — столица России?"});
+//! let context = tokenizer.encode_ids(&prompt.format().format(row.as_object().unwrap())?.text)?;
+//! let answers = [" да", " нет"].map(|a| Candidate { answer: tokenizer.encode_ids(a).unwrap(), suffix: vec![] });
+//! let scored = score_shared(&model, &[prompt.injection(token)], &context, &answers, false)?;
+//! assert!(scored.iter().all(|s| s.answer_tokens == 1 && s.answer_logprob < 0.0));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cli;
 pub mod config;
@@ -25,6 +59,7 @@ pub mod fs;
 pub mod generate;
 pub mod hub;
 pub mod model;
+pub mod progress;
 pub mod prompt;
 pub mod provider;
 pub mod report;

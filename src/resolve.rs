@@ -8,12 +8,13 @@ use anyhow::{bail, Result};
 
 use crate::hub::RepoId;
 use crate::model::{Backbone, ModelSource};
+use crate::progress::Progress;
 
-/// The folder of the backbone `source` names: `demo` (built first when missing), a local folder, or a Hub id
-/// (with `source.revision`) pulled into the cache.
-pub fn model_dir(source: &ModelSource) -> Result<PathBuf> {
+/// The folder of the backbone `source` names: `demo` (built first when missing, reporting to `progress`), a
+/// local folder, or a Hub id (with `source.revision`) pulled into the cache.
+pub fn model_dir(source: &ModelSource, progress: &dyn Progress) -> Result<PathBuf> {
     if source.path.as_os_str() == "demo" {
-        return crate::demo::ensure_model(source.device.resolve()?);
+        return crate::demo::ensure_model(source.device.resolve()?, progress);
     }
     let named = match &source.revision {
         Some(rev) if !source.path.is_dir() => PathBuf::from(format!("{}@{rev}", source.path.display())),
@@ -23,8 +24,8 @@ pub fn model_dir(source: &ModelSource) -> Result<PathBuf> {
 }
 
 /// The backbone `source` names ([`model_dir`]), loaded.
-pub fn backbone(source: &ModelSource) -> Result<Backbone> {
-    Backbone::load(source, &model_dir(source)?)
+pub fn backbone(source: &ModelSource, progress: &dyn Progress) -> Result<Backbone> {
+    Backbone::load(source, &model_dir(source, progress)?)
 }
 
 /// The folder of the prompt `path` names: a local folder, or a Hub id (`owner/name[@rev]`) pulled into the cache.

@@ -116,7 +116,8 @@ fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
 
 #[test]
 fn russian_superglue_folders_load_as_distributed() {
-    use ruprompts::data::{DatasetConfig, RsgTask};
+    use ruprompts::eval::RsgTask;
+    use ruprompts::train::DatasetConfig;
     let rsg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/rsg");
     let load = |task, dir: &str| {
         DatasetConfig { task: Some(task), dir: Some(rsg.join(dir)), ..Default::default() }.load().unwrap()
@@ -143,7 +144,7 @@ fn a_model_path_that_is_neither_a_folder_nor_a_hub_id_is_named() {
     let dir = configs(&[]);
     let path = dir.path().join("base.yaml");
     let config = TrainConfig::load(&path, &["model.path=./no/such/model".to_string()]).unwrap();
-    let err = ruprompts::resolve::model_dir(&config.model).unwrap_err().to_string();
+    let err = ruprompts::resolve::model_dir(&config.model, &ruprompts::progress::Silent).unwrap_err().to_string();
     assert_eq!(err, "no folder ./no/such/model (model.path, --model), and it is no Hub id (owner/name)");
 }
 
@@ -180,6 +181,17 @@ fn values_out_of_range_are_refused_on_load_naming_the_key_and_where_it_was_set()
         err,
         "command-line override `scheduler.warmup_steps=10`: `scheduler.warmup_steps`: 10 is more than \
          training.max_steps 5: the learning rate would never reach optimizer.lr"
+    );
+}
+
+#[test]
+fn an_override_that_replaces_a_section_is_named_for_errors_inside_it() {
+    let dir = configs(&[]);
+    // The base file sets optimizer.lr on its line 13; the override replaces the whole section.
+    let (err, _) = error(dir.path(), "base.yaml", &["optimizer={lr: fast}"]);
+    assert_eq!(
+        err,
+        "command-line override `optimizer={lr: fast}`: `optimizer.lr`: invalid type: string \"fast\", expected f64"
     );
 }
 

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use ruprompts::demo::{build_tiny_model, TinyModelSpec};
 use ruprompts::model::{Gpt2, Input};
+use ruprompts::progress::Silent;
 use ruprompts::tokenizer::{SpecialTokens, Tokenizer};
 use tch::{Device, Kind, Tensor};
 
@@ -14,7 +15,7 @@ fn demo_model_is_built_atomically_and_loads_like_a_checkpoint() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("tiny");
     let spec = TinyModelSpec { steps: 30, batch_size: 4, seq_len: 32, ..TinyModelSpec::default() };
-    let report = build_tiny_model(&dir, &spec, Device::Cpu).unwrap();
+    let report = build_tiny_model(&dir, &spec, Device::Cpu, &Silent).unwrap();
     assert!(report.final_loss < report.initial_loss - 0.3, "{report:?}");
     // Only the finished directory remains: no temp folder beside it.
     let entries: Vec<_> = std::fs::read_dir(parent.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -9,6 +9,7 @@ use std::process::Command;
 use common::*;
 use ruprompts::data::read_rows;
 use ruprompts::eval::{overlap, Report, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use ruprompts::progress::Silent;
 use ruprompts::train::TrainConfig;
 use ruprompts::train::{train, TrainOptions};
 use serde_json::Value;
@@ -41,7 +42,7 @@ output_dir: {out}
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
-    let trained = train(&config, backbone(&config), &TrainOptions::default()).unwrap();
+    let trained = train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap();
 
     let eval = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
@@ -135,7 +136,7 @@ output_dir: {d}/run
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
-    train(&config, backbone(&config), &TrainOptions::default()).unwrap();
+    train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap();
     let eval = || {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
             .args(["eval", "--config", config_path.to_str().unwrap(), "--max-new-tokens", "8", "--batch-size", "5"])

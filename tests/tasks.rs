@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use ruprompts::data::{read_rows, RsgTask};
-use ruprompts::eval::{evaluate, EvalRequest, ScoreMode, TaskFormats, REPORT_JSON};
+use ruprompts::data::read_rows;
+use ruprompts::eval::{evaluate, EvalRequest, RsgTask, ScoreMode, TaskFormats, REPORT_JSON};
 use ruprompts::format::PromptFormat;
 use ruprompts::model::{Backbone, ModelSource};
+use ruprompts::progress::Silent;
 use ruprompts::tokenizer::Tokenizer;
 use serde_json::{json, Map, Value};
 
@@ -261,11 +262,10 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         limit: Some(6),
         out: dir.path().join(out),
         submission: Some(dir.path().join("submission")),
-        progress: false,
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {
-        let report = evaluate(&backbone, &request(task, &format!("{task:?}"))).unwrap();
+        let report = evaluate(&backbone, &request(task, &format!("{task:?}")), &Silent).unwrap();
         let t = &report.tasks[0];
         assert_eq!((t.task.as_str(), t.items), (task.name(), 6.min(t.items)));
         assert!(t.metrics.iter().all(|m| (0.0..=1.0).contains(&m.zero_shot) || m.metric == "mcc"));
@@ -273,16 +273,16 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     }
     // The cache: a rerun reads every item from it; a damaged cache line is scored again, same report.
     let terra = request(RsgTask::Terra, "terra");
-    let first = evaluate(&backbone, &terra).unwrap();
+    let first = evaluate(&backbone, &terra, &Silent).unwrap();
     let cache = dir.path().join("terra/cache/TERRa-zero-shot.jsonl");
     let lines: Vec<String> = std::fs::read_to_string(&cache).unwrap().lines().map(String::from).collect();
     assert_eq!(lines.len(), 6);
     std::fs::write(&cache, format!("{}\n{}\n{{\"fingerp", lines[0], lines[1])).unwrap();
-    assert_eq!(evaluate(&backbone, &terra).unwrap(), first);
+    assert_eq!(evaluate(&backbone, &terra, &Silent).unwrap(), first);
     assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 6);
     // Naive scoring (its own cache folder) gives the same report.
     let naive = EvalRequest { naive: true, batch_size: 1, out: dir.path().join("terra-naive"), ..terra.clone() };
-    assert_eq!(evaluate(&backbone, &naive).unwrap().tasks, first.tasks);
+    assert_eq!(evaluate(&backbone, &naive, &Silent).unwrap().tasks, first.tasks);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("terra").join(REPORT_JSON)).unwrap()).unwrap();
     assert_eq!(json["tasks"][0]["metrics"][0]["metric"], "accuracy");

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
+use super::bars::Bars;
 use super::Placement;
-use crate::data::{split_file, PreprocessConfig, RsgTask};
+use crate::data::{split_file, PreprocessConfig};
 use crate::eval::{
-    evaluate, evaluate_generation, EvalRequest, GenerationRequest, ScoreMode, TaskFormats, PREDICTIONS_FILE,
+    evaluate, evaluate_generation, EvalRequest, GenerationRequest, RsgTask, ScoreMode, TaskFormats, PREDICTIONS_FILE,
 };
 use crate::resolve;
 use crate::train::TrainConfig;
@@ -99,10 +100,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     batch_size: args.batch_size,
                     limit: args.limit,
                     out: args.out.clone().unwrap_or_else(|| prompt.join("eval")),
-                    progress: true,
                 };
-                let backbone = resolve::backbone(&model).context("model.path")?;
-                let report = evaluate_generation(&backbone, &request)?;
+                let bars = Bars::default();
+                let backbone = resolve::backbone(&model, &bars).context("model.path")?;
+                let report = evaluate_generation(&backbone, &request, &bars)?;
                 println!("{}", report.markdown());
                 println!("report and {PREDICTIONS_FILE} written to {}", request.out.display());
                 return Ok(());
@@ -128,7 +129,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 batch_size: args.batch_size,
                 limit: args.limit,
                 submission: args.submission.clone(),
-                progress: true,
             };
             (model, request)
         }
@@ -160,13 +160,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     _ => PathBuf::from(format!("eval-{}", task.name())),
                 }),
                 submission: args.submission.clone(),
-                progress: true,
             };
             (model_of(model), request)
         }
     };
-    let backbone = resolve::backbone(&model).context("model")?;
-    let report = evaluate(&backbone, &request)?;
+    let bars = Bars::default();
+    let backbone = resolve::backbone(&model, &bars).context("model")?;
+    let report = evaluate(&backbone, &request, &bars)?;
     println!("{}", report.markdown());
     println!("report written to {}", request.out.display());
     Ok(())

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
+use super::bars::Bars;
 use super::Placement;
 use crate::data::read_rows;
 use crate::format::Row;
@@ -123,13 +124,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
     }
+    let bars = Bars::default();
     let Backbone { model, mut tokenizer, .. } = match &args.model {
-        Some(dir) => resolve::backbone(&args.placement.model(dir.clone())).context("--model")?,
+        Some(dir) => resolve::backbone(&args.placement.model(dir.clone()), &bars).context("--model")?,
         None => {
             let named = loaded[0].1.pretrained_model_name.clone().ok_or_else(|| {
                 anyhow!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
             })?;
-            resolve::backbone(&args.placement.model(named.into()))
+            resolve::backbone(&args.placement.model(named.into()), &bars)
                 .context("the model named in prompt.json (pass --model DIR to use another)")?
         }
     };
@@ -157,7 +159,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         use_cache: !args.no_cache,
     };
     let requests = requests(&args)?;
-    let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts };
+    let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts, progress: &bars };
     // --output is written to a temp file beside it and renamed into place at the end: a failure leaves the
     // file as it was.
     let temp = match &args.output {

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and what each command prints.
 
+mod bars;
 mod eval;
 mod generate;
 mod hub;
@@ -19,6 +20,7 @@ use crate::provider::ProviderConfig;
 use crate::resolve;
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, TrainConfig, TrainOptions};
+use bars::Bars;
 
 /// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
 ///
@@ -185,7 +187,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => run_demo(args),
         Command::Info(args) => {
-            let backbone = resolve::backbone(&args.placement.model(args.model.clone()))?;
+            let backbone = resolve::backbone(&args.placement.model(args.model.clone()), &Bars::default())?;
             print_summary(&backbone.dir, &backbone.model, &backbone.tokenizer);
             Ok(())
         }
@@ -218,10 +220,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
         (None, Some(path)) => (TrainConfig::load(path, &args.overrides)?, false),
         (None, None) => bail!("give a config file, or --resume OUTPUT_DIR"),
     };
-    let backbone = resolve::backbone(&config.model).context("model.path")?;
-    let options =
-        TrainOptions { resume, overwrite: args.overwrite, max_updates_now: args.max_updates_now, progress: true };
-    let report = train::train(&config, backbone, &options)?;
+    let bars = Bars::default();
+    let backbone = resolve::backbone(&config.model, &bars).context("model.path")?;
+    let options = TrainOptions { resume, overwrite: args.overwrite, max_updates_now: args.max_updates_now };
+    let report = train::train(&config, backbone, &options, &bars)?;
     println!(
         "{} updates of {} ({} trainable parameters) in {:.1} s, {:.2} updates/s",
         report.steps,
@@ -333,7 +335,8 @@ fn run_demo(args: DemoArgs) -> Result<()> {
     let dir = args.model_dir.unwrap_or_else(demo::default_dir);
     let spec = TinyModelSpec { steps: args.steps, ..TinyModelSpec::default() };
     let start = Instant::now();
-    if let Some(report) = demo::build_if_missing(&dir, &spec, args.rebuild, args.placement.device.resolve()?)? {
+    let device = args.placement.device.resolve()?;
+    if let Some(report) = demo::build_if_missing(&dir, &spec, args.rebuild, device, &Bars::default())? {
         println!(
             "trained a {}-token BPE tokenizer and pretrained {} steps in {:.1} s: loss {:.2} -> {:.2}\n",
             spec.vocab_size,

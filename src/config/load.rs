@@ -125,6 +125,9 @@ fn apply_override(layered: &mut Layered, text: &str) -> Result<()> {
         node = child.as_mapping_mut().ok_or_else(|| anyhow!("override `{text}`: `{path}` is not a mapping"))?;
     }
     node.insert(Value::from(parts[parts.len() - 1]), value);
+    // The override replaced everything under `key`: the files' lines for those keys no longer say where a value
+    // came from, so an error there names the override.
+    layered.sources.retain(|k, _| !(k.starts_with(&format!("{key}.")) || k.starts_with(&format!("{key}["))));
     layered.sources.insert(key.to_string(), Source::Override(text.to_string()));
     Ok(())
 }

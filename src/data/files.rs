@@ -57,6 +57,18 @@ pub fn read_rows(path: &Path) -> Result<Vec<Record>> {
     }
 }
 
+/// `dir/<split>.jsonl`, or `dir/<split>.jsonl.gz` when only that exists (the name without .gz otherwise, for the
+/// error that it is missing).
+pub fn split_file(dir: &Path, split: &str) -> PathBuf {
+    let plain = dir.join(format!("{split}.jsonl"));
+    let gzipped = dir.join(format!("{split}.jsonl.gz"));
+    if !plain.exists() && gzipped.exists() {
+        gzipped
+    } else {
+        plain
+    }
+}
+
 fn read_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<Record>> {
     let text = std::str::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
     // A byte-order mark (Windows editors write one) is not part of the first row.

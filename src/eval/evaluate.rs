@@ -4,15 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use super::run::{fingerprint, predict_cached};
+use super::run::{fingerprint, predict_cached, CachedRun};
+use super::RsgTask;
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem, ANSWER_FIELD};
-use crate::data::{read_rows, RsgTask};
+use crate::data::read_rows;
 use crate::format::{PromptFormat, Row};
 use crate::fs::{write_atomic, DirLock};
 use crate::model::Backbone;
+use crate::progress::Progress;
 use crate::prompt::Prompt;
 use crate::report::{MetricRow, Report, TaskResult};
 
@@ -37,7 +38,6 @@ pub struct EvalRequest {
     pub out: PathBuf,
     /// Folder for the submission file (`<Task>.jsonl`) of the tuned (else zero-shot) predictions.
     pub submission: Option<PathBuf>,
-    pub progress: bool,
 }
 
 /// A row with "N/A" in each of the format's fields: the content-free input of calibrated scoring.
@@ -45,8 +45,9 @@ fn content_free(format: &PromptFormat) -> Row {
     format.fields().into_iter().filter(|f| *f != ANSWER_FIELD).map(|f| (f.to_string(), "N/A".into())).collect()
 }
 
-/// Evaluates `request` on `backbone`, writes the report (and the submission file when asked) and returns it.
-pub fn evaluate(backbone: &Backbone, request: &EvalRequest) -> Result<Report> {
+/// Evaluates `request` on `backbone`, writes the report (and the submission file when asked) and returns it;
+/// each setting's scoring reports to `progress`.
+pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progress) -> Result<Report> {
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
@@ -99,15 +100,11 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest) -> Result<Report> {
             ],
             prompt,
         )?;
-        let progress = if request.progress { ProgressBar::new(items.len() as u64) } else { ProgressBar::hidden() };
-        progress.set_style(
-            ProgressStyle::with_template("{msg:>18} {bar:30} {pos}/{len} items [{elapsed_precise} < {eta_precise}]")
-                .expect("valid template"),
-        );
-        progress.set_message(format!("{} {name}", request.task.name()));
         let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", request.task.name()));
-        let free = content_free(format);
-        predict_cached(&classifier, &items, Some(&free), (&cache, &fingerprint), request.batch_size, &progress)
+        let what = format!("{} {name}", request.task.name());
+        let run =
+            CachedRun { cache: &cache, fingerprint: &fingerprint, batch: request.batch_size, progress, what: &what };
+        predict_cached(&classifier, &items, Some(&content_free(format)), &run)
     };
     let zero_preds = score("zero-shot", &zero_shot, None)?;
     let tuned_preds = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;

@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::overlap::{bleu, chrf};
-use super::run::{fingerprint, ItemCache};
+use super::run::{fingerprint, CachedRun};
 use crate::data::read_rows;
 use crate::format::Row;
 use crate::fs::{write_atomic, DirLock};
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
 use crate::model::Backbone;
+use crate::progress::Progress;
 use crate::prompt::Prompt;
 use crate::report::{MetricRow, Report, TaskResult};
 
@@ -34,11 +34,15 @@ pub struct GenerationRequest {
     pub limit: Option<usize>,
     /// Folder for predictions.jsonl, the report and the cache.
     pub out: PathBuf,
-    pub progress: bool,
 }
 
-/// Generates for every row with `backbone`, writes predictions.jsonl and the report, and returns the report.
-pub fn evaluate_generation(backbone: &Backbone, request: &GenerationRequest) -> Result<Report> {
+/// Generates for every row with `backbone`, writes predictions.jsonl and the report, and returns the report;
+/// generation reports to `progress`.
+pub fn evaluate_generation(
+    backbone: &Backbone,
+    request: &GenerationRequest,
+    progress: &dyn Progress,
+) -> Result<Report> {
     ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
     ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
@@ -94,31 +98,25 @@ pub fn evaluate_generation(backbone: &Backbone, request: &GenerationRequest) -> 
         eos_token_id: tokenizer.special().eos.map(i64::from),
         ..Default::default()
     };
-    let (cache, stored) = ItemCache::open(&request.out.join("cache/generation.jsonl"), &fingerprint, requests.len())?;
-    let mut predictions: Vec<Option<String>> =
-        stored.into_iter().map(|v| v.and_then(|v| v.as_str().map(str::to_string))).collect();
-    // Similar lengths in one batch pad less: rows go to the model shortest first.
-    let mut todo: Vec<usize> = (0..requests.len()).filter(|&i| predictions[i].is_none()).collect();
-    todo.sort_by_key(|&i| sources[i].len());
-    let progress = if request.progress { ProgressBar::new(requests.len() as u64) } else { ProgressBar::hidden() };
-    progress.set_style(
-        ProgressStyle::with_template("generating {bar:30} {pos}/{len} rows [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
-    );
-    progress.set_position((requests.len() - todo.len()) as u64);
-    let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts: &prompts };
-    for chunk in todo.chunks(request.batch_size.max(1)) {
-        let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
-        let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
-        for (&i, generated) in chunk.iter().zip(outputs) {
-            let text = generated.into_iter().next().unwrap_or_default().trim().to_string();
-            cache.store(i, json!(text))?;
-            predictions[i] = Some(text);
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    progress.finish_and_clear();
-    let predictions: Vec<String> = predictions.into_iter().map(|p| p.expect("every row generated")).collect();
+    let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts: &prompts, progress };
+    let cache = request.out.join("cache/generation.jsonl");
+    let run = CachedRun {
+        cache: &cache,
+        fingerprint: &fingerprint,
+        batch: request.batch_size,
+        progress,
+        what: &format!("{} generating", request.name),
+    };
+    let lengths: Vec<usize> = sources.iter().map(String::len).collect();
+    let predictions: Vec<String> = run.run(
+        &lengths,
+        |_, _: &String| true,
+        |chunk| {
+            let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
+            let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
+            Ok(outputs.into_iter().map(|g| g.into_iter().next().unwrap_or_default().trim().to_string()).collect())
+        },
+    )?;
 
     let lines: String = records
         .iter()

@@ -20,4 +20,4 @@ pub use evaluate::{evaluate, write_submission, EvalRequest};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
 pub use score::{score_naive, score_shared, score_shared_many, Candidate, Scored};
-pub use tasks::{label_key, Metric, TaskItem};
+pub use tasks::{label_key, Metric, RsgTask, TaskItem};

@@ -1,15 +1,17 @@
-//! Running a classifier over a task's items with a progress bar, and the on-disk per-item cache that classification
-//! scores and generated predictions share.
+//! The evaluation loop that classification scores and generated predictions share: per-item results cached on
+//! disk under a fingerprint of what produced them, computed in length-sorted batches, with progress.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use indicatif::ProgressBar;
+use anyhow::{ensure, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{best, Classifier, Item, TaskItem};
 use crate::format::Row;
 use crate::fs::JsonLines;
+use crate::progress::Progress;
 use crate::prompt::Prompt;
 
 /// A cheap stand-in for an item's token count: the chars of its fields and longest candidate.
@@ -40,14 +42,14 @@ pub fn fingerprint(parts: &[&str], prompt: Option<&Prompt>) -> Result<String> {
 /// Per-item results on disk under a fingerprint of what produced them (model, format, prompt, mode, data):
 /// opening drops records of another fingerprint and hands back the rest, so an interrupted evaluation resumes and
 /// a rerun of the same setting is free.
-pub struct ItemCache {
+struct ItemCache {
     log: JsonLines,
     fingerprint: String,
 }
 
 impl ItemCache {
     /// Opens `path` (creating its folder) and returns, for each of `n` items, its stored result if there is one.
-    pub fn open(path: &Path, fingerprint: &str, n: usize) -> Result<(Self, Vec<Option<Value>>)> {
+    fn open(path: &Path, fingerprint: &str, n: usize) -> Result<(Self, Vec<Option<Value>>)> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -61,45 +63,72 @@ impl ItemCache {
         Ok((Self { log, fingerprint: fingerprint.to_string() }, known))
     }
 
-    pub fn store(&self, item: usize, result: Value) -> Result<()> {
+    fn store(&self, item: usize, result: Value) -> Result<()> {
         self.log.append(&json!({ "fingerprint": self.fingerprint, "item": item, "result": result }))
     }
 }
 
-/// Scores every item with `classifier`, `batch` items at a time in order of length (similar lengths pad least),
-/// and returns the predicted candidate of each, in item order. Each item's scores go to the cache at `path` under
-/// `fingerprint` as they come; those already there are reused.
+/// The one evaluation loop that scoring and generation share: results of `lengths.len()` items, those stored in
+/// the cache at `cache` under `fingerprint` reused, the rest computed `batch` items at a time in order of length
+/// (similar lengths pad least), stored as they come, with progress reported as `what`.
+pub struct CachedRun<'a> {
+    pub cache: &'a Path,
+    pub fingerprint: &'a str,
+    pub batch: usize,
+    pub progress: &'a dyn Progress,
+    pub what: &'a str,
+}
+
+impl CachedRun<'_> {
+    /// `lengths[i]` orders the work; a stored result that fails `valid(i, result)` is computed again; `compute`
+    /// returns the results of a chunk of item indices, in its order.
+    pub fn run<T: Serialize + DeserializeOwned>(
+        &self,
+        lengths: &[usize],
+        valid: impl Fn(usize, &T) -> bool,
+        mut compute: impl FnMut(&[usize]) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let n = lengths.len();
+        let (cache, stored) = ItemCache::open(self.cache, self.fingerprint, n)?;
+        let mut known: Vec<Option<T>> = stored
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.and_then(|v| serde_json::from_value(v).ok()).filter(|r| valid(i, r)))
+            .collect();
+        let mut todo: Vec<usize> = (0..n).filter(|&i| known[i].is_none()).collect();
+        todo.sort_by_key(|&i| lengths[i]);
+        self.progress.start(self.what, n as u64, (n - todo.len()) as u64);
+        for chunk in todo.chunks(self.batch.max(1)) {
+            let results = compute(chunk)?;
+            ensure!(results.len() == chunk.len(), "{} results for {} items", results.len(), chunk.len());
+            for (&i, result) in chunk.iter().zip(results) {
+                cache.store(i, serde_json::to_value(&result)?)?;
+                known[i] = Some(result);
+            }
+            self.progress.advance(chunk.len() as u64, "");
+        }
+        self.progress.finish();
+        Ok(known.into_iter().map(|r| r.expect("every item computed")).collect())
+    }
+}
+
+/// Scores every item with `classifier` through `run` and returns the predicted candidate of each, in item order.
 pub fn predict_cached(
     classifier: &Classifier,
     items: &[TaskItem],
     content_free: Option<&Row>,
-    (path, fingerprint): (&Path, &str),
-    batch: usize,
-    progress: &ProgressBar,
+    run: &CachedRun,
 ) -> Result<Vec<usize>> {
-    let (cache, stored) = ItemCache::open(path, fingerprint, items.len())?;
-    let mut known: Vec<Option<Vec<f64>>> = stored
-        .into_iter()
-        .zip(items)
-        .map(|(v, t)| {
-            let scores: Vec<f64> = v?.as_array()?.iter().map(Value::as_f64).collect::<Option<_>>()?;
-            (scores.len() == t.item.candidates.len()).then_some(scores)
-        })
-        .collect();
-    let mut todo: Vec<usize> = (0..items.len()).filter(|&i| known[i].is_none()).collect();
-    todo.sort_by_key(|&i| length(&items[i]));
-    progress.set_length(items.len() as u64);
-    progress.set_position((items.len() - todo.len()) as u64);
-    for chunk in todo.chunks(batch.max(1)) {
-        let refs: Vec<&Item> = chunk.iter().map(|&i| &items[i].item).collect();
-        for (&i, scores) in chunk.iter().zip(classifier.candidate_scores(&refs, content_free)?) {
-            cache.store(i, json!(scores))?;
-            known[i] = Some(scores);
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    progress.finish_and_clear();
-    Ok(known.iter().map(|s| best(s.as_ref().expect("every item scored")).expect("items have candidates")).collect())
+    let lengths: Vec<usize> = items.iter().map(length).collect();
+    let scores: Vec<Vec<f64>> = run.run(
+        &lengths,
+        |i, s: &Vec<f64>| s.len() == items[i].item.candidates.len(),
+        |chunk| {
+            let refs: Vec<&Item> = chunk.iter().map(|&i| &items[i].item).collect();
+            classifier.candidate_scores(&refs, content_free)
+        },
+    )?;
+    Ok(scores.iter().map(|s| best(s).expect("items have candidates")).collect())
 }
 
 #[cfg(test)]

@@ -6,8 +6,7 @@
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
-use crate::data::{pad, Side};
-use crate::model::{Gpt2, Input};
+use crate::model::{pad, Gpt2, Input, Side};
 use crate::prompt::{inject, Injection};
 
 /// A candidate continuation of a context: the answer that is scored, then the rest of the formatted text

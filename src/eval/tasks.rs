@@ -1,4 +1,5 @@
-//! The nine Russian SuperGLUE tasks, read from their official jsonl layout: each record becomes one or more
+//! The nine Russian SuperGLUE tasks ([`RsgTask`]: names, labels, quirks of the distributed files), read from their
+//! official jsonl layout: each record becomes one or more
 //! multiple-choice [`Item`]s (MuSeRC: one per answer option), and predictions become the official metrics and the
 //! submission layout (`<Task>.jsonl` with `idx` and `label`).
 
@@ -7,10 +8,38 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
+use serde::{Deserialize, Serialize};
+
 use super::metrics;
 use super::Item;
-use crate::data::{Origin, Record, RsgTask};
+use crate::data::{Origin, Record};
 use crate::format::Row;
+
+/// The Russian SuperGLUE tasks. Training reads the flat ones (`dataset.task`); evaluation reads all nine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RsgTask {
+    Danetqa,
+    Terra,
+    Rcb,
+    Parus,
+    Muserc,
+    Rucos,
+    Russe,
+    Rwsd,
+    Lidirus,
+}
+
+impl RsgTask {
+    /// Keys some upstream rows spell differently: (found, meant). RCB's train split has two rows with
+    /// `no_negation` where every other row has `negation`.
+    pub fn renamed_keys(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::Rcb => &[("no_negation", "negation")],
+            _ => &[],
+        }
+    }
+}
 
 /// One item of a task with what scoring and submission need besides it.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::logits::next_tokens;
 use super::GenerationConfig;
-use crate::data::{pad, Side};
-use crate::model::{Gpt2, Input};
+use crate::model::{pad, Gpt2, Input, Side};
 use crate::prompt::{inject, Injection};
 
 /// What one output sequence got: the new token ids (ending with eos when it stopped there) and the raw logit of

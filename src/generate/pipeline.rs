@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{generate, GenerationConfig};
 use crate::format::{PromptFormat, Row};
 use crate::model::Gpt2;
+use crate::progress::Progress;
 use crate::prompt::{MultiPrompt, Prompt};
 use crate::tokenizer::Tokenizer;
 
@@ -63,11 +64,12 @@ impl Prompts {
 }
 
 /// A frozen model, its tokenizer (with the prompt tokens added) and the prompts.
-#[derive(Debug)]
 pub struct Pipeline<'a> {
     pub model: &'a Gpt2,
     pub tokenizer: &'a Tokenizer,
     pub prompts: &'a Prompts,
+    /// Hears that an input was cut to fit the model.
+    pub progress: &'a dyn Progress,
 }
 
 impl Pipeline<'_> {
@@ -129,7 +131,9 @@ impl Pipeline<'_> {
                     config.max_new_tokens
                 );
                 let mut excess = ids.len() - room;
-                eprintln!("{name}: {} tokens do not fit; dropping the first {excess} text tokens", ids.len());
+                let warning =
+                    format!("{name}: {} tokens do not fit; dropping the first {excess} text tokens", ids.len());
+                self.progress.warn(&warning);
                 ids.retain(|t| {
                     let drop = excess > 0 && !prompt_ids.contains(t);
                     excess -= usize::from(drop);

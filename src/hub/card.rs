@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::RepoId;
-use crate::data::RsgTask;
+use crate::eval::RsgTask;
 use crate::prompt::Prompt;
 use crate::provider::ProviderConfig;
 use crate::report::Report;

@@ -3,10 +3,12 @@
 mod cache;
 mod gpt2;
 mod gpt2_config;
+mod pad;
 mod source;
 mod weights;
 
 pub use cache::KvCache;
 pub use gpt2::{Gpt2, Input};
 pub use gpt2_config::{Activation, Gpt2Config};
+pub use pad::{pad, Side};
 pub use source::{Backbone, ModelSource};

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
+use super::DatasetConfig;
 use super::{AdamWConfig, ScheduleConfig};
 use crate::config::Validate;
-use crate::data::{DatasetConfig, PreprocessConfig};
+use crate::data::PreprocessConfig;
 use crate::model::ModelSource;
 use crate::provider::ProviderConfig;
 

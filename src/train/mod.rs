@@ -2,12 +2,14 @@
 
 pub mod checkpoint;
 mod config;
-pub mod metrics;
+mod dataset;
 mod optim;
+pub mod run_log;
 mod schedule;
 mod trainer;
 
 pub use config::{FormatConfig, TrainConfig, TrainingConfig};
+pub use dataset::{DatasetConfig, Splits};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{ScheduleConfig, ScheduleKind};
 pub use trainer::{resume_config, train, TrainOptions, TrainReport, CONFIG_FILE};

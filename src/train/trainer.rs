@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tch::Tensor;
 
 use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
-use super::metrics::{self, METRICS_FILE, PLOT_FILE};
+use super::run_log::{self, METRICS_FILE, PLOT_FILE};
 use super::AdamW;
 use super::TrainConfig;
 use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor, IGNORE};
@@ -18,6 +17,7 @@ use crate::format::PromptFormat;
 use crate::fs::write_atomic;
 use crate::fs::DirLock;
 use crate::model::{Backbone, Gpt2, Input};
+use crate::progress::Progress;
 use crate::prompt::{Prompt, PROMPT_FILE, STATE_FILE};
 use crate::tokenizer::Tokenizer;
 
@@ -33,8 +33,6 @@ pub struct TrainOptions {
     pub max_updates_now: Option<usize>,
     /// Replace a run already in the output folder (else such a folder is refused).
     pub overwrite: bool,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
 }
 
 /// What a run did.
@@ -63,7 +61,7 @@ struct Setup {
     validation: Vec<Example>,
 }
 
-fn setup(config: &TrainConfig, backbone: Backbone) -> Result<Setup> {
+fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Progress) -> Result<Setup> {
     let Backbone { model, tokenizer, .. } = backbone;
     let mut tokenizer = match &config.tokenizer {
         Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
@@ -86,11 +84,11 @@ fn setup(config: &TrainConfig, backbone: Backbone) -> Result<Setup> {
     let encode = |rows: &[crate::data::Record], split: &str| -> Result<Vec<Example>> {
         let (examples, skipped) = pre.encode_all(rows)?;
         if let Some(first) = skipped.first() {
-            eprintln!(
+            progress.warn(&format!(
                 "{split}: left out {} of {} rows longer than max_tokens {max_tokens} (first: {first})",
                 skipped.len(),
                 rows.len()
-            );
+            ));
         }
         Ok(examples)
     };
@@ -132,30 +130,30 @@ fn eval_loss(s: &Setup, batch_size: usize) -> Result<Option<f64>> {
 const RUN_FILES: [&str; 5] = [CONFIG_FILE, METRICS_FILE, PLOT_FILE, TRAINER_STATE_FILE, PROMPT_FILE];
 
 /// Runs (or resumes) the training that `config` describes on `backbone` (the model `config.model` names,
-/// loaded by the caller). Nothing is written before the config is valid and the data is encoded.
-pub fn train(config: &TrainConfig, backbone: Backbone, options: &TrainOptions) -> Result<TrainReport> {
+/// loaded by the caller), reporting to `progress`. Nothing is written before the config is valid and the data is
+/// encoded.
+pub fn train(
+    config: &TrainConfig,
+    backbone: Backbone,
+    options: &TrainOptions,
+    progress: &dyn Progress,
+) -> Result<TrainReport> {
     config.validate()?;
-    let setup = setup(config, backbone)?;
+    let setup = setup(config, backbone, progress)?;
     let (lock, resume_from) = open_output(&config.output_dir, options)?;
     let out = &config.output_dir;
     let mut trainer = Trainer::start(config, setup, resume_from)?;
     write_atomic(&out.join(CONFIG_FILE), |p| Ok(std::fs::write(p, serde_yaml::to_string(config)?)?))?;
-    let progress = if options.progress { ProgressBar::new(trainer.total as u64) } else { ProgressBar::hidden() };
-    progress.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} updates {msg} [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
-    );
-    progress.set_position(trainer.state.step as u64);
+    progress.start("training", trainer.total as u64, trainer.state.step as u64);
     let start = Instant::now();
     let first = trainer.state.step;
     let end = options.max_updates_now.map_or(trainer.total, |n| (first + n).min(trainer.total));
     while trainer.state.step < end {
         let update = trainer.step()?;
         trainer.after_step(&update)?;
-        progress.set_message(format!("loss {:.4} lr {:.2e}", update.loss, update.lr));
-        progress.inc(1);
+        progress.advance(1, &format!("loss {:.4} lr {:.2e}", update.loss, update.lr));
     }
-    progress.finish_and_clear();
+    progress.finish();
     let seconds = start.elapsed().as_secs_f64();
     trainer.finish()?;
     drop(lock);
@@ -251,7 +249,7 @@ impl<'a> Trainer<'a> {
                 state.total_steps
             );
         }
-        let log = metrics::open_log(out, resume_from)?;
+        let log = run_log::open_log(out, resume_from)?;
         if resume_from.is_none() {
             if let Some(loss) = eval_loss(&s, t.batch_size)? {
                 log.append(&json!({ "step": 0, "eval_loss": loss }))?;
@@ -357,7 +355,7 @@ impl<'a> Trainer<'a> {
         self.s.prompt.save_pretrained(out)?;
         let state = serde_json::to_string_pretty(&self.state)?;
         write_atomic(&out.join(TRAINER_STATE_FILE), |p| Ok(std::fs::write(p, state)?))?;
-        metrics::plot(&out.join(METRICS_FILE), &out.join(PLOT_FILE))
+        run_log::plot(&out.join(METRICS_FILE), &out.join(PLOT_FILE))
     }
 }
 

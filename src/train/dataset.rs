@@ -1,51 +1,13 @@
-//! The `dataset` section: explicit files per split, or a Russian SuperGLUE task directory as it is distributed
-//! (`train.jsonl`, `val.jsonl`, or the same gzipped), with the upstream files' quirks repaired.
+//! The `dataset` section of a training config: explicit files per split, or a Russian SuperGLUE task directory
+//! as it is distributed (`train.jsonl`, `val.jsonl`, or the same gzipped), with the upstream files' quirks repaired.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{read_rows, Record};
-
-/// The Russian SuperGLUE tasks. Training reads the flat ones (`dataset.task`); evaluation reads all nine
-/// (adapters in `eval::tasks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum RsgTask {
-    Danetqa,
-    Terra,
-    Rcb,
-    Parus,
-    Muserc,
-    Rucos,
-    Russe,
-    Rwsd,
-    Lidirus,
-}
-
-impl RsgTask {
-    /// Keys some upstream rows spell differently: (found, meant). RCB's train split has two rows with
-    /// `no_negation` where every other row has `negation`.
-    fn renamed_keys(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Self::Rcb => &[("no_negation", "negation")],
-            _ => &[],
-        }
-    }
-}
-
-/// `dir/<split>.jsonl`, or `dir/<split>.jsonl.gz` when only that exists (the name without .gz otherwise, for the
-/// error that it is missing).
-pub fn split_file(dir: &Path, split: &str) -> PathBuf {
-    let plain = dir.join(format!("{split}.jsonl"));
-    let gzipped = dir.join(format!("{split}.jsonl.gz"));
-    if !plain.exists() && gzipped.exists() {
-        gzipped
-    } else {
-        plain
-    }
-}
+use crate::data::{read_rows, split_file, Record};
+use crate::eval::RsgTask;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
