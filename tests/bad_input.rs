@@ -135,12 +135,15 @@ fn decoding_settings_are_checked_and_a_failed_run_keeps_the_output_file() {
     let model = model_dir();
     let generate = |flags: &[&str]| {
         let mut args = vec!["generate", "--prompt", prompt.to_str().unwrap(), "--model", model.to_str().unwrap()];
-        args.extend_from_slice(&["--device", "cpu", "--max-new-tokens", "4", "--output", output.to_str().unwrap()]);
+        args.extend_from_slice(&["--device", "cpu", "--output", output.to_str().unwrap()]);
+        if !flags.contains(&"--max-new-tokens") {
+            args.extend_from_slice(&["--max-new-tokens", "4"]);
+        }
         args.extend_from_slice(flags);
         args.push("Привет");
         ruprompts(&args)
     };
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--do-sample", "--top-p", "0"], "top_p (--top-p) must be in (0, 1], not 0"),
         (&["--do-sample", "--top-p", "1.5"], "top_p (--top-p) must be in (0, 1], not 1.5"),
         (&["--do-sample", "--top-k", "0"], "top_k (--top-k) must be at least 1"),
@@ -154,6 +157,7 @@ fn decoding_settings_are_checked_and_a_failed_run_keeps_the_output_file() {
         ),
         (&["--temperature", "0"], "temperature (--temperature) must be a positive number, not 0"),
         (&["--num-return-sequences", "0"], "num_return_sequences (--num-return-sequences) must be at least 1"),
+        (&["--max-new-tokens", "0"], "max_new_tokens (--max-new-tokens) must be at least 1"),
     ];
     for (flags, message) in cases {
         let (ok, _, stderr) = generate(flags);

@@ -1,6 +1,6 @@
 //! `ruprompts eval`: zero-shot vs tuned on a Russian SuperGLUE task, from a training config or from a prompt.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -11,6 +11,7 @@ use crate::data::{split_file, PreprocessConfig};
 use crate::eval::{
     evaluate, evaluate_generation, EvalRequest, GenerationRequest, RsgTask, ScoreMode, TaskFormats, PREDICTIONS_FILE,
 };
+use crate::model::ModelSource;
 use crate::resolve;
 use crate::train::TrainConfig;
 
@@ -66,110 +67,123 @@ pub struct EvalArgs {
     pub placement: Placement,
 }
 
+/// What `eval` runs: classification of a Russian SuperGLUE task, or generation for a text2text config.
+enum Job {
+    Classify(EvalRequest),
+    Generate(GenerationRequest),
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
-    let model_of = |path: PathBuf| args.placement.model(path);
-    let (model, request) = match &args.config {
-        Some(path) => {
-            let config = TrainConfig::load(path, &args.overrides)?;
-            let prompt = config.output_dir.clone();
-            ensure!(
-                prompt.join("prompt.json").is_file(),
-                "no trained prompt in {} (output_dir): run `ruprompts train {}` first",
-                prompt.display(),
-                path.display()
-            );
-            let model = match &args.model {
-                Some(m) => model_of(m.clone()),
-                None => config.model.clone(),
-            };
-            let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
-                (Some(d), _, _) => d.clone(),
-                (None, Some(v), _) => v.clone(),
-                (None, None, Some(dir)) => split_file(dir, "val"),
-                (None, None, None) => {
-                    bail!("{}: no dataset.validation or dataset.dir; pass --data FILE", path.display())
-                }
-            };
-            if let PreprocessConfig::Text2text { target_field, .. } = &config.preprocessing {
-                let request = GenerationRequest {
-                    name: path.file_stem().map_or("text2text".into(), |s| s.to_string_lossy().into_owned()),
-                    prompt: prompt.clone(),
-                    data,
-                    target_field: target_field.clone(),
-                    max_new_tokens: args.max_new_tokens,
-                    batch_size: args.batch_size,
-                    limit: args.limit,
-                    out: args.out.clone().unwrap_or_else(|| prompt.join("eval")),
-                };
-                let bars = Bars::default();
-                let backbone = resolve::backbone(&model, &bars).context("model.path")?;
-                let report = evaluate_generation(&backbone, &request, &bars)?;
-                println!("{}", report.markdown());
-                println!("report and {PREDICTIONS_FILE} written to {}", request.out.display());
-                return Ok(());
-            }
-            let Some(task) = config.dataset.task else {
-                bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
-            };
-            let mut formats = task_formats(task, &args.formats)?;
-            if let Some(v) = config.preprocessing.verbalizers() {
-                formats.verbalizers = v.clone();
-            }
-            if let Some(field) = config.preprocessing.truncation_field() {
-                formats.truncation_field = Some(field.to_string());
-            }
-            let request = EvalRequest {
-                task,
-                data,
-                formats,
-                out: args.out.clone().unwrap_or_else(|| prompt.join("eval")),
-                prompt: Some(prompt),
-                mode: args.mode,
-                naive: args.naive,
-                batch_size: args.batch_size,
-                limit: args.limit,
-                submission: args.submission.clone(),
-            };
-            (model, request)
-        }
-        None => {
-            let task = args.task.expect("clap requires --task without --config");
-            let Some(data) = args.data.clone() else { bail!("--task needs --data FILE (the split to score)") };
-            // A Hub id is pulled once here; the evaluation then reads the snapshot folder.
-            let prompt = args.prompt.as_deref().map(|p| resolve::prompt_dir(p, "--prompt")).transpose()?;
-            let model = match (&args.model, &prompt) {
-                (Some(m), _) => m.clone(),
-                (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
-                    .with_context(|| format!("--prompt {}", args.prompt.as_deref().unwrap_or(p).display()))?
-                    .pretrained_model_name
-                    .map(PathBuf::from)
-                    .context("the prompt's prompt.json names no model: pass --model DIR")?,
-                (None, None) => bail!("pass --model DIR (or --prompt DIR, whose prompt.json names its model)"),
-            };
-            let request = EvalRequest {
-                task,
-                data,
-                formats: task_formats(task, &args.formats)?,
-                prompt,
-                mode: args.mode,
-                naive: args.naive,
-                batch_size: args.batch_size,
-                limit: args.limit,
-                out: args.out.clone().unwrap_or_else(|| match &args.prompt {
-                    Some(p) if p.is_dir() => p.join("eval"),
-                    _ => PathBuf::from(format!("eval-{}", task.name())),
-                }),
-                submission: args.submission.clone(),
-            };
-            (model_of(model), request)
-        }
+    let (model, job) = match &args.config {
+        Some(path) => job_from_config(&args, path)?,
+        None => job_from_task(&args)?,
     };
     let bars = Bars::default();
     let backbone = resolve::backbone(&model, &bars).context("model")?;
-    let report = evaluate(&backbone, &request, &bars)?;
-    println!("{}", report.markdown());
-    println!("report written to {}", request.out.display());
+    match job {
+        Job::Classify(request) => {
+            let report = evaluate(&backbone, &request, &bars)?;
+            println!("{}", report.markdown());
+            println!("report written to {}", request.out.display());
+        }
+        Job::Generate(request) => {
+            let report = evaluate_generation(&backbone, &request, &bars)?;
+            println!("{}", report.markdown());
+            println!("report and {PREDICTIONS_FILE} written to {}", request.out.display());
+        }
+    }
     Ok(())
+}
+
+/// `eval --config`: the config's model, validation split, verbalizers and the prompt trained into its output_dir.
+fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
+    let config = TrainConfig::load(path, &args.overrides)?;
+    let prompt = config.output_dir.clone();
+    ensure!(
+        prompt.join("prompt.json").is_file(),
+        "no trained prompt in {} (output_dir): run `ruprompts train {}` first",
+        prompt.display(),
+        path.display()
+    );
+    let model = args.model.clone().map_or_else(|| config.model.clone(), |m| args.placement.model(m));
+    let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(v), _) => v.clone(),
+        (None, None, Some(dir)) => split_file(dir, "val"),
+        (None, None, None) => bail!("{}: no dataset.validation or dataset.dir; pass --data FILE", path.display()),
+    };
+    let out = args.out.clone().unwrap_or_else(|| prompt.join("eval"));
+    if let PreprocessConfig::Text2text { target_field, .. } = &config.preprocessing {
+        let request = GenerationRequest {
+            name: path.file_stem().map_or("text2text".into(), |s| s.to_string_lossy().into_owned()),
+            prompt,
+            data,
+            target_field: target_field.clone(),
+            max_new_tokens: args.max_new_tokens,
+            batch_size: args.batch_size,
+            limit: args.limit,
+            out,
+        };
+        return Ok((model, Job::Generate(request)));
+    }
+    let Some(task) = config.dataset.task else {
+        bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
+    };
+    let mut formats = task_formats(task, &args.formats)?;
+    if let Some(v) = config.preprocessing.verbalizers() {
+        formats.verbalizers = v.clone();
+    }
+    if let Some(field) = config.preprocessing.truncation_field() {
+        formats.truncation_field = Some(field.to_string());
+    }
+    Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out))))
+}
+
+/// `eval --task`: a data file, the bundled (or given) formats, and the prompt and model named on the command line
+/// (the model defaults to the one the prompt was trained on).
+fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
+    let task = args.task.expect("clap requires --task without --config");
+    let Some(data) = args.data.clone() else { bail!("--task needs --data FILE (the split to score)") };
+    // A Hub id is pulled once here; the evaluation then reads the snapshot folder.
+    let prompt = args.prompt.as_deref().map(|p| resolve::prompt_dir(p, "--prompt")).transpose()?;
+    let model = match (&args.model, &prompt) {
+        (Some(m), _) => m.clone(),
+        (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
+            .with_context(|| format!("--prompt {}", args.prompt.as_deref().unwrap_or(p).display()))?
+            .pretrained_model_name
+            .map(PathBuf::from)
+            .context("the prompt's prompt.json names no model: pass --model DIR")?,
+        (None, None) => bail!("pass --model DIR (or --prompt DIR, whose prompt.json names its model)"),
+    };
+    let out = args.out.clone().unwrap_or_else(|| match &args.prompt {
+        Some(p) if p.is_dir() => p.join("eval"),
+        _ => PathBuf::from(format!("eval-{}", task.name())),
+    });
+    let formats = task_formats(task, &args.formats)?;
+    Ok((args.placement.model(model), Job::Classify(classify_request(args, task, data, formats, prompt, out))))
+}
+
+/// The classification request both ways share, with the scoring options from the command line.
+fn classify_request(
+    args: &EvalArgs,
+    task: RsgTask,
+    data: PathBuf,
+    formats: TaskFormats,
+    prompt: Option<PathBuf>,
+    out: PathBuf,
+) -> EvalRequest {
+    EvalRequest {
+        task,
+        data,
+        formats,
+        prompt,
+        mode: args.mode,
+        naive: args.naive,
+        batch_size: args.batch_size,
+        limit: args.limit,
+        out,
+        submission: args.submission.clone(),
+    }
 }
 
 fn task_formats(task: RsgTask, file: &Option<PathBuf>) -> Result<TaskFormats> {

@@ -2,14 +2,14 @@
 //! a split, chrF and BLEU against the target field, next to the copy-the-input baseline (the source sentence given
 //! back unchanged, RUSSE 2022's "duplicate" baseline). Predictions are cached per row, so a stopped run resumes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::overlap::{bleu, chrf};
 use super::run::{fingerprint, CachedRun};
-use crate::data::read_rows;
+use crate::data::{read_rows, Record};
 use crate::format::Row;
 use crate::fs::{write_atomic, DirLock};
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
@@ -75,21 +75,10 @@ pub fn evaluate_generation(
     )?;
     let prompts = Prompts::single(prompt, &mut tokenizer)?;
 
-    let mut records = read_rows(&request.data)?;
-    records.truncate(request.limit.unwrap_or(usize::MAX));
-    anyhow::ensure!(!records.is_empty(), "{}: no rows to evaluate", request.data.display());
-    let mut requests = Vec::with_capacity(records.len());
-    let mut references = Vec::with_capacity(records.len());
-    for r in &records {
-        let text = |name: &str| match r.row.get(name) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(anyhow!("{}: field '{name}' is not text", r.origin)),
-            None => Err(anyhow!("{}: the row has no field '{name}'", r.origin)),
-        };
-        let row: Row = fields.iter().map(|f| Ok((f.clone(), Value::String(text(f)?)))).collect::<Result<_>>()?;
-        requests.push(Request { key: None, fields: row, origin: Some(r.origin.to_string()) });
-        references.push(text(&request.target_field)?);
-    }
+    let records = read_rows(&request.data)?;
+    let rows = Rows::read(&records, &fields, &request.target_field, request.limit)?;
+    anyhow::ensure!(!rows.requests.is_empty(), "{}: no rows to evaluate", request.data.display());
+    let Rows { requests, references } = &rows;
     let sources: Vec<String> =
         requests.iter().map(|r| r.fields[&source_field].as_str().unwrap_or("").to_string()).collect();
 
@@ -118,15 +107,7 @@ pub fn evaluate_generation(
         },
     )?;
 
-    let lines: String = records
-        .iter()
-        .zip(&predictions)
-        .zip(&references)
-        .map(|((r, p), reference)| {
-            format!("{}\n", json!({ "origin": r.origin.to_string(), "prediction": p, "reference": reference }))
-        })
-        .collect();
-    write_atomic(&request.out.join(PREDICTIONS_FILE), |p| Ok(std::fs::write(p, lines)?))?;
+    write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, references)?;
     let report = Report {
         model: backbone.source.path.display().to_string(),
         mode: "greedy generation".into(),
@@ -138,11 +119,51 @@ pub fn evaluate_generation(
             tuned_format: Some(template),
             trainable_parameters: Some(num_parameters),
             metrics: vec![
-                MetricRow::new("chrf", chrf(&sources, &references), Some(chrf(&predictions, &references))),
-                MetricRow::new("bleu", bleu(&sources, &references), Some(bleu(&predictions, &references))),
+                MetricRow::new("chrf", chrf(&sources, references), Some(chrf(&predictions, references))),
+                MetricRow::new("bleu", bleu(&sources, references), Some(bleu(&predictions, references))),
             ],
         }],
     };
     report.write(&request.out)?;
     Ok(report)
+}
+
+/// The generation requests of a split (the format's fields of each row, which says where it came from) and the
+/// reference text of each.
+struct Rows {
+    requests: Vec<Request>,
+    references: Vec<String>,
+}
+
+impl Rows {
+    /// The first `limit` records; a row without one of `fields` or `target`, or with a non-text value there, is an
+    /// error naming its file:line.
+    fn read(records: &[Record], fields: &[String], target: &str, limit: Option<usize>) -> Result<Self> {
+        let records = &records[..records.len().min(limit.unwrap_or(usize::MAX))];
+        let (mut requests, mut references) = (Vec::with_capacity(records.len()), Vec::with_capacity(records.len()));
+        for r in records {
+            let text = |name: &str| match r.row.get(name) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(anyhow!("{}: field '{name}' is not text", r.origin)),
+                None => Err(anyhow!("{}: the row has no field '{name}'", r.origin)),
+            };
+            let row: Row = fields.iter().map(|f| Ok((f.clone(), Value::String(text(f)?)))).collect::<Result<_>>()?;
+            requests.push(Request { key: None, fields: row, origin: Some(r.origin.to_string()) });
+            references.push(text(target)?);
+        }
+        Ok(Self { requests, references })
+    }
+}
+
+/// `predictions.jsonl`: each row's origin, prediction and reference, written atomically.
+fn write_predictions(path: &Path, records: &[Record], predictions: &[String], references: &[String]) -> Result<()> {
+    let lines: String = records
+        .iter()
+        .zip(predictions)
+        .zip(references)
+        .map(|((r, p), reference)| {
+            format!("{}\n", json!({ "origin": r.origin.to_string(), "prediction": p, "reference": reference }))
+        })
+        .collect();
+    write_atomic(path, |p| Ok(std::fs::write(p, lines)?))
 }
