@@ -6,7 +6,6 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 
 use common::*;
 use proptest::prelude::*;
@@ -145,17 +144,6 @@ fn pickle_of(bin: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A torch.save zip with `pickle` over the fixture's 448-float storage.
-fn zip_with(pickle: &[u8], path: &Path) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    zip.start_file("prompt_provider/data.pkl", options).unwrap();
-    zip.write_all(pickle).unwrap();
-    zip.start_file("prompt_provider/data/0", options).unwrap();
-    zip.write_all(&[0; 1792]).unwrap();
-    zip.finish().unwrap();
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -171,7 +159,7 @@ proptest! {
             // The pickle mutated inside a well-formed zip, and the zip itself mutated.
             let dir = tempfile::tempdir().unwrap();
             let bin_path = dir.path().join(TORCH_FILE);
-            zip_with(&mutate(&pickle_of(bin), &pickle_change), &bin_path);
+            write_torch_zip(&mutate(&pickle_of(bin), &pickle_change), &bin_path);
             load(&[(PROMPT_FILE, json), (TORCH_FILE, &std::fs::read(&bin_path).unwrap())]);
             load(&[(PROMPT_FILE, json), (TORCH_FILE, &mutate(bin, &pickle_change))]);
         });

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -198,13 +197,7 @@ fn prompt_for_another_embedding_size_is_an_error_naming_both() {
 /// A `prompt_provider.bin` whose `data.pkl` is `pickle`, beside the fixture's `prompt.json`.
 fn prompt_dir_with_pickle(pickle: &[u8]) -> tempfile::TempDir {
     let dir = copy_only(&python_prompt("prompt_tensor"), &[PROMPT_FILE]);
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(dir.path().join(TORCH_FILE)).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    zip.start_file("prompt_provider/data.pkl", options).unwrap();
-    zip.write_all(pickle).unwrap();
-    zip.start_file("prompt_provider/data/0", options).unwrap();
-    zip.write_all(&[0; 1792]).unwrap();
-    zip.finish().unwrap();
+    write_torch_zip(pickle, &dir.path().join(TORCH_FILE));
     dir
 }
 

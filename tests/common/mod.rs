@@ -165,3 +165,15 @@ pub fn terra_logits(prompt: &ruprompts::prompt::Prompt, model: &ruprompts::model
     let embeds = prompt.embed(model, &ids, id).unwrap();
     tch::no_grad(|| model.lm_logits(&model.forward(ruprompts::model::Input::Embeds(&embeds), None, None).unwrap()))
 }
+
+/// A torch.save zip at `path` whose `data.pkl` is `pickle`, over the fixture prompt's storage (448 zero floats).
+pub fn write_torch_zip(pickle: &[u8], path: &std::path::Path) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("prompt_provider/data.pkl", options).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.start_file("prompt_provider/data/0", options).unwrap();
+    zip.write_all(&[0; 1792]).unwrap();
+    zip.finish().unwrap();
+}
