@@ -40,12 +40,11 @@ fn folder_or_hub(path: &Path, what: &str, pull: fn(&RepoId) -> Result<PathBuf>) 
     if path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    let missing = if path.exists() {
-        format!("{} ({what}) is a file, not a folder", path.display())
-    } else {
-        format!("no folder {} ({what})", path.display())
-    };
-    match RepoId::parse(&path.to_string_lossy()).filter(|_| !path.exists()) {
+    if path.exists() {
+        bail!("{} ({what}) is a file, not a folder", path.display());
+    }
+    let missing = format!("no folder {} ({what})", path.display());
+    match RepoId::parse(&path.to_string_lossy()) {
         Some(repo) => pull(&repo).map_err(|e| e.context(format!("{missing}, and as a Hub id {repo}"))),
         None => bail!("{missing}, and it is no Hub id (owner/name)"),
     }

@@ -183,6 +183,10 @@ fn a_mistyped_folder_is_reported_as_a_missing_folder_first() {
     // A relative name that reads as owner/name: the folder first, then what the Hub said (here: unreachable).
     let (ok, _, stderr) = ruprompts(&["generate", "--prompt", "runs/danetqa", "Привет"]);
     assert!(!ok && stderr.contains("no folder runs/danetqa (--prompt), and as a Hub id runs/danetqa"), "{stderr}");
+    let file = dir.path().join("prompt.json");
+    std::fs::write(&file, "{}").unwrap();
+    let (ok, _, stderr) = ruprompts(&["generate", "--prompt", file.to_str().unwrap(), "Привет"]);
+    assert!(!ok && stderr.contains(&format!("{} (--prompt) is a file, not a folder", file.display())), "{stderr}");
 }
 
 #[test]

@@ -170,8 +170,8 @@ pub fn train(
 }
 
 /// Creates and locks `out`, and says which checkpoint to resume from. Without `resume`, a folder that already
-/// holds a run is refused, or with `overwrite` replaced: the old folder is renamed away in one step, and only
-/// deleted once the new one is in place and locked.
+/// holds a run is refused, or with `overwrite` replaced: the old folder is renamed away in one step, and deleted
+/// once the new one is in place and locked.
 fn open_output(out: &Path, options: &TrainOptions) -> Result<(DirLock, Option<usize>)> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create output_dir {}", out.display()))?;
     let lock = DirLock::acquire(out, "output_dir")?;
@@ -200,9 +200,10 @@ fn open_output(out: &Path, options: &TrainOptions) -> Result<(DirLock, Option<us
         std::fs::remove_dir_all(&old).with_context(|| format!("cannot delete {}", old.display()))?;
     }
     std::fs::rename(out, &old).with_context(|| format!("cannot move {} aside to replace it", out.display()))?;
+    // Released before the new folder exists: dropping it later would delete the new folder's lock file.
+    drop(lock);
     std::fs::create_dir(out).with_context(|| format!("cannot create output_dir {}", out.display()))?;
     let new_lock = DirLock::acquire(out, "output_dir")?;
-    drop(lock);
     std::fs::remove_dir_all(&old).with_context(|| format!("cannot delete the replaced run {}", old.display()))?;
     Ok((new_lock, None))
 }
