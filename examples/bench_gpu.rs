@@ -3,7 +3,8 @@
 //! prompt, two one-token answers, from the shared context's KV cache) and greedy decoding (64 new tokens, batch 1
 //! and 8). The weights are random (speed does not depend on their values). `scripts/gpu-check.sh` runs it on a GPU.
 //!
-//! `cargo run --release --example bench_gpu -- [--device cuda|cpu] [--shape large|medium|small] [--steps N]`
+//! `cargo run --release --example bench_gpu -- [--device cuda|cpu] [--shape large|medium|small] [--steps N]
+//! [--dtype f32|bf16|both]`
 
 mod common;
 
@@ -58,7 +59,13 @@ fn main() -> Result<()> {
     let flags = common::Flags::parse();
     let device = flags.device()?;
     let steps = flags.number("--steps", 5)?;
-    let name = std::env::args().skip_while(|a| a != "--shape").nth(1).unwrap_or_else(|| "large".into());
+    let name = flags.value("--shape").unwrap_or("large").to_string();
+    let kinds: &[(&str, Kind)] = match flags.value("--dtype").unwrap_or("both") {
+        "f32" => &[("f32", Kind::Float)],
+        "bf16" => &[("bf16", Kind::BFloat16)],
+        "both" => &[("f32", Kind::Float), ("bf16", Kind::BFloat16)],
+        other => bail!("--dtype {other}: expected f32, bf16 or both"),
+    };
     let config = shape(&name)?;
     println!(
         "ruGPT-3-{name} shape ({} layers, d {}, {} heads, vocab {}), random weights, {device:?}\n",
@@ -66,7 +73,7 @@ fn main() -> Result<()> {
     );
     println!("| dtype | training steps/s | scored items/s | new tokens/s, batch 1 | new tokens/s, batch 8 |");
     println!("|---|---:|---:|---:|---:|");
-    for (label, kind) in [("f32", Kind::Float), ("bf16", Kind::BFloat16)] {
+    for &(label, kind) in kinds {
         let model = ruprompts::rng::seeded(0, || Gpt2::random(config.clone(), kind, device))?;
         let train = 1.0 / common::train_step_seconds(&model, false, steps)?;
         let score = scoring_rate(&model, steps)?;

@@ -11,10 +11,15 @@
 #                                            writes RESULTS (default $OUT/gpu-check.md, else gpu-check.md); about
 #                                            5 minutes on an H200
 #
+# GPU_CHECK_DEVICE=cpu makes the same run a dry run on a machine without a GPU (CPU, ruGPT-3-small shape, one timed
+# step, f32 only; about 8 minutes on 2 cores), with python3 pointing at any torch 2.11 (e.g.
+# PATH=$PWD/.cache/bench-venv/bin:$PATH after scripts/python-ref.sh).
+#
 # A binary linked here records libtorch_cpu.so, not libtorch_cuda.so, so nothing would load torch's CUDA backend:
 # the script preloads libtorch_cuda.so from the machine's torch. Where the machine has cargo and no prepared
 # binaries, it builds them there against that torch instead (LIBTORCH_USE_PYTORCH=1).
 set -euo pipefail
+device=${GPU_CHECK_DEVICE:-cuda}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bin=.gpu-check/bin
@@ -53,7 +58,7 @@ start=$(date +%s)
 # 1. What the machine has (a minute at most).
 log "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 log ""
-gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true)
+gpu=$(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true)
 log "- GPU: ${gpu:-none found}"
 torch_dir=$(timeout 60 python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 torch_info=$(timeout 60 python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda, "available:", torch.cuda.is_available())')
@@ -77,16 +82,16 @@ nvidia_libs=$(find "$(dirname "$torch_dir")/nvidia" -maxdepth 3 -type d -name li
 export LD_LIBRARY_PATH="$torch_dir/lib:${nvidia_libs}${LD_LIBRARY_PATH:-}"
 export LD_PRELOAD="$torch_dir/lib/libtorch_cuda.so${LD_PRELOAD:+:$LD_PRELOAD}"
 export RUPROMPTS_REPO="$root" OMP_NUM_THREADS=4
-cuda=$("$bin/ruprompts" info tests/fixtures/tiny-gpt2-ru --device cuda 2>&1 | grep -E "parameters|error" || true)
-log "- ruprompts info --device cuda: $cuda"
+placed=$("$bin/ruprompts" info tests/fixtures/tiny-gpt2-ru --device "$device" 2>&1 | grep -E "parameters|error" || true)
+log "- ruprompts info --device $device: $placed"
 log ""
 
 # 4. Parity with transformers on CUDA, f32 (tolerances: 10x the CPU's, tests/common::tol).
-log "## Parity tests on CUDA (RUPROMPTS_TEST_DEVICE=cuda)"
+log "## Parity tests on $device (RUPROMPTS_TEST_DEVICE=$device)"
 log ""
 failed=0
 for name in "${tests[@]}"; do
-    if out=$(RUPROMPTS_TEST_DEVICE=cuda timeout 300 "$bin/$name" --test-threads 1 2>&1); then status=passed; else
+    if out=$(RUPROMPTS_TEST_DEVICE=$device timeout 300 "$bin/$name" --test-threads 1 2>&1); then status=passed; else
         status=FAILED
         failed=1
     fi
@@ -96,9 +101,11 @@ done
 log ""
 
 # 5. Speed at the ruGPT-3-large shape, f32 and bf16.
-log "## Hot paths at the ruGPT-3-large shape"
+# bf16 on a CPU without bf16 units takes minutes a step: the dry run times f32 only.
+if [ "$device" = cuda ]; then shape=(--shape large --steps 5); else shape=(--shape small --steps 1 --dtype f32); fi
+log "## Hot paths (${shape[*]})"
 log ""
-timeout 420 "$bin/bench_gpu" --device cuda --shape large --steps 5 2>&1 | tee -a "$results" || failed=1
+timeout 420 "$bin/bench_gpu" --device "$device" "${shape[@]}" 2>&1 | tee -a "$results" || failed=1
 log ""
 log "(took $(( $(date +%s) - start )) s)"
 exit $failed

@@ -27,7 +27,8 @@ impl Flags {
         self.value(flag).map_or(Ok(default), |s| s.parse().with_context(|| format!("{flag} {s}")))
     }
 
-    fn value(&self, flag: &str) -> Option<&str> {
+    /// The text after `flag`, if given.
+    pub fn value(&self, flag: &str) -> Option<&str> {
         self.0.iter().position(|a| a == flag).and_then(|i| self.0.get(i + 1)).map(String::as_str)
     }
 
