@@ -1,5 +1,6 @@
 //! Where a backbone comes from (the config's `model:` section) and a backbone loaded from a local folder. Finding
-//! that folder for `demo` or a Hub id is the caller's job (`crate::resolve`); nothing here builds or downloads.
+//! that folder for `demo` or a Hub id is the caller's job (the resolve module, at the CLI edge); nothing here
+//! builds or downloads.
 
 use std::path::{Path, PathBuf};
 

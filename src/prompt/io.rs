@@ -88,7 +88,7 @@ impl Prompt {
     /// Loads a prompt saved by [`Prompt::save_pretrained`] or by Python ruPrompts, onto `device`. With our
     /// provider state the full provider comes back (trainable as before); otherwise the saved tensor becomes
     /// a tensor provider, as in ruPrompts.
-    /// `dir` is a local folder (`crate::resolve::prompt_dir` turns a Hub id into one).
+    /// `dir` is a local folder (the resolve module at the CLI edge turns a Hub id into one).
     pub fn from_pretrained(dir: &Path, device: Device) -> Result<Self> {
         let json_path = dir.join(PROMPT_FILE);
         let text =
