@@ -123,6 +123,18 @@ fn a_diverging_run_stops_with_an_error_and_saves_no_prompt() {
     assert!(err.contains("training diverged"), "{err}");
     assert!(!out.join("prompt.json").exists());
     assert!(ruprompts::train::checkpoint::list(&out).unwrap().is_empty());
+
+    // A learning rate that is finite but overflows f32 breaks the weights themselves: stopped before any
+    // checkpoint holds them (save_every 1 would save one after the first update).
+    let huge = dir.path().join("huge");
+    let config = TrainConfig::load(
+        &terra_config(dir.path(), &huge),
+        &["optimizer.lr=1e300".into(), "scheduler.warmup_steps=0".into(), "training.save_every=1".into()],
+    )
+    .unwrap();
+    let err = train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
+    assert!(err.starts_with("update 1: the prompt's weights are no longer finite after the update"), "{err}");
+    assert!(ruprompts::train::checkpoint::list(&huge).unwrap().is_empty());
 }
 
 #[test]

@@ -100,25 +100,25 @@ fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Progress) -> R
 }
 
 /// Mean loss of `batch` under the prompt (graph kept for backward).
-fn batch_loss(s: &Setup, batch: &Batch) -> Result<Tensor> {
-    let device = s.model.device();
-    let embeds = s.prompt.embed(&s.model, &batch.input_ids.to_device(device), s.token_id)?;
-    s.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
+fn batch_loss(setup: &Setup, batch: &Batch) -> Result<Tensor> {
+    let device = setup.model.device();
+    let embeds = setup.prompt.embed(&setup.model, &batch.input_ids.to_device(device), setup.token_id)?;
+    setup.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
 }
 
 /// Token-weighted mean loss over the validation examples.
-fn eval_loss(s: &Setup, batch_size: usize) -> Result<Option<f64>> {
-    if s.validation.is_empty() {
+fn eval_loss(setup: &Setup, batch_size: usize) -> Result<Option<f64>> {
+    if setup.validation.is_empty() {
         return Ok(None);
     }
     let (mut sum, mut tokens) = (0.0, 0);
     tch::no_grad(|| -> Result<()> {
-        for chunk in s.validation.chunks(batch_size.max(1)) {
+        for chunk in setup.validation.chunks(batch_size.max(1)) {
             let refs: Vec<&Example> = chunk.iter().collect();
-            let batch = collate(&refs, s.pad_id);
+            let batch = collate(&refs, setup.pad_id);
             // Labelled targets after the shift that the loss applies.
             let n = refs.iter().map(|e| e.labels[1..].iter().filter(|&&l| l != IGNORE).count()).sum::<usize>();
-            sum += batch_loss(s, &batch)?.double_value(&[]) * n as f64;
+            sum += batch_loss(setup, &batch)?.double_value(&[]) * n as f64;
             tokens += n;
         }
         Ok(())
@@ -165,7 +165,7 @@ pub fn train(
         seconds,
         losses: trainer.losses,
         eval_loss: trainer.last_eval,
-        trainable_parameters: trainer.s.prompt.num_parameters(),
+        trainable_parameters: trainer.setup.prompt.num_parameters(),
     })
 }
 
@@ -211,7 +211,7 @@ fn open_output(out: &Path, options: &TrainOptions) -> Result<(DirLock, Option<us
 /// The loop's state: the setup, the optimizer, where the run stands and what it has logged.
 struct Trainer<'a> {
     config: &'a TrainConfig,
-    s: Setup,
+    setup: Setup,
     optimizer: AdamW,
     state: TrainerState,
     total: usize,
@@ -227,21 +227,21 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// The optimizer over the prompt's parameters, restored from checkpoint `resume_from` when given; the
     /// metrics log opened (and, on a fresh run, the eval loss before training logged as step 0).
-    fn start(config: &'a TrainConfig, mut s: Setup, resume_from: Option<usize>) -> Result<Self> {
+    fn start(config: &'a TrainConfig, mut setup: Setup, resume_from: Option<usize>) -> Result<Self> {
         let t = &config.training;
         let out = &config.output_dir;
-        let lengths: Vec<usize> = s.train.iter().map(|e| e.input_ids.len()).collect();
-        let batches_per_epoch = s.train.len().div_ceil(t.batch_size);
+        let lengths: Vec<usize> = setup.train.iter().map(|e| e.input_ids.len()).collect();
+        let batches_per_epoch = setup.train.len().div_ceil(t.batch_size);
         let total = t.max_steps.unwrap_or(t.epochs * batches_per_epoch.div_ceil(t.grad_accumulation));
         ensure!(total > 0, "nothing to train: training.max_steps (or epochs) is 0");
-        let params: Vec<(String, Tensor)> = s.prompt.var_store().variables().into_iter().collect();
+        let params: Vec<(String, Tensor)> = setup.prompt.var_store().variables().into_iter().collect();
         let mut optimizer = AdamW::new(config.optimizer.clone(), params);
         let mut state = TrainerState { step: 0, total_steps: total, best_eval_loss: None, best_step: None };
         if let Some(step) = resume_from {
             let dir = checkpoint::checkpoint_dir(out, step);
             let named = Tensor::read_safetensors(dir.join(STATE_FILE))
                 .with_context(|| format!("cannot read {}", dir.join(STATE_FILE).display()))?;
-            s.prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))?;
+            setup.prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))?;
             state = checkpoint::load_into(&dir, &mut optimizer)?;
             ensure!(
                 state.total_steps == total,
@@ -252,13 +252,13 @@ impl<'a> Trainer<'a> {
         }
         let log = run_log::open_log(out, resume_from)?;
         if resume_from.is_none() {
-            if let Some(loss) = eval_loss(&s, t.batch_size)? {
+            if let Some(loss) = eval_loss(&setup, t.batch_size)? {
                 log.append(&json!({ "step": 0, "eval_loss": loss }))?;
             }
         }
         Ok(Self {
             config,
-            s,
+            setup,
             optimizer,
             state,
             total,
@@ -286,8 +286,8 @@ impl<'a> Trainer<'a> {
                 self.epoch_cache = Some((epoch, epoch_batches(&self.lengths, t.batch_size, t.seed, epoch as u64)));
             }
             let indices = &self.epoch_cache.as_ref().expect("just set").1[micro % self.batches_per_epoch];
-            let examples: Vec<&Example> = indices.iter().map(|&i| &self.s.train[i]).collect();
-            let loss = batch_loss(&self.s, &collate(&examples, self.s.pad_id))?;
+            let examples: Vec<&Example> = indices.iter().map(|&i| &self.setup.train[i]).collect();
+            let loss = batch_loss(&self.setup, &collate(&examples, self.setup.pad_id))?;
             let loss = loss / t.grad_accumulation as f64;
             loss.backward();
             loss_value += loss.double_value(&[]);
@@ -301,8 +301,11 @@ impl<'a> Trainer<'a> {
         );
         let lr = self.config.optimizer.lr * self.config.scheduler.factor(step, self.total);
         self.optimizer.step(lr);
+        // One pass and one device sync over every parameter, so that no checkpoint saves weights an update broke.
+        let finite: Vec<Tensor> =
+            self.setup.prompt.var_store().variables().values().map(|v| v.isfinite().all()).collect();
         ensure!(
-            self.s.prompt.var_store().variables().values().all(|v| v.isfinite().all().int64_value(&[]) != 0),
+            Tensor::stack(&finite, 0).all().int64_value(&[]) != 0,
             "update {}: the prompt's weights are no longer finite after the update (learning rate {lr}): \
              training diverged; lower optimizer.lr",
             step + 1
@@ -328,7 +331,7 @@ impl<'a> Trainer<'a> {
             self.window.clear();
         }
         if t.eval_every.is_some_and(|n| step % n == 0) || done {
-            if let Some(loss) = eval_loss(&self.s, t.batch_size)? {
+            if let Some(loss) = eval_loss(&self.setup, t.batch_size)? {
                 self.log.append(&json!({ "step": step, "eval_loss": loss }))?;
                 if self.state.best_eval_loss.is_none_or(|best| loss < best) {
                     (self.state.best_eval_loss, self.state.best_step) = (Some(loss), Some(step));
@@ -337,7 +340,7 @@ impl<'a> Trainer<'a> {
             }
         }
         if t.save_every.is_some_and(|n| step % n == 0) || done {
-            checkpoint::save(out, &self.s.prompt, &self.optimizer, &self.state)?;
+            checkpoint::save(out, &self.setup.prompt, &self.optimizer, &self.state)?;
             checkpoint::prune(out, t.save_total_limit, self.state.best_step)?;
         }
         Ok(())
@@ -349,11 +352,11 @@ impl<'a> Trainer<'a> {
         let out = &self.config.output_dir;
         if self.state.step < self.total {
             if !checkpoint::list(out)?.contains(&self.state.step) {
-                checkpoint::save(out, &self.s.prompt, &self.optimizer, &self.state)?;
+                checkpoint::save(out, &self.setup.prompt, &self.optimizer, &self.state)?;
             }
             return Ok(());
         }
-        self.s.prompt.save_pretrained(out)?;
+        self.setup.prompt.save_pretrained(out)?;
         let state = serde_json::to_string_pretty(&self.state)?;
         write_atomic(&out.join(TRAINER_STATE_FILE), |p| Ok(std::fs::write(p, state)?))?;
         run_log::plot(&out.join(METRICS_FILE), &out.join(PLOT_FILE))
