@@ -146,7 +146,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = DirLock::acquire(dir.path(), "output_dir").unwrap();
         let err = DirLock::acquire(dir.path(), "output_dir").unwrap_err().to_string();
-        assert!(err.starts_with(&format!("output_dir {} is in use by another ruprompts process", dir.path().display())));
+        let expected = format!("output_dir {} is in use by another ruprompts process", dir.path().display());
+        assert!(err.starts_with(&expected), "{err}");
         drop(lock);
         assert!(!dir.path().join(LOCK_FILE).exists());
         DirLock::acquire(dir.path(), "output_dir").unwrap();

@@ -2,12 +2,13 @@
 //!
 //! Modules, each depending only on those above it:
 //! - [`tokenizer`] — byte-level BPE tokenizers of those checkpoints, with added prompt tokens.
-//! - [`format`] — ruPrompts' template language (`<P*N>{field}`, `<P>phrase</P>`) compiled against a tokenizer.
+//! - [`format`](mod@format) — ruPrompts' template language (`<P*N>{field}`, `<P>phrase</P>`) compiled against a
+//!   tokenizer.
 //! - [`data`] — rows of jsonl/csv/tsv files with their origin, preprocessing into examples, batching.
 //! - [`device`], [`rng`], [`fs`], [`progress`] — device and dtype choice; seeded draws from libtorch's one
 //!   generator; atomic files, run locks and resumable JSON-lines logs; how long work reports on itself.
-//! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16) and [`model::Backbone`],
-//!   a model with its tokenizer loaded from a local folder.
+//! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16) and
+//!   [`model::Backbone`], a model with its tokenizer loaded from a local folder.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 //! - [`config`] — reading YAML configs (`extends`, overrides, errors with file:line).
 //! - [`provider`] — what produces the soft tokens: a plain tensor, a BiLSTM or an MLP.

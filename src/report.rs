@@ -1,5 +1,6 @@
-//! The zero-shot vs tuned report (written by `eval`, read by `hub` for the model card): per task and metric the two values, their difference and the prompt's
-//! trainable parameters, written as JSON (for tools), Markdown (for people) and an SVG bar chart.
+//! The zero-shot vs tuned report (written by `eval`, read by `hub` for the model card): per task and metric the
+//! two values, their difference and the prompt's trainable parameters, written as JSON (for tools), Markdown (for
+//! people) and an SVG bar chart.
 
 use std::path::Path;
 
