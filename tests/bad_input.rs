@@ -233,6 +233,7 @@ fn evaluations_that_would_score_nothing_say_so() {
         !ok && stderr.contains("the items have no labels (a test split?), so there is nothing to score"),
         "{stderr}"
     );
+    assert!(!out.exists(), "a refused evaluation leaves no folder");
     let submission = dir.path().join("submission");
     let (ok, _, stderr) = ruprompts(&[&base[..], &data, &["--submission", submission.to_str().unwrap()]].concat());
     assert!(ok, "{stderr}");

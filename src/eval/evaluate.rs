@@ -50,12 +50,10 @@ fn content_free(format: &PromptFormat) -> Row {
 pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progress) -> Result<Report> {
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
-    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
-    let records = read_rows(&request.data)?;
-    let mut items = request.task.items(&records, &request.formats.verbalizers)?;
     anyhow::ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
+    let records = read_rows(&request.data)?;
+    let mut items = request.task.items(&records, &request.formats.verbalizers)?;
     items.truncate(request.limit.unwrap_or(usize::MAX));
     anyhow::ensure!(!items.is_empty(), "{}: no items to evaluate", request.data.display());
     anyhow::ensure!(
@@ -64,6 +62,9 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
          the predictions in the leaderboard's layout",
         request.data.display()
     );
+    // The folder is made and held only once the request has proved it can be evaluated.
+    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
 
     let prompt = request
         .prompt

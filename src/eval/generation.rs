@@ -47,8 +47,6 @@ pub fn evaluate_generation(
     ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
-    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
     let prompt = Prompt::from_pretrained(&request.prompt, device)
         .with_context(|| format!("prompt {}", request.prompt.display()))?;
     let template = prompt.format().template().to_string();
@@ -87,6 +85,9 @@ pub fn evaluate_generation(
         eos_token_id: tokenizer.special().eos.map(i64::from),
         ..Default::default()
     };
+    // The folder is made and held only once the prompt and the rows have loaded.
+    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
     let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts: &prompts, progress };
     let cache = request.out.join("cache/generation.jsonl");
     let run = CachedRun {
