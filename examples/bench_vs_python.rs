@@ -97,6 +97,7 @@ fn classifier<'a>(
         mode: ScoreMode::Sum,
         shared: true,
         truncation_field: trunc,
+        max_tokens: None,
     }
 }
 

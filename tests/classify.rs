@@ -35,7 +35,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         [("premise", "N/A"), ("hypothesis", "N/A")].iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
 
     let zero_shot = PromptFormat::compile("{premise} Вопрос: {hypothesis}? Ответ:", &tok).unwrap();
-    let tuned_format = PromptFormat::compile("<P*3>{premise}<P*2>{hypothesis}? Ответ:{answer}<P*2>", &tok).unwrap();
+    let tuned_format = PromptFormat::compile("<P*3>{premise}<P*2>{hypothesis}? Ответ:{@candidate}<P*2>", &tok).unwrap();
     let prompt = seeded(4, || Prompt::new(tuned_format, ProviderConfig::default(), &model)).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let injection = [prompt.injection(id)];
@@ -50,6 +50,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
                 mode,
                 shared,
                 truncation_field: None,
+                max_tokens: None,
             };
             let naive = classifier(false).predict(&items, Some(&content_free), 1).unwrap();
             let shared = classifier(true).predict(&items, Some(&content_free), 5).unwrap();
@@ -70,6 +71,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         mode: ScoreMode::Sum,
         shared: true,
         truncation_field: None,
+        max_tokens: None,
     };
     let err = format!("{:#}", classifier.predict(&[broken], None, 4).unwrap_err());
     assert!(err.starts_with("val.jsonl:7: row {\"premise\":"), "{err}");

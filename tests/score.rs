@@ -54,7 +54,7 @@ fn shared_context_equals_naive_with_prompt_tokens_after_the_answer() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     // The slides' DaNetQA shape: trainable tokens before the question, between it and the answer, and after it.
-    let format = PromptFormat::compile("<P*3>{question}<P*2>{answer}<P*2>", &tok).unwrap();
+    let format = PromptFormat::compile("<P*3>{question}<P*2>{@candidate}<P*2>", &tok).unwrap();
     let prompt = seeded(9, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let p = prompt.format().prompt_token().to_string();

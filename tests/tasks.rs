@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use ruprompts::data::read_rows;
 use ruprompts::eval::{evaluate, EvalRequest, RsgTask, ScoreMode, TaskFormats, REPORT_JSON};
-use ruprompts::format::PromptFormat;
+use ruprompts::format::{PromptFormat, CANDIDATE_SLOT};
 use ruprompts::model::{Backbone, ModelSource};
 use ruprompts::progress::Silent;
 use ruprompts::tokenizer::Tokenizer;
@@ -139,7 +139,7 @@ fn every_task_reads_its_official_layout_and_every_bundled_format_fills_its_items
             for t in &items {
                 assert!(t.item.gold.is_some_and(|g| g < t.item.candidates.len()), "{}", t.item.origin);
                 let mut row = t.item.row.clone();
-                row.insert("answer".into(), "x".into());
+                row.insert(CANDIDATE_SLOT.into(), "x".into());
                 format.format(&row).unwrap_or_else(|e| panic!("{task:?} {template:?}: {e}"));
             }
         }
@@ -173,7 +173,7 @@ fn adapters_build_the_candidates_each_task_needs() {
     let muserc = RsgTask::Muserc.items(&records, &verbalizers(RsgTask::Muserc)).unwrap();
     assert_eq!(muserc.len(), sample("muserc").len());
     assert_eq!(muserc[0].ids, [262, 0, 0]);
-    assert_eq!(muserc[0].item.row["option"], "На надувном батуте.");
+    assert_eq!(muserc[0].item.row["answer"], "На надувном батуте.");
     // RuCoS: the query split at @placeholder, distinct entities as candidates, the gold among them.
     let records = read_rows(&official_file(RsgTask::Rucos, dir.path())).unwrap();
     let rucos = RsgTask::Rucos.items(&records, &BTreeMap::new()).unwrap();

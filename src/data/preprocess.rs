@@ -61,7 +61,7 @@ pub enum TooLongPolicy {
 /// The error for a row that does not fit in `max_tokens`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct TooLong(String);
+pub struct TooLong(pub String);
 
 fn default_label_field() -> String {
     "label".to_string()

@@ -8,8 +8,8 @@ use anyhow::{ensure, Result};
 use serde_json::Value;
 
 use super::{best, candidate_score, score_naive, score_shared_many, Candidate, ScoreMode, Scored};
-use crate::data::Origin;
-use crate::format::{PromptFormat, Row};
+use crate::data::{Origin, TooLong};
+use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
 use crate::model::Gpt2;
 use crate::prompt::Injection;
 use crate::tokenizer::Tokenizer;
@@ -23,10 +23,6 @@ pub struct Item {
     pub gold: Option<usize>,
     pub origin: Origin,
 }
-
-/// The field that, when a format has it, receives each candidate; otherwise the candidate follows the formatted
-/// text, as in training's classification preprocessing.
-pub const ANSWER_FIELD: &str = "answer";
 
 /// The text before a candidate, tokenized, with the token range of the truncation field when it is there.
 struct Context {
@@ -44,12 +40,12 @@ fn split(
     truncation_field: Option<&str>,
 ) -> Result<(Context, Candidate)> {
     let mut row = item.row.clone();
-    let has_answer = format.fields().contains(&ANSWER_FIELD);
+    let has_answer = format.fields().contains(&CANDIDATE_SLOT);
     if has_answer {
-        row.insert(ANSWER_FIELD.to_string(), Value::String(candidate.to_string()));
+        row.insert(CANDIDATE_SLOT.to_string(), Value::String(candidate.to_string()));
     }
     let formatted = format.format(&row)?;
-    let (before, answer, after) = match formatted.spans.iter().find(|s| has_answer && s.field == ANSWER_FIELD) {
+    let (before, answer, after) = match formatted.spans.iter().find(|s| has_answer && s.field == CANDIDATE_SLOT) {
         Some(span) => (
             &formatted.text[..span.bytes.start],
             &formatted.text[span.bytes.clone()],
@@ -78,8 +74,11 @@ pub struct Classifier<'a> {
     pub mode: ScoreMode,
     /// Score with the shared-context scorer (same results as the naive one, faster).
     pub shared: bool,
-    /// The field whose last tokens are dropped when an item does not fit in the model's positions.
+    /// The field whose last tokens are dropped when an item does not fit.
     pub truncation_field: Option<&'a str>,
+    /// The most tokens an item may take with its longest candidate (training's `preprocessing.max_tokens`);
+    /// `None`: the model's positions.
+    pub max_tokens: Option<usize>,
 }
 
 /// Cached context positions that one scoring batch may copy across its candidate rows (rows × context length):
@@ -103,19 +102,25 @@ impl Classifier<'_> {
         let Context { ids: mut context, field } = context.expect("checked: at least one candidate");
         let longest = candidates.iter().map(|c| c.answer.len() + c.suffix.len()).max().unwrap_or(0);
         let positions = self.model.config().n_positions as usize;
-        let excess = (context.len() + longest).saturating_sub(positions);
+        let (limit, what) = match self.max_tokens {
+            Some(max) if max < positions => (max, format!("max_tokens {max}")),
+            _ => (positions, format!("the model's {positions} positions")),
+        };
+        let excess = (context.len() + longest).saturating_sub(limit);
         if excess > 0 {
             let fits = field.as_ref().is_some_and(|f| f.len() >= excess);
-            ensure!(
-                fits,
-                "{} tokens with the longest candidate, more than the model's {positions} positions{}",
-                context.len() + longest,
-                match (self.truncation_field, &field) {
-                    (None, _) => " (set a truncation field to shorten it)".to_string(),
-                    (Some(f), None) => format!(" (truncation field '{f}' is not before the answer)"),
-                    (Some(f), Some(r)) => format!(" even without field '{f}' ({} tokens)", r.len()),
-                }
-            );
+            if !fits {
+                return Err(TooLong(format!(
+                    "{} tokens with the longest candidate, more than {what}{}",
+                    context.len() + longest,
+                    match (self.truncation_field, &field) {
+                        (None, _) => " (set a truncation field to shorten it)".to_string(),
+                        (Some(f), None) => format!(" (truncation field '{f}' is not before the answer)"),
+                        (Some(f), Some(r)) => format!(" even without field '{f}' ({} tokens)", r.len()),
+                    }
+                ))
+                .into());
+            }
             let end = field.expect("checked").end;
             context.drain(end - excess..end);
         }

@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use super::run::{fingerprint, predict_cached, CachedRun};
 use super::RsgTask;
-use super::{Classifier, ScoreMode, TaskFormats, TaskItem, ANSWER_FIELD};
+use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
 use crate::data::read_rows;
-use crate::format::{PromptFormat, Row};
+use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
 use crate::fs::{write_atomic, DirLock};
 use crate::model::Backbone;
 use crate::progress::Progress;
@@ -42,7 +42,7 @@ pub struct EvalRequest {
 
 /// A row with "N/A" in each of the format's fields: the content-free input of calibrated scoring.
 fn content_free(format: &PromptFormat) -> Row {
-    format.fields().into_iter().filter(|f| *f != ANSWER_FIELD).map(|f| (f.to_string(), "N/A".into())).collect()
+    format.fields().into_iter().filter(|f| *f != CANDIDATE_SLOT).map(|f| (f.to_string(), "N/A".into())).collect()
 }
 
 /// Evaluates `request` on `backbone`, writes the report (and the submission file when asked) and returns it;
@@ -87,6 +87,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             mode: request.mode,
             shared: !request.naive,
             truncation_field: request.formats.truncation_field.as_deref(),
+            max_tokens: None,
         };
         let fingerprint = fingerprint(
             &[

@@ -15,9 +15,9 @@ mod tasks;
 
 pub use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
 pub use choose::{best, candidate_score, ScoreMode};
-pub use classify::{Classifier, Item, ANSWER_FIELD};
+pub use classify::{Classifier, Item};
 pub use evaluate::{evaluate, write_submission, EvalRequest};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
-pub use score::{score_naive, score_shared, score_shared_many, Candidate, Scored};
+pub use score::{answer_logprob_sums, score_naive, score_shared, score_shared_many, Candidate, Scored};
 pub use tasks::{label_key, Metric, RsgTask, TaskItem};

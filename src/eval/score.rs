@@ -3,7 +3,7 @@
 //! together for every candidate (the reference); [`score_shared`] runs the context once into the KV cache and
 //! all candidates from it in one batch, projecting to the vocabulary only where a token is scored.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::model::{pad, Gpt2, Input, Side};
@@ -29,20 +29,27 @@ pub struct Scored {
     pub text_tokens: usize,
 }
 
-/// Log-probabilities of `targets` given the hidden states `hidden: [N, d]` that predict them (one each);
-/// targets outside the vocabulary (prompt tokens) get `None`.
-fn target_logprobs(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> Result<Vec<Option<f64>>> {
+/// Log-probabilities `[K]` of the `targets` that are in the vocabulary, given the hidden states `hidden: [N, d]`
+/// that predict them (one each), and which targets those are (prompt tokens are outside the vocabulary and never
+/// predicted). Differentiable: training backpropagates through it.
+fn target_logprob_tensor(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> (Tensor, Vec<bool>) {
     let vocab = model.config().vocab_size;
     let real: Vec<bool> = targets.iter().map(|t| (0..vocab).contains(t)).collect();
     let keep: Vec<i64> = (0..targets.len() as i64).filter(|&i| real[i as usize]).collect();
-    if keep.is_empty() {
-        return Ok(vec![None; targets.len()]);
-    }
     let device = model.device();
+    if keep.is_empty() {
+        return (Tensor::zeros([0], (Kind::Float, device)), real);
+    }
     let rows = select(hidden, &keep, device);
     let wanted: Vec<i64> = keep.iter().map(|&i| targets[i as usize]).collect();
     let logp = model.lm_logits(&rows).log_softmax(-1, Kind::Float);
     let picked = logp.gather(1, &Tensor::from_slice(&wanted).to_device(device).unsqueeze(1), false).squeeze_dim(1);
+    (picked, real)
+}
+
+/// [`target_logprob_tensor`] as numbers: `None` for targets outside the vocabulary.
+fn target_logprobs(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> Result<Vec<Option<f64>>> {
+    let (picked, real) = target_logprob_tensor(model, hidden, targets);
     let mut values = Vec::<f64>::try_from(picked.to_kind(Kind::Double))?.into_iter();
     Ok(real.iter().map(|&r| if r { values.next() } else { None }).collect())
 }
@@ -136,10 +143,62 @@ pub fn score_shared_many(
     requests: &[(&[i64], &[Candidate])],
     whole_text: bool,
 ) -> Result<Vec<Vec<Scored>>> {
-    ensure!(requests.iter().all(|(c, _)| !c.is_empty()), "scoring needs a non-empty context");
-    if requests.is_empty() {
-        return Ok(Vec::new());
+    let _guard = tch::no_grad_guard();
+    let Some(pass) = shared_pass(model, injections, requests, whole_text)? else {
+        return Ok(vec![Vec::new(); requests.len()]);
+    };
+    let mut values = Vec::<f64>::try_from(pass.picked.to_kind(Kind::Double))?.into_iter();
+    let logprobs: Vec<Option<f64>> = pass.real.iter().map(|&r| if r { values.next() } else { None }).collect();
+    let mut out: Vec<Vec<Scored>> = vec![Vec::new(); requests.len()];
+    let mut offset = 0;
+    let candidates = requests.iter().flat_map(|(_, c)| c.iter());
+    for ((row, cand), &owner) in pass.rows.iter().zip(candidates).zip(&pass.owners) {
+        let mut scored = pass.bases[owner as usize];
+        let logprobs = &logprobs[offset..offset + row.len()];
+        accumulate(&mut scored, logprobs, 0..cand.answer.len(), whole_text);
+        offset += row.len();
+        out[owner as usize].push(scored);
     }
+    Ok(out)
+}
+
+/// Σ log p(answer) of every candidate of every request, in order, as one tensor `[Σ candidates]` that gradients
+/// flow back through (to the prompt's embeddings): the same shared-context pass as [`score_shared_many`], so
+/// training's `choice` objective optimises exactly the numbers the evaluator ranks.
+pub fn answer_logprob_sums(
+    model: &Gpt2,
+    injections: &[Injection],
+    requests: &[(&[i64], &[Candidate])],
+) -> Result<Tensor> {
+    let pass = shared_pass(model, injections, requests, false)?.context("no candidates to score")?;
+    ensure!(pass.real.iter().all(|&r| r), "a candidate answer holds a prompt token: only text can be scored");
+    let row_of: Vec<i64> =
+        pass.rows.iter().enumerate().flat_map(|(r, row)| std::iter::repeat_n(r as i64, row.len())).collect();
+    let index = Tensor::from_slice(&row_of).to_device(model.device());
+    let sums = Tensor::zeros([pass.rows.len() as i64], (Kind::Float, model.device()));
+    Ok(sums.index_add(0, &index, &pass.picked))
+}
+
+/// What one shared-context pass computes: the fed candidate rows (answers, and with `whole_text` their
+/// suffixes) with the request each belongs to, each context's whole-text sums (zero without `whole_text`), and
+/// the log-prob of every fed candidate token that is in the vocabulary (`real`), in row order.
+struct SharedPass {
+    rows: Vec<Vec<i64>>,
+    owners: Vec<i64>,
+    bases: Vec<Scored>,
+    picked: Tensor,
+    real: Vec<bool>,
+}
+
+/// The pass behind [`score_shared_many`] and [`answer_logprob_sums`] (`None` when no request has candidates);
+/// it records gradients unless the caller turned them off.
+fn shared_pass(
+    model: &Gpt2,
+    injections: &[Injection],
+    requests: &[(&[i64], &[Candidate])],
+    whole_text: bool,
+) -> Result<Option<SharedPass>> {
+    ensure!(requests.iter().all(|(c, _)| !c.is_empty()), "scoring needs a non-empty context");
     // Candidate rows with the request each belongs to; only the tokens that are scored are fed (an answer alone
     // when the suffix is not scored: later tokens cannot change an answer's log-probs).
     let mut rows: Vec<Vec<i64>> = Vec::new();
@@ -151,11 +210,10 @@ pub fn score_shared_many(
         }
     }
     if rows.is_empty() {
-        return Ok(vec![Vec::new(); requests.len()]);
+        return Ok(None);
     }
     let width = rows.iter().map(Vec::len).max().unwrap_or(0) as i64;
     ensure!(width > 0, "every candidate is empty");
-    let _guard = tch::no_grad_guard();
     let device = model.device();
     let d = model.config().n_embd;
     let contexts: Vec<&[i64]> = requests.iter().map(|(c, _)| *c).collect();
@@ -208,18 +266,8 @@ pub fn score_shared_many(
             targets.push(t);
         }
     }
-    let logprobs = target_logprobs(model, &select(&states, &picks, device), &targets)?;
-    let mut out: Vec<Vec<Scored>> = vec![Vec::new(); requests.len()];
-    let mut offset = 0;
-    let candidates = requests.iter().flat_map(|(_, c)| c.iter());
-    for ((row, cand), &owner) in rows.iter().zip(candidates).zip(&owners) {
-        let mut scored = bases[owner as usize];
-        let logprobs = &logprobs[offset..offset + row.len()];
-        accumulate(&mut scored, logprobs, 0..cand.answer.len(), whole_text);
-        offset += row.len();
-        out[owner as usize].push(scored);
-    }
-    Ok(out)
+    let (picked, real) = target_logprob_tensor(model, &select(&states, &picks, device), &targets);
+    Ok(Some(SharedPass { rows, owners, bases, picked, real }))
 }
 
 /// Rows `index` of `t` (along its first dimension).

@@ -253,7 +253,7 @@ impl RsgTask {
                 let fields: Row = [
                     ("passage".to_string(), Value::String(text_.clone())),
                     ("question".to_string(), Value::String(question.clone())),
-                    ("option".to_string(), Value::String(text(a, "text", origin)?)),
+                    ("answer".to_string(), Value::String(text(a, "text", origin)?)),
                 ]
                 .into_iter()
                 .collect();

@@ -26,6 +26,10 @@ pub fn prompt_token_for(key: Option<&str>) -> String {
     key.map_or_else(|| PROMPT_TOKEN.to_string(), |k| format!("<|[{k}]P|>"))
 }
 
+/// The slot that receives each candidate answer in multiple-choice scoring and training (`{@candidate}`): not a
+/// plain name, so it never collides with a data field (MuSeRC's `answer` is one).
+pub const CANDIDATE_SLOT: &str = "@candidate";
+
 /// A data row: field name → value (strings, or numbers written as text).
 pub type Row = serde_json::Map<String, Value>;
 

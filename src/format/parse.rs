@@ -2,7 +2,7 @@
 //!
 //! Source templates: `<P>` (one trainable token), `<P*N>` / `<SP:N>` (N tokens), `<P>phrase</P>` (one token per
 //! token of the phrase, initialised from its embeddings), `{field}` slots, `{{` / `}}` for literal braces, and
-//! any other text. Compiled templates (as stored in `prompt.json`) hold the prompt token itself (`<|P|>` or
+//! any other text. `{@candidate}` is the one slot whose name is not a plain name: no data field can take it. Compiled templates (as stored in `prompt.json`) hold the prompt token itself (`<|P|>` or
 //! `<|[key]P|>`) once per trainable position, fields and text.
 
 use thiserror::Error;
@@ -82,7 +82,7 @@ fn field(chars: &[char], at: usize) -> Result<(String, usize), TemplateError> {
     if name.is_empty() {
         return Err(TemplateError::EmptyField(at));
     }
-    if !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+    if name != super::CANDIDATE_SLOT && !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
         return Err(TemplateError::BadFieldName(at, name));
     }
     Ok((name, close + 1))
