@@ -33,10 +33,13 @@ pub enum PreprocessConfig {
         too_long: TooLongPolicy,
     },
     /// The target is the label's verbalizer text, e.g. `{entailment: " да", not_entailment: " нет"}`; booleans
-    /// and numbers are looked up by their text (`true`, `1`).
+    /// and numbers are looked up by their text (`true`, `1`). With `dataset.task` the candidates are the task's
+    /// (verbalized labels, PARus' alternatives, RuCoS' entities), read and tokenized as `ruprompts eval` does.
     Classification {
         #[serde(default = "default_label_field")]
         label_field: String,
+        /// Needed without `dataset.task`; with it, the default is the task's bundled verbalizers.
+        #[serde(default)]
         verbalizers: BTreeMap<String, String>,
         #[serde(default)]
         truncation_field: Option<String>,
@@ -129,6 +132,14 @@ impl<'a> Preprocessor<'a> {
         }
         let eos = tokenizer.special().eos.and_then(|id| tokenizer.id_to_token(id)).unwrap_or_default();
         Ok(Self { format, tokenizer, config, eos })
+    }
+
+    /// The same preprocessor with the EOS after the target kept (`true`, ruPrompts') or left out of the text.
+    pub fn counting_eos(mut self, eos: bool) -> Self {
+        if !eos {
+            self.eos.clear();
+        }
+        self
     }
 
     /// The target text of `record` (its field, or its label's verbalizer).

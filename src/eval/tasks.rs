@@ -272,19 +272,15 @@ impl RsgTask {
             .iter()
             .map(|t| t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin)))
             .collect::<Result<Vec<usize>>>()?;
-        let metric = |name: &str, value: f64| Metric { name: name.into(), value };
-        Ok(match self {
+        let values = match self {
             Self::Danetqa | Self::Terra | Self::Parus | Self::Russe | Self::Rwsd => {
-                vec![metric("accuracy", metrics::accuracy(predictions, &golds))]
+                vec![metrics::accuracy(predictions, &golds)]
             }
-            Self::Rcb => vec![
-                metric("macro_f1", metrics::macro_f1(predictions, &golds)),
-                metric("accuracy", metrics::accuracy(predictions, &golds)),
-            ],
+            Self::Rcb => vec![metrics::macro_f1(predictions, &golds), metrics::accuracy(predictions, &golds)],
             // Label 0 is "entailment": MCC takes it as the positive class.
             Self::Lidirus => {
                 let positive = |v: &[usize]| v.iter().map(|&i| i == 0).collect::<Vec<_>>();
-                vec![metric("mcc", metrics::matthews(&positive(predictions), &positive(&golds)))]
+                vec![metrics::matthews(&positive(predictions), &positive(&golds))]
             }
             Self::Muserc => {
                 // Candidate 0 is label 1 (the option is right). Questions are told apart by passage and question id.
@@ -294,7 +290,7 @@ impl RsgTask {
                     .map(|(t, (&p, &g))| ((t.ids[0] << 32) | t.ids[1], p == 0, g == 0))
                     .collect();
                 let (f1a, em) = metrics::muserc(&options);
-                vec![metric("f1a", f1a), metric("em", em)]
+                vec![f1a, em]
             }
             Self::Rucos => {
                 let queries: Vec<(String, Vec<String>)> = items
@@ -303,9 +299,21 @@ impl RsgTask {
                     .map(|(t, &p)| (t.item.candidates[p].clone(), t.gold_texts.clone()))
                     .collect();
                 let (f1, em) = metrics::rucos(&queries);
-                vec![metric("f1", f1), metric("em", em)]
+                vec![f1, em]
             }
-        })
+        };
+        Ok(self.metric_names().iter().zip(values).map(|(name, value)| Metric { name: name.to_string(), value }).collect())
+    }
+
+    /// The names of the task's official metrics, the leaderboard's main one first.
+    pub fn metric_names(self) -> &'static [&'static str] {
+        match self {
+            Self::Danetqa | Self::Terra | Self::Parus | Self::Russe | Self::Rwsd => &["accuracy"],
+            Self::Rcb => &["macro_f1", "accuracy"],
+            Self::Lidirus => &["mcc"],
+            Self::Muserc => &["f1a", "em"],
+            Self::Rucos => &["f1", "em"],
+        }
     }
 
     /// The submission file's name: `TERRa.jsonl`.

@@ -22,9 +22,23 @@ pub struct TrainerState {
     /// Optimizer updates done.
     pub step: usize,
     pub total_steps: usize,
-    /// Lowest eval loss so far and the step it was measured at.
-    pub best_eval_loss: Option<f64>,
+    /// The validation figure that picks the best checkpoint (`training.eval_metric`).
+    #[serde(default = "loss")]
+    pub eval_metric: String,
+    /// Best value of `eval_metric` so far and the step it was measured at.
+    #[serde(alias = "best_eval_loss")]
+    pub best_metric: Option<f64>,
     pub best_step: Option<usize>,
+    /// Evaluations since the best one (early stopping counts them).
+    #[serde(default)]
+    pub evals_since_best: usize,
+    /// No better `eval_metric` in `early_stopping_patience` evaluations: the run is over.
+    #[serde(default)]
+    pub stopped_early: bool,
+}
+
+fn loss() -> String {
+    super::LOSS_METRIC.to_string()
 }
 
 pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {

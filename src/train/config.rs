@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use super::DatasetConfig;
+use super::{DatasetConfig, Objective};
 use super::{AdamWConfig, ScheduleConfig};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
+use crate::eval::ScoreMode;
 use crate::model::ModelSource;
 use crate::provider::ProviderConfig;
 
@@ -27,6 +28,9 @@ pub struct TrainConfig {
     #[serde(default)]
     pub prompt_provider: ProviderConfig,
     pub preprocessing: PreprocessConfig,
+    /// What is minimised: `lm` (default) or `choice`.
+    #[serde(default)]
+    pub objective: Objective,
     pub optimizer: AdamWConfig,
     #[serde(default)]
     pub scheduler: ScheduleConfig,
@@ -58,9 +62,21 @@ pub struct TrainingConfig {
     /// Passes over the training data when `max_steps` is not set.
     #[serde(default = "one")]
     pub epochs: usize,
-    /// Eval loss on the validation split every N updates (and at the end).
+    /// Eval loss (and with `dataset.task` the task's metrics) on the validation split every N updates (and at the
+    /// end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
+    /// The validation figure that picks the best checkpoint: `loss` (lower is better) or one of the task's
+    /// metrics (`accuracy`, `macro_f1`, `mcc`, `f1a`, `em`, `f1`; higher is better). Default: the task's main
+    /// metric, `loss` without `dataset.task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_metric: Option<String>,
+    /// The prompt the run ends with: the `best` checkpoint by `eval_metric` (default) or the `last` update's.
+    #[serde(default, rename = "final")]
+    pub final_prompt: FinalPrompt,
+    /// Stop after this many evaluations in a row without a better `eval_metric`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping_patience: Option<usize>,
     /// A checkpoint every N updates (and at the end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_every: Option<usize>,
@@ -77,6 +93,18 @@ pub struct TrainingConfig {
     #[serde(default = "default_max_grad_norm")]
     pub max_grad_norm: Option<f64>,
 }
+
+/// Which prompt a finished run keeps in its output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalPrompt {
+    #[default]
+    Best,
+    Last,
+}
+
+/// The loss, the one validation figure every run has.
+pub const LOSS_METRIC: &str = "loss";
 
 fn default_batch_size() -> usize {
     8
@@ -107,6 +135,15 @@ impl TrainConfig {
         crate::config::load_valid(path, overrides)
     }
 
+    /// The figure that picks the best checkpoint (see [`TrainingConfig::eval_metric`]).
+    pub fn eval_metric(&self) -> &str {
+        match (&self.training.eval_metric, self.dataset.task) {
+            (Some(metric), _) => metric,
+            (None, Some(task)) => task.metric_names()[0],
+            (None, None) => LOSS_METRIC,
+        }
+    }
+
     /// The range checks of [`Self::load`], for a config built in code.
     pub fn validate(&self) -> Result<()> {
         self.check().map_err(|(key, reason)| anyhow!("`{key}`: {reason}"))
@@ -126,6 +163,7 @@ impl Validate for TrainConfig {
             ("training.save_every", t.save_every),
             ("training.log_every", Some(t.log_every)),
             ("training.save_total_limit", t.save_total_limit),
+            ("training.early_stopping_patience", t.early_stopping_patience),
             ("preprocessing.max_tokens", Some(self.preprocessing.max_tokens())),
         ];
         for (key, value) in counts {
@@ -161,6 +199,33 @@ impl Validate for TrainConfig {
                     format!("{warmup} is more than training.max_steps {steps}: the learning rate would never reach optimizer.lr"),
                 );
             }
+        }
+        if let Some(metric) = &t.eval_metric {
+            let known: &[&str] = self.dataset.task.map_or(&[], |task| task.metric_names());
+            if metric != LOSS_METRIC && !known.contains(&metric.as_str()) {
+                let task = self.dataset.task.map_or("no dataset.task".to_string(), |t| t.name().to_string());
+                return bad(
+                    "training.eval_metric",
+                    format!("{metric:?} is not a metric of {task}: use {}", [&[LOSS_METRIC], known].concat().join(", ")),
+                );
+            }
+        }
+        if let Objective::Choice { score } = &self.objective {
+            if self.dataset.task.is_none() {
+                return bad("objective.kind", "choice needs dataset.task (the candidates come from the task)".into());
+            }
+            if !matches!(score, ScoreMode::Sum | ScoreMode::PerChar | ScoreMode::PerByte) {
+                return bad("objective.score", format!("{score:?} cannot be trained: use sum, per_char or per_byte"));
+            }
+        }
+        match (&self.preprocessing, self.dataset.task) {
+            (PreprocessConfig::Text2text { .. }, Some(_)) => {
+                return bad("preprocessing.kind", "dataset.task trains multiple-choice items: use classification".into())
+            }
+            (PreprocessConfig::Classification { verbalizers, .. }, None) if verbalizers.is_empty() => {
+                return bad("preprocessing.verbalizers", "needed without dataset.task (label → candidate text)".into())
+            }
+            _ => {}
         }
         if self.prompt_format.template.trim().is_empty() {
             return bad("prompt_format.template", "is empty".into());

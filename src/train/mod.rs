@@ -3,12 +3,15 @@
 pub mod checkpoint;
 mod config;
 mod dataset;
+mod objective;
 mod optim;
 pub mod run_log;
 mod schedule;
+mod setup;
 mod trainer;
 
-pub use config::{FormatConfig, TrainConfig, TrainingConfig};
+pub use config::{FinalPrompt, FormatConfig, TrainConfig, TrainingConfig, LOSS_METRIC};
+pub use objective::{choice_loss, encode_items, ChoiceExample, Examples, Objective};
 pub use dataset::{DatasetConfig, Splits};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{ScheduleConfig, ScheduleKind};

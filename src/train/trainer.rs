@@ -12,14 +12,14 @@ use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
 use super::run_log::{self, METRICS_FILE, PLOT_FILE};
 use super::AdamW;
 use super::TrainConfig;
-use crate::data::{collate, epoch_batches, Batch, Example, Preprocessor, IGNORE};
-use crate::format::PromptFormat;
+use super::setup::{setup, Setup};
+use super::{FinalPrompt, LOSS_METRIC};
+use crate::data::epoch_batches;
 use crate::fs::write_atomic;
 use crate::fs::DirLock;
-use crate::model::{Backbone, Gpt2, Input};
+use crate::model::Backbone;
 use crate::progress::Progress;
-use crate::prompt::{Prompt, PROMPT_FILE, STATE_FILE};
-use crate::tokenizer::Tokenizer;
+use crate::prompt::{PROMPT_FILE, STATE_FILE};
 
 /// The resolved config of a run, written into its output folder (and read back by `--resume`).
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -45,85 +45,16 @@ pub struct TrainReport {
     /// Training loss of every update this invocation made, in order.
     pub losses: Vec<f64>,
     pub eval_loss: Option<f64>,
+    /// The figure that picks the best checkpoint, its best value and the step it was reached at.
+    pub eval_metric: String,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<usize>,
+    /// The run stopped before its last step: `early_stopping_patience` evaluations without improvement.
+    pub stopped_early: bool,
     /// Updates per second in this invocation, and wall time.
     pub steps_per_sec: f64,
     pub seconds: f64,
     pub trainable_parameters: i64,
-}
-
-/// Everything the loop needs, built from the config.
-struct Setup {
-    model: Gpt2,
-    prompt: Prompt,
-    token_id: i64,
-    pad_id: i64,
-    train: Vec<Example>,
-    validation: Vec<Example>,
-}
-
-fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Progress) -> Result<Setup> {
-    let Backbone { model, tokenizer, .. } = backbone;
-    let mut tokenizer = match &config.tokenizer {
-        Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
-        None => tokenizer,
-    };
-    let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
-    let mut prompt =
-        crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), &model))
-            .context("prompt_provider")?;
-    // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
-    prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
-    let token_id = prompt.add_token(&mut tokenizer)?;
-    let (max_tokens, positions) = (config.preprocessing.max_tokens(), model.config().n_positions);
-    ensure!(
-        max_tokens as i64 <= positions,
-        "preprocessing.max_tokens {max_tokens} is more than the model's {positions} positions (n_positions)"
-    );
-    let splits = config.dataset.load().context("dataset")?;
-    let pre = Preprocessor::new(prompt.format(), &tokenizer, &config.preprocessing).context("preprocessing")?;
-    let encode = |rows: &[crate::data::Record], split: &str| -> Result<Vec<Example>> {
-        let (examples, skipped) = pre.encode_all(rows)?;
-        if let Some(first) = skipped.first() {
-            progress.warn(&format!(
-                "{split}: left out {} of {} rows longer than max_tokens {max_tokens} (first: {first})",
-                skipped.len(),
-                rows.len()
-            ));
-        }
-        Ok(examples)
-    };
-    let (train, validation) = (encode(&splits.train, "train")?, encode(&splits.validation, "validation")?);
-    ensure!(!train.is_empty(), "no training rows fit in max_tokens {max_tokens}");
-    let special = tokenizer.special();
-    let pad_id = i64::from(special.pad.or(special.eos).unwrap_or(0));
-    Ok(Setup { model, prompt, token_id, pad_id, train, validation })
-}
-
-/// Mean loss of `batch` under the prompt (graph kept for backward).
-fn batch_loss(setup: &Setup, batch: &Batch) -> Result<Tensor> {
-    let device = setup.model.device();
-    let embeds = setup.prompt.embed(&setup.model, &batch.input_ids.to_device(device), setup.token_id)?;
-    setup.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
-}
-
-/// Token-weighted mean loss over the validation examples.
-fn eval_loss(setup: &Setup, batch_size: usize) -> Result<Option<f64>> {
-    if setup.validation.is_empty() {
-        return Ok(None);
-    }
-    let (mut sum, mut tokens) = (0.0, 0);
-    tch::no_grad(|| -> Result<()> {
-        for chunk in setup.validation.chunks(batch_size.max(1)) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let batch = collate(&refs, setup.pad_id);
-            // Labelled targets after the shift that the loss applies.
-            let n = refs.iter().map(|e| e.labels[1..].iter().filter(|&&l| l != IGNORE).count()).sum::<usize>();
-            sum += batch_loss(setup, &batch)?.double_value(&[]) * n as f64;
-            tokens += n;
-        }
-        Ok(())
-    })?;
-    Ok(Some(sum / tokens.max(1) as f64))
 }
 
 /// Files that mark a folder as holding a run (besides `checkpoint-<step>/` folders).
@@ -148,7 +79,7 @@ pub fn train(
     let start = Instant::now();
     let first = trainer.state.step;
     let end = options.max_updates_now.map_or(trainer.total, |n| (first + n).min(trainer.total));
-    while trainer.state.step < end {
+    while trainer.state.step < end && !trainer.state.stopped_early {
         let update = trainer.step()?;
         trainer.after_step(&update)?;
         progress.advance(1, &format!("loss {:.4} lr {:.2e}", update.loss, update.lr));
@@ -165,6 +96,10 @@ pub fn train(
         seconds,
         losses: trainer.losses,
         eval_loss: trainer.last_eval,
+        eval_metric: config.eval_metric().to_string(),
+        best_metric: trainer.state.best_metric,
+        best_step: trainer.state.best_step,
+        stopped_early: trainer.state.stopped_early,
         trainable_parameters: trainer.setup.prompt.num_parameters(),
     })
 }
@@ -230,19 +165,34 @@ impl<'a> Trainer<'a> {
     fn start(config: &'a TrainConfig, mut setup: Setup, resume_from: Option<usize>) -> Result<Self> {
         let t = &config.training;
         let out = &config.output_dir;
-        let lengths: Vec<usize> = setup.train.iter().map(|e| e.input_ids.len()).collect();
+        let lengths = setup.train.lengths();
         let batches_per_epoch = setup.train.len().div_ceil(t.batch_size);
         let total = t.max_steps.unwrap_or(t.epochs * batches_per_epoch.div_ceil(t.grad_accumulation));
         ensure!(total > 0, "nothing to train: training.max_steps (or epochs) is 0");
         let params: Vec<(String, Tensor)> = setup.prompt.var_store().variables().into_iter().collect();
         let mut optimizer = AdamW::new(config.optimizer.clone(), params);
-        let mut state = TrainerState { step: 0, total_steps: total, best_eval_loss: None, best_step: None };
+        let mut state = TrainerState {
+            step: 0,
+            total_steps: total,
+            eval_metric: config.eval_metric().to_string(),
+            best_metric: None,
+            best_step: None,
+            evals_since_best: 0,
+            stopped_early: false,
+        };
         if let Some(step) = resume_from {
             let dir = checkpoint::checkpoint_dir(out, step);
             let named = Tensor::read_safetensors(dir.join(STATE_FILE))
                 .with_context(|| format!("cannot read {}", dir.join(STATE_FILE).display()))?;
             setup.prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))?;
             state = checkpoint::load_into(&dir, &mut optimizer)?;
+            ensure!(
+                state.eval_metric == config.eval_metric(),
+                "checkpoint {} picks its best by {}, the config now by {}",
+                dir.display(),
+                state.eval_metric,
+                config.eval_metric()
+            );
             ensure!(
                 state.total_steps == total,
                 "checkpoint {} was made for {} steps, the config now gives {total}",
@@ -252,8 +202,8 @@ impl<'a> Trainer<'a> {
         }
         let log = run_log::open_log(out, resume_from)?;
         if resume_from.is_none() {
-            if let Some(loss) = eval_loss(&setup, t.batch_size)? {
-                log.append(&json!({ "step": 0, "eval_loss": loss }))?;
+            if let Some(record) = validation_record(&setup, 0, t.batch_size)? {
+                log.append(&record.line)?;
             }
         }
         Ok(Self {
@@ -286,8 +236,7 @@ impl<'a> Trainer<'a> {
                 self.epoch_cache = Some((epoch, epoch_batches(&self.lengths, t.batch_size, t.seed, epoch as u64)));
             }
             let indices = &self.epoch_cache.as_ref().expect("just set").1[micro % self.batches_per_epoch];
-            let examples: Vec<&Example> = indices.iter().map(|&i| &self.setup.train[i]).collect();
-            let loss = batch_loss(&self.setup, &collate(&examples, self.setup.pad_id))?;
+            let loss = self.setup.loss(&self.setup.train, indices)?;
             let loss = loss / t.grad_accumulation as f64;
             loss.backward();
             loss_value += loss.double_value(&[]);
@@ -330,16 +279,30 @@ impl<'a> Trainer<'a> {
                 .append(&json!({ "step": step, "epoch": epoch, "loss": mean, "lr": lr, "grad_norm": grad_norm }))?;
             self.window.clear();
         }
+        let mut improved = false;
         if t.eval_every.is_some_and(|n| step % n == 0) || done {
-            if let Some(loss) = eval_loss(&self.setup, t.batch_size)? {
-                self.log.append(&json!({ "step": step, "eval_loss": loss }))?;
-                if self.state.best_eval_loss.is_none_or(|best| loss < best) {
-                    (self.state.best_eval_loss, self.state.best_step) = (Some(loss), Some(step));
+            if let Some(record) = validation_record(&self.setup, step, t.batch_size)? {
+                self.log.append(&record.line)?;
+                self.last_eval = Some(record.loss);
+                let metric = self.config.eval_metric();
+                let value = if metric == LOSS_METRIC { Some(record.loss) } else { record.metric(metric) };
+                let value = value.with_context(|| format!("the validation figures have no {metric}"))?;
+                // Lower loss is better; every task metric is higher-is-better.
+                let better = |best: f64| if metric == LOSS_METRIC { value < best } else { value > best };
+                if self.state.best_metric.is_none_or(better) {
+                    (self.state.best_metric, self.state.best_step) = (Some(value), Some(step));
+                    self.state.evals_since_best = 0;
+                    improved = true;
+                } else {
+                    self.state.evals_since_best += 1;
+                    if t.early_stopping_patience.is_some_and(|p| self.state.evals_since_best >= p) {
+                        self.state.stopped_early = true;
+                    }
                 }
-                self.last_eval = Some(loss);
             }
         }
-        if t.save_every.is_some_and(|n| step % n == 0) || done {
+        // The best prompt is always a checkpoint, whatever save_every says.
+        if t.save_every.is_some_and(|n| step % n == 0) || done || improved || self.state.stopped_early {
             checkpoint::save(out, &self.setup.prompt, &self.optimizer, &self.state)?;
             checkpoint::prune(out, t.save_total_limit, self.state.best_step)?;
         }
@@ -348,19 +311,51 @@ impl<'a> Trainer<'a> {
 
     /// After the last update of this invocation: the prompt, the final trainer state and the loss plot when the
     /// run is complete; a checkpoint to resume from when it stopped early on purpose.
-    fn finish(&self) -> Result<()> {
+    fn finish(&mut self) -> Result<()> {
         let out = &self.config.output_dir;
-        if self.state.step < self.total {
+        if self.state.step < self.total && !self.state.stopped_early {
             if !checkpoint::list(out)?.contains(&self.state.step) {
                 checkpoint::save(out, &self.setup.prompt, &self.optimizer, &self.state)?;
             }
             return Ok(());
+        }
+        if let (FinalPrompt::Best, Some(best)) = (self.config.training.final_prompt, self.state.best_step) {
+            if best != self.state.step {
+                let file = checkpoint::checkpoint_dir(out, best).join(STATE_FILE);
+                let named = Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                self.setup.prompt.set_state(&named).with_context(|| format!("best checkpoint {}", file.display()))?;
+            }
         }
         self.setup.prompt.save_pretrained(out)?;
         let state = serde_json::to_string_pretty(&self.state)?;
         write_atomic(&out.join(TRAINER_STATE_FILE), |p| Ok(std::fs::write(p, state)?))?;
         run_log::plot(&out.join(METRICS_FILE), &out.join(PLOT_FILE))
     }
+}
+
+/// One evaluation on the validation split: its metrics.jsonl line and the figures in it.
+struct ValidationRecord {
+    line: serde_json::Value,
+    loss: f64,
+    metrics: Vec<crate::eval::Metric>,
+}
+
+impl ValidationRecord {
+    fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+    }
+}
+
+/// The eval loss and (for a task) its metrics at `step`, as `{"step", "eval_loss", "eval_<metric>"…}`; `None`
+/// without validation data.
+fn validation_record(setup: &Setup, step: usize, batch_size: usize) -> Result<Option<ValidationRecord>> {
+    let Some(loss) = setup.eval_loss(batch_size)? else { return Ok(None) };
+    let metrics = setup.metrics(batch_size)?.unwrap_or_default();
+    let mut line = json!({ "step": step, "eval_loss": loss });
+    for m in &metrics {
+        line[format!("eval_{}", m.name)] = json!(m.value);
+    }
+    Ok(Some(ValidationRecord { line, loss, metrics }))
 }
 
 /// One update's figures.

@@ -1,0 +1,215 @@
+//! What a run is built from: the frozen model, the fresh prompt, the encoded splits and, for a Russian SuperGLUE
+//! task, the validation items its metric is computed on. Also the losses and the validation figures of the
+//! prompt as it stands.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, ensure, Context, Result};
+use tch::Tensor;
+
+use super::objective::{choice_loss, encode_items, Examples};
+use super::TrainConfig;
+use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record, IGNORE};
+use crate::eval::{Classifier, RsgTask, ScoreMode, TaskFormats, TaskItem};
+use crate::format::PromptFormat;
+use crate::model::{Backbone, Gpt2, Input};
+use crate::progress::Progress;
+use crate::prompt::Prompt;
+use crate::tokenizer::Tokenizer;
+
+/// Everything the loop needs, built from the config.
+pub(super) struct Setup {
+    pub model: Gpt2,
+    pub prompt: Prompt,
+    pub tokenizer: Tokenizer,
+    pub token_id: i64,
+    pub pad_id: i64,
+    pub train: Examples,
+    pub validation: Examples,
+    /// A task's labelled validation items, scored for its metrics.
+    pub scoring: Option<Scoring>,
+}
+
+/// How the validation items of a task are scored: as `ruprompts eval` scores them.
+pub(super) struct Scoring {
+    pub task: RsgTask,
+    pub items: Vec<TaskItem>,
+    pub truncation_field: Option<String>,
+    pub max_tokens: usize,
+    pub mode: ScoreMode,
+}
+
+/// Reads and encodes the data of `config` for a fresh prompt; warnings (rows left out) go to `progress`.
+pub(super) fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Progress) -> Result<Setup> {
+    let Backbone { model, tokenizer, .. } = backbone;
+    let mut tokenizer = match &config.tokenizer {
+        Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
+        None => tokenizer,
+    };
+    let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
+    let mut prompt =
+        crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), &model))
+            .context("prompt_provider")?;
+    // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
+    prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
+    let token_id = prompt.add_token(&mut tokenizer)?;
+    let (max_tokens, positions) = (config.preprocessing.max_tokens(), model.config().n_positions);
+    ensure!(
+        max_tokens as i64 <= positions,
+        "preprocessing.max_tokens {max_tokens} is more than the model's {positions} positions (n_positions)"
+    );
+    let splits = config.dataset.load().context("dataset")?;
+    let special = tokenizer.special();
+    let pad_id = i64::from(special.pad.or(special.eos).unwrap_or(0));
+    let warn_skipped = |split: &str, skipped: &[&crate::data::Origin], rows: usize| {
+        if let Some(first) = skipped.first() {
+            progress.warn(&format!(
+                "{split}: left out {} of {rows} rows longer than max_tokens {max_tokens} (first: {first})",
+                skipped.len()
+            ));
+        }
+    };
+    let (train, validation, scoring) = match config.dataset.task {
+        None => {
+            let pre = Preprocessor::new(prompt.format(), &tokenizer, &config.preprocessing)
+                .context("preprocessing")?
+                .counting_eos(config.objective.eos());
+            let encode = |rows: &[Record], split: &str| -> Result<Examples> {
+                let (examples, skipped) = pre.encode_all(rows)?;
+                warn_skipped(split, &skipped.iter().collect::<Vec<_>>(), rows.len());
+                Ok(Examples::Sequences(examples))
+            };
+            (encode(&splits.train, "train")?, encode(&splits.validation, "validation")?, None)
+        }
+        Some(task) => {
+            let (verbalizers, truncation_field) = task_choices(task, &config.preprocessing, prompt.format())?;
+            let eos = special.eos.map(i64::from);
+            let classifier = Classifier {
+                model: &model,
+                tokenizer: &tokenizer,
+                format: prompt.format(),
+                injections: &[],
+                mode: config.objective.score_mode(),
+                shared: true,
+                truncation_field: truncation_field.as_deref(),
+                max_tokens: Some(max_tokens),
+            };
+            let too_long = config.preprocessing.too_long();
+            let encode = |rows: &[Record], split: &str| -> Result<(Examples, Vec<TaskItem>)> {
+                let items = task.items(rows, &verbalizers).with_context(|| format!("{split} split"))?;
+                let (examples, skipped) = encode_items(&classifier, &items, &config.objective, eos, too_long)?;
+                warn_skipped(split, &skipped.iter().map(|&i| &items[i].item.origin).collect::<Vec<_>>(), items.len());
+                let items = items.into_iter().enumerate().filter(|(i, _)| !skipped.contains(i)).map(|(_, t)| t).collect();
+                Ok((examples, items))
+            };
+            let (train, _) = encode(&splits.train, "train")?;
+            let (validation, items) = encode(&splits.validation, "validation")?;
+            let scoring = (!items.is_empty()).then(|| Scoring {
+                task,
+                items,
+                truncation_field: truncation_field.clone(),
+                max_tokens,
+                mode: config.objective.score_mode(),
+            });
+            (train, validation, scoring)
+        }
+    };
+    ensure!(!train.is_empty(), "no training rows fit in max_tokens {max_tokens}");
+    Ok(Setup { model, prompt, tokenizer, token_id, pad_id, train, validation, scoring })
+}
+
+/// A task's verbalizers and truncation field: the config's, else those of its bundled `prompt_formats/` file
+/// (the truncation field only when the format has it).
+fn task_choices(
+    task: RsgTask,
+    preprocessing: &PreprocessConfig,
+    format: &PromptFormat,
+) -> Result<(BTreeMap<String, String>, Option<String>)> {
+    let PreprocessConfig::Classification { verbalizers, truncation_field, label_field, .. } = preprocessing else {
+        bail!("preprocessing: dataset.task trains the task's multiple-choice items: use kind: classification")
+    };
+    ensure!(
+        label_field == "label",
+        "preprocessing.label_field: a task's items carry their own labels; leave label_field out with dataset.task"
+    );
+    let bundled = TaskFormats::bundled(task);
+    let verbalizers = if verbalizers.is_empty() { bundled.verbalizers } else { verbalizers.clone() };
+    let truncation_field = match truncation_field {
+        Some(field) => {
+            ensure!(
+                format.fields().contains(&field.as_str()),
+                "preprocessing.truncation_field '{field}' is not a field of the format {:?} (its fields: {})",
+                format.template(),
+                format.fields().join(", ")
+            );
+            Some(field.clone())
+        }
+        None => bundled.truncation_field.filter(|f| format.fields().contains(&f.as_str())),
+    };
+    Ok((verbalizers, truncation_field))
+}
+
+impl Setup {
+    /// Mean loss of the examples at `indices` of `examples` under the prompt (graph kept for backward).
+    pub fn loss(&self, examples: &Examples, indices: &[usize]) -> Result<Tensor> {
+        let device = self.model.device();
+        match examples {
+            Examples::Sequences(all) => {
+                let picked: Vec<&Example> = indices.iter().map(|&i| &all[i]).collect();
+                let batch = collate(&picked, self.pad_id);
+                let embeds = self.prompt.embed(&self.model, &batch.input_ids.to_device(device), self.token_id)?;
+                self.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
+            }
+            Examples::Choices(all) => {
+                let picked: Vec<_> = indices.iter().map(|&i| &all[i]).collect();
+                choice_loss(&self.model, &[self.prompt.injection(self.token_id)], &picked)
+            }
+        }
+    }
+
+    /// The validation loss: token-weighted for sequences (every target token counts once), item-weighted for
+    /// choices; `None` without validation data.
+    pub fn eval_loss(&self, batch_size: usize) -> Result<Option<f64>> {
+        if self.validation.is_empty() {
+            return Ok(None);
+        }
+        let (mut sum, mut weight) = (0.0, 0usize);
+        tch::no_grad(|| -> Result<()> {
+            let all: Vec<usize> = (0..self.validation.len()).collect();
+            for chunk in all.chunks(batch_size.max(1)) {
+                let n = match &self.validation {
+                    // Labelled targets after the shift that the loss applies.
+                    Examples::Sequences(e) => {
+                        chunk.iter().map(|&i| e[i].labels[1..].iter().filter(|&&l| l != IGNORE).count()).sum()
+                    }
+                    Examples::Choices(_) => chunk.len(),
+                };
+                sum += self.loss(&self.validation, chunk)?.double_value(&[]) * n as f64;
+                weight += n;
+            }
+            Ok(())
+        })?;
+        Ok(Some(sum / weight.max(1) as f64))
+    }
+
+    /// The task's official metrics on the validation items, scored by the evaluator with the prompt as it stands
+    /// (`None` without a task or validation items).
+    pub fn metrics(&self, batch_size: usize) -> Result<Option<Vec<crate::eval::Metric>>> {
+        let Some(s) = &self.scoring else { return Ok(None) };
+        let _guard = tch::no_grad_guard();
+        let injection = [self.prompt.injection(self.token_id)];
+        let classifier = Classifier {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            format: self.prompt.format(),
+            injections: &injection,
+            mode: s.mode,
+            shared: true,
+            truncation_field: s.truncation_field.as_deref(),
+            max_tokens: Some(s.max_tokens),
+        };
+        let items: Vec<_> = s.items.iter().map(|t| t.item.clone()).collect();
+        let predictions = classifier.predict(&items, None, batch_size)?;
+        Ok(Some(s.task.metrics(&s.items, &predictions)?))
+    }
+}
