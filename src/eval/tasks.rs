@@ -302,7 +302,12 @@ impl RsgTask {
                 vec![f1, em]
             }
         };
-        Ok(self.metric_names().iter().zip(values).map(|(name, value)| Metric { name: name.to_string(), value }).collect())
+        Ok(self
+            .metric_names()
+            .iter()
+            .zip(values)
+            .map(|(name, value)| Metric { name: name.to_string(), value })
+            .collect())
     }
 
     /// The names of the task's official metrics, the leaderboard's main one first.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{DatasetConfig, Objective};
 use super::{AdamWConfig, ScheduleConfig};
+use super::{DatasetConfig, Objective};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
 use crate::eval::ScoreMode;
@@ -206,7 +206,10 @@ impl Validate for TrainConfig {
                 let task = self.dataset.task.map_or("no dataset.task".to_string(), |t| t.name().to_string());
                 return bad(
                     "training.eval_metric",
-                    format!("{metric:?} is not a metric of {task}: use {}", [&[LOSS_METRIC], known].concat().join(", ")),
+                    format!(
+                        "{metric:?} is not a metric of {task}: use {}",
+                        [&[LOSS_METRIC], known].concat().join(", ")
+                    ),
                 );
             }
         }
@@ -220,7 +223,10 @@ impl Validate for TrainConfig {
         }
         match (&self.preprocessing, self.dataset.task) {
             (PreprocessConfig::Text2text { .. }, Some(_)) => {
-                return bad("preprocessing.kind", "dataset.task trains multiple-choice items: use classification".into())
+                return bad(
+                    "preprocessing.kind",
+                    "dataset.task trains multiple-choice items: use classification".into(),
+                )
             }
             (PreprocessConfig::Classification { verbalizers, .. }, None) if verbalizers.is_empty() => {
                 return bad("preprocessing.verbalizers", "needed without dataset.task (label → candidate text)".into())

@@ -11,8 +11,8 @@ mod setup;
 mod trainer;
 
 pub use config::{FinalPrompt, FormatConfig, TrainConfig, TrainingConfig, LOSS_METRIC};
-pub use objective::{choice_loss, encode_items, ChoiceExample, Examples, Objective};
 pub use dataset::{DatasetConfig, Splits};
+pub use objective::{choice_loss, encode_items, ChoiceExample, Examples, Objective};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{ScheduleConfig, ScheduleKind};
 pub use trainer::{resume_config, train, TrainOptions, TrainReport, CONFIG_FILE};

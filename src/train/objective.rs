@@ -101,10 +101,9 @@ impl Examples {
     pub fn lengths(&self) -> Vec<usize> {
         match self {
             Self::Sequences(e) => e.iter().map(|e| e.input_ids.len()).collect(),
-            Self::Choices(e) => e
-                .iter()
-                .map(|e| e.context.len() + e.candidates.iter().map(|c| c.answer.len()).sum::<usize>())
-                .collect(),
+            Self::Choices(e) => {
+                e.iter().map(|e| e.context.len() + e.candidates.iter().map(|c| c.answer.len()).sum::<usize>()).collect()
+            }
         }
     }
 }

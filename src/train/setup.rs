@@ -99,7 +99,8 @@ pub(super) fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Pro
                 let items = task.items(rows, &verbalizers).with_context(|| format!("{split} split"))?;
                 let (examples, skipped) = encode_items(&classifier, &items, &config.objective, eos, too_long)?;
                 warn_skipped(split, &skipped.iter().map(|&i| &items[i].item.origin).collect::<Vec<_>>(), items.len());
-                let items = items.into_iter().enumerate().filter(|(i, _)| !skipped.contains(i)).map(|(_, t)| t).collect();
+                let items =
+                    items.into_iter().enumerate().filter(|(i, _)| !skipped.contains(i)).map(|(_, t)| t).collect();
                 Ok((examples, items))
             };
             let (train, _) = encode(&splits.train, "train")?;

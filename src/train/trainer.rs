@@ -10,9 +10,9 @@ use tch::Tensor;
 
 use super::checkpoint::{self, TrainerState, TRAINER_STATE_FILE};
 use super::run_log::{self, METRICS_FILE, PLOT_FILE};
+use super::setup::{setup, Setup};
 use super::AdamW;
 use super::TrainConfig;
-use super::setup::{setup, Setup};
 use super::{FinalPrompt, LOSS_METRIC};
 use crate::data::epoch_batches;
 use crate::fs::write_atomic;
@@ -322,7 +322,8 @@ impl<'a> Trainer<'a> {
         if let (FinalPrompt::Best, Some(best)) = (self.config.training.final_prompt, self.state.best_step) {
             if best != self.state.step {
                 let file = checkpoint::checkpoint_dir(out, best).join(STATE_FILE);
-                let named = Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let named =
+                    Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 self.setup.prompt.set_state(&named).with_context(|| format!("best checkpoint {}", file.display()))?;
             }
         }

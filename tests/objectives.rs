@@ -1,0 +1,185 @@
+//! Training on Russian SuperGLUE items (tests/fixtures/rsg, the samples in the official layout): the `lm` and
+//! `choice` losses equal what one computes by hand from the evaluator's candidate scores; the shared-context
+//! batch agrees with items one by one, in loss and gradient; and each objective learns each kind of task.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use ruprompts::data::{read_rows, TooLongPolicy};
+use ruprompts::eval::{score_naive, Candidate, Classifier, RsgTask, ScoreMode, TaskFormats};
+use ruprompts::format::PromptFormat;
+use ruprompts::progress::Silent;
+use ruprompts::prompt::Prompt;
+use ruprompts::provider::ProviderConfig;
+use ruprompts::tokenizer::Tokenizer;
+use ruprompts::train::{choice_loss, encode_items, train, Examples, Objective, TrainConfig, TrainOptions};
+use serde_json::Value;
+
+fn rsg(task: &str, split: &str) -> PathBuf {
+    fixture(&format!("rsg/{task}/{split}.jsonl"))
+}
+
+/// A config training `template` on `train` for `steps` updates, validated on `validation`, into `dir/run`.
+fn config(dir: &Path, task: &str, train: &Path, validation: &Path, template: &str, extra: &str) -> TrainConfig {
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"model: {{path: {model}, device: cpu}}
+dataset: {{task: {task}, train: {train}, validation: {validation}}}
+prompt_format: {{template: "{template}"}}
+preprocessing: {{kind: classification, max_tokens: 256, too_long: skip}}
+optimizer: {{lr: 0.1, weight_decay: 0.0}}
+training: {{batch_size: 4, seed: 7, final: last}}
+{extra}
+output_dir: {out}
+"#,
+            model = model_dir().display(),
+            train = train.display(),
+            validation = validation.display(),
+            out = dir.join("run").display(),
+        ),
+    )
+    .unwrap();
+    TrainConfig::load(&path, &[]).unwrap()
+}
+
+/// The last `eval_loss` of a run's metrics.jsonl.
+fn last_eval_loss(out: &Path) -> f64 {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.iter().rev().find_map(|l| l["eval_loss"].as_f64()).unwrap()
+}
+
+/// Candidate scores of the one item in `file` under the trained prompt of `out`, as `ruprompts eval` computes
+/// them; with the item's context and candidates (token ids).
+fn evaluator_view(task: RsgTask, file: &Path, out: &Path) -> (Vec<f64>, usize, Vec<i64>, Vec<Candidate>) {
+    let model = tiny_model();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let prompt = Prompt::from_pretrained(out, model.device()).unwrap();
+    let token_id = prompt.add_token(&mut tok).unwrap();
+    let injection = [prompt.injection(token_id)];
+    let items = task.items(&read_rows(file).unwrap(), &TaskFormats::bundled(task).verbalizers).unwrap();
+    let classifier = Classifier {
+        model: &model,
+        tokenizer: &tok,
+        format: prompt.format(),
+        injections: &injection,
+        mode: ScoreMode::Sum,
+        shared: true,
+        truncation_field: None,
+        max_tokens: Some(256),
+    };
+    let scores = tch::no_grad(|| classifier.candidate_scores(&[&items[0].item], None)).unwrap().remove(0);
+    let (context, candidates) = classifier.request(&items[0].item).unwrap();
+    (scores, items[0].item.gold.unwrap(), context, candidates)
+}
+
+#[test]
+fn training_losses_are_what_the_evaluator_scores_give_by_hand() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    // One PARus item to validate on; the candidate sits inside the format, prompt tokens after it.
+    let one = dir.path().join("one.jsonl");
+    let first = std::fs::read_to_string(rsg("PARus", "val")).unwrap().lines().next().unwrap().to_string();
+    std::fs::write(&one, first + "\n").unwrap();
+    let template = "<P*3>{premise_clause}, {connective}{@candidate}<P*2>.";
+    let softmax_nll = |scores: &[f64], gold: usize| {
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + scores.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
+        lse - scores[gold]
+    };
+    let model = tiny_model();
+    let eos = Tokenizer::from_dir(&model_dir()).unwrap().special().eos.unwrap() as i64;
+    for (objective, name) in [
+        ("objective: {kind: choice}", "choice"),
+        ("objective: {kind: choice, score: per_char}", "choice per char"),
+        ("objective: {kind: lm, eos: false}", "lm"),
+        ("objective: {kind: lm}", "lm + eos"),
+    ] {
+        let sub = dir.path().join(name.replace(' ', "_"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let extra = format!("{objective}\nscheduler: {{kind: constant}}");
+        let mut config = config(&sub, "parus", &rsg("PARus", "train"), &one, template, &extra);
+        config.training.max_steps = Some(2);
+        train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap();
+        let logged = last_eval_loss(&config.output_dir);
+        let (scores, gold, context, candidates) = evaluator_view(RsgTask::Parus, &one, &config.output_dir);
+        let by_hand = match name {
+            "choice" => softmax_nll(&scores, gold),
+            "choice per char" => {
+                let items = RsgTask::Parus.items(&read_rows(&one).unwrap(), &Default::default()).unwrap();
+                let per_char: Vec<f64> =
+                    scores.iter().zip(&items[0].item.candidates).map(|(s, c)| s / c.chars().count() as f64).collect();
+                softmax_nll(&per_char, gold)
+            }
+            "lm" => -scores[gold] / candidates[gold].answer.len() as f64,
+            _ => {
+                // −(Σ log p(gold answer) + log p(EOS | the whole text)) / (answer tokens + 1).
+                let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+                let prompt = Prompt::from_pretrained(&config.output_dir, model.device()).unwrap();
+                let injection = [prompt.injection(prompt.add_token(&mut tok).unwrap())];
+                let g = &candidates[gold];
+                let whole: Vec<i64> = [&context[..], &g.answer, &g.suffix].concat();
+                let after =
+                    score_naive(&model, &injection, &whole, &[Candidate { answer: vec![eos], suffix: vec![] }], false)
+                        .unwrap()[0]
+                        .answer_logprob;
+                -(scores[gold] + after) / (g.answer.len() + 1) as f64
+            }
+        };
+        assert!((logged - by_hand).abs() < 1e-4, "{name}: trainer's eval loss {logged} vs by hand {by_hand}");
+    }
+}
+
+#[test]
+fn shared_context_batches_match_items_one_by_one_in_loss_and_gradient() {
+    let model = tiny_model();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let format = PromptFormat::compile("<P*2>{text}<P*2>{query_start}{@candidate}{query_end}<P*2>", &tok).unwrap();
+    tch::manual_seed(11);
+    let prompt = Prompt::new(format, ProviderConfig::default(), &model).unwrap();
+    let token_id = prompt.add_token(&mut tok).unwrap();
+    let items = RsgTask::Rucos.items(&read_rows(&rsg("RuCoS", "train")).unwrap(), &Default::default()).unwrap();
+    let classifier = Classifier {
+        model: &model,
+        tokenizer: &tok,
+        format: prompt.format(),
+        injections: &[],
+        mode: ScoreMode::Sum,
+        shared: true,
+        truncation_field: Some("text"),
+        max_tokens: Some(200),
+    };
+    let objective = Objective::Choice { score: ScoreMode::Sum };
+    let (examples, _) = encode_items(&classifier, &items[..5], &objective, None, TooLongPolicy::Error).unwrap();
+    let Examples::Choices(examples) = examples else { panic!("choice examples") };
+    assert!(examples.iter().all(|e| e.candidates.len() > 1), "entity choice needs several candidates");
+    let weights = prompt.var_store().variables()["weights"].shallow_clone();
+    let loss_and_grad = |batch: &[&ruprompts::train::ChoiceExample]| {
+        weights.shallow_clone().zero_grad();
+        let loss = choice_loss(&model, &[prompt.injection(token_id)], batch).unwrap();
+        loss.backward();
+        (loss.double_value(&[]), weights.grad().copy())
+    };
+    let refs: Vec<_> = examples.iter().collect();
+    let (batched, batched_grad) = loss_and_grad(&refs);
+    let singles: Vec<(f64, tch::Tensor)> = refs.iter().map(|e| loss_and_grad(&[*e])).collect();
+    let mean = singles.iter().map(|s| s.0).sum::<f64>() / singles.len() as f64;
+    let mean_grad = singles.iter().map(|s| s.1.shallow_clone()).reduce(|a, b| a + b).unwrap() / singles.len() as f64;
+    assert!((batched - mean).abs() < 1e-5, "batched loss {batched} vs one by one {mean}");
+    let diff = max_abs_diff(&batched_grad, &mean_grad);
+    let scale = mean_grad.abs().max().double_value(&[]);
+    assert!(scale > 0.0 && diff <= 1e-4 * scale.max(1.0), "gradients differ by {diff} (scale {scale})");
+    // And each single item's loss is the cross-entropy of the naive (one forward per candidate) scores.
+    let injection = [prompt.injection(token_id)];
+    for (e, (loss, _)) in examples.iter().zip(&singles) {
+        let naive = tch::no_grad(|| score_naive(&model, &injection, &e.context, &e.candidates, false)).unwrap();
+        let scores: Vec<f64> = naive.iter().map(|s| s.answer_logprob).collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + scores.iter().map(|s| (s - max).exp()).sum::<f64>().ln();
+        assert!((loss - (lse - scores[e.gold])).abs() < 1e-4, "{loss} vs naive {}", lse - scores[e.gold]);
+    }
+}
