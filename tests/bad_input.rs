@@ -118,7 +118,7 @@ fn a_diverging_run_stops_with_an_error_and_saves_no_prompt() {
     let fixture = Backbone::load_local(&source).unwrap();
     let model = Gpt2::from_tensors(fixture.model.config().clone(), tensors).unwrap();
     let poisoned = Backbone { model, ..fixture };
-    let err = train(&config, poisoned, &TrainOptions::default(), &Silent).unwrap_err().to_string();
+    let err = train(&config, &poisoned, &TrainOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.starts_with("update 1: the loss is NaN"), "{err}");
     assert!(err.contains("training diverged"), "{err}");
     assert!(!out.join("prompt.json").exists());
@@ -132,7 +132,7 @@ fn a_diverging_run_stops_with_an_error_and_saves_no_prompt() {
         &["optimizer.lr=1e300".into(), "scheduler.warmup_steps=0".into(), "training.save_every=1".into()],
     )
     .unwrap();
-    let err = train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
+    let err = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.starts_with("update 1: the prompt's weights are no longer finite after the update"), "{err}");
     assert!(ruprompts::train::checkpoint::list(&huge).unwrap().is_empty());
 }

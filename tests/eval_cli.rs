@@ -42,7 +42,7 @@ output_dir: {out}
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
-    let trained = train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap();
+    let trained = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
 
     let eval = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
@@ -136,7 +136,7 @@ output_dir: {d}/run
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
-    train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap();
+    train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
     let eval = || {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
             .args(["eval", "--config", config_path.to_str().unwrap(), "--max-new-tokens", "8", "--batch-size", "5"])

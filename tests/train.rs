@@ -32,7 +32,7 @@ fn a_run_writes_prompt_checkpoints_metrics_and_plot() {
     init();
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = config(data.path(), out.path(), &[]);
-    let report = train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap();
+    let report = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
     assert_eq!((report.steps, report.total_steps, report.losses.len()), (6, 6, 6));
     assert_eq!(report.trainable_parameters, 6 * 64);
 
@@ -85,7 +85,7 @@ fn a_run_writes_prompt_checkpoints_metrics_and_plot() {
     let line: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
     assert_eq!(line["generated"].as_array().unwrap().len(), 1);
 
-    let err = train(&config, backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
+    let err = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
     assert!(
         err.contains(
             "already holds a run (config.yaml, metrics.jsonl, loss.svg, trainer_state.json, prompt.json, \
@@ -96,7 +96,7 @@ fn a_run_writes_prompt_checkpoints_metrics_and_plot() {
     let fresh = tempfile::tempdir().unwrap();
     let fresh_config = TrainConfig { output_dir: fresh.path().into(), ..config };
     let err =
-        train(&fresh_config, backbone(&fresh_config), &TrainOptions { resume: true, ..Default::default() }, &Silent)
+        train(&fresh_config, &backbone(&fresh_config), &TrainOptions { resume: true, ..Default::default() }, &Silent)
             .unwrap_err()
             .to_string();
     assert!(err.starts_with("nothing to resume"), "{err}");
@@ -108,14 +108,14 @@ fn a_stopped_run_resumes_with_the_uninterrupted_losses() {
     let (data, whole, split) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let whole_config = config(data.path(), whole.path(), &[]);
-    let uninterrupted = train(&whole_config, backbone(&whole_config), &TrainOptions::default(), &Silent).unwrap();
+    let uninterrupted = train(&whole_config, &backbone(&whole_config), &TrainOptions::default(), &Silent).unwrap();
     let config = config(data.path(), split.path(), &[]);
     let first =
-        train(&config, backbone(&config), &TrainOptions { max_updates_now: Some(3), ..Default::default() }, &Silent)
+        train(&config, &backbone(&config), &TrainOptions { max_updates_now: Some(3), ..Default::default() }, &Silent)
             .unwrap();
     assert_eq!(first.steps, 3);
     let second =
-        train(&config, backbone(&config), &TrainOptions { resume: true, ..Default::default() }, &Silent).unwrap();
+        train(&config, &backbone(&config), &TrainOptions { resume: true, ..Default::default() }, &Silent).unwrap();
     assert_eq!([first.losses, second.losses].concat(), uninterrupted.losses);
     assert_eq!(metrics(split.path()), metrics(whole.path()));
     for ((n, a), (_, b)) in weights(split.path()).iter().zip(weights(whole.path()).iter()) {
@@ -135,7 +135,7 @@ fn a_run_killed_anywhere_keeps_whole_checkpoints_and_resumes_exactly() {
         "training.eval_every=null",
     ];
     let whole_config = config(data.path(), whole.path(), &settings);
-    train(&whole_config, backbone(&whole_config), &TrainOptions::default(), &Silent).unwrap();
+    train(&whole_config, &backbone(&whole_config), &TrainOptions::default(), &Silent).unwrap();
     config(data.path(), killed.path(), &settings);
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_ruprompts")).args(args).env("OMP_NUM_THREADS", "1").spawn().unwrap()

@@ -223,7 +223,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let bars = Bars::default();
     let backbone = resolve::backbone(&config.model, &bars).context("model.path")?;
     let options = TrainOptions { resume, overwrite: args.overwrite, max_updates_now: args.max_updates_now };
-    let report = train::train(&config, backbone, &options, &bars)?;
+    let report = train::train(&config, &backbone, &options, &bars)?;
     println!(
         "{} updates of {} ({} trainable parameters) in {:.1} s, {:.2} updates/s",
         report.steps,

@@ -7,7 +7,7 @@ use std::ops::Range;
 use anyhow::{ensure, Result};
 use serde_json::Value;
 
-use super::{best, candidate_score, score_naive, score_shared_many, Candidate, ScoreMode, Scored};
+use super::{best, candidate_score, score_naive, score_shared_many, shared_batches, Candidate, ScoreMode, Scored};
 use crate::data::{Origin, TooLong};
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
 use crate::model::Gpt2;
@@ -138,21 +138,12 @@ impl Classifier<'_> {
                 .map(|(c, cands)| score_naive(self.model, self.injections, c, cands, whole_text))
                 .collect();
         }
+        let refs: Vec<(&[i64], &[Candidate])> = requests.iter().map(|(c, k)| (c.as_slice(), k.as_slice())).collect();
+        let positions = self.model.config().n_positions as usize;
         let mut out = Vec::with_capacity(requests.len());
-        let mut batch: Vec<(&[i64], &[Candidate])> = Vec::new();
-        let (mut rows, mut longest) = (0, 0);
-        for (context, candidates) in requests {
-            let (r, l) = (rows + candidates.len(), longest.max(context.len()));
-            if !batch.is_empty() && r * l > BATCH_POSITIONS {
-                out.extend(score_shared_many(self.model, self.injections, &batch, whole_text)?);
-                batch.clear();
-                (rows, longest) = (0, 0);
-            }
-            batch.push((context, candidates));
-            rows += candidates.len();
-            longest = longest.max(context.len());
+        for run in shared_batches(&refs, whole_text, positions, BATCH_POSITIONS) {
+            out.extend(score_shared_many(self.model, self.injections, &refs[run], whole_text)?);
         }
-        out.extend(score_shared_many(self.model, self.injections, &batch, whole_text)?);
         Ok(out)
     }
 

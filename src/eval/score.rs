@@ -270,6 +270,37 @@ fn shared_pass(
     Ok(Some(SharedPass { rows, owners, bases, picked, real }))
 }
 
+/// Consecutive runs of `requests` that may share one [`score_shared_many`] pass: in each, the longest context
+/// plus the longest fed candidate (the answer, with `whole_text` its suffix too) fits in the model's `positions`
+/// (contexts are padded to the longest, candidates continue after it), and at most `budget` cached context
+/// positions are copied across candidate rows (rows × context length, which bounds memory). A request alone
+/// always forms a run.
+pub fn shared_batches(
+    requests: &[(&[i64], &[Candidate])],
+    whole_text: bool,
+    positions: usize,
+    budget: usize,
+) -> Vec<std::ops::Range<usize>> {
+    let fed = |c: &Candidate| c.answer.len() + if whole_text { c.suffix.len() } else { 0 };
+    let (mut runs, mut start) = (Vec::new(), 0);
+    let (mut rows, mut context, mut width) = (0, 0, 0);
+    for (i, (c, candidates)) in requests.iter().enumerate() {
+        let (r, l) = (rows + candidates.len(), context.max(c.len()));
+        let w = candidates.iter().map(fed).max().unwrap_or(0).max(width);
+        if i > start && (r * l > budget || l + w > positions) {
+            runs.push(start..i);
+            start = i;
+            (rows, context, width) = (candidates.len(), c.len(), candidates.iter().map(fed).max().unwrap_or(0));
+        } else {
+            (rows, context, width) = (r, l, w);
+        }
+    }
+    if start < requests.len() {
+        runs.push(start..requests.len());
+    }
+    runs
+}
+
 /// Rows `index` of `t` (along its first dimension).
 fn select(t: &Tensor, index: &[i64], device: tch::Device) -> Tensor {
     t.index_select(0, &Tensor::from_slice(index).to_device(device))

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::data::{Example, TooLong, TooLongPolicy, IGNORE};
-use crate::eval::{answer_logprob_sums, Candidate, Classifier, ScoreMode, TaskItem};
+use crate::eval::{answer_logprob_sums, shared_batches, Candidate, Classifier, ScoreMode, TaskItem};
 use crate::model::Gpt2;
 use crate::prompt::Injection;
 
@@ -173,7 +173,13 @@ pub fn choice_loss(model: &Gpt2, injections: &[Injection], examples: &[&ChoiceEx
     ensure!(!examples.is_empty(), "an empty batch");
     let requests: Vec<(&[i64], &[Candidate])> =
         examples.iter().map(|e| (e.context.as_slice(), e.candidates.as_slice())).collect();
-    let sums = answer_logprob_sums(model, injections, &requests)?;
+    // Items whose longest context and longest answer together do not fit in the model go in separate passes.
+    let positions = model.config().n_positions as usize;
+    let sums = shared_batches(&requests, false, positions, usize::MAX)
+        .into_iter()
+        .map(|run| answer_logprob_sums(model, injections, &requests[run]))
+        .collect::<Result<Vec<_>>>()?;
+    let sums = Tensor::cat(&sums, 0);
     let device = sums.device();
     let (mut offset, mut losses) = (0, Vec::with_capacity(examples.len()));
     for e in examples {

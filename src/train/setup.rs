@@ -18,8 +18,8 @@ use crate::prompt::Prompt;
 use crate::tokenizer::Tokenizer;
 
 /// Everything the loop needs, built from the config.
-pub(super) struct Setup {
-    pub model: Gpt2,
+pub(super) struct Setup<'a> {
+    pub model: &'a Gpt2,
     pub prompt: Prompt,
     pub tokenizer: Tokenizer,
     pub token_id: i64,
@@ -40,15 +40,15 @@ pub(super) struct Scoring {
 }
 
 /// Reads and encodes the data of `config` for a fresh prompt; warnings (rows left out) go to `progress`.
-pub(super) fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Progress) -> Result<Setup> {
-    let Backbone { model, tokenizer, .. } = backbone;
+pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: &dyn Progress) -> Result<Setup<'a>> {
+    let model = &backbone.model;
     let mut tokenizer = match &config.tokenizer {
         Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
-        None => tokenizer,
+        None => backbone.tokenizer.clone(),
     };
     let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
     let mut prompt =
-        crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), &model))
+        crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), model))
             .context("prompt_provider")?;
     // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
     prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
@@ -84,15 +84,17 @@ pub(super) fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Pro
         Some(task) => {
             let (verbalizers, truncation_field) = task_choices(task, &config.preprocessing, prompt.format())?;
             let eos = special.eos.map(i64::from);
+            // An item and its longest candidate fit in max_tokens with the EOS the `lm` objective appends.
+            let item_tokens = max_tokens - usize::from(config.objective.eos());
             let classifier = Classifier {
-                model: &model,
+                model,
                 tokenizer: &tokenizer,
                 format: prompt.format(),
                 injections: &[],
                 mode: config.objective.score_mode(),
                 shared: true,
                 truncation_field: truncation_field.as_deref(),
-                max_tokens: Some(max_tokens),
+                max_tokens: Some(item_tokens),
             };
             let too_long = config.preprocessing.too_long();
             let encode = |rows: &[Record], split: &str| -> Result<(Examples, Vec<TaskItem>)> {
@@ -109,7 +111,7 @@ pub(super) fn setup(config: &TrainConfig, backbone: Backbone, progress: &dyn Pro
                 task,
                 items,
                 truncation_field: truncation_field.clone(),
-                max_tokens,
+                max_tokens: item_tokens,
                 mode: config.objective.score_mode(),
             });
             (train, validation, scoring)
@@ -150,7 +152,7 @@ fn task_choices(
     Ok((verbalizers, truncation_field))
 }
 
-impl Setup {
+impl Setup<'_> {
     /// Mean loss of the examples at `indices` of `examples` under the prompt (graph kept for backward).
     pub fn loss(&self, examples: &Examples, indices: &[usize]) -> Result<Tensor> {
         let device = self.model.device();
@@ -158,12 +160,12 @@ impl Setup {
             Examples::Sequences(all) => {
                 let picked: Vec<&Example> = indices.iter().map(|&i| &all[i]).collect();
                 let batch = collate(&picked, self.pad_id);
-                let embeds = self.prompt.embed(&self.model, &batch.input_ids.to_device(device), self.token_id)?;
+                let embeds = self.prompt.embed(self.model, &batch.input_ids.to_device(device), self.token_id)?;
                 self.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
             }
             Examples::Choices(all) => {
                 let picked: Vec<_> = indices.iter().map(|&i| &all[i]).collect();
-                choice_loss(&self.model, &[self.prompt.injection(self.token_id)], &picked)
+                choice_loss(self.model, &[self.prompt.injection(self.token_id)], &picked)
             }
         }
     }
@@ -200,7 +202,7 @@ impl Setup {
         let _guard = tch::no_grad_guard();
         let injection = [self.prompt.injection(self.token_id)];
         let classifier = Classifier {
-            model: &self.model,
+            model: self.model,
             tokenizer: &self.tokenizer,
             format: self.prompt.format(),
             injections: &injection,

@@ -65,7 +65,7 @@ const RUN_FILES: [&str; 5] = [CONFIG_FILE, METRICS_FILE, PLOT_FILE, TRAINER_STAT
 /// encoded.
 pub fn train(
     config: &TrainConfig,
-    backbone: Backbone,
+    backbone: &Backbone,
     options: &TrainOptions,
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
@@ -146,7 +146,7 @@ fn open_output(out: &Path, options: &TrainOptions) -> Result<(DirLock, Option<us
 /// The loop's state: the setup, the optimizer, where the run stands and what it has logged.
 struct Trainer<'a> {
     config: &'a TrainConfig,
-    setup: Setup,
+    setup: Setup<'a>,
     optimizer: AdamW,
     state: TrainerState,
     total: usize,
@@ -162,7 +162,7 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// The optimizer over the prompt's parameters, restored from checkpoint `resume_from` when given; the
     /// metrics log opened (and, on a fresh run, the eval loss before training logged as step 0).
-    fn start(config: &'a TrainConfig, mut setup: Setup, resume_from: Option<usize>) -> Result<Self> {
+    fn start(config: &'a TrainConfig, mut setup: Setup<'a>, resume_from: Option<usize>) -> Result<Self> {
         let t = &config.training;
         let out = &config.output_dir;
         let lengths = setup.train.lengths();
