@@ -66,5 +66,6 @@ pub mod provider;
 pub mod report;
 pub mod resolve;
 pub mod rng;
+pub mod rsg;
 pub mod tokenizer;
 pub mod train;

@@ -129,13 +129,7 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
     let Some(task) = config.dataset.task else {
         bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
     };
-    let mut formats = task_formats(task, &args.formats)?;
-    if let Some(v) = config.preprocessing.verbalizers() {
-        formats.verbalizers = v.clone();
-    }
-    if let Some(field) = config.preprocessing.truncation_field() {
-        formats.truncation_field = Some(field.to_string());
-    }
+    let formats = config.scoring_formats(task_formats(task, &args.formats)?);
     Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out))))
 }
 

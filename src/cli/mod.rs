@@ -4,6 +4,7 @@ mod bars;
 mod eval;
 mod generate;
 mod hub;
+mod rsg;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -70,6 +71,15 @@ pub enum Command {
     /// `ruprompts eval --task danetqa --data val.jsonl --prompt runs/danetqa` works from a prompt folder. Scores are
     /// cached in <out>/cache, so an interrupted run resumes. `--submission DIR` writes <Task>.jsonl for test splits.
     Eval(eval::EvalArgs),
+    /// Russian SuperGLUE end to end: for each task train a prompt, score it zero-shot and tuned on the validation
+    /// split, and print the CPT paper's table with the leaderboard's total score.
+    ///
+    /// `ruprompts rsg --model demo --data RSG` reads the official layout (RSG/TERRa/train.jsonl, val.jsonl, …;
+    /// RSG/LiDiRus/LiDiRus.jsonl), trains from the built-in per-task configs (examples/configs/rsg; or
+    /// --config-dir) with any KEY=VALUE overrides, and writes runs/rsg/report.{md,json,svg}. LiDiRus is scored
+    /// with the TERRa prompt. Rerunning redoes nothing already done with the same model, config and data; a killed
+    /// run continues where it stopped; a failed task is reported in the table and the others still run.
+    Rsg(rsg::RsgArgs),
     /// Push a trained prompt to a Hugging Face Hub repo, with a generated model card (README.md).
     ///
     /// `ruprompts push runs/danetqa alice/rugpt3small-danetqa` creates the repo if needed and commits prompt.json,
@@ -195,6 +205,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Generate(args) => generate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Rsg(args) => rsg::run_rsg(args),
         #[cfg(feature = "hub")]
         Command::Push(args) => hub::push(args),
         #[cfg(feature = "hub")]

@@ -19,5 +19,6 @@ pub use classify::{Classifier, Item};
 pub use evaluate::{evaluate, write_submission, EvalRequest};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
+pub use run::fingerprint;
 pub use score::{answer_logprob_sums, score_naive, score_shared, score_shared_many, shared_batches, Candidate, Scored};
 pub use tasks::{label_key, Metric, RsgTask, TaskItem};

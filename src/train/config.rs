@@ -11,7 +11,7 @@ use super::{AdamWConfig, ScheduleConfig};
 use super::{DatasetConfig, Objective};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
-use crate::eval::ScoreMode;
+use crate::eval::{ScoreMode, TaskFormats};
 use crate::model::ModelSource;
 use crate::provider::ProviderConfig;
 
@@ -142,6 +142,18 @@ impl TrainConfig {
             (None, Some(task)) => task.metric_names()[0],
             (None, None) => LOSS_METRIC,
         }
+    }
+
+    /// `formats` (a task's zero-shot format and defaults) with this config's verbalizers and truncation field,
+    /// where it sets them: how `ruprompts eval` scores the prompt this config trains.
+    pub fn scoring_formats(&self, mut formats: TaskFormats) -> TaskFormats {
+        if let Some(v) = self.preprocessing.verbalizers().filter(|v| !v.is_empty()) {
+            formats.verbalizers = v.clone();
+        }
+        if let Some(field) = self.preprocessing.truncation_field() {
+            formats.truncation_field = Some(field.to_string());
+        }
+        formats
     }
 
     /// The range checks of [`Self::load`], for a config built in code.
