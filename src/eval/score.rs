@@ -326,3 +326,24 @@ fn continue_batch(
     let embeds = inject(model, &ids.to_device(device), &rest)?;
     model.forward(Input::Embeds(&embeds), Some(&mask), Some(&mut cache))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_batches_fit_the_model_and_the_budget() {
+        let cand = |n: usize| Candidate { answer: vec![1; n], suffix: vec![2; 3] };
+        let (short, long) = (vec![5i64; 10], vec![5i64; 200]);
+        let (one, wide) = (vec![cand(1), cand(2)], vec![cand(60)]);
+        let requests: Vec<(&[i64], &[Candidate])> =
+            vec![(&long, &one), (&short, &wide), (&short, &one), (&long, &one), (&long, &one)];
+        // 200 + 60 > 256: the wide candidate cannot follow the long context; the budget splits the last run.
+        assert_eq!(shared_batches(&requests, false, 256, 10_000), [0..1, 1..3, 3..5]);
+        assert_eq!(shared_batches(&requests, false, 256, 500), [0..1, 1..3, 3..4, 4..5]);
+        // With the suffix fed (whole text) the widths grow by 3: 200 + 2 + 3 still fits.
+        assert_eq!(shared_batches(&requests, true, 205, usize::MAX), [0..1, 1..3, 3..5]);
+        assert_eq!(shared_batches(&requests, true, 204, usize::MAX), [0..1, 1..3, 3..4, 4..5]);
+        assert!(shared_batches(&[], false, 256, 1).is_empty());
+    }
+}
