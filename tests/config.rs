@@ -171,11 +171,21 @@ fn values_out_of_range_are_refused_on_load_naming_the_key_and_where_it_was_set()
         ("optimizer.eps=0", "`optimizer.eps`: must be a positive number, not 0"),
         ("optimizer.weight_decay=-1", "`optimizer.weight_decay`: must be a number ≥ 0, not -1"),
         ("prompt_format.template=' '", "`prompt_format.template`: is empty"),
+        ("training.early_stopping_patience=0", "`training.early_stopping_patience`: must be at least 1 (0 given)"),
+        ("training.eval_metric=f1a", "`training.eval_metric`: \"f1a\" is not a metric of TERRa: use loss, accuracy"),
     ];
     for (set, reason) in cases {
         let (err, _) = error(d, "base.yaml", &[set]);
         assert_eq!(err, format!("command-line override `{set}`: {reason}"));
     }
+    // objective.score is checked with the choice objective, which needs a task; without one only `loss` picks.
+    let (err, _) = error(d, "base.yaml", &["objective={kind: choice, score: calibrated}"]);
+    assert!(err.ends_with("`objective.score`: Calibrated cannot be trained: use sum, per_char or per_byte"), "{err}");
+    let no_task = ["dataset={train: x.jsonl}"];
+    let (err, _) = error(d, "base.yaml", &[&no_task[..], &["objective={kind: choice}"]].concat());
+    assert!(err.ends_with("`objective.kind`: choice needs dataset.task (the candidates come from the task)"), "{err}");
+    let (err, _) = error(d, "base.yaml", &[&no_task[..], &["training.eval_metric=accuracy"]].concat());
+    assert!(err.ends_with("\"accuracy\" is not a metric of no dataset.task: use loss"), "{err}");
     let (err, _) = error(d, "base.yaml", &["training.max_steps=5", "scheduler.warmup_steps=10"]);
     assert_eq!(
         err,
