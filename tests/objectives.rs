@@ -184,14 +184,12 @@ fn shared_context_batches_match_items_one_by_one_in_loss_and_gradient() {
     }
 }
 
-/// Training-set accuracy (EM for RuCoS) zero-shot and tuned, on the 16 training items of `folder`, after 150
-/// updates of `objective` with `template` on the pretrained demo model (tests/fixtures/demo-model: the random
-/// fixture model predicts nearly uniformly, so no prompt can move it). The metrics line of the last step is the
-/// tuned figure, the step-0 line the zero-shot one (the same items scored with the untrained prompt).
-fn learn(task: &str, folder: &str, template: &str, objective: &str) -> (f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
+/// A config training `objective` with `template` on the 16 training items of `folder` of the pretrained demo
+/// model (tests/fixtures/demo-model: the random fixture model predicts nearly uniformly, so no prompt can move
+/// it), validated on the same items; `training` holds extra keys of the training section.
+fn demo_config(dir: &Path, task: &str, folder: &str, template: &str, objective: &str, training: &str) -> TrainConfig {
     let train_file = rsg(folder, "train");
-    let path = dir.path().join("config.yaml");
+    let path = dir.join("config.yaml");
     std::fs::write(
         &path,
         format!(
@@ -202,24 +200,94 @@ preprocessing: {{kind: classification, max_tokens: 256, too_long: skip}}
 objective: {objective}
 optimizer: {{lr: 0.3, weight_decay: 0.0}}
 scheduler: {{kind: constant}}
-training: {{batch_size: 4, seed: 7, max_steps: 150, eval_every: 150, final: last}}
+training: {{batch_size: 4, seed: 7, max_steps: 150, {training}}}
 output_dir: {out}
 "#,
             model = fixture("demo-model").display(),
             train = train_file.display(),
-            out = dir.path().join("run").display(),
+            out = dir.join("run").display(),
         ),
     )
     .unwrap();
-    let config = TrainConfig::load(&path, &[]).unwrap();
+    TrainConfig::load(&path, &[]).unwrap()
+}
+
+/// The validation lines of a run's metrics.jsonl.
+fn evaluations(out: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["eval_loss"].is_f64()).collect()
+}
+
+/// Training-set accuracy (EM for RuCoS) before and after 150 updates of `objective`: the step-0 metrics line
+/// scores the items with the untrained prompt, the last one with the tuned prompt.
+fn learn(task: &str, folder: &str, template: &str, objective: &str) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path(), task, folder, template, objective, "eval_every: 150, final: last");
     train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
-    let text = std::fs::read_to_string(config.output_dir.join("metrics.jsonl")).unwrap();
-    let evals: Vec<Value> =
-        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|l| l["eval_loss"].is_f64()).collect();
+    let evals = evaluations(&config.output_dir);
     let key = if task == "rucos" { "eval_em" } else { "eval_accuracy" };
     let (first, last) = (&evals[0], evals.last().unwrap());
     assert_eq!((first["step"].as_u64(), last["step"].as_u64()), (Some(0), Some(150)));
     (first[key].as_f64().unwrap(), last[key].as_f64().unwrap())
+}
+
+/// The prompt weights of a folder in save_pretrained's layout.
+fn prompt_weights(dir: &Path) -> tch::Tensor {
+    Prompt::from_pretrained(dir, tch::Device::Cpu).unwrap().embeddings()
+}
+
+#[test]
+fn the_best_checkpoint_by_the_task_metric_is_the_final_prompt_and_patience_stops_the_run() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let training = "eval_every: 25, save_every: 50, save_total_limit: 1, early_stopping_patience: 2";
+    let config =
+        demo_config(dir.path(), "danetqa", "DaNetQA", "<P*3>{question}<P*3>{passage}<P*3>", "{kind: choice}", training);
+    let report = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
+    let out = &config.output_dir;
+    // The best step is the first of the highest accuracy logged after training began.
+    let evals = evaluations(out);
+    let scored: Vec<(u64, f64)> =
+        evals.iter().skip(1).map(|e| (e["step"].as_u64().unwrap(), e["eval_accuracy"].as_f64().unwrap())).collect();
+    let best = scored.iter().fold(scored[0], |b, &x| if x.1 > b.1 { x } else { b });
+    assert_eq!(report.eval_metric, "accuracy");
+    assert_eq!((report.best_step, report.best_metric), (Some(best.0 as usize), Some(best.1)));
+    assert!(best.1 > evals[0]["eval_accuracy"].as_f64().unwrap(), "nothing learnt: {evals:?}");
+    // Two evaluations without improvement after the best one end the run there (this data peaks early).
+    assert!(report.stopped_early, "{scored:?}");
+    assert_eq!(report.steps, best.0 as usize + 2 * 25, "{scored:?}");
+    assert_eq!(scored.last().unwrap().0 as usize, report.steps);
+    // The best checkpoint survives save_total_limit 1, and its weights are the final prompt.
+    let best_dir = out.join(format!("checkpoint-{}", best.0));
+    assert!(best_dir.is_dir());
+    assert!(prompt_weights(out).equal(&prompt_weights(&best_dir)));
+    assert!(!prompt_weights(out).equal(&prompt_weights(&out.join(format!("checkpoint-{}", report.steps)))));
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(out.join("trainer_state.json")).unwrap()).unwrap();
+    assert_eq!((state["best_step"].as_u64(), state["stopped_early"].as_bool()), (Some(best.0), Some(true)));
+
+    // Stopped after the best evaluation and resumed, the run keeps its best and its patience count: same end.
+    let resumed_dir = tempfile::tempdir().unwrap();
+    let mut resumed = demo_config(
+        resumed_dir.path(),
+        "danetqa",
+        "DaNetQA",
+        "<P*3>{question}<P*3>{passage}<P*3>",
+        "{kind: choice}",
+        training,
+    );
+    let stop = TrainOptions { max_updates_now: Some(best.0 as usize + 25), ..Default::default() };
+    train(&resumed, &backbone(&resumed), &stop, &Silent).unwrap();
+    let again =
+        train(&resumed, &backbone(&resumed), &TrainOptions { resume: true, ..Default::default() }, &Silent).unwrap();
+    assert_eq!((again.steps, again.best_step, again.stopped_early), (report.steps, report.best_step, true));
+    assert!(prompt_weights(&resumed.output_dir).equal(&prompt_weights(out)));
+
+    // `final: last` keeps the last update's prompt instead.
+    resumed.training.final_prompt = ruprompts::train::FinalPrompt::Last;
+    resumed.output_dir = resumed_dir.path().join("last");
+    let last = train(&resumed, &backbone(&resumed), &TrainOptions::default(), &Silent).unwrap();
+    let last_dir = resumed.output_dir.join(format!("checkpoint-{}", last.steps));
+    assert!(prompt_weights(&resumed.output_dir).equal(&prompt_weights(&last_dir)));
 }
 
 #[test]

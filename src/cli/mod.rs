@@ -249,7 +249,22 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(loss) = report.eval_loss {
         println!("eval loss {loss:.4}");
     }
-    if report.steps == report.total_steps {
+    if let (Some(best), Some(step)) = (report.best_metric, report.best_step) {
+        let kept = match config.training.final_prompt {
+            train::FinalPrompt::Best => "the final prompt",
+            train::FinalPrompt::Last => "checkpoint kept; the final prompt is the last update's",
+        };
+        println!("best validation {} {best:.4} at update {step} ({kept})", report.eval_metric);
+    }
+    if report.stopped_early {
+        println!(
+            "stopped early at update {}: no better {} in {} evaluations",
+            report.steps,
+            report.eval_metric,
+            config.training.early_stopping_patience.unwrap_or_default()
+        );
+    }
+    if report.steps == report.total_steps || report.stopped_early {
         println!("prompt, metrics.jsonl and loss.svg saved in {}", report.output_dir.display());
     } else {
         println!("stopped at a checkpoint; continue with: ruprompts train --resume {}", report.output_dir.display());
