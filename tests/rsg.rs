@@ -154,3 +154,35 @@ fn submission_writes_every_task_file_into_one_archive() {
         );
     }
 }
+
+#[test]
+fn every_task_trains_through_ruprompts_train_from_its_shipped_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for task in ["DaNetQA", "TERRa", "RCB", "PARus", "MuSeRC", "RuCoS", "RUSSE", "RWSD"] {
+        let config = repo().join(format!("examples/configs/rsg/{}.yaml", task.to_lowercase()));
+        let out = dir.path().join(task);
+        let (ok, stdout, stderr) = ruprompts(&[
+            "train",
+            config.to_str().unwrap(),
+            &format!("model.path={}", model_dir().display()),
+            "model.device=cpu",
+            &format!("dataset.dir={}", fixture("rsg").join(task).display()),
+            &format!("output_dir={}", out.display()),
+            "training.max_steps=3",
+            "training.eval_every=3",
+            "scheduler.warmup_steps=1",
+        ]);
+        assert!(ok, "{task}: {stderr}");
+        assert!(stdout.contains("3 updates of 3") && stdout.contains("best validation"), "{task}: {stdout}");
+        assert!(out.join("prompt.json").is_file(), "{task}");
+        // Validation figures of the task's own metrics are logged with the loss.
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let main = match task {
+            "RCB" => "eval_macro_f1",
+            "MuSeRC" => "eval_f1a",
+            "RuCoS" => "eval_f1",
+            _ => "eval_accuracy",
+        };
+        assert!(metrics.lines().last().unwrap().contains(main), "{task}: {metrics}");
+    }
+}
