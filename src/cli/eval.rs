@@ -42,8 +42,9 @@ pub struct EvalArgs {
     #[arg(long)]
     pub formats: Option<PathBuf>,
     /// How candidates are compared: sum (lm-eval acc), per_char, per_byte, mean_loss (the CPT paper), calibrated.
-    #[arg(long, value_enum, default_value_t = ScoreMode::Sum)]
-    pub mode: ScoreMode,
+    /// Default: a config's `objective.score` (its `choice` training score), else sum.
+    #[arg(long, value_enum)]
+    pub mode: Option<ScoreMode>,
     /// Score each candidate on its own rather than from the shared context's KV cache (same results, slower).
     #[arg(long)]
     pub naive: bool,
@@ -130,7 +131,8 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
     };
     let formats = config.scoring_formats(task_formats(task, &args.formats)?);
-    Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out))))
+    let mode = args.mode.unwrap_or(config.objective.score_mode());
+    Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out, mode))))
 }
 
 /// `eval --task`: a data file, the bundled (or given) formats, and the prompt and model named on the command line
@@ -154,7 +156,8 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
         _ => PathBuf::from(format!("eval-{}", task.name())),
     });
     let formats = task_formats(task, &args.formats)?;
-    Ok((args.placement.model(model), Job::Classify(classify_request(args, task, data, formats, prompt, out))))
+    let mode = args.mode.unwrap_or_default();
+    Ok((args.placement.model(model), Job::Classify(classify_request(args, task, data, formats, prompt, out, mode))))
 }
 
 /// The classification request both ways share, with the scoring options from the command line.
@@ -165,13 +168,14 @@ fn classify_request(
     formats: TaskFormats,
     prompt: Option<PathBuf>,
     out: PathBuf,
+    mode: ScoreMode,
 ) -> EvalRequest {
     EvalRequest {
         task,
         data,
         formats,
         prompt,
-        mode: args.mode,
+        mode,
         naive: args.naive,
         batch_size: args.batch_size,
         limit: args.limit,
