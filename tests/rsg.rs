@@ -94,8 +94,9 @@ fn the_benchmark_table_has_all_nine_tasks_and_reruns_redo_nothing() {
     all[4] = empty.display().to_string();
     all.extend(["--tasks".to_string(), "terra,lidirus".to_string()]);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    let (ok, printed, _) = ruprompts(&refs);
-    assert!(ok);
+    let (ok, printed, stderr) = ruprompts(&refs);
+    // The table is printed, and the exit status says that tasks failed.
+    assert!(!ok && stderr.contains("2 of 2 tasks failed (LiDiRus, TERRa): see the table"), "{stderr}");
     assert!(printed.contains("failed:") && printed.contains("train.jsonl"), "{printed}");
     assert!(printed.contains("LiDiRus | 0 | — |") && printed.contains("run TERRa too"), "{printed}");
 }

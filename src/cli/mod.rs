@@ -78,7 +78,8 @@ pub enum Command {
     /// RSG/LiDiRus/LiDiRus.jsonl), trains from the built-in per-task configs (examples/configs/rsg; or
     /// --config-dir) with any KEY=VALUE overrides, and writes runs/rsg/report.{md,json,svg}. LiDiRus is scored
     /// with the TERRa prompt. Rerunning redoes nothing already done with the same model, config and data; a killed
-    /// run continues where it stopped; a failed task is reported in the table and the others still run.
+    /// run continues where it stopped; a failed task is reported in the table, the others still run, and the exit
+    /// status is 1.
     Rsg(rsg::RsgArgs),
     /// Push a trained prompt to a Hugging Face Hub repo, with a generated model card (README.md).
     ///

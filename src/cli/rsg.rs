@@ -61,6 +61,14 @@ pub fn run_rsg(args: RsgArgs) -> Result<()> {
     let bench = run(&backbone, &request, &bars)?;
     println!("{}", bench.markdown());
     println!("report written to {}", request.out.display());
+    let failed: Vec<&str> = bench.tasks.iter().filter(|t| t.error.is_some()).map(|t| t.task.name()).collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} of {} tasks failed ({}): see the table",
+        failed.len(),
+        bench.tasks.len(),
+        failed.join(", ")
+    );
     if request.submission {
         println!("submission: {}", request.out.join("submission.zip").display());
     }
