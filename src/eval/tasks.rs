@@ -326,16 +326,18 @@ impl RsgTask {
         format!("{}.jsonl", self.name())
     }
 
-    /// The submission lines for `predictions`: `{"idx", "label"}` per record; MuSeRC nests answer labels under
-    /// their passage and question, as its official layout does.
+    /// The submission lines for `predictions`: `{"idx", "label"}` per record, sorted by `idx` (the leaderboard asks
+    /// for a sorted idx); MuSeRC nests answer labels under their passage and question, as its official layout does.
     pub fn submission(self, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Value>> {
         ensure!(items.len() == predictions.len(), "{} items but {} predictions", items.len(), predictions.len());
         if self != Self::Muserc {
-            return Ok(items
+            let mut lines: Vec<(u64, Value)> = items
                 .iter()
                 .zip(predictions)
-                .map(|(t, &p)| json!({"idx": t.ids[0], "label": t.labels[p]}))
-                .collect());
+                .map(|(t, &p)| (t.ids[0], json!({"idx": t.ids[0], "label": t.labels[p]})))
+                .collect();
+            lines.sort_by_key(|(idx, _)| *idx);
+            return Ok(lines.into_iter().map(|(_, line)| line).collect());
         }
         // passage → question → answers, in the order they were read.
         let mut passages: Vec<(u64, Questions)> = Vec::new();
@@ -350,6 +352,7 @@ impl RsgTask {
             }
             questions.last_mut().expect("pushed").1.push(json!({"idx": answer, "label": t.labels[p]}));
         }
+        passages.sort_by_key(|(idx, _)| *idx);
         Ok(passages
             .into_iter()
             .map(|(idx, questions)| {
