@@ -19,7 +19,9 @@
 //! - [`hub`] — the Hugging Face Hub (the `hub` feature): prompts and models pulled into Python's cache, prompts
 //!   pushed with a card.
 //! - [`resolve`] — the edge where `demo` and Hub ids become local folders.
-//! - [`train`] — the training config and loop: AdamW on the prompt only, schedules, checkpoints, exact resume.
+//! - [`train`] — the training config and loop: the `lm` and `choice` objectives on the evaluator's items, AdamW on
+//!   the prompt only, schedules, the best checkpoint by a task metric, early stopping, exact resume.
+//! - [`rsg`] — the whole Russian SuperGLUE benchmark: nine prompts trained and scored, the paper's table.
 //! - [`cli`] — the `ruprompts` command line.
 //!
 //! The core path: load a backbone, compile a format, make a prompt for it, score answers with it injected.
