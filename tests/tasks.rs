@@ -1,5 +1,5 @@
-//! The nine Russian SuperGLUE adapters on the labelled samples in tests/fixtures/rsg-samples (converted back to
-//! the official layout here: `idx`/`label`, MuSeRC and RuCoS nested) and on a hand-made LiDiRus file; the bundled
+//! The nine Russian SuperGLUE adapters on the labelled samples in the official layout (tests/fixtures/rsg, made
+//! from tests/fixtures/rsg-samples by scripts/rsg_official.py) and on a hand-made LiDiRus file; the bundled
 //! formats; submission files; the zero-shot run with its request cache.
 
 mod common;
@@ -14,79 +14,11 @@ use ruprompts::format::{PromptFormat, CANDIDATE_SLOT};
 use ruprompts::model::{Backbone, ModelSource};
 use ruprompts::progress::Silent;
 use ruprompts::tokenizer::Tokenizer;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-fn sample(task: &str) -> Vec<Value> {
-    let path = fixture(&format!("rsg-samples/{task}/train_sample_dev.jsonl"));
-    std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// A flattened sample row in the official layout: `id` → `idx`, `target` → `label` (RWSD: `target_` → `target`).
-fn official_flat(mut row: Map<String, Value>) -> Value {
-    let idx = row.remove("id").unwrap();
-    let label = row.remove("target").unwrap();
-    if let Some(spans) = row.remove("target_") {
-        row.insert("target".into(), spans);
-    }
-    row.insert("idx".into(), idx);
-    row.insert("label".into(), label);
-    Value::Object(row)
-}
-
-/// Flattened MuSeRC rows (one per answer option) nested back: passage → questions → answers.
-fn official_muserc(rows: Vec<Value>) -> Vec<Value> {
-    let mut passages: Vec<Value> = Vec::new();
-    for r in rows {
-        if passages.last().is_none_or(|p| p["idx"] != r["id"]) {
-            passages.push(json!({"idx": r["id"], "passage": {"text": r["passage"], "questions": []}}));
-        }
-        let questions = passages.last_mut().unwrap()["passage"]["questions"].as_array_mut().unwrap();
-        if questions.last().is_none_or(|q| q["question"] != r["question"]) {
-            questions.push(json!({"question": r["question"], "idx": questions.len(), "answers": []}));
-        }
-        let answers = questions.last_mut().unwrap()["answers"].as_array_mut().unwrap();
-        answers.push(json!({"idx": answers.len(), "text": r["answer"], "label": r["target"]}));
-    }
-    passages
-}
-
-/// Flattened RuCoS rows (one per entity) nested back: entity spans found in the text, gold ones as answers.
-/// The sample keeps one entity per query, so each item here has a single candidate.
-fn official_rucos(rows: Vec<Value>) -> Vec<Value> {
-    let mut records: Vec<Value> = Vec::new();
-    for r in rows {
-        if records.last().is_none_or(|x| x["idx"] != r["id"]) {
-            records.push(json!({"idx": r["id"], "passage": {"text": r["text"], "entities": []},
-                                "qas": [{"query": r["query"], "answers": [], "idx": r["id"]}]}));
-        }
-        let (text, entity) = (r["text"].as_str().unwrap(), r["entity"].as_str().unwrap());
-        let Some(byte) = text.find(entity) else { continue };
-        let start = text[..byte].chars().count();
-        let span = json!({"start": start, "end": start + entity.chars().count()});
-        let record = records.last_mut().unwrap();
-        record["passage"]["entities"].as_array_mut().unwrap().push(span.clone());
-        if r["target"] == json!(true) {
-            let answer = json!({"start": span["start"], "end": span["end"], "text": entity});
-            record["qas"][0]["answers"].as_array_mut().unwrap().push(answer);
-        }
-    }
-    // Sampling left some queries without their gold entity: they are not usable as labelled items.
-    records.retain(|r| !r["qas"][0]["answers"].as_array().unwrap().is_empty());
-    records
-}
-
-/// The sample of `task` in the official layout, written to `dir/<task>.jsonl`.
-fn official_file(task: RsgTask, dir: &Path) -> PathBuf {
-    let name = format!("{task:?}").to_lowercase();
-    let rows = sample(&name);
-    let rows: Vec<Value> = match task {
-        RsgTask::Muserc => official_muserc(rows),
-        RsgTask::Rucos => official_rucos(rows),
-        _ => rows.into_iter().map(|r| official_flat(r.as_object().unwrap().clone())).collect(),
-    };
-    let path = dir.join(format!("{name}.jsonl"));
-    std::fs::write(&path, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
-    path
+/// The training split of `task` in the official layout (tests/fixtures/rsg: the first 16 items of the samples).
+fn official_file(task: RsgTask) -> PathBuf {
+    fixture(&format!("rsg/{}/train.jsonl", task.name()))
 }
 
 /// A hand-made LiDiRus file in the official layout (the diagnostic set ships only as a test file).
@@ -117,7 +49,7 @@ fn data_file(task: RsgTask, dir: &Path) -> PathBuf {
     if task == RsgTask::Lidirus {
         lidirus_file(dir)
     } else {
-        official_file(task, dir)
+        official_file(task)
     }
 }
 
@@ -153,10 +85,9 @@ fn every_task_reads_its_official_layout_and_every_bundled_format_fills_its_items
 
 #[test]
 fn adapters_build_the_candidates_each_task_needs() {
-    let dir = tempfile::tempdir().unwrap();
     let verbalizers = |task| TaskFormats::bundled(task).verbalizers;
     // PARus: the two choices, lower-cased, after the premise's clause and the connective.
-    let records = read_rows(&official_file(RsgTask::Parus, dir.path())).unwrap();
+    let records = read_rows(&official_file(RsgTask::Parus)).unwrap();
     let parus = RsgTask::Parus.items(&records, &BTreeMap::new()).unwrap();
     let first = &parus[0].item;
     assert_eq!(first.row["premise_clause"], "У моей дочери случился приступ аллергии");
@@ -164,18 +95,23 @@ fn adapters_build_the_candidates_each_task_needs() {
     assert_eq!(first.candidates, [" я посоветовал ей дышать глубже.", " я отвёз ее в больницу."]);
     assert_eq!((first.gold, &parus[0].ids), (Some(1), &vec![285]));
     // DaNetQA: labels true/false in that order, verbalized.
-    let records = read_rows(&official_file(RsgTask::Danetqa, dir.path())).unwrap();
+    let records = read_rows(&official_file(RsgTask::Danetqa)).unwrap();
     let danetqa = RsgTask::Danetqa.items(&records, &verbalizers(RsgTask::Danetqa)).unwrap();
     assert_eq!(danetqa[0].item.candidates, [" да", " нет"]);
     assert_eq!(danetqa[0].item.gold, Some(1), "the first sample row is false");
     // MuSeRC: one item per option with passage/question/answer ids; EM groups options by question.
-    let records = read_rows(&official_file(RsgTask::Muserc, dir.path())).unwrap();
+    let records = read_rows(&official_file(RsgTask::Muserc)).unwrap();
     let muserc = RsgTask::Muserc.items(&records, &verbalizers(RsgTask::Muserc)).unwrap();
-    assert_eq!(muserc.len(), sample("muserc").len());
+    let options: usize = records
+        .iter()
+        .flat_map(|r| r.row["passage"]["questions"].as_array().unwrap())
+        .map(|q| q["answers"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(muserc.len(), options);
     assert_eq!(muserc[0].ids, [262, 0, 0]);
     assert_eq!(muserc[0].item.row["answer"], "На надувном батуте.");
     // RuCoS: the query split at @placeholder, distinct entities as candidates, the gold among them.
-    let records = read_rows(&official_file(RsgTask::Rucos, dir.path())).unwrap();
+    let records = read_rows(&official_file(RsgTask::Rucos)).unwrap();
     let rucos = RsgTask::Rucos.items(&records, &BTreeMap::new()).unwrap();
     let r = &rucos[0];
     assert!(r.item.row["query_start"].as_str().unwrap().ends_with("в ответ на его запрос "));
@@ -185,7 +121,7 @@ fn adapters_build_the_candidates_each_task_needs() {
     seen.dedup();
     assert_eq!(seen.len(), r.item.candidates.len());
     // RWSD: the spans come up as fields.
-    let records = read_rows(&official_file(RsgTask::Rwsd, dir.path())).unwrap();
+    let records = read_rows(&official_file(RsgTask::Rwsd)).unwrap();
     let rwsd = RsgTask::Rwsd.items(&records, &verbalizers(RsgTask::Rwsd)).unwrap();
     assert_eq!(
         (rwsd[0].item.row["span1_text"].as_str(), rwsd[0].item.row["span2_text"].as_str()),
@@ -213,7 +149,7 @@ fn metrics_and_submissions_follow_the_official_rules() {
     assert_eq!(lines[3], json!({"idx": 3, "label": "not_entailment"}));
 
     // MuSeRC: predictions nest back under passage and question; every option predicted "1".
-    let records = read_rows(&official_file(RsgTask::Muserc, dir.path())).unwrap();
+    let records = read_rows(&official_file(RsgTask::Muserc)).unwrap();
     let muserc = RsgTask::Muserc.items(&records, &TaskFormats::bundled(RsgTask::Muserc).verbalizers).unwrap();
     let lines = RsgTask::Muserc.submission(&muserc, &vec![0; muserc.len()]).unwrap();
     assert_eq!(lines.len(), records.len());
