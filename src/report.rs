@@ -43,11 +43,39 @@ pub struct MetricRow {
     pub tuned: Option<f64>,
     /// tuned − zero-shot.
     pub delta: Option<f64>,
+    /// Bootstrap standard errors of the two values (classification; see `eval::stats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_shot_stderr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned_stderr: Option<f64>,
+    /// The paired bootstrap 95% interval of tuned − zero-shot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_interval: Option<(f64, f64)>,
+    /// The metric of always giving the most frequent gold answer, and of answering at random, on the same items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub majority: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<f64>,
 }
 
 impl MetricRow {
     pub fn new(metric: &str, zero_shot: f64, tuned: Option<f64>) -> Self {
-        Self { metric: metric.into(), zero_shot, tuned, delta: tuned.map(|t| t - zero_shot) }
+        Self {
+            metric: metric.into(),
+            zero_shot,
+            tuned,
+            delta: tuned.map(|t| t - zero_shot),
+            zero_shot_stderr: None,
+            tuned_stderr: None,
+            delta_interval: None,
+            majority: None,
+            chance: None,
+        }
+    }
+
+    /// Whether the difference's 95% interval excludes 0 (`None` without an interval).
+    pub fn significant(&self) -> Option<bool> {
+        self.delta_interval.map(|(lo, hi)| lo > 0.0 || hi < 0.0)
     }
 }
 
@@ -56,9 +84,14 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut md = format!(
             "# Zero-shot vs tuned\n\nModel: `{}`; candidates scored by `{}`.\n\n\
-             | task | metric | zero-shot | tuned | Δ | trainable params | items |\n|---|---|---:|---:|---:|---:|---:|\n",
+             | task | metric | zero-shot | tuned | Δ [95% CI] | majority | chance | trainable params | items |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
             self.model, self.mode
         );
+        let with_stderr = |v: f64, e: Option<f64>| match e {
+            Some(e) => format!("{v:.3} ± {e:.3}"),
+            None => format!("{v:.3}"),
+        };
         let opt = |v: Option<f64>, signed: bool| match v {
             Some(v) if signed => format!("{v:+.3}"),
             Some(v) => format!("{v:.3}"),
@@ -66,17 +99,31 @@ impl Report {
         };
         for t in &self.tasks {
             for m in &t.metrics {
+                let delta = match (m.delta, m.delta_interval) {
+                    (Some(d), Some((lo, hi))) => {
+                        let mark = if m.significant() == Some(true) { " *" } else { "" };
+                        format!("{d:+.3} [{lo:+.3}, {hi:+.3}]{mark}")
+                    }
+                    (d, _) => opt(d, true),
+                };
                 md += &format!(
-                    "| {} | {} | {:.3} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     t.task,
                     m.metric,
-                    m.zero_shot,
-                    opt(m.tuned, false),
-                    opt(m.delta, true),
+                    with_stderr(m.zero_shot, m.zero_shot_stderr),
+                    m.tuned.map_or("—".into(), |v| with_stderr(v, m.tuned_stderr)),
+                    delta,
+                    opt(m.majority, false),
+                    opt(m.chance, false),
                     t.trainable_parameters.map_or("—".into(), |n| n.to_string()),
                     t.items
                 );
             }
+        }
+        if self.tasks.iter().flat_map(|t| &t.metrics).any(|m| m.zero_shot_stderr.is_some()) {
+            md += "\n± is the bootstrap standard error (items resampled 1000 times); Δ's interval is the paired \
+                   bootstrap 95% interval of tuned − zero-shot, * where it excludes 0. Majority: always the most \
+                   frequent gold answer; chance: uniformly random answers; both on the same items.\n";
         }
         md += "\nFormats:\n\n";
         for t in &self.tasks {
@@ -95,7 +142,18 @@ impl Report {
             .iter()
             .flat_map(|t| t.metrics.iter().map(move |m| (format!("{} {}", t.task, m.metric), m.zero_shot, m.tuned)))
             .collect();
-        let values = || bars.iter().flat_map(|b| [b.1, b.2.unwrap_or(0.0)]);
+        let rows: Vec<&MetricRow> = self.tasks.iter().flat_map(|t| &t.metrics).collect();
+        let values = || {
+            bars.iter().zip(&rows).flat_map(|(b, m)| {
+                let up = |v: f64, e: Option<f64>| v + e.unwrap_or(0.0);
+                [
+                    b.1,
+                    up(b.1, m.zero_shot_stderr),
+                    b.2.map_or(0.0, |t| up(t, m.tuned_stderr)),
+                    m.majority.unwrap_or(0.0),
+                ]
+            })
+        };
         // Accuracy-like metrics live in [0, 1] (MCC down to −1); chrF and BLEU in [0, 100].
         let (y_min, y_max) = (values().fold(0.0, f64::min), values().fold(1.0, f64::max));
         let mut svg = String::new();
@@ -129,6 +187,40 @@ impl Report {
                 .draw_series(bars.iter().enumerate().filter_map(|(i, b)| Some(bar(i, 0.5, b.2?, BLUE))))?
                 .label("tuned")
                 .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], BLUE.filled()));
+            // ± one standard error on each bar, its value above it, and the majority-class level as a dashed line.
+            let mut marks: Vec<(f64, f64, Option<f64>)> = Vec::new();
+            for (i, (b, m)) in bars.iter().zip(&rows).enumerate() {
+                marks.push((i as f64 + 0.295, b.1, m.zero_shot_stderr));
+                if let Some(t) = b.2 {
+                    marks.push((i as f64 + 0.675, t, m.tuned_stderr));
+                }
+            }
+            chart.draw_series(marks.iter().filter_map(|&(x, v, e)| {
+                let e = e?;
+                Some(PathElement::new([(x, v - e), (x, v + e)], BLACK.stroke_width(2)))
+            }))?;
+            chart.draw_series(marks.iter().map(|&(x, v, e)| {
+                Text::new(
+                    format!("{v:.3}"),
+                    (x - 0.15, v + e.unwrap_or(0.0) + 0.01 * (y_max - y_min)),
+                    ("sans-serif", 12),
+                )
+            }))?;
+            let majority: Vec<(usize, f64)> =
+                rows.iter().enumerate().filter_map(|(i, m)| Some((i, m.majority?))).collect();
+            if !majority.is_empty() {
+                chart
+                    .draw_series(majority.iter().map(|&(i, v)| {
+                        plotters::element::DashedPathElement::new(
+                            [(i as f64 + 0.05, v), (i as f64 + 0.95, v)],
+                            6,
+                            4,
+                            RED.stroke_width(2),
+                        )
+                    }))?
+                    .label("majority class")
+                    .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], RED.stroke_width(2)));
+            }
             chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
             root.present()?;
         }

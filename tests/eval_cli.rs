@@ -67,11 +67,29 @@ output_dir: {out}
         assert!((v * 40.0 - (v * 40.0).round()).abs() < 1e-9 && (0.0..=1.0).contains(&v), "{v}");
     }
     assert!((m.delta.unwrap() - (tuned - m.zero_shot)).abs() < 1e-12);
+    // Error bars: the bootstrap stderr of an accuracy is close to the binomial sqrt(p(1 − p)/n); the paired
+    // interval holds the difference; majority and chance are the gold's largest share and 1/2.
+    for (v, e) in [(m.zero_shot, m.zero_shot_stderr.unwrap()), (tuned, m.tuned_stderr.unwrap())] {
+        let binomial = (v * (1.0 - v) / 40.0).sqrt();
+        assert!((e - binomial).abs() <= 0.15 * binomial + 1e-9, "stderr {e} vs binomial {binomial}");
+    }
+    let (lo, hi) = m.delta_interval.unwrap();
+    assert!(lo <= m.delta.unwrap() && m.delta.unwrap() <= hi, "{lo} {hi}");
+    let golds: Vec<bool> =
+        read_rows(&dir.path().join("val.jsonl")).unwrap().iter().map(|r| r.row["label"] == "entailment").collect();
+    let share = golds.iter().filter(|&&g| g).count() as f64 / 40.0;
+    assert_eq!(m.majority, Some(share.max(1.0 - share)));
+    assert!((m.chance.unwrap() - 0.5).abs() < 0.05, "{:?}", m.chance);
     let markdown = std::fs::read_to_string(out.join(REPORT_MD)).unwrap();
+    let significant = if lo > 0.0 || hi < 0.0 { " *" } else { "" };
     let row = format!(
-        "| TERRa | accuracy | {:.3} | {tuned:.3} | {:+.3} | {} | 40 |",
+        "| TERRa | accuracy | {:.3} ± {:.3} | {tuned:.3} ± {:.3} | {:+.3} [{lo:+.3}, {hi:+.3}]{significant} | {:.3} | {:.3} | {} | 40 |",
         m.zero_shot,
+        m.zero_shot_stderr.unwrap(),
+        m.tuned_stderr.unwrap(),
         tuned - m.zero_shot,
+        m.majority.unwrap(),
+        m.chance.unwrap(),
         trained.trainable_parameters
     );
     assert!(markdown.contains(&row), "{markdown}");

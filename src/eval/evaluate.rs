@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::run::{fingerprint, predict_cached, CachedRun};
-use super::RsgTask;
+use super::{stats, RsgTask};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
 use crate::data::read_rows;
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
@@ -113,11 +113,23 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
 
     let labelled = items.iter().all(|t| t.item.gold.is_some());
     let metrics = if labelled {
-        let zero = request.task.metrics(&items, &zero_preds)?;
-        let tuned = tuned_preds.as_ref().map(|p| request.task.metrics(&items, p)).transpose()?;
+        let task = request.task;
+        let zero = task.metrics(&items, &zero_preds)?;
+        let tuned = tuned_preds.as_ref().map(|p| task.metrics(&items, p)).transpose()?;
+        let zero_spread = stats::spread(task, &items, &zero_preds, None)?;
+        let tuned_spread =
+            tuned_preds.as_ref().map(|p| stats::spread(task, &items, p, Some(&zero_preds))).transpose()?;
+        let (majority, chance) = stats::baselines(task, &items)?;
         zero.iter()
             .enumerate()
-            .map(|(i, m)| MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value)))
+            .map(|(i, m)| MetricRow {
+                zero_shot_stderr: Some(zero_spread.stderr[i]),
+                tuned_stderr: tuned_spread.as_ref().map(|s| s.stderr[i]),
+                delta_interval: tuned_spread.as_ref().map(|s| s.difference[i]),
+                majority: Some(majority[i]),
+                chance: Some(chance[i]),
+                ..MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value))
+            })
             .collect()
     } else {
         Vec::new()

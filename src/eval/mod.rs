@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod overlap;
 mod run;
 mod score;
+pub mod stats;
 mod tasks;
 
 pub use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};

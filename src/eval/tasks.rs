@@ -268,10 +268,20 @@ impl RsgTask {
     /// has no gold label (a test split).
     pub fn metrics(self, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Metric>> {
         ensure!(items.len() == predictions.len(), "{} items but {} predictions", items.len(), predictions.len());
-        let golds = items
+        self.metrics_on(items, predictions, &(0..items.len()).collect::<Vec<_>>())
+    }
+
+    /// [`Self::metrics`] of the items at `subset` (indices may repeat: a bootstrap resample).
+    pub fn metrics_on(self, items: &[TaskItem], predictions: &[usize], subset: &[usize]) -> Result<Vec<Metric>> {
+        let golds = subset
             .iter()
-            .map(|t| t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin)))
+            .map(|&i| {
+                let t = &items[i];
+                t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin))
+            })
             .collect::<Result<Vec<usize>>>()?;
+        let chosen: Vec<usize> = subset.iter().map(|&i| predictions[i]).collect();
+        let (predictions, items): (&[usize], Vec<&TaskItem>) = (&chosen, subset.iter().map(|&i| &items[i]).collect());
         let values = match self {
             Self::Danetqa | Self::Terra | Self::Parus | Self::Russe | Self::Rwsd => {
                 vec![metrics::accuracy(predictions, &golds)]

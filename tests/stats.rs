@@ -1,0 +1,72 @@
+//! Error bars of the evaluation report (`eval::stats`): bootstrap standard errors against the binomial formula,
+//! the paired interval of a difference on made-up predictions where tuned clearly wins and where it does not, and
+//! the majority and chance baselines by hand.
+
+use ruprompts::data::read_rows;
+use ruprompts::eval::stats::{baselines, spread};
+use ruprompts::eval::{RsgTask, TaskFormats, TaskItem};
+
+/// `n` TERRa items, the first `entailed` of them labelled entailment (candidate 0).
+fn items(n: usize, entailed: usize) -> Vec<TaskItem> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terra.jsonl");
+    let rows: String = (0..n)
+        .map(|i| {
+            let label = if i < entailed { "entailment" } else { "not_entailment" };
+            format!("{{\"premise\": \"П {i}\", \"hypothesis\": \"Г {i}\", \"idx\": {i}, \"label\": \"{label}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&path, rows).unwrap();
+    RsgTask::Terra.items(&read_rows(&path).unwrap(), &TaskFormats::bundled(RsgTask::Terra).verbalizers).unwrap()
+}
+
+/// Predictions right on the first `right` items of `items` and wrong on the rest.
+fn right_on(items: &[TaskItem], right: usize) -> Vec<usize> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if i < right { t.item.gold.unwrap() } else { 1 - t.item.gold.unwrap() })
+        .collect()
+}
+
+#[test]
+fn bootstrap_errors_and_paired_intervals() {
+    let items = items(200, 120);
+    // Accuracy 0.7 over 200 items: binomial stderr sqrt(0.7 · 0.3 / 200) = 0.0324; the bootstrap is within 10%.
+    let s = spread(RsgTask::Terra, &items, &right_on(&items, 140), None).unwrap();
+    let binomial = (0.7f64 * 0.3 / 200.0).sqrt();
+    assert!((s.stderr[0] - binomial).abs() < 0.1 * binomial, "{} vs {binomial}", s.stderr[0]);
+    assert!(s.difference.is_empty());
+    // Tuned right on 170, zero-shot on 100 (of the same first items): +0.35, an interval far from 0.
+    let clear = spread(RsgTask::Terra, &items, &right_on(&items, 170), Some(&right_on(&items, 100))).unwrap();
+    let (lo, hi) = clear.difference[0];
+    assert!(lo > 0.25 && hi < 0.45 && lo < 0.35 && 0.35 < hi, "[{lo}, {hi}]");
+    // One item apart (141 vs 140 right): the interval straddles 0.
+    let close = spread(RsgTask::Terra, &items, &right_on(&items, 141), Some(&right_on(&items, 140))).unwrap();
+    let (lo, hi) = close.difference[0];
+    assert!(lo <= 0.0 && 0.0 < hi, "[{lo}, {hi}]");
+    // Seeded: the same report twice.
+    assert_eq!(close, spread(RsgTask::Terra, &items, &right_on(&items, 141), Some(&right_on(&items, 140))).unwrap());
+}
+
+#[test]
+fn majority_and_chance_baselines_by_hand() {
+    // 12 of 16 entailed: always "entailment" scores 0.75; random answers score 0.5 on average.
+    let items = items(16, 12);
+    let (majority, chance) = baselines(RsgTask::Terra, &items).unwrap();
+    assert_eq!(majority, [0.75]);
+    assert!((chance[0] - 0.5).abs() < 0.05, "{chance:?}");
+    // RCB's two metrics: the majority class gets accuracy 0.75 and macro-F1 over the three classes (0.857 + 0 + 0)/3.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rcb.jsonl");
+    let labels = ["entailment"; 12].iter().chain(&["contradiction"; 2]).chain(&["neutral"; 2]).copied();
+    let rows: String = labels
+        .enumerate()
+        .map(|(i, l)| format!("{{\"premise\": \"П\", \"hypothesis\": \"Г\", \"idx\": {i}, \"label\": \"{l}\"}}\n"))
+        .collect();
+    std::fs::write(&path, rows).unwrap();
+    let rcb = RsgTask::Rcb.items(&read_rows(&path).unwrap(), &TaskFormats::bundled(RsgTask::Rcb).verbalizers).unwrap();
+    let (majority, _) = baselines(RsgTask::Rcb, &rcb).unwrap();
+    let f1 = 2.0 * 0.75 / 1.75;
+    assert!((majority[0] - f1 / 3.0).abs() < 1e-12 && majority[1] == 0.75, "{majority:?}");
+}
