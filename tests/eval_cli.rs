@@ -96,6 +96,31 @@ output_dir: {out}
     assert!(printed.contains(&row), "{printed}");
     assert!(std::fs::read_to_string(out.join(REPORT_SVG)).unwrap().starts_with("<svg"));
 
+    // --log-samples: a line per item with the context as scored, every candidate's score, the prediction, the gold;
+    // the report's figures follow from it.
+    eval(&["--log-samples"]);
+    let samples: Vec<Value> = std::fs::read_to_string(out.join("samples/TERRa.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 40);
+    let mut right = [0usize; 2];
+    for line in &samples {
+        assert_eq!(line["candidates"], serde_json::json!([" да", " нет"]));
+        for (k, setting) in ["zero-shot", "tuned"].iter().enumerate() {
+            let s = &line[*setting];
+            let context = s["context"].as_str().unwrap();
+            // The tuned context holds the prompt's 6 tokens (<P*4> and <P*2>), the zero-shot one none.
+            assert_eq!(context.matches("<P>").count(), if k == 0 { 0 } else { 6 }, "{context}");
+            let scores: Vec<f64> = s["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let best = if scores[1] > scores[0] { 1 } else { 0 };
+            assert_eq!(s["prediction"], best);
+            right[k] += usize::from(s["prediction"] == line["gold"]);
+        }
+    }
+    assert_eq!([right[0] as f64 / 40.0, right[1] as f64 / 40.0], [m.zero_shot, tuned]);
+
     // The test split has no labels: no metrics, but a submission file with every idx.
     let submission = dir.path().join("submission");
     let test = dir.path().join("test.jsonl");

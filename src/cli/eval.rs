@@ -64,6 +64,10 @@ pub struct EvalArgs {
     /// Also write the predictions in the official submission layout (<Task>.jsonl) into this folder.
     #[arg(long, value_name = "DIR")]
     pub submission: Option<PathBuf>,
+    /// Also write <out>/samples/<Task>.jsonl: per item the exact context scored (prompt tokens as <P>), every
+    /// candidate's score, the prediction and the gold, for each setting.
+    #[arg(long)]
+    pub log_samples: bool,
     #[command(flatten)]
     pub placement: Placement,
 }
@@ -181,6 +185,7 @@ fn classify_request(
         limit: args.limit,
         out,
         submission: args.submission.clone(),
+        log_samples: args.log_samples,
     }
 }
 

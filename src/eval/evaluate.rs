@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::run::{fingerprint, predict_cached, CachedRun};
-use super::{stats, RsgTask};
+use super::run::{fingerprint, scores_cached, CachedRun};
+use super::{best, stats, RsgTask};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
 use crate::data::read_rows;
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
@@ -38,6 +38,16 @@ pub struct EvalRequest {
     pub out: PathBuf,
     /// Folder for the submission file (`<Task>.jsonl`) of the tuned (else zero-shot) predictions.
     pub submission: Option<PathBuf>,
+    /// Also write `<out>/samples/<Task>.jsonl`: per item the exact context scored in each setting (prompt tokens
+    /// shown as `<P>`), every candidate's score, the prediction and the gold.
+    pub log_samples: bool,
+}
+
+/// One setting's results: every candidate's score per item and, when samples are logged, the rendered contexts.
+struct Setting {
+    scores: Vec<Vec<f64>>,
+    predictions: Vec<usize>,
+    contexts: Vec<String>,
 }
 
 /// A row with "N/A" in each of the format's fields: the content-free input of calibrated scoring.
@@ -77,7 +87,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     let verbalizers = serde_json::to_string(&request.formats.verbalizers)?;
     let mode = serde_json::to_value(request.mode)?.as_str().unwrap_or_default().to_string();
 
-    let score = |name: &str, format: &PromptFormat, prompt: Option<&Prompt>| -> Result<Vec<usize>> {
+    let score = |name: &str, format: &PromptFormat, prompt: Option<&Prompt>| -> Result<Setting> {
         let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
         let classifier = Classifier {
             model,
@@ -106,10 +116,26 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         let what = format!("{} {name}", request.task.name());
         let run =
             CachedRun { cache: &cache, fingerprint: &fingerprint, batch: request.batch_size, progress, what: &what };
-        predict_cached(&classifier, &items, Some(&content_free(format)), &run)
+        let scores = scores_cached(&classifier, &items, Some(&content_free(format)), &run)?;
+        let predictions = scores.iter().map(|s| best(s).expect("items have candidates")).collect();
+        let contexts = if request.log_samples {
+            let token = format.prompt_token();
+            items
+                .iter()
+                .map(|t| Ok(tokenizer.decode(&classifier.request(&t.item)?.0)?.replace(token, "<P>")))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Setting { scores, predictions, contexts })
     };
-    let zero_preds = score("zero-shot", &zero_shot, None)?;
-    let tuned_preds = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;
+    let zero = score("zero-shot", &zero_shot, None)?;
+    let tuned = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;
+    if request.log_samples {
+        write_samples(request, &items, &[("zero-shot", Some(&zero)), ("tuned", tuned.as_ref())])?;
+    }
+    let zero_preds = zero.predictions;
+    let tuned_preds = tuned.map(|t| t.predictions);
 
     let labelled = items.iter().all(|t| t.item.gold.is_some());
     let metrics = if labelled {
@@ -152,6 +178,36 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     };
     report.write(&request.out)?;
     Ok(report)
+}
+
+/// `<out>/samples/<Task>.jsonl`: a line per item with its origin, ids, candidates and gold, and per setting the
+/// context as scored, each candidate's score under the request's mode and the prediction.
+fn write_samples(request: &EvalRequest, items: &[TaskItem], settings: &[(&str, Option<&Setting>)]) -> Result<()> {
+    let dir = request.out.join("samples");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut text = String::new();
+    for (i, t) in items.iter().enumerate() {
+        let mut line = serde_json::json!({
+            "item": i,
+            "origin": t.item.origin.to_string(),
+            "ids": t.ids,
+            "candidates": t.item.candidates,
+            "gold": t.item.gold,
+            "mode": request.mode,
+        });
+        for (name, setting) in settings {
+            if let Some(s) = setting {
+                line[*name] = serde_json::json!({
+                    "context": s.contexts[i],
+                    "scores": s.scores[i],
+                    "prediction": s.predictions[i],
+                });
+            }
+        }
+        text += &format!("{line}\n");
+    }
+    let path = dir.join(format!("{}.jsonl", request.task.name()));
+    write_atomic(&path, |p| Ok(std::fs::write(p, text)?))
 }
 
 /// Writes `<Task>.jsonl` in the official submission layout into `dir`.

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{best, Classifier, Item, TaskItem};
+use super::{Classifier, Item, TaskItem};
 use crate::format::Row;
 use crate::fs::JsonLines;
 use crate::progress::Progress;
@@ -112,23 +112,22 @@ impl CachedRun<'_> {
     }
 }
 
-/// Scores every item with `classifier` through `run` and returns the predicted candidate of each, in item order.
-pub fn predict_cached(
+/// Scores every candidate of every item with `classifier` through `run`, in item order.
+pub fn scores_cached(
     classifier: &Classifier,
     items: &[TaskItem],
     content_free: Option<&Row>,
     run: &CachedRun,
-) -> Result<Vec<usize>> {
+) -> Result<Vec<Vec<f64>>> {
     let lengths: Vec<usize> = items.iter().map(length).collect();
-    let scores: Vec<Vec<f64>> = run.run(
+    run.run(
         &lengths,
         |i, s: &Vec<f64>| s.len() == items[i].item.candidates.len(),
         |chunk| {
             let refs: Vec<&Item> = chunk.iter().map(|&i| &items[i].item).collect();
             classifier.candidate_scores(&refs, content_free)
         },
-    )?;
-    Ok(scores.iter().map(|s| best(s).expect("items have candidates")).collect())
+    )
 }
 
 #[cfg(test)]

@@ -210,6 +210,7 @@ fn run_task(
         limit: None,
         out: task_out.join(out),
         submission,
+        log_samples: false,
     };
     let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
     if request.submission {
@@ -258,6 +259,7 @@ fn run_lidirus(
         limit: None,
         out: task_out.join("eval"),
         submission: request.submission.then(|| request.out.join("submission")),
+        log_samples: false,
     };
     anyhow::ensure!(
         labelled || request.submission,
