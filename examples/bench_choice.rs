@@ -3,18 +3,17 @@
 //! naive way (every candidate as a whole sequence, context included, in one padded batch), side by side in one
 //! run, on the tiny fixture model and a ruGPT-3-small-shaped one with random weights. Two workloads: RuCoS-like
 //! (4 items, 120-token contexts, 5 candidates of 3 tokens) and PARus-like (4 items, 40-token contexts, 2
-//! candidates of 12 tokens). The bound: positions run through the model, B·(L + k·a) shared against B·k·(L + a).
+//! candidates of 12 tokens). For reference, the positions run through the model: B·k·(L + a) naive against
+//! B·(L + k·a) shared (the linear part of the work; attention, quadratic in length, can push a speed-up past it).
 //!
 //! `cargo run --release --example bench_choice -- [--steps N] [--device cpu|cuda] [--threads N]`
 
 mod common;
 
-use std::time::Instant;
-
 use anyhow::Result;
 use ruprompts::eval::Candidate;
 use ruprompts::model::{pad, Gpt2, Input, Side};
-use ruprompts::train::{choice_loss, AdamW, AdamWConfig, ChoiceExample};
+use ruprompts::train::{choice_loss, ChoiceExample};
 use tch::{Kind, Tensor};
 
 /// `items` items of a `context`-token context (the prompt first) and `k` candidates of `a` tokens, gold 0.
@@ -69,28 +68,14 @@ fn naive_loss(
 
 fn step_seconds(model: &Gpt2, examples: &[ChoiceExample], naive: bool, steps: usize) -> Result<f64> {
     let (prompt, prompt_id) = common::prefix_prompt(model, common::PROMPT)?;
-    let mut opt = AdamW::new(
-        AdamWConfig { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 },
-        prompt.var_store().variables().into_iter().collect(),
-    );
     let refs: Vec<&ChoiceExample> = examples.iter().collect();
-    let mut total = 0.0;
-    for step in 0..=steps {
-        let start = Instant::now();
-        opt.zero_grad();
-        let loss = if naive {
-            naive_loss(model, &prompt, prompt_id, examples)?
+    common::timed_steps(&prompt, steps, || {
+        if naive {
+            naive_loss(model, &prompt, prompt_id, examples)
         } else {
-            choice_loss(model, &[prompt.injection(prompt_id)], &refs)?
-        };
-        loss.backward();
-        opt.step(1e-3);
-        let _ = loss.double_value(&[]); // waits for the device
-        if step > 0 {
-            total += start.elapsed().as_secs_f64();
+            choice_loss(model, &[prompt.injection(prompt_id)], &refs)
         }
-    }
-    Ok(total / steps as f64)
+    })
 }
 
 fn main() -> Result<()> {

@@ -84,10 +84,6 @@ pub const GEN_TEXT: usize = 12;
 /// the labelled ones ([`Gpt2::loss`], ours).
 pub fn train_step_seconds(model: &Gpt2, full_projection: bool, steps: usize) -> Result<f64> {
     let (prompt, prompt_id) = prefix_prompt(model, PROMPT)?;
-    let mut opt = AdamW::new(
-        AdamWConfig { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 },
-        prompt.var_store().variables().into_iter().collect(),
-    );
     let device = model.device();
     let vocab = model.config().vocab_size;
     let (batch, tokens) = (TRAIN_BATCH, TRAIN_TOKENS);
@@ -95,24 +91,35 @@ pub fn train_step_seconds(model: &Gpt2, full_projection: bool, steps: usize) -> 
     let ids = Tensor::cat(&[Tensor::full([batch, PROMPT as i64], prompt_id, (Kind::Int64, device)), text], 1);
     let keep = Tensor::arange(tokens, (Kind::Int64, device)).ge(tokens - TRAIN_LABELLED).unsqueeze(0);
     let labels = ids.where_self(&keep, &Tensor::full([1], -100, (Kind::Int64, device)));
-    let mut total = 0.0;
-    for step in 0..=steps {
-        let start = Instant::now();
-        opt.zero_grad();
+    timed_steps(&prompt, steps, || {
         let embeds = prompt.embed(model, &ids, prompt_id)?;
-        let loss = if full_projection {
+        if full_projection {
             let hidden = model.forward(Input::Embeds(&embeds), None, None)?;
             let logits = model.lm_logits(&hidden.narrow(1, 0, tokens - 1));
-            logits.reshape([-1, vocab]).cross_entropy_loss::<Tensor>(
+            Ok(logits.reshape([-1, vocab]).cross_entropy_loss::<Tensor>(
                 &labels.narrow(1, 1, tokens - 1).reshape([-1]),
                 None,
                 tch::Reduction::Mean,
                 -100,
                 0.0,
-            )
+            ))
         } else {
-            model.loss(Input::Embeds(&embeds), None, &labels)?
-        };
+            model.loss(Input::Embeds(&embeds), None, &labels)
+        }
+    })
+}
+
+/// Mean seconds of `steps` training steps of `prompt` (the `loss`, backward, AdamW), after one warm-up step.
+pub fn timed_steps(prompt: &Prompt, steps: usize, mut loss: impl FnMut() -> Result<Tensor>) -> Result<f64> {
+    let mut opt = AdamW::new(
+        AdamWConfig { lr: 1e-3, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 },
+        prompt.var_store().variables().into_iter().collect(),
+    );
+    let mut total = 0.0;
+    for step in 0..=steps {
+        let start = Instant::now();
+        opt.zero_grad();
+        let loss = loss()?;
         loss.backward();
         opt.step(1e-3);
         let _ = loss.double_value(&[]); // waits for the device
