@@ -3,7 +3,7 @@
 //! the majority and chance baselines by hand.
 
 use ruprompts::data::read_rows;
-use ruprompts::eval::stats::{baselines, spread};
+use ruprompts::eval::stats::{baselines, bootstrap, difference_interval, stderr};
 use ruprompts::eval::{RsgTask, TaskFormats, TaskItem};
 
 /// `n` TERRa items, the first `entailed` of them labelled entailment (candidate 0).
@@ -33,20 +33,19 @@ fn right_on(items: &[TaskItem], right: usize) -> Vec<usize> {
 fn bootstrap_errors_and_paired_intervals() {
     let items = items(200, 120);
     // Accuracy 0.7 over 200 items: binomial stderr sqrt(0.7 · 0.3 / 200) = 0.0324; the bootstrap is within 10%.
-    let s = spread(RsgTask::Terra, &items, &right_on(&items, 140), None).unwrap();
+    let draws = |right: usize| bootstrap(RsgTask::Terra, &items, &right_on(&items, right)).unwrap();
+    let s = stderr(&draws(140));
     let binomial = (0.7f64 * 0.3 / 200.0).sqrt();
-    assert!((s.stderr[0] - binomial).abs() < 0.1 * binomial, "{} vs {binomial}", s.stderr[0]);
-    assert!(s.difference.is_empty());
+    assert!((s[0] - binomial).abs() < 0.1 * binomial, "{} vs {binomial}", s[0]);
     // Tuned right on 170, zero-shot on 100 (of the same first items): +0.35, an interval far from 0.
-    let clear = spread(RsgTask::Terra, &items, &right_on(&items, 170), Some(&right_on(&items, 100))).unwrap();
-    let (lo, hi) = clear.difference[0];
+    let (lo, hi) = difference_interval(&draws(170), &draws(100))[0];
     assert!(lo > 0.25 && hi < 0.45 && lo < 0.35 && 0.35 < hi, "[{lo}, {hi}]");
     // One item apart (141 vs 140 right): the interval straddles 0.
-    let close = spread(RsgTask::Terra, &items, &right_on(&items, 141), Some(&right_on(&items, 140))).unwrap();
-    let (lo, hi) = close.difference[0];
+    let close = difference_interval(&draws(141), &draws(140));
+    let (lo, hi) = close[0];
     assert!(lo <= 0.0 && 0.0 < hi, "[{lo}, {hi}]");
     // Seeded: the same report twice.
-    assert_eq!(close, spread(RsgTask::Terra, &items, &right_on(&items, 141), Some(&right_on(&items, 140))).unwrap());
+    assert_eq!(close, difference_interval(&draws(141), &draws(140)));
 }
 
 #[test]

@@ -142,16 +142,19 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         let task = request.task;
         let zero = task.metrics(&items, &zero_preds)?;
         let tuned = tuned_preds.as_ref().map(|p| task.metrics(&items, p)).transpose()?;
-        let zero_spread = stats::spread(task, &items, &zero_preds, None)?;
-        let tuned_spread =
-            tuned_preds.as_ref().map(|p| stats::spread(task, &items, p, Some(&zero_preds))).transpose()?;
+        // Each setting's metrics on the same seeded resamples: standard errors, and paired differences.
+        let zero_draws = stats::bootstrap(task, &items, &zero_preds)?;
+        let tuned_draws = tuned_preds.as_ref().map(|p| stats::bootstrap(task, &items, p)).transpose()?;
+        let zero_stderr = stats::stderr(&zero_draws);
+        let tuned_stderr = tuned_draws.as_ref().map(|d| stats::stderr(d));
+        let intervals = tuned_draws.as_ref().map(|d| stats::difference_interval(d, &zero_draws));
         let (majority, chance) = stats::baselines(task, &items)?;
         zero.iter()
             .enumerate()
             .map(|(i, m)| MetricRow {
-                zero_shot_stderr: Some(zero_spread.stderr[i]),
-                tuned_stderr: tuned_spread.as_ref().map(|s| s.stderr[i]),
-                delta_interval: tuned_spread.as_ref().map(|s| s.difference[i]),
+                zero_shot_stderr: Some(zero_stderr[i]),
+                tuned_stderr: tuned_stderr.as_ref().map(|s| s[i]),
+                delta_interval: intervals.as_ref().map(|d| d[i]),
                 majority: Some(majority[i]),
                 chance: Some(chance[i]),
                 ..MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value))

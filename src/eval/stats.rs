@@ -15,10 +15,10 @@ pub const SEED: u64 = 1234;
 /// Random predictions the chance baseline averages over.
 const CHANCE_DRAWS: usize = 100;
 
-/// `iters` resamples of `n` item indices, drawn with replacement from a seeded generator.
-pub fn resamples(n: usize, iters: usize, seed: u64) -> Vec<Vec<usize>> {
+/// `iters` resamples of `n` item indices, drawn with replacement from a seeded generator, one at a time.
+pub fn resamples(n: usize, iters: usize, seed: u64) -> impl Iterator<Item = Vec<usize>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..iters).map(|_| (0..n).map(|_| rng.random_range(0..n)).collect()).collect()
+    (0..iters).map(move |_| (0..n).map(|_| rng.random_range(0..n)).collect())
 }
 
 /// Sample standard deviation (n − 1 in the denominator), as lm-eval's `sample_stddev`.
@@ -45,36 +45,27 @@ pub fn interval95(values: &[f64]) -> (f64, f64) {
     (at(0.025), at(0.975))
 }
 
-/// Spread of each of a task's metrics for one setting, and of the difference to another setting scored on the
-/// same items.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Spread {
-    /// Bootstrap standard error per metric.
-    pub stderr: Vec<f64>,
-    /// Per metric, the 95% interval of (this − other) over the same resamples; empty without another setting.
-    pub difference: Vec<(f64, f64)>,
-}
-
-/// Bootstrap standard errors of `task`'s metrics for `predictions`, and with `other` (another setting's
-/// predictions on the same items) the paired 95% interval of the difference `predictions − other`.
-pub fn spread(task: RsgTask, items: &[TaskItem], predictions: &[usize], other: Option<&[usize]>) -> Result<Spread> {
-    let draws = resamples(items.len(), BOOTSTRAP_ITERS, SEED);
-    let n_metrics = task.metric_names().len();
-    let (mut values, mut differences) = (vec![Vec::new(); n_metrics], vec![Vec::new(); n_metrics]);
-    for subset in &draws {
-        let mine = task.metrics_on(items, predictions, subset)?;
-        let theirs = other.map(|o| task.metrics_on(items, o, subset)).transpose()?;
-        for (m, metric) in mine.iter().enumerate() {
+/// `task`'s metrics for `predictions` on each seeded resample of the items: `values[m][r]` is metric `m` on resample
+/// `r`. The resamples depend only on the number of items, so two settings' values line up resample by resample:
+/// their differences are a paired bootstrap.
+pub fn bootstrap(task: RsgTask, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Vec<f64>>> {
+    let mut values = vec![Vec::with_capacity(BOOTSTRAP_ITERS); task.metric_names().len()];
+    for subset in resamples(items.len(), BOOTSTRAP_ITERS, SEED) {
+        for (m, metric) in task.metrics_on(items, predictions, &subset)?.into_iter().enumerate() {
             values[m].push(metric.value);
-            if let Some(theirs) = &theirs {
-                differences[m].push(metric.value - theirs[m].value);
-            }
         }
     }
-    Ok(Spread {
-        stderr: values.iter().map(|v| sample_stddev(v)).collect(),
-        difference: if other.is_some() { differences.iter().map(|d| interval95(d)).collect() } else { vec![] },
-    })
+    Ok(values)
+}
+
+/// Per metric, the bootstrap standard error: the spread of its resampled values.
+pub fn stderr(values: &[Vec<f64>]) -> Vec<f64> {
+    values.iter().map(|v| sample_stddev(v)).collect()
+}
+
+/// Per metric, the paired 95% interval of `a − b` (two settings' [`bootstrap`] values on the same items).
+pub fn difference_interval(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<(f64, f64)> {
+    a.iter().zip(b).map(|(a, b)| interval95(&a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>())).collect()
 }
 
 /// The metrics of always answering with the most frequent gold candidate position (the majority class of a
@@ -115,9 +106,10 @@ mod tests {
 
     #[test]
     fn resamples_are_seeded_and_drawn_with_replacement() {
-        let a = resamples(50, 20, 7);
-        assert_eq!(a, resamples(50, 20, 7));
-        assert_ne!(a, resamples(50, 20, 8));
+        let draw = |seed| resamples(50, 20, seed).collect::<Vec<_>>();
+        let a = draw(7);
+        assert_eq!(a, draw(7));
+        assert_ne!(a, draw(8));
         assert!(a.iter().all(|s| s.len() == 50 && s.iter().all(|&i| i < 50)));
         // With replacement: some resample repeats an index.
         assert!(a.iter().any(|s| {
