@@ -25,14 +25,27 @@ pub enum ScoreMode {
     Calibrated,
 }
 
+impl ScoreMode {
+    /// What the answer's Σ log p is divided by: 1 (`sum`), its chars or its UTF-8 bytes; `None` for the modes
+    /// that are not a length-normalised answer sum (`mean_loss`, `calibrated`).
+    pub fn divisor(self, answer: &str) -> Option<usize> {
+        match self {
+            Self::Sum => Some(1),
+            Self::PerChar => Some(answer.chars().count()),
+            Self::PerByte => Some(answer.len()),
+            Self::MeanLoss | Self::Calibrated => None,
+        }
+    }
+}
+
 /// The score of one candidate under `mode` (higher is better). `content_free` is the candidate's [`Scored`]
 /// under the content-free input, needed by [`ScoreMode::Calibrated`].
 pub fn candidate_score(mode: ScoreMode, scored: &Scored, answer: &str, content_free: Option<&Scored>) -> Result<f64> {
-    let per = |n: usize| if n == 0 { f64::NEG_INFINITY } else { scored.answer_logprob / n as f64 };
     Ok(match mode {
-        ScoreMode::Sum => scored.answer_logprob,
-        ScoreMode::PerChar => per(answer.chars().count()),
-        ScoreMode::PerByte => per(answer.len()),
+        ScoreMode::Sum | ScoreMode::PerChar | ScoreMode::PerByte => match mode.divisor(answer) {
+            Some(0) | None => f64::NEG_INFINITY,
+            Some(n) => scored.answer_logprob / n as f64,
+        },
         ScoreMode::MeanLoss => {
             if scored.text_tokens == 0 {
                 f64::NEG_INFINITY

@@ -11,7 +11,7 @@ use super::{AdamWConfig, ScheduleConfig};
 use super::{DatasetConfig, Objective};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
-use crate::eval::{ScoreMode, TaskFormats};
+use crate::eval::TaskFormats;
 use crate::model::ModelSource;
 use crate::provider::ProviderConfig;
 
@@ -229,7 +229,7 @@ impl Validate for TrainConfig {
             if self.dataset.task.is_none() {
                 return bad("objective.kind", "choice needs dataset.task (the candidates come from the task)".into());
             }
-            if !matches!(score, ScoreMode::Sum | ScoreMode::PerChar | ScoreMode::PerByte) {
+            if score.divisor("").is_none() {
                 return bad("objective.score", format!("{score:?} cannot be trained: use sum, per_char or per_byte"));
             }
         }

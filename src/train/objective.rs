@@ -54,16 +54,6 @@ impl Objective {
     pub fn eos(&self) -> bool {
         matches!(self, Self::Lm { eos: true })
     }
-
-    /// The divisor of a candidate's Σ log p under `score` (1, chars, UTF-8 bytes).
-    fn normalizer(score: ScoreMode, text: &str) -> Result<f64> {
-        Ok(match score {
-            ScoreMode::Sum => 1.0,
-            ScoreMode::PerChar => text.chars().count().max(1) as f64,
-            ScoreMode::PerByte => text.len().max(1) as f64,
-            other => bail!("objective.score {other:?} cannot be trained: use sum, per_char or per_byte"),
-        })
-    }
 }
 
 /// One multiple-choice item as the evaluator tokenizes it: the shared context, every candidate (answer, then the
@@ -130,10 +120,17 @@ pub fn encode_items(
             }
             Err(e) => return Err(e.context(item.origin.to_string())),
         };
+        // The evaluator's divisor; an empty candidate text divides by 1 (its answer has no tokens to score).
+        let score = objective.score_mode();
         let normalizers = item
             .candidates
             .iter()
-            .map(|c| Objective::normalizer(objective.score_mode(), c))
+            .map(|c| {
+                let n = score.divisor(c).ok_or_else(|| {
+                    anyhow::anyhow!("objective.score {score:?} cannot be trained: use sum, per_char or per_byte")
+                })?;
+                Ok(n.max(1) as f64)
+            })
             .collect::<Result<Vec<_>>>()?;
         choices.push(ChoiceExample { context, candidates, normalizers, gold });
     }
