@@ -179,10 +179,16 @@ impl Classifier<'_> {
     }
 
     /// Predicted candidate index of every item (see [`Self::candidate_scores`]), scored in chunks of `batch`.
-    pub fn predict(&self, items: &[Item], content_free: Option<&Row>, batch: usize) -> Result<Vec<usize>> {
+    /// Items may be given as they are or borrowed (`&[Item]`, `&[&Item]`).
+    pub fn predict<I: std::borrow::Borrow<Item>>(
+        &self,
+        items: &[I],
+        content_free: Option<&Row>,
+        batch: usize,
+    ) -> Result<Vec<usize>> {
         let mut out = Vec::with_capacity(items.len());
         for chunk in items.chunks(batch.max(1)) {
-            let refs: Vec<&Item> = chunk.iter().collect();
+            let refs: Vec<&Item> = chunk.iter().map(|i| i.borrow()).collect();
             for scores in self.candidate_scores(&refs, content_free)? {
                 out.push(best(&scores).expect("candidates are not empty"));
             }

@@ -14,7 +14,7 @@ use crate::eval::{Classifier, RsgTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
 use crate::model::{Backbone, Gpt2, Input};
 use crate::progress::Progress;
-use crate::prompt::Prompt;
+use crate::prompt::{Injection, Prompt};
 use crate::tokenizer::Tokenizer;
 
 /// Everything the loop needs, built from the config.
@@ -30,13 +30,40 @@ pub(super) struct Setup<'a> {
     pub scoring: Option<Scoring>,
 }
 
-/// How the validation items of a task are scored: as `ruprompts eval` scores them.
+/// How a task's validation items are scored: as `ruprompts eval` scores them, read as training reads them.
 pub(super) struct Scoring {
     pub task: RsgTask,
     pub items: Vec<TaskItem>,
-    pub truncation_field: Option<String>,
-    pub max_tokens: usize,
-    pub mode: ScoreMode,
+    pub reading: Reading,
+}
+
+/// How training tokenizes and scores a task's items, the same for the examples and the validation metric.
+pub(super) struct Reading {
+    truncation_field: Option<String>,
+    max_tokens: usize,
+    mode: ScoreMode,
+}
+
+impl Reading {
+    /// The evaluator's classifier for `format` with `injections` (none to tokenize only).
+    fn classifier<'a>(
+        &'a self,
+        model: &'a Gpt2,
+        tokenizer: &'a Tokenizer,
+        format: &'a PromptFormat,
+        injections: &'a [Injection<'a>],
+    ) -> Classifier<'a> {
+        Classifier {
+            model,
+            tokenizer,
+            format,
+            injections,
+            mode: self.mode,
+            shared: true,
+            truncation_field: self.truncation_field.as_deref(),
+            max_tokens: Some(self.max_tokens),
+        }
+    }
 }
 
 /// Reads and encodes the data of `config` for a fresh prompt; warnings (rows left out) go to `progress`.
@@ -84,36 +111,28 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
         Some(task) => {
             let (verbalizers, truncation_field) = task_choices(task, &config.preprocessing, prompt.format())?;
             let eos = special.eos.map(i64::from);
-            // An item and its longest candidate fit in max_tokens with the EOS the `lm` objective appends.
-            let item_tokens = max_tokens - usize::from(config.objective.eos());
-            let classifier = Classifier {
-                model,
-                tokenizer: &tokenizer,
-                format: prompt.format(),
-                injections: &[],
+            let reading = Reading {
+                truncation_field,
+                // An item and its longest candidate fit in max_tokens with the EOS the `lm` objective appends.
+                max_tokens: max_tokens - usize::from(config.objective.eos()),
                 mode: config.objective.score_mode(),
-                shared: true,
-                truncation_field: truncation_field.as_deref(),
-                max_tokens: Some(item_tokens),
             };
+            let classifier = reading.classifier(model, &tokenizer, prompt.format(), &[]);
             let too_long = config.preprocessing.too_long();
             let encode = |rows: &[Record], split: &str| -> Result<(Examples, Vec<TaskItem>)> {
                 let items = task.items(rows, &verbalizers).with_context(|| format!("{split} split"))?;
                 let (examples, skipped) = encode_items(&classifier, &items, &config.objective, eos, too_long)?;
                 warn_skipped(split, &skipped.iter().map(|&i| &items[i].item.origin).collect::<Vec<_>>(), items.len());
-                let items =
-                    items.into_iter().enumerate().filter(|(i, _)| !skipped.contains(i)).map(|(_, t)| t).collect();
+                let mut kept = vec![true; items.len()];
+                for &i in &skipped {
+                    kept[i] = false;
+                }
+                let items = items.into_iter().zip(kept).filter_map(|(t, keep)| keep.then_some(t)).collect();
                 Ok((examples, items))
             };
             let (train, _) = encode(&splits.train, "train")?;
             let (validation, items) = encode(&splits.validation, "validation")?;
-            let scoring = (!items.is_empty()).then(|| Scoring {
-                task,
-                items,
-                truncation_field: truncation_field.clone(),
-                max_tokens: item_tokens,
-                mode: config.objective.score_mode(),
-            });
+            let scoring = (!items.is_empty()).then_some(Scoring { task, items, reading });
             (train, validation, scoring)
         }
     };
@@ -201,17 +220,8 @@ impl Setup<'_> {
         let Some(s) = &self.scoring else { return Ok(None) };
         let _guard = tch::no_grad_guard();
         let injection = [self.prompt.injection(self.token_id)];
-        let classifier = Classifier {
-            model: self.model,
-            tokenizer: &self.tokenizer,
-            format: self.prompt.format(),
-            injections: &injection,
-            mode: s.mode,
-            shared: true,
-            truncation_field: s.truncation_field.as_deref(),
-            max_tokens: Some(s.max_tokens),
-        };
-        let items: Vec<_> = s.items.iter().map(|t| t.item.clone()).collect();
+        let classifier = s.reading.classifier(self.model, &self.tokenizer, self.prompt.format(), &injection);
+        let items: Vec<_> = s.items.iter().map(|t| &t.item).collect();
         let predictions = classifier.predict(&items, None, batch_size)?;
         Ok(Some(s.task.metrics(&s.items, &predictions)?))
     }
