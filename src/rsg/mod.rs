@@ -186,41 +186,37 @@ fn run_task(
         &[&config_text, &format!("{:?}", backbone.source.dtype), &file_marks(&[&train_file, &val_file])?],
         None,
     )?;
-    if let Some(outcome) = stored(&task_out, &fingerprint).filter(|_| !request.submission) {
-        return Ok(outcome);
-    }
-    let started = Instant::now();
-    let prompt_dir = &config.output_dir;
-    let same_config = std::fs::read_to_string(prompt_dir.join(CONFIG_FILE)).ok().as_deref() == Some(&config_text);
-    let finished = same_config && prompt_dir.join(TRAINER_STATE_FILE).is_file();
-    if !finished {
-        let resume = same_config && prompt_dir.is_dir() && !checkpoint::list(prompt_dir)?.is_empty();
-        let options = TrainOptions { resume, overwrite: !resume, max_updates_now: None };
-        train(&config, backbone, &options, progress).context("training")?;
-    }
-    let formats = config.scoring_formats(TaskFormats::bundled(task));
-    let eval = |data: PathBuf, out: &str, submission: Option<PathBuf>| EvalRequest {
-        task,
-        data,
-        formats: formats.clone(),
-        prompt: Some(prompt_dir.clone()),
-        mode: config.objective.score_mode(),
-        naive: false,
-        batch_size: request.batch_size,
-        limit: None,
-        out: task_out.join(out),
-        submission,
-        log_samples: false,
-    };
-    let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
-    if request.submission {
-        let test = find_split(&data_dir, &["test"])?;
-        evaluate(backbone, &eval(test, "test", Some(request.out.join("submission"))), progress)
-            .context("test split")?;
-    }
-    let outcome = outcome_of(task, &report, started.elapsed().as_secs_f64());
-    store(&task_out, fingerprint, &outcome)?;
-    Ok(outcome)
+    kept_or(request, task, fingerprint, || {
+        let prompt_dir = &config.output_dir;
+        let same_config = std::fs::read_to_string(prompt_dir.join(CONFIG_FILE)).ok().as_deref() == Some(&config_text);
+        let finished = same_config && prompt_dir.join(TRAINER_STATE_FILE).is_file();
+        if !finished {
+            let resume = same_config && prompt_dir.is_dir() && !checkpoint::list(prompt_dir)?.is_empty();
+            let options = TrainOptions { resume, overwrite: !resume, max_updates_now: None };
+            train(&config, backbone, &options, progress).context("training")?;
+        }
+        let formats = config.scoring_formats(TaskFormats::bundled(task));
+        let eval = |data: PathBuf, out: &str, submission: Option<PathBuf>| EvalRequest {
+            task,
+            data,
+            formats: formats.clone(),
+            prompt: Some(prompt_dir.clone()),
+            mode: config.objective.score_mode(),
+            naive: false,
+            batch_size: request.batch_size,
+            limit: None,
+            out: task_out.join(out),
+            submission,
+            log_samples: false,
+        };
+        let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
+        if request.submission {
+            let test = find_split(&data_dir, &["test"])?;
+            evaluate(backbone, &eval(test, "test", Some(request.out.join("submission"))), progress)
+                .context("test split")?;
+        }
+        Ok(report)
+    })
 }
 
 /// LiDiRus scored with the TERRa prompt (its items carry TERRa's field names) and TERRa's verbalizers.
@@ -242,12 +238,8 @@ fn run_lidirus(
     };
     let data = find_split(&request.data.join(RsgTask::Lidirus.name()), &["LiDiRus", "test"])?;
     let fingerprint = crate::eval::fingerprint(&[&terra_done.fingerprint, &file_marks(&[&data])?], None)?;
-    if let Some(outcome) = stored(&task_out, &fingerprint).filter(|_| !request.submission) {
-        return Ok(outcome);
-    }
-    let started = Instant::now();
     let formats = terra.scoring_formats(TaskFormats::bundled(RsgTask::Lidirus));
-    let labelled = crate::data::read_rows(&data)?.iter().all(|r| r.row.contains_key("label"));
+    // An unlabelled file without --submission is refused by `evaluate`: there is nothing to score.
     let eval = EvalRequest {
         task: RsgTask::Lidirus,
         data,
@@ -261,13 +253,23 @@ fn run_lidirus(
         submission: request.submission.then(|| request.out.join("submission")),
         log_samples: false,
     };
-    anyhow::ensure!(
-        labelled || request.submission,
-        "{}: LiDiRus has no labels here: nothing to score",
-        eval.data.display()
-    );
-    let report = evaluate(backbone, &eval, progress).context("evaluation")?;
-    let outcome = outcome_of(RsgTask::Lidirus, &report, started.elapsed().as_secs_f64());
+    kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
+}
+
+/// The outcome of `task` kept in its folder under `fingerprint` (unless a submission is asked, which needs the
+/// test predictions written), else the outcome of the report `work` makes, timed and kept for the next run.
+fn kept_or(
+    request: &RsgRequest,
+    task: RsgTask,
+    fingerprint: String,
+    work: impl FnOnce() -> Result<crate::report::Report>,
+) -> Result<TaskOutcome> {
+    let task_out = request.out.join(task.name());
+    if let Some(outcome) = stored(&task_out, &fingerprint).filter(|_| !request.submission) {
+        return Ok(outcome);
+    }
+    let started = Instant::now();
+    let outcome = outcome_of(task, &work()?, started.elapsed().as_secs_f64());
     store(&task_out, fingerprint, &outcome)?;
     Ok(outcome)
 }
