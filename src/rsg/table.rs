@@ -36,6 +36,9 @@ pub struct Benchmark {
     pub total_tuned: Option<f64>,
 }
 
+/// One approach's metrics of a task: its zero-shot or its tuned ones.
+type Pick = fn(&TaskOutcome) -> &[Metric];
+
 /// A task's score on the leaderboard: its metric, or the mean of its two.
 pub fn task_score(metrics: &[Metric]) -> Option<f64> {
     (!metrics.is_empty()).then(|| metrics.iter().map(|m| m.value).sum::<f64>() / metrics.len() as f64)
@@ -50,7 +53,7 @@ pub fn total_score(per_task: &[&[Metric]]) -> Option<f64> {
 impl Benchmark {
     pub fn new(model: String, mut tasks: Vec<TaskOutcome>) -> Self {
         tasks.sort_by_key(|t| RsgTask::ALL.iter().position(|x| *x == t.task));
-        let total = |pick: fn(&TaskOutcome) -> &[Metric]| {
+        let total = |pick: Pick| {
             let per_task: Vec<&[Metric]> = tasks.iter().map(pick).collect();
             total_score(&per_task)
         };
@@ -84,16 +87,11 @@ impl Benchmark {
         md += " |\n|---|---:|";
         md += &"---:|".repeat(self.tasks.len());
         md += "\n";
-        for (name, total_value, pick) in [
-            (
-                "zero-shot",
-                self.total_zero_shot,
-                (|t: &TaskOutcome| t.zero_shot.clone()) as fn(&TaskOutcome) -> Vec<Metric>,
-            ),
-            ("prompt tuning", self.total_tuned, |t: &TaskOutcome| t.tuned.clone()),
-        ] {
+        let rows: [(&str, Option<f64>, Pick); 2] =
+            [("zero-shot", self.total_zero_shot, |t| &t.zero_shot), ("prompt tuning", self.total_tuned, |t| &t.tuned)];
+        for (name, total_value, pick) in rows {
             md += &format!("| {name} | {} | ", total(total_value));
-            md += &self.tasks.iter().map(|t| cell(&pick(t))).collect::<Vec<_>>().join(" | ");
+            md += &self.tasks.iter().map(|t| cell(pick(t))).collect::<Vec<_>>().join(" | ");
             md += " |\n";
         }
         md += "\n| task | items | trainable params | seconds | status |\n|---|---:|---:|---:|---|\n";
