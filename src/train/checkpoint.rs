@@ -10,7 +10,7 @@ use tch::{Device, Tensor};
 
 use super::AdamW;
 use crate::fs::remove_dir;
-use crate::prompt::Prompt;
+use crate::prompt::{Prompt, STATE_FILE};
 
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -78,6 +78,13 @@ pub fn list(output_dir: &Path) -> Result<Vec<usize>> {
     }
     steps.sort_unstable();
     Ok(steps)
+}
+
+/// Puts the prompt weights saved in checkpoint folder `dir` into `prompt`.
+pub fn load_prompt(dir: &Path, prompt: &mut Prompt) -> Result<()> {
+    let file = dir.join(STATE_FILE);
+    let named = Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))
 }
 
 /// Reads a checkpoint's trainer state and restores the optimizer moments from it.

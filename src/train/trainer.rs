@@ -19,7 +19,7 @@ use crate::fs::write_atomic;
 use crate::fs::DirLock;
 use crate::model::Backbone;
 use crate::progress::Progress;
-use crate::prompt::{PROMPT_FILE, STATE_FILE};
+use crate::prompt::PROMPT_FILE;
 
 /// The resolved config of a run, written into its output folder (and read back by `--resume`).
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -182,9 +182,7 @@ impl<'a> Trainer<'a> {
         };
         if let Some(step) = resume_from {
             let dir = checkpoint::checkpoint_dir(out, step);
-            let named = Tensor::read_safetensors(dir.join(STATE_FILE))
-                .with_context(|| format!("cannot read {}", dir.join(STATE_FILE).display()))?;
-            setup.prompt.set_state(&named).with_context(|| format!("checkpoint {}", dir.display()))?;
+            checkpoint::load_prompt(&dir, &mut setup.prompt)?;
             state = checkpoint::load_into(&dir, &mut optimizer)?;
             ensure!(
                 state.eval_metric == config.eval_metric(),
@@ -321,10 +319,8 @@ impl<'a> Trainer<'a> {
         }
         if let (FinalPrompt::Best, Some(best)) = (self.config.training.final_prompt, self.state.best_step) {
             if best != self.state.step {
-                let file = checkpoint::checkpoint_dir(out, best).join(STATE_FILE);
-                let named =
-                    Tensor::read_safetensors(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                self.setup.prompt.set_state(&named).with_context(|| format!("best checkpoint {}", file.display()))?;
+                checkpoint::load_prompt(&checkpoint::checkpoint_dir(out, best), &mut self.setup.prompt)
+                    .context("the best checkpoint")?;
             }
         }
         self.setup.prompt.save_pretrained(out)?;
