@@ -98,6 +98,7 @@ fn classifier<'a>(
         shared: true,
         truncation_field: trunc,
         max_tokens: None,
+        shot_delimiter: "",
     }
 }
 
@@ -155,7 +156,7 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
         let requests: Vec<Value> = items
             .iter()
             .map(|item| {
-                let (context, candidates) = c.request(item)?;
+                let ruprompts::eval::Request { context, candidates, .. } = c.request(item)?;
                 let answers: Vec<&Vec<i64>> = candidates.iter().map(|k| &k.answer).collect();
                 Ok(json!({ "context": context, "answers": answers }))
             })

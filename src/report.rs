@@ -34,6 +34,31 @@ pub struct TaskResult {
     pub tuned_format: Option<String>,
     pub trainable_parameters: Option<i64>,
     pub metrics: Vec<MetricRow>,
+    /// Every setting scored (zero-shot, each k-shot, tuned) under every scoring mode (classification).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<SettingResult>,
+}
+
+/// One setting's metrics under each scoring mode, from the same forwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingResult {
+    /// `zero-shot`, `5-shot`, `tuned`.
+    pub setting: String,
+    /// Demonstrations asked for per item.
+    pub shots: usize,
+    /// Items that dropped demonstrations to fit the model's window, and how many they dropped in all.
+    pub items_dropping_shots: usize,
+    pub dropped_shots: usize,
+    pub scores: Vec<ModeScore>,
+}
+
+/// A metric under one scoring mode, with its bootstrap standard error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeScore {
+    pub mode: String,
+    pub metric: String,
+    pub value: f64,
+    pub stderr: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,11 +150,62 @@ impl Report {
                    bootstrap 95% interval of tuned − zero-shot, * where it excludes 0. Majority: always the most \
                    frequent gold answer; chance: uniformly random answers; both on the same items.\n";
         }
+        md += &self.settings_markdown();
         md += "\nFormats:\n\n";
         for t in &self.tasks {
             md += &format!("- {} zero-shot: `{:?}`\n", t.task, t.zero_shot_format);
             if let Some(f) = &t.tuned_format {
                 md += &format!("- {} tuned: `{f:?}`\n", t.task);
+            }
+        }
+        md
+    }
+
+    /// The table of every setting (rows) under every scoring mode (columns), `value ± stderr`; empty without
+    /// settings.
+    fn settings_markdown(&self) -> String {
+        let mut modes: Vec<&str> = Vec::new();
+        for s in self.tasks.iter().flat_map(|t| &t.settings).flat_map(|s| &s.scores) {
+            if !modes.contains(&s.mode.as_str()) {
+                modes.push(&s.mode);
+            }
+        }
+        if modes.is_empty() {
+            return String::new();
+        }
+        let mut md = format!(
+            "\n## Every setting and scoring mode\n\nThe table above uses `{}`. sum = lm-eval `acc`, per_char = \
+             `acc_norm`, per_byte = `acc_bytes`; ± is the bootstrap standard error.\n\n| task | setting | metric | {} \
+             | demonstrations dropped |\n|---|---|---|{}---:|\n",
+            self.mode,
+            modes.join(" | "),
+            "---:|".repeat(modes.len())
+        );
+        for t in &self.tasks {
+            for s in &t.settings {
+                let mut metrics: Vec<&str> = Vec::new();
+                for m in &s.scores {
+                    if !metrics.contains(&m.metric.as_str()) {
+                        metrics.push(&m.metric);
+                    }
+                }
+                for metric in metrics {
+                    let cells: Vec<String> = modes
+                        .iter()
+                        .map(|mode| {
+                            s.scores
+                                .iter()
+                                .find(|m| m.metric == metric && m.mode == *mode)
+                                .map_or("—".into(), |m| format!("{:.3} ± {:.3}", m.value, m.stderr))
+                        })
+                        .collect();
+                    let dropped = if s.shots == 0 {
+                        "—".to_string()
+                    } else {
+                        format!("{} in {} items", s.dropped_shots, s.items_dropping_shots)
+                    };
+                    md += &format!("| {} | {} | {metric} | {} | {dropped} |\n", t.task, s.setting, cells.join(" | "));
+                }
             }
         }
         md

@@ -20,7 +20,7 @@ fn terra_items(n: usize) -> Vec<Item> {
         .map(|r| {
             let gold = Some(usize::from(r.row["label"] != "entailment"));
             let row: Row = ["premise", "hypothesis"].iter().map(|k| (k.to_string(), r.row[*k].clone())).collect();
-            Item { row, candidates: vec![" да".into(), " нет".into()], gold, origin: r.origin }
+            Item { row, candidates: vec![" да".into(), " нет".into()], gold, origin: r.origin, shots: vec![] }
         })
         .collect()
 }
@@ -51,6 +51,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
                 shared,
                 truncation_field: None,
                 max_tokens: None,
+                shot_delimiter: "",
             };
             let naive = classifier(false).predict(&items, Some(&content_free), 1).unwrap();
             let shared = classifier(true).predict(&items, Some(&content_free), 5).unwrap();
@@ -72,6 +73,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         shared: true,
         truncation_field: None,
         max_tokens: None,
+        shot_delimiter: "",
     };
     let err = format!("{:#}", classifier.predict(&[broken], None, 4).unwrap_err());
     assert!(err.starts_with("val.jsonl:7: row {\"premise\":"), "{err}");

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 use ruprompts::data::read_rows;
-use ruprompts::eval::{overlap, Report, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use ruprompts::eval::{overlap, Report, ScoreMode, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
 use ruprompts::progress::Silent;
 use ruprompts::train::TrainConfig;
 use ruprompts::train::{train, TrainOptions};
@@ -96,30 +96,58 @@ output_dir: {out}
     assert!(printed.contains(&row), "{printed}");
     assert!(std::fs::read_to_string(out.join(REPORT_SVG)).unwrap().starts_with("<svg"));
 
-    // --log-samples: a line per item with the context as scored, every candidate's score, the prediction, the gold;
-    // the report's figures follow from it.
-    eval(&["--log-samples"]);
+    // --log-samples with a 2-shot setting: a line per item with, per setting, the context as scored, every
+    // candidate's score in every mode and the predictions; every figure of the report follows from it.
+    eval(&["--log-samples", "--num-fewshot", "0,2", "--fewshot-sampler", "balanced"]);
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap();
+    let settings = &report.tasks[0].settings;
+    let names: Vec<&str> = settings.iter().map(|s| s.setting.as_str()).collect();
+    assert_eq!(names, ["zero-shot", "2-shot", "tuned"]);
     let samples: Vec<Value> = std::fs::read_to_string(out.join("samples/TERRa.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(samples.len(), 40);
-    let mut right = [0usize; 2];
-    for line in &samples {
-        assert_eq!(line["candidates"], serde_json::json!([" да", " нет"]));
-        for (k, setting) in ["zero-shot", "tuned"].iter().enumerate() {
-            let s = &line[*setting];
-            let context = s["context"].as_str().unwrap();
-            // The tuned context holds the prompt's 6 tokens (<P*4> and <P*2>), the zero-shot one none.
-            assert_eq!(context.matches("<P>").count(), if k == 0 { 0 } else { 6 }, "{context}");
-            let scores: Vec<f64> = s["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            let best = if scores[1] > scores[0] { 1 } else { 0 };
-            assert_eq!(s["prediction"], best);
-            right[k] += usize::from(s["prediction"] == line["gold"]);
+    let train: Vec<String> = read_rows(&dir.path().join("train.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|r| r.row["premise"].as_str().unwrap().into())
+        .collect();
+    for setting in settings {
+        for mode in ScoreMode::ALL {
+            let mut right = 0;
+            for line in &samples {
+                let s = &line[setting.setting.as_str()];
+                let scores: Vec<f64> =
+                    s["scores"][mode.name()].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let best = if scores[1] > scores[0] { 1 } else { 0 };
+                assert_eq!(s["predictions"][mode.name()], best);
+                right += usize::from(s["predictions"][mode.name()] == line["gold"]);
+            }
+            let reported = setting.scores.iter().find(|m| m.mode == mode.name()).unwrap();
+            assert_eq!((reported.metric.as_str(), reported.value), ("accuracy", right as f64 / 40.0));
+            assert!(reported.stderr > 0.0);
         }
     }
-    assert_eq!([right[0] as f64 / 40.0, right[1] as f64 / 40.0], [m.zero_shot, tuned]);
+    for line in &samples {
+        assert_eq!(line["candidates"], serde_json::json!([" да", " нет"]));
+        assert_eq!(line["zero-shot"]["prediction"], line["zero-shot"]["predictions"]["sum"]);
+        // The tuned context holds the prompt's 6 tokens (<P*4> and <P*2>), the others none; the 2-shot one is two
+        // solved train items ("... Ответ: да") and the zero-shot context, each followed by a blank line, less the
+        // demonstrations dropped to fit the model's 256 positions.
+        assert_eq!(line["tuned"]["context"].as_str().unwrap().matches("<P>").count(), 6);
+        let zero = line["zero-shot"]["context"].as_str().unwrap();
+        let two = line["2-shot"]["context"].as_str().unwrap();
+        let demos: Vec<&str> = two.strip_suffix(zero).unwrap().split_terminator("\n\n").collect();
+        assert_eq!(demos.len() as u64 + line["2-shot"]["dropped_shots"].as_u64().unwrap(), 2, "{two}");
+        for demo in demos {
+            assert!(demo.ends_with("Ответ: да") || demo.ends_with("Ответ: нет"), "{demo}");
+            assert!(train.iter().any(|p| demo.starts_with(p.as_str())), "{demo}");
+        }
+    }
+    let markdown = std::fs::read_to_string(out.join(REPORT_MD)).unwrap();
+    assert!(markdown.contains("| TERRa | 2-shot | accuracy |"), "{markdown}");
 
     // The test split has no labels: no metrics, but a submission file with every idx.
     let submission = dir.path().join("submission");

@@ -71,9 +71,10 @@ fn evaluator_view(task: RsgTask, file: &Path, out: &Path) -> (Vec<f64>, usize, V
         shared: true,
         truncation_field: None,
         max_tokens: Some(256),
+        shot_delimiter: "",
     };
     let scores = tch::no_grad(|| classifier.candidate_scores(&[&items[0].item], None)).unwrap().remove(0);
-    let (context, candidates) = classifier.request(&items[0].item).unwrap();
+    let ruprompts::eval::Request { context, candidates, .. } = classifier.request(&items[0].item).unwrap();
     (scores, items[0].item.gold.unwrap(), context, candidates)
 }
 
@@ -152,6 +153,7 @@ fn shared_context_batches_match_items_one_by_one_in_loss_and_gradient() {
         shared: true,
         truncation_field: Some("text"),
         max_tokens: Some(200),
+        shot_delimiter: "",
     };
     let objective = Objective::Choice { score: ScoreMode::Sum };
     let (examples, _) = encode_items(&classifier, &items[..5], &objective, None, TooLongPolicy::Error).unwrap();

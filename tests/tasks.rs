@@ -202,6 +202,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         out: dir.path().join(out),
         submission: Some(dir.path().join("submission")),
         log_samples: false,
+        fewshot: Default::default(),
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {

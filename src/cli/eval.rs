@@ -8,8 +8,10 @@ use clap::Args;
 use super::bars::Bars;
 use super::Placement;
 use crate::data::{split_file, PreprocessConfig};
+use crate::eval::fewshot::{FewShotConfig, Sampler};
 use crate::eval::{
-    evaluate, evaluate_generation, EvalRequest, GenerationRequest, RsgTask, ScoreMode, TaskFormats, PREDICTIONS_FILE,
+    evaluate, evaluate_generation, EvalRequest, FewShot, GenerationRequest, RsgTask, ScoreMode, TaskFormats,
+    PREDICTIONS_FILE,
 };
 use crate::model::ModelSource;
 use crate::resolve;
@@ -64,10 +66,25 @@ pub struct EvalArgs {
     /// Also write the predictions in the official submission layout (<Task>.jsonl) into this folder.
     #[arg(long, value_name = "DIR")]
     pub submission: Option<PathBuf>,
-    /// Also write <out>/samples/<Task>.jsonl: per item the exact context scored (prompt tokens as <P>), every
-    /// candidate's score, the prediction and the gold, for each setting.
+    /// Also write <out>/samples/<Task>.jsonl: per item and setting the exact context scored (prompt tokens as
+    /// <P>), every candidate's log-likelihood and score in every mode, the predictions and the gold.
     #[arg(long)]
     pub log_samples: bool,
+    /// k-shot settings to score next to zero-shot (always scored) and tuned, e.g. `0,1,5`: k solved items of the
+    /// few-shot split, formatted like the item with their gold answers, precede it. Default: a config's
+    /// fewshot.k.
+    #[arg(long, value_delimiter = ',', value_name = "K,...")]
+    pub num_fewshot: Vec<usize>,
+    /// The split demonstrations are drawn from: a split's name in the data's folder, or a file (default: a
+    /// config's fewshot.split, else train).
+    #[arg(long, value_name = "SPLIT|FILE")]
+    pub fewshot_split: Option<String>,
+    /// How demonstrations are drawn: random, balanced (evenly over the gold answers) or first_n.
+    #[arg(long, value_enum)]
+    pub fewshot_sampler: Option<Sampler>,
+    /// Seed of the demonstrations drawn for each item (default: a config's fewshot.seed, else 1234).
+    #[arg(long)]
+    pub fewshot_seed: Option<u64>,
     #[command(flatten)]
     pub placement: Placement,
 }
@@ -136,7 +153,8 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
     };
     let formats = config.scoring_formats(task_formats(task, &args.formats)?);
     let mode = args.mode.unwrap_or(config.objective.score_mode());
-    Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out, mode))))
+    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data)?;
+    Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot))))
 }
 
 /// `eval --task`: a data file, the bundled (or given) formats, and the prompt and model named on the command line
@@ -161,10 +179,35 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
     });
     let formats = task_formats(task, &args.formats)?;
     let mode = args.mode.unwrap_or_default();
-    Ok((args.placement.model(model), Job::Classify(classify_request(args, task, data, formats, prompt, out, mode))))
+    let fewshot = fewshot(args, FewShotConfig::default(), None, &data)?;
+    let request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
+    Ok((args.placement.model(model), Job::Classify(request)))
+}
+
+/// The few-shot settings: `config` with the command line's flags over it; the split is looked up in `dir` (else
+/// the evaluated file's folder).
+fn fewshot(args: &EvalArgs, mut config: FewShotConfig, dir: Option<&Path>, data: &Path) -> Result<FewShot> {
+    if let Some(split) = &args.fewshot_split {
+        config.split = split.clone();
+    }
+    config.sampler = args.fewshot_sampler.unwrap_or(config.sampler);
+    config.seed = args.fewshot_seed.unwrap_or(config.seed);
+    let ks = if args.num_fewshot.is_empty() { vec![config.k] } else { args.num_fewshot.clone() };
+    if ks.iter().all(|&k| k == 0) {
+        return Ok(FewShot { ks, config, data: None });
+    }
+    let dir = dir.or(data.parent()).unwrap_or(Path::new("."));
+    let file = config.file(dir);
+    ensure!(
+        file.is_file(),
+        "no few-shot split {} to draw demonstrations from: pass --fewshot-split SPLIT|FILE (fewshot.split)",
+        file.display()
+    );
+    Ok(FewShot { ks, config, data: Some(file) })
 }
 
 /// The classification request both ways share, with the scoring options from the command line.
+#[allow(clippy::too_many_arguments)]
 fn classify_request(
     args: &EvalArgs,
     task: RsgTask,
@@ -173,6 +216,7 @@ fn classify_request(
     prompt: Option<PathBuf>,
     out: PathBuf,
     mode: ScoreMode,
+    fewshot: FewShot,
 ) -> EvalRequest {
     EvalRequest {
         task,
@@ -186,6 +230,7 @@ fn classify_request(
         out,
         submission: args.submission.clone(),
         log_samples: args.log_samples,
+        fewshot,
     }
 }
 

@@ -26,6 +26,20 @@ pub enum ScoreMode {
 }
 
 impl ScoreMode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [ScoreMode; 5] = [Self::Sum, Self::PerChar, Self::PerByte, Self::MeanLoss, Self::Calibrated];
+
+    /// The mode's name as configs and reports spell it (`per_char`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sum => "sum",
+            Self::PerChar => "per_char",
+            Self::PerByte => "per_byte",
+            Self::MeanLoss => "mean_loss",
+            Self::Calibrated => "calibrated",
+        }
+    }
+
     /// What the answer's Σ log p is divided by: 1 (`sum`), its chars or its UTF-8 bytes; `None` for the modes
     /// that are not a length-normalised answer sum (`mean_loss`, `calibrated`).
     pub fn divisor(self, answer: &str) -> Option<usize> {

@@ -1,13 +1,15 @@
-//! One task evaluated zero-shot and with a tuned prompt, side by side: the items are read once, each setting is
-//! scored through the same classifier (with its own request cache), and the metrics go into a [`Report`].
+//! One task evaluated zero-shot, k-shot and with a tuned prompt, side by side: the items are read once, each
+//! setting is scored once through the same classifier (with its own request cache) and every scoring mode derives
+//! from those forwards; the metrics, their error bars and the baselines go into a [`Report`].
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use super::fewshot::{self, FewShotConfig};
 use super::run::{fingerprint, scores_cached, CachedRun};
-use super::{best, stats, RsgTask};
+use super::{best, stats, ItemScores, RsgTask, Shot};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
 use crate::data::read_rows;
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
@@ -15,7 +17,7 @@ use crate::fs::{write_atomic, DirLock};
 use crate::model::Backbone;
 use crate::progress::Progress;
 use crate::prompt::Prompt;
-use crate::report::{MetricRow, Report, TaskResult};
+use crate::report::{MetricRow, ModeScore, Report, SettingResult, TaskResult};
 
 /// What to evaluate and where to write it.
 #[derive(Debug, Clone)]
@@ -27,6 +29,7 @@ pub struct EvalRequest {
     pub formats: TaskFormats,
     /// A trained prompt's folder; without one only zero-shot is scored.
     pub prompt: Option<PathBuf>,
+    /// The headline scoring mode (every mode is computed and reported).
     pub mode: ScoreMode,
     /// Score each candidate on its own instead of from the shared context's KV cache (same results, slower).
     pub naive: bool,
@@ -39,15 +42,43 @@ pub struct EvalRequest {
     /// Folder for the submission file (`<Task>.jsonl`) of the tuned (else zero-shot) predictions.
     pub submission: Option<PathBuf>,
     /// Also write `<out>/samples/<Task>.jsonl`: per item the exact context scored in each setting (prompt tokens
-    /// shown as `<P>`), every candidate's score, the prediction and the gold.
+    /// shown as `<P>`), every candidate's score in every mode, the prediction and the gold.
     pub log_samples: bool,
+    /// The k-shot settings scored besides zero-shot, and how their demonstrations are drawn.
+    pub fewshot: FewShot,
 }
 
-/// One setting's results: every candidate's score per item and, when samples are logged, the rendered contexts.
+/// Few-shot settings: each `k` of `ks` (0 is zero-shot, always scored) with demonstrations drawn as `config`
+/// says from the labelled items of `data`.
+#[derive(Debug, Clone, Default)]
+pub struct FewShot {
+    pub ks: Vec<usize>,
+    pub config: FewShotConfig,
+    pub data: Option<PathBuf>,
+}
+
+/// One setting's results: every item's candidate log-prob sums and, when samples are logged, the rendered contexts.
 struct Setting {
+    name: String,
+    shots: usize,
+    scores: Vec<ItemScores>,
+    contexts: Vec<String>,
+}
+
+/// Every candidate's score under one mode, and the predicted candidate of every item.
+struct Ranked {
     scores: Vec<Vec<f64>>,
     predictions: Vec<usize>,
-    contexts: Vec<String>,
+}
+
+impl Setting {
+    /// Every candidate's score and the predicted candidate of every item under `mode`.
+    fn under(&self, mode: ScoreMode, items: &[TaskItem]) -> Result<Ranked> {
+        let scores: Vec<Vec<f64>> =
+            self.scores.iter().zip(items).map(|(s, t)| s.under(mode, &t.item.candidates)).collect::<Result<_>>()?;
+        let predictions = scores.iter().map(|s| best(s).expect("items have candidates")).collect();
+        Ok(Ranked { scores, predictions })
+    }
 }
 
 /// A row with "N/A" in each of the format's fields: the content-free input of calibrated scoring.
@@ -62,8 +93,9 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     let device = model.device();
     anyhow::ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
+    let task = request.task;
     let records = read_rows(&request.data)?;
-    let mut items = request.task.items(&records, &request.formats.verbalizers)?;
+    let mut items = task.items(&records, &request.formats.verbalizers)?;
     items.truncate(request.limit.unwrap_or(usize::MAX));
     anyhow::ensure!(!items.is_empty(), "{}: no items to evaluate", request.data.display());
     anyhow::ensure!(
@@ -72,6 +104,19 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
          the predictions in the leaderboard's layout",
         request.data.display()
     );
+    let mut ks: Vec<usize> = request.fewshot.ks.iter().copied().filter(|&k| k > 0).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    let pool = match (&request.fewshot.data, ks.is_empty()) {
+        (_, true) => Vec::new(),
+        (None, false) => anyhow::bail!("few-shot settings need a split to draw demonstrations from"),
+        (Some(file), false) => task
+            .items(&read_rows(file).context("the few-shot split")?, &request.formats.verbalizers)
+            .with_context(|| format!("few-shot split {}", file.display()))?,
+    };
+    let sampling = &request.fewshot.config;
+    let shots = |k: usize| fewshot::choose(&items, &pool, k, sampling.sampler, sampling.seed);
+    let shot_sets: Vec<Vec<Vec<Shot>>> = ks.iter().map(|&k| shots(k)).collect::<Result<_>>()?;
     // The folder is made and held only once the request has proved it can be evaluated.
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
     let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
@@ -84,10 +129,14 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     let token_id = prompt.as_ref().map(|p| p.add_token(&mut tokenizer)).transpose()?;
     let zero_shot = PromptFormat::compile(&request.formats.zero_shot, &tokenizer).context("zero_shot format")?;
     let data_len = std::fs::metadata(&request.data)?.len().to_string();
+    let pool_file = request.fewshot.data.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+    let pool_len = match &request.fewshot.data {
+        Some(f) if !ks.is_empty() => std::fs::metadata(f)?.len().to_string(),
+        _ => String::new(),
+    };
     let verbalizers = serde_json::to_string(&request.formats.verbalizers)?;
-    let mode = serde_json::to_value(request.mode)?.as_str().unwrap_or_default().to_string();
 
-    let score = |name: &str, format: &PromptFormat, prompt: Option<&Prompt>| -> Result<Setting> {
+    let score = |name: String, format: &PromptFormat, prompt: Option<&Prompt>, k: usize| -> Result<Setting> {
         let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
         let classifier = Classifier {
             model,
@@ -98,48 +147,65 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             shared: !request.naive,
             truncation_field: request.formats.truncation_field.as_deref(),
             max_tokens: None,
+            shot_delimiter: &sampling.delimiter,
+        };
+        let mut items = items.clone();
+        if k > 0 {
+            let set = &shot_sets[ks.iter().position(|&x| x == k).expect("k is one of ks")];
+            for (t, shots) in items.iter_mut().zip(set) {
+                t.item.shots = shots.clone();
+            }
+        }
+        let fewshot = if k == 0 {
+            String::new()
+        } else {
+            format!("{k} {:?} {} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.seed, sampling.delimiter)
         };
         let fingerprint = fingerprint(
             &[
+                "item scores",
                 &model_dir.display().to_string(),
                 &format!("{:?}", backbone.source.dtype),
                 &format.compiled_template(),
-                &mode,
                 request.formats.truncation_field.as_deref().unwrap_or(""),
                 &request.data.display().to_string(),
                 &data_len,
                 &verbalizers,
+                &fewshot,
             ],
             prompt,
         )?;
-        let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", request.task.name()));
-        let what = format!("{} {name}", request.task.name());
+        let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", task.name()));
+        let what = format!("{} {name}", task.name());
         let run =
             CachedRun { cache: &cache, fingerprint: &fingerprint, batch: request.batch_size, progress, what: &what };
-        let scores = scores_cached(&classifier, &items, Some(&content_free(format)), &run)?;
-        let predictions = scores.iter().map(|s| best(s).expect("items have candidates")).collect();
+        let scores = scores_cached(&classifier, &items, &content_free(format), &run)?;
         let contexts = if request.log_samples {
             let token = format.prompt_token();
             items
                 .iter()
-                .map(|t| Ok(tokenizer.decode(&classifier.request(&t.item)?.0)?.replace(token, "<P>")))
+                .map(|t| Ok(tokenizer.decode(&classifier.request(&t.item)?.context)?.replace(token, "<P>")))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
-        Ok(Setting { scores, predictions, contexts })
+        Ok(Setting { name, shots: k, scores, contexts })
     };
-    let zero = score("zero-shot", &zero_shot, None)?;
-    let tuned = prompt.as_ref().map(|p| score("tuned", p.format(), Some(p))).transpose()?;
-    if request.log_samples {
-        write_samples(request, &items, &[("zero-shot", Some(&zero)), ("tuned", tuned.as_ref())])?;
+    let mut settings = vec![score("zero-shot".into(), &zero_shot, None, 0)?];
+    for &k in &ks {
+        settings.push(score(format!("{k}-shot"), &zero_shot, None, k)?);
     }
-    let zero_preds = zero.predictions;
-    let tuned_preds = tuned.map(|t| t.predictions);
+    let tuned = prompt.as_ref().map(|p| score("tuned".into(), p.format(), Some(p), 0)).transpose()?;
+    settings.extend(tuned);
+    if request.log_samples {
+        write_samples(request, &items, &settings)?;
+    }
+    let tuned = prompt.as_ref().map(|_| settings.last().expect("tuned was pushed last"));
+    let zero_preds = settings[0].under(request.mode, &items)?.predictions;
+    let tuned_preds = tuned.map(|t| t.under(request.mode, &items)).transpose()?.map(|r| r.predictions);
 
     let labelled = items.iter().all(|t| t.item.gold.is_some());
-    let metrics = if labelled {
-        let task = request.task;
+    let (metrics, setting_results) = if labelled {
         let zero = task.metrics(&items, &zero_preds)?;
         let tuned = tuned_preds.as_ref().map(|p| task.metrics(&items, p)).transpose()?;
         // Each setting's metrics on the same seeded resamples: standard errors, and paired differences.
@@ -149,7 +215,8 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         let tuned_stderr = tuned_draws.as_ref().map(|d| stats::stderr(d));
         let intervals = tuned_draws.as_ref().map(|d| stats::difference_interval(d, &zero_draws));
         let (majority, chance) = stats::baselines(task, &items)?;
-        zero.iter()
+        let rows = zero
+            .iter()
             .enumerate()
             .map(|(i, m)| MetricRow {
                 zero_shot_stderr: Some(zero_stderr[i]),
@@ -159,35 +226,63 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
                 chance: Some(chance[i]),
                 ..MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value))
             })
-            .collect()
+            .collect();
+        let results = settings.iter().map(|s| setting_result(task, &items, s)).collect::<Result<_>>()?;
+        (rows, results)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     if let Some(dir) = &request.submission {
-        write_submission(request.task, &items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
+        write_submission(task, &items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
     }
     let report = Report {
         model: backbone.source.path.display().to_string(),
-        mode,
+        mode: request.mode.name().to_string(),
         tasks: vec![TaskResult {
-            task: request.task.name().into(),
+            task: task.name().into(),
             data: request.data.display().to_string(),
             items: items.len(),
             zero_shot_format: request.formats.zero_shot.clone(),
             tuned_format: prompt.as_ref().map(|p| p.format().template().to_string()),
             trainable_parameters: prompt.as_ref().map(Prompt::num_parameters),
             metrics,
+            settings: setting_results,
         }],
     };
     report.write(&request.out)?;
     Ok(report)
 }
 
+/// A setting's metrics with bootstrap standard errors under every scoring mode, and its dropped demonstrations.
+fn setting_result(task: RsgTask, items: &[TaskItem], setting: &Setting) -> Result<SettingResult> {
+    let mut scores = Vec::new();
+    for mode in ScoreMode::ALL {
+        let predictions = setting.under(mode, items)?.predictions;
+        let stderr = stats::stderr(&stats::bootstrap(task, items, &predictions)?);
+        for (m, e) in task.metrics(items, &predictions)?.into_iter().zip(stderr) {
+            scores.push(ModeScore { mode: mode.name().into(), metric: m.name, value: m.value, stderr: e });
+        }
+    }
+    Ok(SettingResult {
+        setting: setting.name.clone(),
+        shots: setting.shots,
+        items_dropping_shots: setting.scores.iter().filter(|s| s.dropped_shots > 0).count(),
+        dropped_shots: setting.scores.iter().map(|s| s.dropped_shots).sum(),
+        scores,
+    })
+}
+
 /// `<out>/samples/<Task>.jsonl`: a line per item with its origin, ids, candidates and gold, and per setting the
-/// context as scored, each candidate's score under the request's mode and the prediction.
-fn write_samples(request: &EvalRequest, items: &[TaskItem], settings: &[(&str, Option<&Setting>)]) -> Result<()> {
+/// context as scored, each candidate's score in every mode, the prediction under the headline mode and the
+/// demonstrations dropped to fit.
+fn write_samples(request: &EvalRequest, items: &[TaskItem], settings: &[Setting]) -> Result<()> {
     let dir = request.out.join("samples");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let per_mode: Vec<Vec<Ranked>> = settings
+        .iter()
+        .map(|s| ScoreMode::ALL.iter().map(|&m| s.under(m, items)).collect::<Result<_>>())
+        .collect::<Result<_>>()?;
+    let headline = ScoreMode::ALL.iter().position(|&m| m == request.mode).expect("ALL holds every mode");
     let mut text = String::new();
     for (i, t) in items.iter().enumerate() {
         let mut line = serde_json::json!({
@@ -198,14 +293,20 @@ fn write_samples(request: &EvalRequest, items: &[TaskItem], settings: &[(&str, O
             "gold": t.item.gold,
             "mode": request.mode,
         });
-        for (name, setting) in settings {
-            if let Some(s) = setting {
-                line[*name] = serde_json::json!({
-                    "context": s.contexts[i],
-                    "scores": s.scores[i],
-                    "prediction": s.predictions[i],
-                });
-            }
+        for (s, modes) in settings.iter().zip(&per_mode) {
+            let scores: serde_json::Map<String, Value> =
+                ScoreMode::ALL.iter().zip(modes).map(|(m, r)| (m.name().into(), r.scores[i].clone().into())).collect();
+            let predictions: serde_json::Map<String, Value> =
+                ScoreMode::ALL.iter().zip(modes).map(|(m, r)| (m.name().into(), r.predictions[i].into())).collect();
+            line[s.name.as_str()] = serde_json::json!({
+                "context": s.contexts[i],
+                "shots": s.shots,
+                "dropped_shots": s.scores[i].dropped_shots,
+                "loglikelihoods": s.scores[i].candidates.iter().map(|c| c.answer_logprob).collect::<Vec<_>>(),
+                "scores": scores,
+                "predictions": predictions,
+                "prediction": modes[headline].predictions[i],
+            });
         }
         text += &format!("{line}\n");
     }

@@ -123,6 +123,7 @@ pub fn evaluate_generation(
                 MetricRow::new("chrf", chrf(&sources, references), Some(chrf(&predictions, references))),
                 MetricRow::new("bleu", bleu(&sources, references), Some(bleu(&predictions, references))),
             ],
+            settings: vec![],
         }],
     };
     report.write(&request.out)?;

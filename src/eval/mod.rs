@@ -5,6 +5,7 @@
 mod choose;
 mod classify;
 mod evaluate;
+pub mod fewshot;
 mod formats;
 mod generation;
 pub mod metrics;
@@ -14,10 +15,10 @@ mod score;
 pub mod stats;
 mod tasks;
 
-pub use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
+pub use crate::report::{MetricRow, ModeScore, Report, SettingResult, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
 pub use choose::{best, candidate_score, ScoreMode};
-pub use classify::{Classifier, Item};
-pub use evaluate::{evaluate, write_submission, EvalRequest};
+pub use classify::{Classifier, Item, ItemScores, Request, Shot};
+pub use evaluate::{evaluate, write_submission, EvalRequest, FewShot};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
 pub use run::fingerprint;

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{Classifier, Item, TaskItem};
+use super::{Classifier, Item, ItemScores, TaskItem};
 use crate::format::Row;
 use crate::fs::JsonLines;
 use crate::progress::Progress;
@@ -112,20 +112,24 @@ impl CachedRun<'_> {
     }
 }
 
-/// Scores every candidate of every item with `classifier` through `run`, in item order.
+/// Every candidate's log-prob sums (whole text and content-free too, so every scoring mode derives from them) for
+/// every item, computed with `classifier` through `run`, in item order.
 pub fn scores_cached(
     classifier: &Classifier,
     items: &[TaskItem],
-    content_free: Option<&Row>,
+    content_free: &Row,
     run: &CachedRun,
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<Vec<ItemScores>> {
     let lengths: Vec<usize> = items.iter().map(length).collect();
     run.run(
         &lengths,
-        |i, s: &Vec<f64>| s.len() == items[i].item.candidates.len(),
+        |i, s: &ItemScores| {
+            let n = items[i].item.candidates.len();
+            s.candidates.len() == n && s.content_free.len() == n
+        },
         |chunk| {
             let refs: Vec<&Item> = chunk.iter().map(|&i| &items[i].item).collect();
-            classifier.candidate_scores(&refs, content_free)
+            classifier.scored(&refs, Some(content_free), true)
         },
     )
 }

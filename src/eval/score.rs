@@ -11,14 +11,14 @@ use crate::prompt::{inject, Injection};
 
 /// A candidate continuation of a context: the answer that is scored, then the rest of the formatted text
 /// (literal text and any prompt tokens after the answer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Candidate {
     pub answer: Vec<i64>,
     pub suffix: Vec<i64>,
 }
 
 /// Log-probability sums of one candidate. Prompt tokens are never predicted, so they count in neither sum.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Scored {
     /// Σ log p(answer token | everything before it).
     pub answer_logprob: f64,

@@ -199,6 +199,7 @@ impl RsgTask {
                             candidates: choices.iter().map(|c| format!(" {}", lowercase_first(c))).collect(),
                             gold,
                             origin,
+                            shots: vec![],
                         },
                         ids,
                         labels: vec![json!(0), json!(1)],
@@ -238,7 +239,12 @@ impl RsgTask {
                 anyhow!("{origin}: label {l} is not one of {}'s labels ({})", self.name(), Value::from(labels.clone()))
             })?),
         };
-        Ok(TaskItem { item: Item { row, candidates, gold, origin: origin.clone() }, ids, labels, gold_texts: vec![] })
+        Ok(TaskItem {
+            item: Item { row, candidates, gold, origin: origin.clone(), shots: vec![] },
+            ids,
+            labels,
+            gold_texts: vec![],
+        })
     }
 
     fn muserc_items(self, row: &Row, origin: &Origin, verbalizers: &BTreeMap<String, String>) -> Result<Vec<TaskItem>> {
@@ -432,7 +438,7 @@ fn rucos_items(row: &Row, origin: &Origin) -> Result<Vec<TaskItem>> {
                 .map(|(k, v)| (k.to_string(), Value::String(v)))
                 .collect();
         items.push(TaskItem {
-            item: Item { row: fields, candidates: entities.clone(), gold, origin: origin.clone() },
+            item: Item { row: fields, candidates: entities.clone(), gold, origin: origin.clone(), shots: vec![] },
             ids: vec![id(row, origin)?],
             labels: entities.iter().map(|e| Value::String(e.clone())).collect(),
             gold_texts,

@@ -208,6 +208,7 @@ fn run_task(
             out: task_out.join(out),
             submission,
             log_samples: false,
+            fewshot: Default::default(),
         };
         let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
         if request.submission {
@@ -252,6 +253,7 @@ fn run_lidirus(
         out: task_out.join("eval"),
         submission: request.submission.then(|| request.out.join("submission")),
         log_samples: false,
+        fewshot: Default::default(),
     };
     kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
 }

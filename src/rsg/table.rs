@@ -131,6 +131,7 @@ impl Benchmark {
                             MetricRow::new(&z.name, z.value, tuned)
                         })
                         .collect(),
+                    settings: vec![],
                 })
                 .collect(),
         };

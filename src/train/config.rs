@@ -11,6 +11,7 @@ use super::{AdamWConfig, ScheduleConfig};
 use super::{DatasetConfig, Objective};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
+use crate::eval::fewshot::FewShotConfig;
 use crate::eval::TaskFormats;
 use crate::model::ModelSource;
 use crate::provider::ProviderConfig;
@@ -36,6 +37,9 @@ pub struct TrainConfig {
     pub scheduler: ScheduleConfig,
     #[serde(default)]
     pub training: TrainingConfig,
+    /// Demonstrations for `eval`'s k-shot settings (`eval --num-fewshot` overrides `k`).
+    #[serde(default)]
+    pub fewshot: FewShotConfig,
     /// Where checkpoints, metrics, the plot and the final prompt go.
     pub output_dir: PathBuf,
 }
@@ -244,6 +248,9 @@ impl Validate for TrainConfig {
                 return bad("preprocessing.verbalizers", "needed without dataset.task (label → candidate text)".into())
             }
             _ => {}
+        }
+        if self.fewshot.split.trim().is_empty() {
+            return bad("fewshot.split", "is empty: name a split (train) or a file".into());
         }
         if self.prompt_format.template.trim().is_empty() {
             return bad("prompt_format.template", "is empty".into());

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::data::{Example, TooLong, TooLongPolicy, IGNORE};
-use crate::eval::{answer_logprob_sums, shared_batches, Candidate, Classifier, ScoreMode, TaskItem};
+use crate::eval::{answer_logprob_sums, shared_batches, Candidate, Classifier, Request, ScoreMode, TaskItem};
 use crate::model::Gpt2;
 use crate::prompt::Injection;
 
@@ -112,7 +112,7 @@ pub fn encode_items(
     for (i, t) in items.iter().enumerate() {
         let item = &t.item;
         let Some(gold) = item.gold else { bail!("{}: the item has no label, so it cannot be trained on", item.origin) };
-        let (context, candidates) = match classifier.request(item) {
+        let Request { context, candidates, .. } = match classifier.request(item) {
             Ok(request) => request,
             Err(e) if too_long == TooLongPolicy::Skip && e.is::<TooLong>() => {
                 skipped.push(i);

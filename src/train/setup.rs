@@ -62,6 +62,7 @@ impl Reading {
             shared: true,
             truncation_field: self.truncation_field.as_deref(),
             max_tokens: Some(self.max_tokens),
+            shot_delimiter: "",
         }
     }
 }
