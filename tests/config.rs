@@ -171,6 +171,7 @@ fn values_out_of_range_are_refused_on_load_naming_the_key_and_where_it_was_set()
         ("optimizer.eps=0", "`optimizer.eps`: must be a positive number, not 0"),
         ("optimizer.weight_decay=-1", "`optimizer.weight_decay`: must be a number ≥ 0, not -1"),
         ("prompt_format.template=' '", "`prompt_format.template`: is empty"),
+        ("fewshot.split=''", "`fewshot.split`: is empty: name a split (train) or a file"),
         ("training.early_stopping_patience=0", "`training.early_stopping_patience`: must be at least 1 (0 given)"),
         ("training.eval_metric=f1a", "`training.eval_metric`: \"f1a\" is not a metric of TERRa: use loss, accuracy"),
     ];

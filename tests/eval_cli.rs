@@ -42,6 +42,10 @@ output_dir: {out}
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
+    // Demonstrations around a prompt in training are refused, not ignored.
+    let fewshot = TrainConfig::load(&config_path, &["fewshot.k=2".into()]).unwrap();
+    let err = train(&fewshot, &backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
+    assert!(err.starts_with("`fewshot.k`: training a prompt with demonstrations around it is not built yet"), "{err}");
     let trained = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
 
     let eval = |extra: &[&str]| {

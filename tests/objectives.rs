@@ -112,8 +112,11 @@ fn training_losses_are_what_the_evaluator_scores_give_by_hand() {
             "choice" => softmax_nll(&scores, gold),
             "choice per char" => {
                 let items = RsgTask::Parus.items(&read_rows(&one).unwrap(), &Default::default()).unwrap();
-                let per_char: Vec<f64> =
-                    scores.iter().zip(&items[0].item.candidates).map(|(s, c)| s / c.chars().count() as f64).collect();
+                let per_char: Vec<f64> = scores
+                    .iter()
+                    .zip(&items[0].item.candidates)
+                    .map(|(s, c)| s / c.trim_start().chars().count() as f64)
+                    .collect();
                 softmax_nll(&per_char, gold)
             }
             "lm" => -scores[gold] / candidates[gold].answer.len() as f64,

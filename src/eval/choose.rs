@@ -40,13 +40,16 @@ impl ScoreMode {
         }
     }
 
-    /// What the answer's Σ log p is divided by: 1 (`sum`), its chars or its UTF-8 bytes; `None` for the modes
-    /// that are not a length-normalised answer sum (`mean_loss`, `calibrated`).
+    /// What the answer's Σ log p is divided by: 1 (`sum`), its chars or its UTF-8 bytes, leading whitespace not
+    /// counted (lm-evaluation-harness' `acc_norm` and `acc_bytes` measure the choice without the space that
+    /// separates it from the context); `None` for the modes that are not a length-normalised answer sum
+    /// (`mean_loss`, `calibrated`).
     pub fn divisor(self, answer: &str) -> Option<usize> {
+        let text = answer.trim_start();
         match self {
             Self::Sum => Some(1),
-            Self::PerChar => Some(answer.chars().count()),
-            Self::PerByte => Some(answer.len()),
+            Self::PerChar => Some(text.chars().count()),
+            Self::PerByte => Some(text.len()),
             Self::MeanLoss | Self::Calibrated => None,
         }
     }
@@ -106,9 +109,9 @@ mod tests {
             (scores.clone(), best(&scores).unwrap())
         };
         assert_eq!(pick(ScoreMode::Sum, None), (vec![-4.0, -5.0], 0));
-        // " да" is 3 chars / 5 bytes, " нет" 4 chars / 7 bytes.
-        assert_eq!(pick(ScoreMode::PerChar, None), (vec![-4.0 / 3.0, -5.0 / 4.0], 1));
-        assert_eq!(pick(ScoreMode::PerByte, None), (vec![-4.0 / 5.0, -5.0 / 7.0], 1));
+        // Without the leading space, " да" is 2 chars / 4 bytes, " нет" 3 chars / 6 bytes.
+        assert_eq!(pick(ScoreMode::PerChar, None), (vec![-4.0 / 2.0, -5.0 / 3.0], 1));
+        assert_eq!(pick(ScoreMode::PerByte, None), (vec![-4.0 / 4.0, -5.0 / 6.0], 1));
         assert_eq!(pick(ScoreMode::MeanLoss, None), (vec![-4.0, -4.0], 0));
         let (free_da, free_net) = (scored(-1.0, 0.0, 0), scored(-3.0, 0.0, 0));
         assert_eq!(pick(ScoreMode::Calibrated, Some([&free_da, &free_net])), (vec![-3.0, -2.0], 1));

@@ -1,6 +1,7 @@
 //! Few-shot demonstrations (in-context learning, the baseline prompt tuning is compared against): which solved
-//! items of a split are shown before each evaluated item. Seeded per item, so an item's demonstrations do not
-//! depend on which other items are evaluated; never from the item's own record.
+//! items of a split are shown before each evaluated item. Seeded per record, so an item's demonstrations do not
+//! depend on which other items are evaluated (MuSeRC's answer options of one question share theirs); never from
+//! the item's own record.
 
 use std::path::PathBuf;
 
@@ -59,8 +60,8 @@ impl FewShotConfig {
 }
 
 /// The `k` demonstrations of each of `items`, drawn from the labelled items of `pool` by `sampler` with a
-/// generator seeded by `seed` and the item's index; an item from the same record (file and line) as the item it
-/// precedes is never drawn.
+/// generator seeded by `seed` and the item's record (its line); an item from the same record (file and line) as
+/// the item it precedes is never drawn.
 pub fn choose(items: &[TaskItem], pool: &[TaskItem], k: usize, sampler: Sampler, seed: u64) -> Result<Vec<Vec<Shot>>> {
     let labelled: Vec<(&TaskItem, Shot)> = pool
         .iter()
@@ -71,8 +72,7 @@ pub fn choose(items: &[TaskItem], pool: &[TaskItem], k: usize, sampler: Sampler,
         .collect();
     items
         .iter()
-        .enumerate()
-        .map(|(i, target)| {
+        .map(|target| {
             let eligible: Vec<&Shot> =
                 labelled.iter().filter(|(t, _)| t.item.origin != target.item.origin).map(|(_, s)| s).collect();
             ensure!(
@@ -82,7 +82,7 @@ pub fn choose(items: &[TaskItem], pool: &[TaskItem], k: usize, sampler: Sampler,
                 eligible.len()
             );
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(i as u64);
+            rng.set_stream(target.item.origin.line as u64);
             let picked: Vec<&Shot> = match sampler {
                 Sampler::FirstN => eligible[..k].to_vec(),
                 Sampler::Random => {

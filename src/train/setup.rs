@@ -69,6 +69,11 @@ impl Reading {
 
 /// Reads and encodes the data of `config` for a fresh prompt; warnings (rows left out) go to `progress`.
 pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: &dyn Progress) -> Result<Setup<'a>> {
+    ensure!(
+        config.fewshot.k == 0,
+        "`fewshot.k`: training a prompt with demonstrations around it is not built yet; the section sets `eval`'s \
+         k-shot settings, so set k there with `eval --num-fewshot` and train with fewshot.k=0"
+    );
     let model = &backbone.model;
     let mut tokenizer = match &config.tokenizer {
         Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
