@@ -31,19 +31,41 @@ pub struct TaskResult {
     /// Items scored (MuSeRC: answer options; RuCoS: queries).
     pub items: usize,
     pub zero_shot_format: String,
+    /// More zero-shot templates, scored as `zero-shot-t2`, `zero-shot-t3`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_zero_shot_formats: Vec<String>,
     pub tuned_format: Option<String>,
     pub trainable_parameters: Option<i64>,
     pub metrics: Vec<MetricRow>,
     /// Every setting scored (zero-shot, each k-shot, tuned) under every scoring mode (classification).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings: Vec<SettingResult>,
+    /// The spread of the headline metrics over the settings of a group (several templates or seeds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spreads: Vec<Spread>,
+}
+
+/// One metric over the settings of a group under the headline mode: how much a template or a seed moves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub group: String,
+    pub settings: usize,
+    pub metric: String,
+    pub mean: f64,
+    /// Sample standard deviation over the settings.
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
 /// One setting's metrics under each scoring mode, from the same forwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettingResult {
-    /// `zero-shot`, `5-shot`, `tuned`.
+    /// `zero-shot`, `zero-shot-t2` (a second template), `5-shot`, `5-shot-s7` (another seed), `tuned`.
     pub setting: String,
+    /// What the setting varies within: `zero-shot` (templates), `5-shot` (seeds), `tuned`.
+    #[serde(default)]
+    pub group: String,
     /// Demonstrations asked for per item.
     pub shots: usize,
     /// Items that dropped demonstrations to fit the model's window, and how many they dropped in all.
@@ -151,9 +173,13 @@ impl Report {
                    frequent gold answer; chance: uniformly random answers; both on the same items.\n";
         }
         md += &self.settings_markdown();
+        md += &self.spreads_markdown();
         md += "\nFormats:\n\n";
         for t in &self.tasks {
             md += &format!("- {} zero-shot: `{:?}`\n", t.task, t.zero_shot_format);
+            for (j, f) in t.more_zero_shot_formats.iter().enumerate() {
+                md += &format!("- {} zero-shot-t{}: `{f:?}`\n", t.task, j + 2);
+            }
             if let Some(f) = &t.tuned_format {
                 md += &format!("- {} tuned: `{f:?}`\n", t.task);
             }
@@ -206,6 +232,28 @@ impl Report {
                     };
                     md += &format!("| {} | {} | {metric} | {} | {dropped} |\n", t.task, s.setting, cells.join(" | "));
                 }
+            }
+        }
+        md
+    }
+
+    /// The table of spreads over templates and seeds; empty without any.
+    fn spreads_markdown(&self) -> String {
+        if self.tasks.iter().all(|t| t.spreads.is_empty()) {
+            return String::new();
+        }
+        let mut md = format!(
+            "\n## Spread over templates and seeds\n\nUnder `{}`: mean ± standard deviation over the settings of a \
+             group, then the lowest and highest.\n\n| task | group | settings | metric | mean ± sd | min | max |\n\
+             |---|---|---:|---|---:|---:|---:|\n",
+            self.mode
+        );
+        for t in &self.tasks {
+            for s in &t.spreads {
+                md += &format!(
+                    "| {} | {} | {} | {} | {:.3} ± {:.3} | {:.3} | {:.3} |\n",
+                    t.task, s.group, s.settings, s.metric, s.mean, s.sd, s.min, s.max
+                );
             }
         }
         md

@@ -33,7 +33,7 @@ fn right_on(items: &[TaskItem], right: usize) -> Vec<usize> {
 fn bootstrap_errors_and_paired_intervals() {
     let items = items(200, 120);
     // Accuracy 0.7 over 200 items: binomial stderr sqrt(0.7 · 0.3 / 200) = 0.0324; the bootstrap is within 10%.
-    let draws = |right: usize| bootstrap(RsgTask::Terra, &items, &right_on(&items, right)).unwrap();
+    let draws = |right: usize| bootstrap(&RsgTask::Terra.into(), &items, &right_on(&items, right)).unwrap();
     let s = stderr(&draws(140));
     let binomial = (0.7f64 * 0.3 / 200.0).sqrt();
     assert!((s[0] - binomial).abs() < 0.1 * binomial, "{} vs {binomial}", s[0]);
@@ -52,7 +52,7 @@ fn bootstrap_errors_and_paired_intervals() {
 fn majority_and_chance_baselines_by_hand() {
     // 12 of 16 entailed: always "entailment" scores 0.75; random answers score 0.5 on average.
     let items = items(16, 12);
-    let (majority, chance) = baselines(RsgTask::Terra, &items).unwrap();
+    let (majority, chance) = baselines(&RsgTask::Terra.into(), &items).unwrap();
     assert_eq!(majority, [0.75]);
     assert!((chance[0] - 0.5).abs() < 0.05, "{chance:?}");
     // RCB's two metrics: the majority class gets accuracy 0.75 and macro-F1 over the three classes (0.857 + 0 + 0)/3.
@@ -65,7 +65,7 @@ fn majority_and_chance_baselines_by_hand() {
         .collect();
     std::fs::write(&path, rows).unwrap();
     let rcb = RsgTask::Rcb.items(&read_rows(&path).unwrap(), &TaskFormats::bundled(RsgTask::Rcb).verbalizers).unwrap();
-    let (majority, _) = baselines(RsgTask::Rcb, &rcb).unwrap();
+    let (majority, _) = baselines(&RsgTask::Rcb.into(), &rcb).unwrap();
     let f1 = 2.0 * 0.75 / 1.75;
     assert!((majority[0] - f1 / 3.0).abs() < 1e-12 && majority[1] == 0.75, "{majority:?}");
 }

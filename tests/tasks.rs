@@ -59,7 +59,7 @@ fn every_task_reads_its_official_layout_and_every_bundled_format_fills_its_items
     let tok = Tokenizer::from_dir(&model_dir()).unwrap();
     for task in RsgTask::ALL {
         let formats = TaskFormats::bundled(task);
-        assert_eq!(formats.task, task);
+        assert_eq!(formats.task, Some(task));
         let records = read_rows(&data_file(task, dir.path())).unwrap();
         let items = task.items(&records, &formats.verbalizers).unwrap();
         assert!(!items.is_empty(), "{task:?}");
@@ -191,7 +191,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     let dir = tempfile::tempdir().unwrap();
     let backbone = Backbone::load_local(&ModelSource::local(model_dir())).unwrap();
     let request = |task: RsgTask, out: &str| EvalRequest {
-        task,
+        task: task.into(),
         data: data_file(task, dir.path()),
         formats: TaskFormats::bundled(task),
         prompt: None,
@@ -203,6 +203,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         submission: Some(dir.path().join("submission")),
         log_samples: false,
         fewshot: Default::default(),
+        templates: Vec::new(),
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {

@@ -1,6 +1,7 @@
 //! `ruprompts eval`: zero-shot vs tuned on a Russian SuperGLUE task, from a training config or from a prompt.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -10,8 +11,8 @@ use super::Placement;
 use crate::data::{split_file, PreprocessConfig};
 use crate::eval::fewshot::{FewShotConfig, Sampler};
 use crate::eval::{
-    evaluate, evaluate_generation, EvalRequest, FewShot, GenerationRequest, RsgTask, ScoreMode, TaskFormats,
-    PREDICTIONS_FILE,
+    evaluate, evaluate_generation, EvalRequest, EvalTask, FewShot, GenerationRequest, RsgTask, ScoreMode, TaskFile,
+    TaskFormats, PREDICTIONS_FILE,
 };
 use crate::model::ModelSource;
 use crate::resolve;
@@ -22,19 +23,23 @@ pub struct EvalArgs {
     /// A training config: its model, task (dataset.task), validation file, verbalizers and trained prompt
     /// (output_dir) are used. A text2text config is evaluated by generation: chrF and BLEU against the target
     /// field, next to the input copied unchanged.
-    #[arg(long, conflicts_with_all = ["task", "prompt"])]
+    #[arg(long, conflicts_with_all = ["task", "task_file", "prompt"])]
     pub config: Option<PathBuf>,
     /// Overrides of config keys, as for `ruprompts train`.
     #[arg(value_name = "KEY=VALUE", requires = "config")]
     pub overrides: Vec<String>,
     /// The task, when no config is given.
-    #[arg(long, value_enum, required_unless_present = "config")]
+    #[arg(long, value_enum, required_unless_present_any = ["config", "task_file"])]
     pub task: Option<RsgTask>,
+    /// A multiple-choice task of your own, defined in a YAML task file (data, zero-shot templates, candidates,
+    /// gold, metrics; see the README): scored zero-shot with each template, k-shot, and with --prompt.
+    #[arg(long, conflicts_with_all = ["task", "formats"])]
+    pub task_file: Option<PathBuf>,
     /// A trained prompt's folder (prompt.json + weights); without it only zero-shot is scored.
     #[arg(long)]
     pub prompt: Option<PathBuf>,
     /// The split to score, in the task's official jsonl layout (default with --config: dataset.validation, else
-    /// dataset.dir/val.jsonl or val.jsonl.gz).
+    /// dataset.dir/val.jsonl or val.jsonl.gz; with --task-file its val split).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Model directory or `demo` (default: the config's model, or the one the prompt was trained on).
@@ -82,16 +87,17 @@ pub struct EvalArgs {
     /// How demonstrations are drawn: random, balanced (evenly over the gold answers) or first_n.
     #[arg(long, value_enum)]
     pub fewshot_sampler: Option<Sampler>,
-    /// Seed of the demonstrations drawn for each item (default: a config's fewshot.seed, else 1234).
-    #[arg(long)]
-    pub fewshot_seed: Option<u64>,
+    /// Seed of the demonstrations drawn for each item (default: a config's fewshot.seed, else 1234); several
+    /// (`1,2,3`) score each k-shot setting once per seed, and the report gives the spread over them.
+    #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
+    pub fewshot_seed: Vec<u64>,
     #[command(flatten)]
     pub placement: Placement,
 }
 
 /// What `eval` runs: classification of a Russian SuperGLUE task, or generation for a text2text config.
 enum Job {
-    Classify(EvalRequest),
+    Classify(Box<EvalRequest>),
     Generate(GenerationRequest),
 }
 
@@ -153,15 +159,33 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
     };
     let formats = config.scoring_formats(task_formats(task, &args.formats)?);
     let mode = args.mode.unwrap_or(config.objective.score_mode());
-    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data)?;
-    Ok((model, Job::Classify(classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot))))
+    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, |_| None)?;
+    let request = classify_request(args, task.into(), data, formats, Some(prompt), out, mode, fewshot);
+    Ok((model, Job::Classify(Box::new(request))))
 }
 
-/// `eval --task`: a data file, the bundled (or given) formats, and the prompt and model named on the command line
-/// (the model defaults to the one the prompt was trained on).
+/// `eval --task` or `--task-file`: a data file, the bundled (or given, or the task file's) formats, and the
+/// prompt and model named on the command line (the model defaults to the one the prompt was trained on).
 fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
-    let task = args.task.expect("clap requires --task without --config");
-    let Some(data) = args.data.clone() else { bail!("--task needs --data FILE (the split to score)") };
+    let (task, formats, templates) = match (args.task, &args.task_file) {
+        (Some(task), _) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?, Vec::new()),
+        (None, Some(path)) => {
+            let file = TaskFile::load(path)?;
+            let all = file.zero_shot.all();
+            let (formats, more) = (file.formats(&all[0]), all[1..].to_vec());
+            (EvalTask::File(Arc::new(file)), formats, more)
+        }
+        (None, None) => unreachable!("clap requires --task or --task-file without --config"),
+    };
+    let split = |name: &str| match &task {
+        EvalTask::File(f) => f.split(name).map(Path::to_path_buf),
+        EvalTask::Rsg(_) => None,
+    };
+    let data = match (&args.data, split("val")) {
+        (Some(d), _) => d.clone(),
+        (None, Some(val)) => val,
+        (None, None) => bail!("--task needs --data FILE (the split to score)"),
+    };
     // A Hub id is pulled once here; the evaluation then reads the snapshot folder.
     let prompt = args.prompt.as_deref().map(|p| resolve::prompt_dir(p, "--prompt")).transpose()?;
     let model = match (&args.model, &prompt) {
@@ -177,40 +201,47 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
         Some(p) if p.is_dir() => p.join("eval"),
         _ => PathBuf::from(format!("eval-{}", task.name())),
     });
-    let formats = task_formats(task, &args.formats)?;
     let mode = args.mode.unwrap_or_default();
-    let fewshot = fewshot(args, FewShotConfig::default(), None, &data)?;
-    let request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
-    Ok((args.placement.model(model), Job::Classify(request)))
+    let fewshot = fewshot(args, FewShotConfig::default(), None, &data, split)?;
+    let mut request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
+    request.templates = templates;
+    Ok((args.placement.model(model), Job::Classify(Box::new(request))))
 }
 
-/// The few-shot settings: `config` with the command line's flags over it; the split is looked up in `dir` (else
-/// the evaluated file's folder).
-fn fewshot(args: &EvalArgs, mut config: FewShotConfig, dir: Option<&Path>, data: &Path) -> Result<FewShot> {
+/// The few-shot settings: `config` with the command line's flags over it; the split is one `named` knows (a task
+/// file's), else looked up in `dir` (else the evaluated file's folder).
+fn fewshot(
+    args: &EvalArgs,
+    mut config: FewShotConfig,
+    dir: Option<&Path>,
+    data: &Path,
+    named: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<FewShot> {
     if let Some(split) = &args.fewshot_split {
         config.split = split.clone();
     }
     config.sampler = args.fewshot_sampler.unwrap_or(config.sampler);
-    config.seed = args.fewshot_seed.unwrap_or(config.seed);
+    let more_seeds = args.fewshot_seed.get(1..).unwrap_or_default().to_vec();
+    config.seed = args.fewshot_seed.first().copied().unwrap_or(config.seed);
     let ks = if args.num_fewshot.is_empty() { vec![config.k] } else { args.num_fewshot.clone() };
     if ks.iter().all(|&k| k == 0) {
-        return Ok(FewShot { ks, config, data: None });
+        return Ok(FewShot { ks, config, data: None, more_seeds });
     }
     let dir = dir.or(data.parent()).unwrap_or(Path::new("."));
-    let file = config.file(dir);
+    let file = named(&config.split).unwrap_or_else(|| config.file(dir));
     ensure!(
         file.is_file(),
         "no few-shot split {} to draw demonstrations from: pass --fewshot-split SPLIT|FILE (fewshot.split)",
         file.display()
     );
-    Ok(FewShot { ks, config, data: Some(file) })
+    Ok(FewShot { ks, config, data: Some(file), more_seeds })
 }
 
 /// The classification request both ways share, with the scoring options from the command line.
 #[allow(clippy::too_many_arguments)]
 fn classify_request(
     args: &EvalArgs,
-    task: RsgTask,
+    task: EvalTask,
     data: PathBuf,
     formats: TaskFormats,
     prompt: Option<PathBuf>,
@@ -231,12 +262,13 @@ fn classify_request(
         submission: args.submission.clone(),
         log_samples: args.log_samples,
         fewshot,
+        templates: Vec::new(),
     }
 }
 
 fn task_formats(task: RsgTask, file: &Option<PathBuf>) -> Result<TaskFormats> {
     let Some(path) = file else { return Ok(TaskFormats::bundled(task)) };
     let formats = TaskFormats::load(path)?;
-    ensure!(formats.task == task, "{}: formats for {:?}, not {}", path.display(), formats.task, task.name());
+    ensure!(formats.task == Some(task), "{}: formats for {:?}, not {}", path.display(), formats.task, task.name());
     Ok(formats)
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::fewshot::{self, FewShotConfig};
 use super::run::{fingerprint, scores_cached, CachedRun};
-use super::{best, stats, ItemScores, RsgTask, Shot};
+use super::{best, stats, EvalTask, ItemScores, Shot};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
 use crate::data::read_rows;
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
@@ -17,13 +17,13 @@ use crate::fs::{write_atomic, DirLock};
 use crate::model::Backbone;
 use crate::progress::Progress;
 use crate::prompt::Prompt;
-use crate::report::{MetricRow, ModeScore, Report, SettingResult, TaskResult};
+use crate::report::{MetricRow, ModeScore, Report, SettingResult, Spread, TaskResult};
 
 /// What to evaluate and where to write it.
 #[derive(Debug, Clone)]
 pub struct EvalRequest {
-    pub task: RsgTask,
-    /// The split's file in the task's official jsonl layout.
+    pub task: EvalTask,
+    /// The split's file (a built-in task's in its official jsonl layout).
     pub data: PathBuf,
     /// Zero-shot format, verbalizers, truncation field.
     pub formats: TaskFormats,
@@ -46,20 +46,27 @@ pub struct EvalRequest {
     pub log_samples: bool,
     /// The k-shot settings scored besides zero-shot, and how their demonstrations are drawn.
     pub fewshot: FewShot,
+    /// More zero-shot templates, each scored as a setting of its own; the report gives the spread over all of
+    /// them (`formats.zero_shot` first).
+    pub templates: Vec<String>,
 }
 
 /// Few-shot settings: each `k` of `ks` (0 is zero-shot, always scored) with demonstrations drawn as `config`
-/// says from the labelled items of `data`.
+/// says from the labelled items of `data`, once with `config.seed` and once with each of `more_seeds` (the
+/// report gives the spread over seeds).
 #[derive(Debug, Clone, Default)]
 pub struct FewShot {
     pub ks: Vec<usize>,
     pub config: FewShotConfig,
     pub data: Option<PathBuf>,
+    pub more_seeds: Vec<u64>,
 }
 
 /// One setting's results: every item's candidate log-prob sums and, when samples are logged, the rendered contexts.
 struct Setting {
     name: String,
+    /// The settings that differ only by template or seed share a group (`zero-shot`, `5-shot`).
+    group: String,
     shots: usize,
     scores: Vec<ItemScores>,
     contexts: Vec<String>,
@@ -93,7 +100,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     let device = model.device();
     anyhow::ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
     anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
-    let task = request.task;
+    let task = &request.task;
     let records = read_rows(&request.data)?;
     let mut items = task.items(&records, &request.formats.verbalizers)?;
     items.truncate(request.limit.unwrap_or(usize::MAX));
@@ -115,8 +122,13 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             .with_context(|| format!("few-shot split {}", file.display()))?,
     };
     let sampling = &request.fewshot.config;
-    let shots = |k: usize| fewshot::choose(&items, &pool, k, sampling.sampler, sampling.seed);
-    let shot_sets: Vec<Vec<Vec<Shot>>> = ks.iter().map(|&k| shots(k)).collect::<Result<_>>()?;
+    let seeds: Vec<u64> = std::iter::once(sampling.seed).chain(request.fewshot.more_seeds.iter().copied()).collect();
+    let mut shot_sets: Vec<((usize, u64), Vec<Vec<Shot>>)> = Vec::new();
+    for &k in &ks {
+        for &seed in &seeds {
+            shot_sets.push(((k, seed), fewshot::choose(&items, &pool, k, sampling.sampler, seed)?));
+        }
+    }
     // The folder is made and held only once the request has proved it can be evaluated.
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
     let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
@@ -136,7 +148,13 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     };
     let verbalizers = serde_json::to_string(&request.formats.verbalizers)?;
 
-    let score = |name: String, format: &PromptFormat, prompt: Option<&Prompt>, k: usize| -> Result<Setting> {
+    // A setting: its name and group, its format, the tuned prompt or none, and its (k, seed) when few-shot.
+    let score = |name: String,
+                 group: &str,
+                 format: &PromptFormat,
+                 prompt: Option<&Prompt>,
+                 shots: Option<(usize, u64)>|
+     -> Result<Setting> {
         let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
         let classifier = Classifier {
             model,
@@ -150,16 +168,15 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             shot_delimiter: &sampling.delimiter,
         };
         let mut items = items.clone();
-        if k > 0 {
-            let set = &shot_sets[ks.iter().position(|&x| x == k).expect("k is one of ks")];
-            for (t, shots) in items.iter_mut().zip(set) {
-                t.item.shots = shots.clone();
+        let (k, fewshot) = match shots {
+            None => (0, String::new()),
+            Some((k, seed)) => {
+                let set = &shot_sets.iter().find(|(key, _)| *key == (k, seed)).expect("drawn above").1;
+                for (t, shots) in items.iter_mut().zip(set) {
+                    t.item.shots = shots.clone();
+                }
+                (k, format!("{k} {:?} {seed} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.delimiter))
             }
-        }
-        let fewshot = if k == 0 {
-            String::new()
-        } else {
-            format!("{k} {:?} {} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.seed, sampling.delimiter)
         };
         let fingerprint = fingerprint(
             &[
@@ -189,13 +206,22 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         } else {
             Vec::new()
         };
-        Ok(Setting { name, shots: k, scores, contexts })
+        Ok(Setting { name, group: group.to_string(), shots: k, scores, contexts })
     };
-    let mut settings = vec![score("zero-shot".into(), &zero_shot, None, 0)?];
-    for &k in &ks {
-        settings.push(score(format!("{k}-shot"), &zero_shot, None, k)?);
+    let mut settings = vec![score("zero-shot".into(), "zero-shot", &zero_shot, None, None)?];
+    for (j, template) in request.templates.iter().enumerate() {
+        let format = PromptFormat::compile(template, &tokenizer)
+            .with_context(|| format!("zero-shot template {}: {template:?}", j + 2))?;
+        settings.push(score(format!("zero-shot-t{}", j + 2), "zero-shot", &format, None, None)?);
     }
-    let tuned = prompt.as_ref().map(|p| score("tuned".into(), p.format(), Some(p), 0)).transpose()?;
+    for &k in &ks {
+        let group = format!("{k}-shot");
+        for (s, &seed) in seeds.iter().enumerate() {
+            let name = if s == 0 { group.clone() } else { format!("{group}-s{seed}") };
+            settings.push(score(name, &group, &zero_shot, None, Some((k, seed)))?);
+        }
+    }
+    let tuned = prompt.as_ref().map(|p| score("tuned".into(), "tuned", p.format(), Some(p), None)).transpose()?;
     settings.extend(tuned);
     if request.log_samples {
         write_samples(request, &items, &settings)?;
@@ -243,9 +269,11 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             data: request.data.display().to_string(),
             items: items.len(),
             zero_shot_format: request.formats.zero_shot.clone(),
+            more_zero_shot_formats: request.templates.clone(),
             tuned_format: prompt.as_ref().map(|p| p.format().template().to_string()),
             trainable_parameters: prompt.as_ref().map(Prompt::num_parameters),
             metrics,
+            spreads: spreads(&setting_results, request.mode),
             settings: setting_results,
         }],
     };
@@ -253,8 +281,41 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     Ok(report)
 }
 
+/// The spread of each metric under `mode` over the settings of every group with more than one.
+fn spreads(settings: &[SettingResult], mode: ScoreMode) -> Vec<Spread> {
+    let mut groups: Vec<&str> = Vec::new();
+    for s in settings {
+        if !groups.contains(&s.group.as_str()) {
+            groups.push(&s.group);
+        }
+    }
+    let mut out = Vec::new();
+    for group in groups {
+        let members: Vec<&SettingResult> = settings.iter().filter(|s| s.group == group).collect();
+        if members.len() < 2 {
+            continue;
+        }
+        let headline = |s: &'_ SettingResult| -> Vec<(String, f64)> {
+            s.scores.iter().filter(|m| m.mode == mode.name()).map(|m| (m.metric.clone(), m.value)).collect()
+        };
+        for (i, (metric, _)) in headline(members[0]).into_iter().enumerate() {
+            let values: Vec<f64> = members.iter().map(|s| headline(s)[i].1).collect();
+            out.push(Spread {
+                group: group.to_string(),
+                settings: values.len(),
+                metric,
+                mean: values.iter().sum::<f64>() / values.len() as f64,
+                sd: stats::sample_stddev(&values),
+                min: values.iter().copied().fold(f64::INFINITY, f64::min),
+                max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            });
+        }
+    }
+    out
+}
+
 /// A setting's metrics with bootstrap standard errors under every scoring mode, and its dropped demonstrations.
-fn setting_result(task: RsgTask, items: &[TaskItem], setting: &Setting) -> Result<SettingResult> {
+fn setting_result(task: &EvalTask, items: &[TaskItem], setting: &Setting) -> Result<SettingResult> {
     let mut scores = Vec::new();
     for mode in ScoreMode::ALL {
         let predictions = setting.under(mode, items)?.predictions;
@@ -265,6 +326,7 @@ fn setting_result(task: RsgTask, items: &[TaskItem], setting: &Setting) -> Resul
     }
     Ok(SettingResult {
         setting: setting.name.clone(),
+        group: setting.group.clone(),
         shots: setting.shots,
         items_dropping_shots: setting.scores.iter().filter(|s| s.dropped_shots > 0).count(),
         dropped_shots: setting.scores.iter().map(|s| s.dropped_shots).sum(),
@@ -315,7 +377,7 @@ fn write_samples(request: &EvalRequest, items: &[TaskItem], settings: &[Setting]
 }
 
 /// Writes `<Task>.jsonl` in the official submission layout into `dir`.
-pub fn write_submission(task: RsgTask, items: &[TaskItem], predictions: &[usize], dir: &Path) -> Result<PathBuf> {
+pub fn write_submission(task: &EvalTask, items: &[TaskItem], predictions: &[usize], dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(task.submission_file());
     let lines: String = task.submission(items, predictions)?.iter().map(|v: &Value| format!("{v}\n")).collect();

@@ -13,7 +13,9 @@ use super::RsgTask;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFormats {
-    pub task: RsgTask,
+    /// The built-in task the file is for (none for a task file's formats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<RsgTask>,
     /// A format with no trainable tokens, for zero-shot scoring.
     pub zero_shot: String,
     /// A format with trainable tokens, a starting point for `ruprompts train`.

@@ -117,6 +117,7 @@ pub fn evaluate_generation(
             data: request.data.display().to_string(),
             items: predictions.len(),
             zero_shot_format: format!("{{{source_field}}} copied unchanged (baseline)"),
+            more_zero_shot_formats: vec![],
             tuned_format: Some(template),
             trainable_parameters: Some(num_parameters),
             metrics: vec![
@@ -124,6 +125,7 @@ pub fn evaluate_generation(
                 MetricRow::new("bleu", bleu(&sources, references), Some(bleu(&predictions, references))),
             ],
             settings: vec![],
+            spreads: vec![],
         }],
     };
     report.write(&request.out)?;

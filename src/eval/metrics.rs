@@ -42,6 +42,18 @@ pub fn macro_f1(pred: &[usize], gold: &[usize]) -> f64 {
     classes.iter().map(|&c| f1(c)).sum::<f64>() / classes.len() as f64
 }
 
+/// F1 of the positive class of binary predictions (0 without true positives, as scikit-learn's `f1_score`).
+pub fn binary_f1(pred: &[bool], gold: &[bool]) -> f64 {
+    assert_eq!(pred.len(), gold.len(), "predictions and golds differ in number");
+    let tp = pred.iter().zip(gold).filter(|(p, g)| **p && **g).count() as f64;
+    let (predicted, actual) = (pred.iter().filter(|p| **p).count() as f64, gold.iter().filter(|g| **g).count() as f64);
+    if tp == 0.0 {
+        0.0
+    } else {
+        2.0 * tp / (predicted + actual)
+    }
+}
+
 /// Matthews correlation coefficient of binary predictions (0 when undefined, as scikit-learn).
 pub fn matthews(pred: &[bool], gold: &[bool]) -> f64 {
     let m = confusion(
@@ -142,6 +154,14 @@ mod tests {
         close(macro_f1(&pred, &gold), (0.5 + 0.8 + 2.0 / 3.0) / 3.0);
         // A class only predicted (never gold) counts with F1 0, as in scikit-learn.
         close(macro_f1(&[0, 2], &[0, 0]), (2.0 / 3.0 + 0.0) / 2.0);
+    }
+
+    #[test]
+    fn binary_f1_by_hand() {
+        // tp 2, fp 1, fn 1: 2·2 / (3 + 3) = 2/3; no true positive scores 0.
+        let (t, f) = (true, false);
+        close(binary_f1(&[t, t, t, f, f], &[t, t, f, t, f]), 2.0 / 3.0);
+        close(binary_f1(&[f, f], &[t, f]), 0.0);
     }
 
     #[test]

@@ -13,9 +13,12 @@ pub mod overlap;
 mod run;
 mod score;
 pub mod stats;
+mod taskfile;
 mod tasks;
 
-pub use crate::report::{MetricRow, ModeScore, Report, SettingResult, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
+pub use crate::report::{
+    MetricRow, ModeScore, Report, SettingResult, Spread, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG,
+};
 pub use choose::{best, candidate_score, ScoreMode};
 pub use classify::{Classifier, Item, ItemScores, Request, Shot};
 pub use evaluate::{evaluate, write_submission, EvalRequest, FewShot};
@@ -23,4 +26,5 @@ pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
 pub use run::fingerprint;
 pub use score::{answer_logprob_sums, score_naive, score_shared, score_shared_many, shared_batches, Candidate, Scored};
+pub use taskfile::{CandidatesSpec, EvalTask, GoldSpec, TaskFile, TaskMetric, Templates};
 pub use tasks::{label_key, Metric, RsgTask, TaskItem};

@@ -6,7 +6,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{RsgTask, TaskItem};
+use super::{EvalTask, TaskItem};
 
 /// Resamples drawn for standard errors and intervals (lm-eval's default `bootstrap_iters`).
 pub const BOOTSTRAP_ITERS: usize = 1000;
@@ -48,7 +48,7 @@ pub fn interval95(values: &[f64]) -> (f64, f64) {
 /// `task`'s metrics for `predictions` on each seeded resample of the items: `values[m][r]` is metric `m` on resample
 /// `r`. The resamples depend only on the number of items, so two settings' values line up resample by resample:
 /// their differences are a paired bootstrap.
-pub fn bootstrap(task: RsgTask, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Vec<f64>>> {
+pub fn bootstrap(task: &EvalTask, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Vec<f64>>> {
     let mut values = vec![Vec::with_capacity(BOOTSTRAP_ITERS); task.metric_names().len()];
     for subset in resamples(items.len(), BOOTSTRAP_ITERS, SEED) {
         for (m, metric) in task.metrics_on(items, predictions, &subset)?.into_iter().enumerate() {
@@ -70,7 +70,7 @@ pub fn difference_interval(a: &[Vec<f64>], b: &[Vec<f64>]) -> Vec<(f64, f64)> {
 
 /// The metrics of always answering with the most frequent gold candidate position (the majority class of a
 /// label task), and the mean metrics of uniformly random answers (over a fixed number of seeded draws).
-pub fn baselines(task: RsgTask, items: &[TaskItem]) -> Result<(Vec<f64>, Vec<f64>)> {
+pub fn baselines(task: &EvalTask, items: &[TaskItem]) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut counts = std::collections::BTreeMap::<usize, usize>::new();
     for t in items {
         *counts.entry(t.item.gold.unwrap_or(0)).or_default() += 1;

@@ -197,7 +197,7 @@ fn run_task(
         }
         let formats = config.scoring_formats(TaskFormats::bundled(task));
         let eval = |data: PathBuf, out: &str, submission: Option<PathBuf>| EvalRequest {
-            task,
+            task: task.into(),
             data,
             formats: formats.clone(),
             prompt: Some(prompt_dir.clone()),
@@ -209,6 +209,7 @@ fn run_task(
             submission,
             log_samples: false,
             fewshot: Default::default(),
+            templates: Vec::new(),
         };
         let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
         if request.submission {
@@ -242,7 +243,7 @@ fn run_lidirus(
     let formats = terra.scoring_formats(TaskFormats::bundled(RsgTask::Lidirus));
     // An unlabelled file without --submission is refused by `evaluate`: there is nothing to score.
     let eval = EvalRequest {
-        task: RsgTask::Lidirus,
+        task: RsgTask::Lidirus.into(),
         data,
         formats,
         prompt: Some(prompt_dir),
@@ -254,6 +255,7 @@ fn run_lidirus(
         submission: request.submission.then(|| request.out.join("submission")),
         log_samples: false,
         fewshot: Default::default(),
+        templates: Vec::new(),
     };
     kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
 }

@@ -121,6 +121,7 @@ impl Benchmark {
                     data: String::new(),
                     items: t.items,
                     zero_shot_format: String::new(),
+                    more_zero_shot_formats: vec![],
                     tuned_format: None,
                     trainable_parameters: t.trainable_parameters,
                     metrics: t
@@ -132,6 +133,7 @@ impl Benchmark {
                         })
                         .collect(),
                     settings: vec![],
+                    spreads: vec![],
                 })
                 .collect(),
         };
