@@ -123,10 +123,11 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     };
     let sampling = &request.fewshot.config;
     let seeds: Vec<u64> = std::iter::once(sampling.seed).chain(request.fewshot.more_seeds.iter().copied()).collect();
-    let mut shot_sets: Vec<((usize, u64), Vec<Vec<Shot>>)> = Vec::new();
+    // Each item's demonstrations, per (k, seed).
+    let mut shot_sets = std::collections::BTreeMap::<(usize, u64), Vec<Vec<Shot>>>::new();
     for &k in &ks {
         for &seed in &seeds {
-            shot_sets.push(((k, seed), fewshot::choose(&items, &pool, k, sampling.sampler, seed)?));
+            shot_sets.insert((k, seed), fewshot::choose(&items, &pool, k, sampling.sampler, seed)?);
         }
     }
     // The folder is made and held only once the request has proved it can be evaluated.
@@ -171,7 +172,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         let (k, fewshot) = match shots {
             None => (0, String::new()),
             Some((k, seed)) => {
-                let set = &shot_sets.iter().find(|(key, _)| *key == (k, seed)).expect("drawn above").1;
+                let set = &shot_sets[&(k, seed)];
                 for (t, shots) in items.iter_mut().zip(set) {
                     t.item.shots = shots.clone();
                 }
