@@ -174,3 +174,57 @@ fn candidates_from_a_field_with_a_gold_index_and_their_submission() {
         assert_eq!(line["label"], sample["zero-shot"]["prediction"]);
     }
 }
+
+#[test]
+fn a_users_task_trains_from_its_task_file_and_its_metrics_pick_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sentiment.yaml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "model: {{path: {model}, device: cpu}}\ndataset: {{task_file: {task}}}\n\
+                 prompt_format: {{template: \"<P*6>{{text}}<P*2>\"}}\npreprocessing: {{kind: classification}}\n\
+                 objective: {{kind: choice}}\noptimizer: {{lr: 0.1, weight_decay: 0.0}}\n\
+                 training: {{batch_size: 4, max_steps: 60, eval_every: 20, save_every: null, seed: 1, final: last{extra}}}\n\
+                 output_dir: {out}\n",
+                model = fixture("demo-model").display(),
+                task = example("sentiment.yaml").display(),
+                out = dir.path().join("run").display()
+            ),
+        )
+        .unwrap()
+    };
+    // The task file's metrics are the ones a checkpoint can be picked by.
+    write(", eval_metric: em");
+    let (ok, _, stderr) = ruprompts(&["train", config.to_str().unwrap()]);
+    assert!(
+        !ok && stderr
+            .contains("`training.eval_metric`: \"em\" is not a metric of sentiment: use loss, accuracy, macro_f1, f1"),
+        "{stderr}"
+    );
+    write(", eval_metric: macro_f1");
+    let (ok, _, stderr) = ruprompts(&["train", config.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let logged = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert!(logged.contains("\"eval_macro_f1\"") && logged.contains("\"eval_f1\""), "{logged}");
+    // The prompt learns the training reviews: the demo model alone calls every one of them the same.
+    let (ok, _, stderr) = ruprompts(&[
+        "eval",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        example("sentiment-train.tsv").to_str().unwrap(),
+        "--out",
+        dir.path().join("eval-train").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval-train").join(REPORT_JSON)).unwrap())
+            .unwrap();
+    let accuracy = &report.tasks[0].metrics[0];
+    assert_eq!((accuracy.metric.as_str(), accuracy.zero_shot), ("accuracy", 0.5));
+    assert!(accuracy.tuned.unwrap() >= 0.7, "{accuracy:?}");
+}

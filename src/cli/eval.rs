@@ -138,7 +138,12 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         (Some(d), _, _) => d.clone(),
         (None, Some(v), _) => v.clone(),
         (None, None, Some(dir)) => split_file(dir, "val"),
-        (None, None, None) => bail!("{}: no dataset.validation or dataset.dir; pass --data FILE", path.display()),
+        (None, None, None) => match config.dataset.loaded_task_file.as_ref().and_then(|f| f.split("val")) {
+            Some(val) => val.to_path_buf(),
+            None => {
+                bail!("{}: no dataset.validation, dataset.dir or task file val split; pass --data FILE", path.display())
+            }
+        },
     };
     let out = args.out.clone().unwrap_or_else(|| prompt.join("eval"));
     if let PreprocessConfig::Text2text { target_field, .. } = &config.preprocessing {
@@ -154,13 +159,23 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         };
         return Ok((model, Job::Generate(request)));
     }
-    let Some(task) = config.dataset.task else {
-        bail!("{}: eval --config needs dataset.task (one of the Russian SuperGLUE tasks)", path.display())
+    let (task, formats, templates) = match config.dataset.eval_task() {
+        Some(EvalTask::Rsg(task)) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?, Vec::new()),
+        Some(EvalTask::File(file)) => {
+            let all = file.zero_shot.all();
+            (EvalTask::File(file.clone()), file.formats(&all[0]), all[1..].to_vec())
+        }
+        None => bail!("{}: eval --config needs dataset.task or dataset.task_file", path.display()),
     };
-    let formats = config.scoring_formats(task_formats(task, &args.formats)?);
+    let formats = config.scoring_formats(formats);
     let mode = args.mode.unwrap_or(config.objective.score_mode());
-    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, |_| None)?;
-    let request = classify_request(args, task.into(), data, formats, Some(prompt), out, mode, fewshot);
+    let named = |name: &str| match &task {
+        EvalTask::File(f) => f.split(name).map(Path::to_path_buf),
+        EvalTask::Rsg(_) => None,
+    };
+    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, named)?;
+    let mut request = classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot);
+    request.templates = templates;
     Ok((model, Job::Classify(Box::new(request))))
 }
 

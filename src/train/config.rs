@@ -3,8 +3,9 @@
 //! `crate::config` reads the YAML.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{AdamWConfig, ScheduleConfig};
@@ -12,7 +13,7 @@ use super::{DatasetConfig, Objective};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
 use crate::eval::fewshot::FewShotConfig;
-use crate::eval::TaskFormats;
+use crate::eval::{TaskFile, TaskFormats};
 use crate::model::ModelSource;
 use crate::provider::ProviderConfig;
 
@@ -136,12 +137,19 @@ impl TrainConfig {
     /// Loads `path` (with its `extends`), applies `overrides` (`training.batch_size=4`) and checks every value's
     /// range, naming the key and the file:line or override that set a bad one.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        crate::config::load_valid(path, overrides)
+        let mut config: Self = crate::config::load_valid(path, overrides)?;
+        if let Some(file) = &config.dataset.task_file {
+            let task = TaskFile::load(file).with_context(|| format!("{}: dataset.task_file", path.display()))?;
+            config.dataset.loaded_task_file = Some(Arc::new(task));
+            // What depends on the task's metrics is checked once it is known.
+            config.validate().with_context(|| path.display().to_string())?;
+        }
+        Ok(config)
     }
 
     /// The figure that picks the best checkpoint (see [`TrainingConfig::eval_metric`]).
     pub fn eval_metric(&self) -> &str {
-        match (&self.training.eval_metric, self.dataset.task) {
+        match (&self.training.eval_metric, self.dataset.eval_task()) {
             (Some(metric), _) => metric,
             (None, Some(task)) => task.metric_names()[0],
             (None, None) => LOSS_METRIC,
@@ -216,35 +224,44 @@ impl Validate for TrainConfig {
                 );
             }
         }
-        if let Some(metric) = &t.eval_metric {
-            let known: &[&str] = self.dataset.task.map_or(&[], |task| task.metric_names());
+        let task = self.dataset.eval_task();
+        let has_task = task.is_some() || self.dataset.task_file.is_some();
+        if self.dataset.task.is_some() && self.dataset.task_file.is_some() {
+            return bad(
+                "dataset.task_file",
+                "give dataset.task (a built-in task) or dataset.task_file, not both".into(),
+            );
+        }
+        // A task file's metrics are known once it is read (TrainConfig::load checks again then).
+        if let Some(metric) = t.eval_metric.as_ref().filter(|_| task.is_some() || self.dataset.task_file.is_none()) {
+            let known: Vec<&str> = task.as_ref().map_or(vec![], |task| task.metric_names());
             if metric != LOSS_METRIC && !known.contains(&metric.as_str()) {
-                let task = self.dataset.task.map_or("no dataset.task".to_string(), |t| t.name().to_string());
+                let task = task.as_ref().map_or("no dataset.task".to_string(), |t| t.name().to_string());
                 return bad(
                     "training.eval_metric",
                     format!(
                         "{metric:?} is not a metric of {task}: use {}",
-                        [&[LOSS_METRIC], known].concat().join(", ")
+                        [&[LOSS_METRIC][..], &known].concat().join(", ")
                     ),
                 );
             }
         }
         if let Objective::Choice { score } = &self.objective {
-            if self.dataset.task.is_none() {
+            if !has_task {
                 return bad("objective.kind", "choice needs dataset.task (the candidates come from the task)".into());
             }
             if score.divisor("").is_none() {
                 return bad("objective.score", format!("{score:?} cannot be trained: use sum, per_char or per_byte"));
             }
         }
-        match (&self.preprocessing, self.dataset.task) {
-            (PreprocessConfig::Text2text { .. }, Some(_)) => {
+        match (&self.preprocessing, has_task) {
+            (PreprocessConfig::Text2text { .. }, true) => {
                 return bad(
                     "preprocessing.kind",
                     "dataset.task trains multiple-choice items: use classification".into(),
                 )
             }
-            (PreprocessConfig::Classification { verbalizers, .. }, None) if verbalizers.is_empty() => {
+            (PreprocessConfig::Classification { verbalizers, .. }, false) if verbalizers.is_empty() => {
                 return bad("preprocessing.verbalizers", "needed without dataset.task (label → candidate text)".into())
             }
             _ => {}

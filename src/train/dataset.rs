@@ -2,12 +2,13 @@
 //! as it is distributed (`train.jsonl`, `val.jsonl`, or the same gzipped), with the upstream files' quirks repaired.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{read_rows, split_file, Record};
-use crate::eval::RsgTask;
+use crate::eval::{EvalTask, RsgTask, TaskFile};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,13 @@ pub struct DatasetConfig {
     pub task: Option<RsgTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// A multiple-choice task of your own (a task file, see `eval --task-file`): its `train` and `val` splits are
+    /// read unless `train` and `validation` name files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_file: Option<PathBuf>,
+    /// The task file, as [`crate::train::TrainConfig::load`] read it.
+    #[serde(skip)]
+    pub loaded_task_file: Option<Arc<TaskFile>>,
 }
 
 /// The rows of the splits a training run uses.
@@ -34,7 +42,29 @@ pub struct Splits {
 }
 
 impl DatasetConfig {
+    /// The task the items come from: a built-in one (`task`) or a task file's (once loaded).
+    pub fn eval_task(&self) -> Option<EvalTask> {
+        match (self.task, &self.loaded_task_file) {
+            (Some(task), _) => Some(EvalTask::Rsg(task)),
+            (None, Some(file)) => Some(EvalTask::File(file.clone())),
+            (None, None) => None,
+        }
+    }
+
     pub fn load(&self) -> Result<Splits> {
+        if let (Some(file), None) = (&self.loaded_task_file, &self.task) {
+            let named =
+                |given: &Option<PathBuf>, split: &str| given.clone().or_else(|| file.split(split).map(PathBuf::from));
+            let Some(train) = named(&self.train, "train") else {
+                bail!("dataset.task_file: the task file names no train split (data: {{train: ...}}) and dataset.train is not set")
+            };
+            let train = read_rows(&train)?;
+            if train.is_empty() {
+                bail!("the training data has no rows");
+            }
+            let validation = named(&self.validation, "val").map(|p| read_rows(&p)).transpose()?.unwrap_or_default();
+            return Ok(Splits { train, validation });
+        }
         let (train, validation) = match (&self.task, &self.dir) {
             (Some(_), None) => match &self.train {
                 Some(train) => (train.clone(), self.validation.clone()),

@@ -10,7 +10,7 @@ use tch::Tensor;
 use super::objective::{choice_loss, encode_items, Examples};
 use super::TrainConfig;
 use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record, IGNORE};
-use crate::eval::{Classifier, RsgTask, ScoreMode, TaskFormats, TaskItem};
+use crate::eval::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
 use crate::model::{Backbone, Gpt2, Input};
 use crate::progress::Progress;
@@ -32,7 +32,7 @@ pub(super) struct Setup<'a> {
 
 /// How a task's validation items are scored: as `ruprompts eval` scores them, read as training reads them.
 pub(super) struct Scoring {
-    pub task: RsgTask,
+    pub task: EvalTask,
     pub items: Vec<TaskItem>,
     pub reading: Reading,
 }
@@ -102,7 +102,7 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
             ));
         }
     };
-    let (train, validation, scoring) = match config.dataset.task {
+    let (train, validation, scoring) = match config.dataset.eval_task() {
         None => {
             let pre = Preprocessor::new(prompt.format(), &tokenizer, &config.preprocessing)
                 .context("preprocessing")?
@@ -115,7 +115,7 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
             (encode(&splits.train, "train")?, encode(&splits.validation, "validation")?, None)
         }
         Some(task) => {
-            let (verbalizers, truncation_field) = task_choices(task, &config.preprocessing, prompt.format())?;
+            let (verbalizers, truncation_field) = task_choices(&task, &config.preprocessing, prompt.format())?;
             let eos = special.eos.map(i64::from);
             let reading = Reading {
                 truncation_field,
@@ -146,10 +146,10 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
     Ok(Setup { model, prompt, tokenizer, token_id, pad_id, train, validation, scoring })
 }
 
-/// A task's verbalizers and truncation field: the config's, else those of its bundled `prompt_formats/` file
-/// (the truncation field only when the format has it).
+/// A task's verbalizers and truncation field: the config's, else those of its bundled `prompt_formats/` file or
+/// its task file (the truncation field only when the format has it).
 fn task_choices(
-    task: RsgTask,
+    task: &EvalTask,
     preprocessing: &PreprocessConfig,
     format: &PromptFormat,
 ) -> Result<(BTreeMap<String, String>, Option<String>)> {
@@ -160,7 +160,10 @@ fn task_choices(
         label_field == "label",
         "preprocessing.label_field: a task's items carry their own labels; leave label_field out with dataset.task"
     );
-    let bundled = TaskFormats::bundled(task);
+    let bundled = match task {
+        EvalTask::Rsg(task) => TaskFormats::bundled(*task),
+        EvalTask::File(file) => file.formats(&file.zero_shot.all()[0]),
+    };
     let verbalizers = if verbalizers.is_empty() { bundled.verbalizers } else { verbalizers.clone() };
     let truncation_field = match truncation_field {
         Some(field) => {
