@@ -91,3 +91,53 @@ fn shared_context_equals_naive_with_prompt_tokens_after_the_answer() {
     let err = score_shared(&model, &injection, &[], &candidates, true).unwrap_err().to_string();
     assert_eq!(err, "scoring needs a non-empty context");
 }
+
+#[test]
+fn shared_prefixes_run_once_and_score_as_independent_contexts() {
+    let model = tiny_model();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let format = PromptFormat::compile("<P*2>{passage}<P*2>{question}{@candidate}<P>", &tok).unwrap();
+    let prompt = seeded(5, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let p = prompt.format().prompt_token().to_string();
+    // MuSeRC's shape: two passages, each with questions whose answer options share the passage and question;
+    // a lone context besides. Zero-shot (no prompt tokens) and tuned (prompt tokens in every prefix and rest).
+    let passages = [
+        "Москва — столица России, крупнейший по численности населения город страны и её политический центр.",
+        "Байкал — озеро тектонического происхождения в южной части Восточной Сибири, самое глубокое на планете.",
+    ];
+    let questions = ["Что это?", "Где это находится и чем известно?"];
+    let options = [" Город.", " Озеро в Сибири.", " Столица."];
+    for tuned in [false, true] {
+        let (pp, injection) = if tuned { (p.clone(), vec![prompt.injection(id)]) } else { (String::new(), vec![]) };
+        let suffix = if tuned { vec![id] } else { vec![] };
+        let candidates: Vec<Candidate> = [" да", " нет"]
+            .iter()
+            .map(|a| Candidate { answer: tok.encode_ids(a).unwrap(), suffix: suffix.clone() })
+            .collect();
+        let mut texts: Vec<String> = Vec::new();
+        for passage in passages {
+            for q in questions {
+                for o in options {
+                    texts.push(format!("{pp}{pp}{passage}{pp}{pp}{q}{o} Ответ:"));
+                }
+            }
+        }
+        texts.push(format!("{pp}{pp}Короткий текст.{pp}{pp}Вопрос? Да. Ответ:"));
+        let contexts: Vec<Vec<i64>> = texts.iter().map(|t| tok.encode_ids(t).unwrap()).collect();
+        for whole_text in [true, false] {
+            let requests: Vec<(&[i64], &[Candidate])> =
+                contexts.iter().map(|c| (c.as_slice(), &candidates[..])).collect();
+            let many = score_shared_many(&model, &injection, &requests, whole_text).unwrap();
+            let mut worst = 0.0f64;
+            for ((context, cands), scored) in requests.iter().zip(&many) {
+                for (x, y) in scored.iter().zip(score_naive(&model, &injection, context, cands, whole_text).unwrap()) {
+                    assert_eq!((x.answer_tokens, x.text_tokens), (y.answer_tokens, y.text_tokens));
+                    worst = worst.max((x.answer_logprob - y.answer_logprob).abs());
+                    worst = worst.max((x.text_logprob - y.text_logprob).abs() / y.text_tokens.max(1) as f64);
+                }
+            }
+            assert!(worst <= tol(1e-5), "tuned {tuned}, whole text {whole_text}: differs by {worst}");
+        }
+    }
+}

@@ -217,36 +217,14 @@ fn shared_pass(
     let device = model.device();
     let d = model.config().n_embd;
     let contexts: Vec<&[i64]> = requests.iter().map(|(c, _)| *c).collect();
-    let mut taken = vec![0i64; injections.len()];
-    let context_injections = slice_injections(injections, contexts[0], &mut taken);
-    let (ids, context_mask) = pad(&contexts, 0, Side::Left);
-    let (b, l) = (contexts.len() as i64, ids.size()[1]);
+    let b = contexts.len() as i64;
+    let prompt_ids: Vec<i64> = injections.iter().map(|i| i.token_id).collect();
     // Single-token candidates are all scored from the contexts' last states: no cache to keep.
-    let mut cache = (width > 1).then(|| model.new_cache());
-    let embeds = inject(model, &ids.to_device(device), &context_injections)?;
-    let mask = context_mask.to_device(device);
-    // Without whole-text scoring only the contexts' last states are read.
-    let from = if whole_text { 0 } else { l - 1 };
-    let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), from)?;
-    let (hidden, kept) = (hidden.reshape([-1, d]), l - from);
-    // Row i's context starts after its padding; its token j sits at i·L + pad + j (whole text: all L kept).
-    let start = |i: usize| i as i64 * l + l - contexts[i].len() as i64;
-    let mut bases = vec![Scored::default(); contexts.len()];
-    if whole_text {
-        let (mut picks, mut targets) = (Vec::new(), Vec::new());
-        for (i, c) in contexts.iter().enumerate() {
-            picks.extend((0..c.len() as i64 - 1).map(|j| start(i) + j));
-            targets.extend_from_slice(&c[1..]);
-        }
-        let logprobs = target_logprobs(model, &select(&hidden, &picks, device), &targets)?;
-        let mut offset = 0;
-        for (base, c) in bases.iter_mut().zip(&contexts) {
-            accumulate(base, &logprobs[offset..offset + c.len() - 1], 0..0, true);
-            offset += c.len() - 1;
-        }
-    }
-    let last: Vec<i64> = (0..b).map(|i| i * kept + kept - 1).collect();
-    let last = select(&hidden, &last, device);
+    let keep_cache = width > 1;
+    let ContextStage { cache, mask, last, bases, taken } = match prefix_groups(&contexts, &prompt_ids) {
+        Some(groups) => prefixed_contexts(model, injections, &contexts, whole_text, keep_cache, &groups)?,
+        None => plain_contexts(model, injections, &contexts, whole_text, keep_cache)?,
+    };
 
     // Token j of a candidate is predicted by its context's last state (j = 0) or by its own state j − 1: the
     // first B rows of `states` are the contexts' last states, then the candidate batch's states row by row.
@@ -268,6 +246,195 @@ fn shared_pass(
     }
     let (picked, real) = target_logprob_tensor(model, &select(&states, &picks, device), &targets);
     Ok(Some(SharedPass { rows, owners, bases, picked, real }))
+}
+
+/// What the contexts' pass leaves for the candidates: the KV cache (when candidates continue from it), the
+/// attention mask over its positions, each context's last hidden state `[B, d]`, each context's whole-text sums
+/// (zero without `whole_text`) and how many rows of each prompt the contexts used.
+struct ContextStage {
+    cache: Option<crate::model::KvCache>,
+    mask: Tensor,
+    last: Tensor,
+    bases: Vec<Scored>,
+    taken: Vec<i64>,
+}
+
+/// The contexts as one left-padded batch (so they all end at the same position).
+fn plain_contexts(
+    model: &Gpt2,
+    injections: &[Injection],
+    contexts: &[&[i64]],
+    whole_text: bool,
+    keep_cache: bool,
+) -> Result<ContextStage> {
+    let device = model.device();
+    let d = model.config().n_embd;
+    let mut taken = vec![0i64; injections.len()];
+    let context_injections = slice_injections(injections, contexts[0], &mut taken);
+    let (ids, context_mask) = pad(contexts, 0, Side::Left);
+    let (b, l) = (contexts.len() as i64, ids.size()[1]);
+    let mut cache = keep_cache.then(|| model.new_cache());
+    let embeds = inject(model, &ids.to_device(device), &context_injections)?;
+    let mask = context_mask.to_device(device);
+    // Without whole-text scoring only the contexts' last states are read.
+    let from = if whole_text { 0 } else { l - 1 };
+    let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), from)?;
+    let (hidden, kept) = (hidden.reshape([-1, d]), l - from);
+    // Row i's context starts after its padding; its token j sits at i·L + pad + j (whole text: all L kept).
+    let start = |i: usize| i as i64 * l + l - contexts[i].len() as i64;
+    let mut bases = vec![Scored::default(); contexts.len()];
+    if whole_text {
+        let (mut picks, mut targets) = (Vec::new(), Vec::new());
+        for (i, c) in contexts.iter().enumerate() {
+            picks.extend((0..c.len() as i64 - 1).map(|j| start(i) + j));
+            targets.extend_from_slice(&c[1..]);
+        }
+        let logprobs = target_logprobs(model, &select(&hidden, &picks, device), &targets)?;
+        let mut offset = 0;
+        for (base, c) in bases.iter_mut().zip(contexts) {
+            accumulate(base, &logprobs[offset..offset + c.len() - 1], 0..0, true);
+            offset += c.len() - 1;
+        }
+    }
+    let last: Vec<i64> = (0..b).map(|i| i * kept + kept - 1).collect();
+    let last = select(&hidden, &last, device);
+    Ok(ContextStage { cache, mask, last, bases, taken })
+}
+
+/// Tokens a prefix must span, shared by at least two contexts of a batch, to be run once for all of them.
+const MIN_SHARED_PREFIX: usize = 16;
+
+/// How a batch's contexts split into a prefix run once per group and the rest run per context: the group of
+/// each context, and each group's prefix length and first member. Groups are runs of the sorted contexts that
+/// share at least [`MIN_SHARED_PREFIX`] tokens (the same demonstrations, a MuSeRC paragraph and question, a long
+/// instruction); a group's prefix is what its members share, a lone context's all but its last token. Every
+/// prefix leaves its contexts at least one token, and all prefixes hold the same number of each prompt's
+/// tokens (the fewest any holds), so one slice of each prompt serves every row. `None` when nothing is shared.
+fn prefix_groups(contexts: &[&[i64]], prompt_ids: &[i64]) -> Option<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+    let common = |a: &[i64], b: &[i64]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let mut order: Vec<usize> = (0..contexts.len()).collect();
+    order.sort_by(|&a, &b| contexts[a].cmp(contexts[b]));
+    let mut groups: Vec<(Vec<usize>, usize)> = Vec::new();
+    for &i in &order {
+        match groups.last_mut() {
+            Some((members, shared)) if common(contexts[members[0]], contexts[i]).min(*shared) >= MIN_SHARED_PREFIX => {
+                *shared = common(contexts[members[0]], contexts[i]).min(*shared);
+                members.push(i);
+            }
+            _ => groups.push((vec![i], contexts[i].len())),
+        }
+    }
+    let mut lens: Vec<usize> = groups
+        .iter()
+        .map(|(members, shared)| {
+            let shortest = members.iter().map(|&i| contexts[i].len()).min().unwrap_or(1);
+            (*shared).min(shortest - 1)
+        })
+        .collect();
+    // Each prompt's tokens in every prefix: the fewest any prefix holds, and every prefix cut to that many.
+    for &p in prompt_ids {
+        let count = |g: usize, len: usize| contexts[groups[g].0[0]][..len].iter().filter(|&&t| t == p).count();
+        let fewest = (0..groups.len()).map(|g| count(g, lens[g])).min().unwrap_or(0);
+        for (g, len) in lens.iter_mut().enumerate() {
+            let ids = &contexts[groups[g].0[0]];
+            let mut seen = 0;
+            if let Some(cut) = ids[..*len].iter().position(|&t| {
+                seen += usize::from(t == p);
+                t == p && seen > fewest
+            }) {
+                *len = cut;
+            }
+        }
+    }
+    let saved: usize = groups.iter().zip(&lens).map(|((members, _), len)| (members.len() - 1) * len).sum();
+    if saved < MIN_SHARED_PREFIX {
+        return None;
+    }
+    let mut group_of = vec![0; contexts.len()];
+    for (g, (members, _)) in groups.iter().enumerate() {
+        for &i in members {
+            group_of[i] = g;
+        }
+    }
+    let first = groups.iter().map(|(members, _)| members[0]).collect();
+    Some((group_of, lens, first))
+}
+
+/// The contexts in two passes: each group's shared prefix once (a left-padded batch of prefixes, into a KV cache),
+/// then every context's rest continuing from its group's cache row (left-padded again: padding may sit between
+/// prefix and rest, which positions and the mask skip). All rests end at the same position, as plain contexts do.
+fn prefixed_contexts(
+    model: &Gpt2,
+    injections: &[Injection],
+    contexts: &[&[i64]],
+    whole_text: bool,
+    keep_cache: bool,
+    (group_of, lens, first): &(Vec<usize>, Vec<usize>, Vec<usize>),
+) -> Result<ContextStage> {
+    let device = model.device();
+    let d = model.config().n_embd;
+    let prefixes: Vec<&[i64]> = first.iter().zip(lens).map(|(&i, &len)| &contexts[i][..len]).collect();
+    let mut taken = vec![0i64; injections.len()];
+    let prefix_injections = slice_injections(injections, prefixes[0], &mut taken);
+    let (ids, prefix_mask) = pad(&prefixes, 0, Side::Left);
+    let p = ids.size()[1];
+    let mut prefix_cache = model.new_cache();
+    let embeds = inject(model, &ids.to_device(device), &prefix_injections)?;
+    let prefix_mask = prefix_mask.to_device(device);
+    // Whole text: every prefix state predicts a token; otherwise none is read (the last is the cheapest to keep).
+    let from = if whole_text { 0 } else { p - 1 };
+    let prefix_hidden =
+        model.forward_from(Input::Embeds(&embeds), Some(&prefix_mask), Some(&mut prefix_cache), from)?;
+    let (prefix_hidden, prefix_kept) = (prefix_hidden.reshape([-1, d]), p - from);
+
+    let owners: Vec<i64> = group_of.iter().map(|&g| g as i64).collect();
+    let mut cache = prefix_cache.select_rows(&owners);
+    let rests: Vec<&[i64]> = contexts.iter().zip(group_of).map(|(c, &g)| &c[lens[g]..]).collect();
+    let rest_injections = slice_injections(injections, rests[0], &mut taken);
+    let (ids, rest_mask) = pad(&rests, 0, Side::Left);
+    let (b, r) = (contexts.len() as i64, ids.size()[1]);
+    let mask = Tensor::cat(&[select(&prefix_mask, &owners, device), rest_mask.to_device(device)], 1);
+    let embeds = inject(model, &ids.to_device(device), &rest_injections)?;
+    let from = if whole_text { 0 } else { r - 1 };
+    let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), Some(&mut cache), from)?;
+    let (hidden, kept) = (hidden.reshape([-1, d]), r - from);
+    let last: Vec<i64> = (0..b).map(|i| i * kept + kept - 1).collect();
+    let last = select(&hidden, &last, device);
+
+    let mut bases = vec![Scored::default(); contexts.len()];
+    if whole_text {
+        // Token t of a context is predicted by the state of t − 1: in the prefix pass for t ≤ its prefix length q
+        // (shared by the group for t < q), in the rest pass after. States: the prefixes' rows, then the rests'.
+        let prefix_state = |g: usize, j: usize| (g as i64) * prefix_kept + p - lens[g] as i64 + j as i64;
+        let rest_state =
+            |i: usize, j: usize| prefix_hidden.size()[0] + i as i64 * kept + r - rests[i].len() as i64 + j as i64;
+        let states = Tensor::cat(&[prefix_hidden.shallow_clone(), hidden.shallow_clone()], 0);
+        let (mut picks, mut targets, mut spans) = (Vec::new(), Vec::new(), Vec::new());
+        for (g, prefix) in prefixes.iter().enumerate() {
+            let from = picks.len();
+            for t in 1..prefix.len() {
+                picks.push(prefix_state(g, t - 1));
+                targets.push(prefix[t]);
+            }
+            spans.push(from..picks.len());
+        }
+        for (i, c) in contexts.iter().enumerate() {
+            let (g, q) = (group_of[i], lens[group_of[i]]);
+            let from = picks.len();
+            for t in q.max(1)..c.len() {
+                picks.push(if t == q { prefix_state(g, q - 1) } else { rest_state(i, t - 1 - q) });
+                targets.push(c[t]);
+            }
+            spans.push(from..picks.len());
+        }
+        let logprobs = target_logprobs(model, &select(&states, &picks, device), &targets)?;
+        let (groups, own) = spans.split_at(prefixes.len());
+        for (i, base) in bases.iter_mut().enumerate() {
+            accumulate(base, &logprobs[groups[group_of[i]].clone()], 0..0, true);
+            accumulate(base, &logprobs[own[i].clone()], 0..0, true);
+        }
+    }
+    Ok(ContextStage { cache: keep_cache.then_some(cache), mask, last, bases, taken })
 }
 
 /// Consecutive runs of `requests` that may share one [`score_shared_many`] pass: in each, the longest context
@@ -330,6 +497,24 @@ fn continue_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_groups_share_what_contexts_have_in_common() {
+        let common: Vec<i64> = (1..=20).collect();
+        let (a, b) = ([&common[..], &[30, 31]].concat(), [&common[..], &[40]].concat());
+        let lone = vec![9i64; 5];
+        // a and b share 20 tokens (all of b but its last one); the lone context keeps its last token for the rest.
+        let groups = prefix_groups(&[&a, &lone, &b], &[]).unwrap();
+        assert_eq!(groups, (vec![0, 1, 0], vec![20, 4], vec![0, 1]));
+        // Fewer than 16 shared tokens: nothing to gain.
+        assert_eq!(prefix_groups(&[&a[..15], &b[..15], &lone], &[]), None);
+        // Prompt tokens (99): every prefix holds as many as the fewest does; here that cuts the shared prefix to one
+        // token, too little to share.
+        let (pa, pb) = ([&[99, 99][..], &common, &[99, 5]].concat(), [&[99, 99][..], &common, &[99, 6]].concat());
+        let same = [99i64, 99, 7, 99, 8];
+        assert_eq!(prefix_groups(&[&pa, &pb, &same], &[99]).unwrap().1, vec![23, 4]);
+        assert_eq!(prefix_groups(&[&pa, &pb, &[99, 7, 99]], &[99]), None);
+    }
 
     #[test]
     fn shared_batches_fit_the_model_and_the_budget() {

@@ -353,17 +353,13 @@ impl Gpt2 {
     }
 }
 
-/// Position ids `[B, T]` for the `T` new tokens: each row counts from its first real token, so left padding
-/// does not shift positions; padding before it gets position 0. Without a mask, `past..past+T`.
+/// Position ids `[B, T]` for the `T` new tokens: a token's position is the number of real tokens before it in
+/// its row, so padding (on the left of a batch, or between a shared prefix and the rest of a row) shifts nothing;
+/// padding before the first real token gets position 0. Without a mask, `past..past+T`.
 fn position_ids(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Device) -> Tensor {
-    let steps = Tensor::arange_start(past, past + t, (Kind::Int64, device));
     match mask {
-        None => steps.unsqueeze(0).expand([b, t], false),
-        Some(m) => {
-            // Leading padding = number of positions before the first 1 (cummax turns the mask into a step).
-            let leading = m.to_kind(Kind::Int64).cummax(1).0.eq(0).sum_dim_intlist(1, true, Kind::Int64);
-            (steps.unsqueeze(0) - leading).clamp_min(0)
-        }
+        None => Tensor::arange_start(past, past + t, (Kind::Int64, device)).unsqueeze(0).expand([b, t], false),
+        Some(m) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).narrow(1, past, t).clamp_min(0),
     }
 }
 
