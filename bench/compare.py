@@ -5,6 +5,8 @@ Standard library only. Normally started by bench/run.sh, which installs and buil
 Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
   train-tensor, train-lstm   prompt-tuning steps: 8 rows x 128 tokens, <P*20>, AdamW; steps/s
   score-danetqa, score-parus multiple-choice scoring of N items; items/s (Python: naive per-candidate forward)
+  score-terra-5shot          the same with five fixed demonstrations before each TERRa item (shared prefix)
+  score-muserc               MuSeRC answer options (items of one question share paragraph and question)
   generate-1, generate-8     greedy, 64 new tokens after <P*20> + 24 tokens; tokens/s
 """
 import argparse
@@ -20,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 PYTHON = os.path.join(ROOT, ".cache", "bench-venv", "bin", "python")
 OURS = os.path.join(ROOT, "target", "release", "examples", "bench_vs_python")
-WORKLOADS = ["train-tensor", "train-lstm", "score-danetqa", "score-parus", "generate-1", "generate-8"]
+WORKLOADS = ["train-tensor", "train-lstm", "score-danetqa", "score-parus", "score-terra-5shot", "score-muserc",
+             "generate-1", "generate-8"]
 SHAPES = {
     "small": "ruGPT-3-small shape (12 layers, d 768, 12 heads, vocab 50264), random weights",
     "tiny": "the tiny fixture model (2 layers, d 64, vocab 2000)",
@@ -129,9 +132,11 @@ def main():
         f"tch::set_num_threads, OMP_NUM_THREADS). Median of {args.runs} runs per side, run alternately (ours, Python, "
         f"ours, Python, ...), each in a fresh process. Training: {args.steps} AdamW steps on 8 rows × 128 tokens with "
         f"a 20-token prompt (tensor or BiLSTM provider), the last 16 tokens labelled, model in eval mode (no dropout) "
-        f"on both sides; the first step is not timed. Scoring: {args.items} zero-shot items of each task, sum of the "
-        f"answer's log-probs, Python scoring each candidate with its own forward as ruPrompts/transformers users do, "
-        f"ours with the evaluator (shared context, batched); the first item is not timed. Generation: greedy, 64 new "
+        f"on both sides; the first step is not timed. Scoring: {args.items} items of each task (zero-shot; "
+        f"TERRa 5-shot: the same five train items, first_n, before each; MuSeRC: answer options in file order), sum "
+        f"of the answer's log-probs, Python scoring each candidate with its own forward as ruPrompts/transformers "
+        f"users do, ours with the evaluator (shared context, shared prefixes run once, batched); the first item is "
+        f"not timed. Generation: greedy, 64 new "
         f"tokens after the 20-token prompt and 24 text tokens, no stop token; batch 1 over 4 rows, batch 8 three "
         f"times; the first call is not timed. Cold start: process start to the end of the first step / item / call "
         f"(imports, model loading and warm-up included). Peak RSS: VmHWM of the process.",

@@ -151,8 +151,7 @@ def run(args):
     workloads = {
         "train-tensor": (lambda: train(spec, "tensor", args.steps), "steps/s"),
         "train-lstm": (lambda: train(spec, "lstm", args.steps), "steps/s"),
-        "score-danetqa": (lambda: score(spec, "danetqa"), "items/s"),
-        "score-parus": (lambda: score(spec, "parus"), "items/s"),
+        **{f"score-{name}": ((lambda name=name: score(spec, name)), "items/s") for name in spec["score"]},
         "generate-1": (lambda: generation(spec, 1), "tokens/s"),
         "generate-8": (lambda: generation(spec, 8), "tokens/s"),
     }

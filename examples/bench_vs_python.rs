@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 /// Soft tokens before the text, in training and generation.
+/// The scoring workloads (`score-<name>`), see [`items`].
+const SCORING: [&str; 4] = ["danetqa", "parus", "terra-5shot", "muserc"];
 const PROMPT: usize = 20;
 /// Training batch: rows × tokens (prompt included), of which the last `LABELLED` are the target.
 const BATCH: usize = 8;
@@ -62,11 +64,26 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// A task's items in the official layout: DaNetQA's validation split, PARus' sample (renamed to that layout).
-fn items(task: RsgTask, n: usize) -> Result<(TaskFormats, Vec<Item>)> {
+/// The scoring workloads (`danetqa`, `parus`, `terra-5shot`, `muserc`): each one's task and items as the evaluator
+/// reads them. TERRa 5-shot puts the same five train items before each (first_n, as fixed few-shot sets are).
+/// MuSeRC's items are answer options, four per question as in the real task (our sample keeps one option per
+/// question, so each question gets its own and the next three rows' options), in order, so those of one
+/// question share a batch.
+fn items(workload: &str, n: usize) -> Result<(TaskFormats, Vec<Item>)> {
+    let task = match workload {
+        "danetqa" => RsgTask::Danetqa,
+        "parus" => RsgTask::Parus,
+        "terra-5shot" => RsgTask::Terra,
+        "muserc" => RsgTask::Muserc,
+        other => bail!("unknown scoring workload {other}"),
+    };
     let formats = TaskFormats::bundled(task);
     let records = match task {
         RsgTask::Danetqa => read_rows(&repo("assets/rsg/DaNetQA/val.jsonl.gz"))?,
+        RsgTask::Terra => read_rows(&repo("assets/rsg/TERRa/val.jsonl.gz"))?,
+        RsgTask::Muserc => {
+            muserc_questions(&read_rows(&repo("tests/fixtures/rsg-samples/muserc/train_sample_dev.jsonl"))?)?
+        }
         _ => read_rows(&repo("tests/fixtures/rsg-samples/parus/train_sample_dev.jsonl"))?
             .into_iter()
             .map(|Record { mut row, origin }| {
@@ -78,9 +95,37 @@ fn items(task: RsgTask, n: usize) -> Result<(TaskFormats, Vec<Item>)> {
             })
             .collect::<Result<_>>()?,
     };
-    let mut items: Vec<Item> = task.items(&records, &formats.verbalizers)?.into_iter().map(|t| t.item).collect();
-    items.truncate(n);
-    Ok((formats, items))
+    let mut all = task.items(&records, &formats.verbalizers)?;
+    all.truncate(n);
+    if workload == "terra-5shot" {
+        let pool = task.items(&read_rows(&repo("assets/rsg/TERRa/train.jsonl.gz"))?, &formats.verbalizers)?;
+        let shots = ruprompts::eval::fewshot::choose(&all, &pool, 5, ruprompts::eval::fewshot::Sampler::FirstN, 0)?;
+        for (t, shots) in all.iter_mut().zip(shots) {
+            t.item.shots = shots;
+        }
+    }
+    Ok((formats, all.into_iter().map(|t| t.item).collect()))
+}
+
+/// Official-layout MuSeRC records from the flattened sample rows (passage, question, answer, target): row i's
+/// passage and question with the answers of rows i..i+4 as its options.
+fn muserc_questions(rows: &[Record]) -> Result<Vec<Record>> {
+    let text =
+        |r: &Record, key: &str| r.row.get(key).and_then(Value::as_str).map(String::from).context(key.to_string());
+    rows.windows(4)
+        .step_by(4)
+        .enumerate()
+        .map(|(i, w)| {
+            let answers: Vec<Value> = w
+                .iter()
+                .enumerate()
+                .map(|(j, r)| Ok(json!({"idx": j, "text": text(r, "answer")?, "label": r.row.get("target").cloned().unwrap_or(json!(0))})))
+                .collect::<Result<_>>()?;
+            let question = json!({"idx": 0, "question": text(&w[0], "question")?, "answers": answers});
+            let row = json!({"idx": i, "passage": {"text": text(&w[0], "passage")?, "questions": [question]}});
+            Ok(Record { row: serde_json::from_value(row)?, origin: w[0].origin.clone() })
+        })
+        .collect()
 }
 
 fn classifier<'a>(
@@ -98,7 +143,7 @@ fn classifier<'a>(
         shared: true,
         truncation_field: trunc,
         max_tokens: None,
-        shot_delimiter: "",
+        shot_delimiter: "\n\n",
     }
 }
 
@@ -149,8 +194,8 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
         Tensor::write_safetensors(&named, work.join(format!("init_{kind}.safetensors")))?;
     }
     let mut score = serde_json::Map::new();
-    for task in [RsgTask::Danetqa, RsgTask::Parus] {
-        let (formats, items) = items(task, n)?;
+    for workload in SCORING {
+        let (formats, items) = items(workload, n)?;
         let format = PromptFormat::compile(&formats.zero_shot, &tok)?;
         let c = classifier(&model, &tok, &format, formats.truncation_field.as_deref());
         let requests: Vec<Value> = items
@@ -161,7 +206,7 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
                 Ok(json!({ "context": context, "answers": answers }))
             })
             .collect::<Result<_>>()?;
-        score.insert(task.name().to_lowercase(), Value::Array(requests));
+        score.insert(workload.to_string(), Value::Array(requests));
     }
     let spec = json!({
         "model": std::fs::canonicalize(model_dir)?,
@@ -204,8 +249,8 @@ fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> R
     Ok(((steps - 1) as f64 / first.elapsed().as_secs_f64(), cold, json!({ "losses": losses })))
 }
 
-fn score(model: &Gpt2, tok: &Tokenizer, task: RsgTask, n: usize) -> Result<Timed> {
-    let (formats, items) = items(task, n)?;
+fn score(model: &Gpt2, tok: &Tokenizer, workload: &str, n: usize) -> Result<Timed> {
+    let (formats, items) = items(workload, n)?;
     let format = PromptFormat::compile(&formats.zero_shot, tok)?;
     let c = classifier(model, tok, &format, formats.truncation_field.as_deref());
     let mut predictions = c.predict(&items[..1], None, 8)?;
@@ -248,8 +293,10 @@ fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     let ((rate, cold, check), unit) = match workload {
         "train-tensor" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),
         "train-lstm" => (train(&model, &spec, work, "lstm", steps)?, "steps/s"),
-        "score-danetqa" => (score(&model, &Tokenizer::from_dir(&dir)?, RsgTask::Danetqa, n("danetqa"))?, "items/s"),
-        "score-parus" => (score(&model, &Tokenizer::from_dir(&dir)?, RsgTask::Parus, n("parus"))?, "items/s"),
+        w if w.starts_with("score-") => {
+            let name = &w["score-".len()..];
+            (score(&model, &Tokenizer::from_dir(&dir)?, name, n(name))?, "items/s")
+        }
         "generate-1" => (generation(&model, &spec, work, 1)?, "tokens/s"),
         "generate-8" => (generation(&model, &spec, work, 8)?, "tokens/s"),
         other => bail!("unknown workload {other}"),

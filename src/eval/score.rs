@@ -221,7 +221,9 @@ fn shared_pass(
     let prompt_ids: Vec<i64> = injections.iter().map(|i| i.token_id).collect();
     // Single-token candidates are all scored from the contexts' last states: no cache to keep.
     let keep_cache = width > 1;
-    let ContextStage { cache, mask, last, bases, taken } = match prefix_groups(&contexts, &prompt_ids) {
+    // Padding between prefix and rest widens the batch: it must still leave room for the candidates.
+    let room = (model.config().n_positions - width).max(0) as usize;
+    let ContextStage { cache, mask, last, bases, taken } = match prefix_groups(&contexts, &prompt_ids, room) {
         Some(groups) => prefixed_contexts(model, injections, &contexts, whole_text, keep_cache, &groups)?,
         None => plain_contexts(model, injections, &contexts, whole_text, keep_cache)?,
     };
@@ -309,8 +311,9 @@ const MIN_SHARED_PREFIX: usize = 16;
 /// share at least [`MIN_SHARED_PREFIX`] tokens (the same demonstrations, a MuSeRC paragraph and question, a long
 /// instruction); a group's prefix is what its members share, a lone context's all but its last token. Every
 /// prefix leaves its contexts at least one token, and all prefixes hold the same number of each prompt's
-/// tokens (the fewest any holds), so one slice of each prompt serves every row. `None` when nothing is shared.
-fn prefix_groups(contexts: &[&[i64]], prompt_ids: &[i64]) -> Option<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+/// tokens (the fewest any holds), so one slice of each prompt serves every row. `None` when nothing is shared, or
+/// when the longest prefix and the longest rest, padded side by side, would take more than `room` positions.
+fn prefix_groups(contexts: &[&[i64]], prompt_ids: &[i64], room: usize) -> Option<(Vec<usize>, Vec<usize>, Vec<usize>)> {
     let common = |a: &[i64], b: &[i64]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let mut order: Vec<usize> = (0..contexts.len()).collect();
     order.sort_by(|&a, &b| contexts[a].cmp(contexts[b]));
@@ -347,7 +350,14 @@ fn prefix_groups(contexts: &[&[i64]], prompt_ids: &[i64]) -> Option<(Vec<usize>,
         }
     }
     let saved: usize = groups.iter().zip(&lens).map(|((members, _), len)| (members.len() - 1) * len).sum();
-    if saved < MIN_SHARED_PREFIX {
+    let widest_prefix = lens.iter().max().copied().unwrap_or(0);
+    let widest_rest = groups
+        .iter()
+        .zip(&lens)
+        .flat_map(|((members, _), len)| members.iter().map(move |&i| contexts[i].len() - len))
+        .max()
+        .unwrap_or(0);
+    if saved < MIN_SHARED_PREFIX || widest_prefix + widest_rest > room {
         return None;
     }
     let mut group_of = vec![0; contexts.len()];
@@ -504,16 +514,19 @@ mod tests {
         let (a, b) = ([&common[..], &[30, 31]].concat(), [&common[..], &[40]].concat());
         let lone = vec![9i64; 5];
         // a and b share 20 tokens (all of b but its last one); the lone context keeps its last token for the rest.
-        let groups = prefix_groups(&[&a, &lone, &b], &[]).unwrap();
+        let groups = prefix_groups(&[&a, &lone, &b], &[], 100).unwrap();
         assert_eq!(groups, (vec![0, 1, 0], vec![20, 4], vec![0, 1]));
+        // The widest prefix (20) and rest (2) side by side take 22 positions: with less room, no sharing.
+        assert!(prefix_groups(&[&a, &lone, &b], &[], 22).is_some());
+        assert_eq!(prefix_groups(&[&a, &lone, &b], &[], 21), None);
         // Fewer than 16 shared tokens: nothing to gain.
-        assert_eq!(prefix_groups(&[&a[..15], &b[..15], &lone], &[]), None);
+        assert_eq!(prefix_groups(&[&a[..15], &b[..15], &lone], &[], 100), None);
         // Prompt tokens (99): every prefix holds as many as the fewest does; here that cuts the shared prefix to one
         // token, too little to share.
         let (pa, pb) = ([&[99, 99][..], &common, &[99, 5]].concat(), [&[99, 99][..], &common, &[99, 6]].concat());
         let same = [99i64, 99, 7, 99, 8];
-        assert_eq!(prefix_groups(&[&pa, &pb, &same], &[99]).unwrap().1, vec![23, 4]);
-        assert_eq!(prefix_groups(&[&pa, &pb, &[99, 7, 99]], &[99]), None);
+        assert_eq!(prefix_groups(&[&pa, &pb, &same], &[99], 100).unwrap().1, vec![23, 4]);
+        assert_eq!(prefix_groups(&[&pa, &pb, &[99, 7, 99]], &[99], 100), None);
     }
 
     #[test]

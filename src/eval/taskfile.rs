@@ -329,7 +329,7 @@ impl EvalTask {
             .metric_names()
             .into_iter()
             .zip(f.metrics(&chosen, &golds))
-            .map(|(name, value)| Metric { name: name.into(), value })
+            .map(|(name, value)| Metric { name: name.into(), value, stderr: None })
             .collect())
     }
 

@@ -58,6 +58,9 @@ pub struct TaskItem {
 pub struct Metric {
     pub name: String,
     pub value: f64,
+    /// Its bootstrap standard error, where one was computed (the benchmark table shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<f64>,
 }
 
 /// The text a label is known by in verbalizer maps: strings as they are, `true`/`false`, numbers in decimal (as
@@ -322,7 +325,7 @@ impl RsgTask {
             .metric_names()
             .iter()
             .zip(values)
-            .map(|(name, value)| Metric { name: name.to_string(), value })
+            .map(|(name, value)| Metric { name: name.to_string(), value, stderr: None })
             .collect())
     }
 

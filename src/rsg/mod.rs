@@ -281,11 +281,11 @@ fn kept_or(
 /// A task's outcome from its evaluation report.
 fn outcome_of(task: RsgTask, report: &crate::report::Report, seconds: f64) -> TaskOutcome {
     let t = &report.tasks[0];
-    let metric = |name: &str, value: f64| crate::eval::Metric { name: name.into(), value };
+    let metric = |name: &str, value: f64, stderr: Option<f64>| crate::eval::Metric { name: name.into(), value, stderr };
     TaskOutcome {
         task,
-        zero_shot: t.metrics.iter().map(|m| metric(&m.metric, m.zero_shot)).collect(),
-        tuned: t.metrics.iter().filter_map(|m| Some(metric(&m.metric, m.tuned?))).collect(),
+        zero_shot: t.metrics.iter().map(|m| metric(&m.metric, m.zero_shot, m.zero_shot_stderr)).collect(),
+        tuned: t.metrics.iter().filter_map(|m| Some(metric(&m.metric, m.tuned?, m.tuned_stderr))).collect(),
         items: t.items,
         trainable_parameters: t.trainable_parameters,
         seconds,

@@ -65,7 +65,14 @@ impl Benchmark {
     pub fn markdown(&self) -> String {
         let cell = |metrics: &[Metric]| match metrics {
             [] => "—".to_string(),
-            ms => ms.iter().map(|m| format!("{:.1}", m.value * 100.0)).collect::<Vec<_>>().join(" / "),
+            ms => ms
+                .iter()
+                .map(|m| match m.stderr {
+                    Some(e) => format!("{:.1} ± {:.1}", m.value * 100.0, e * 100.0),
+                    None => format!("{:.1}", m.value * 100.0),
+                })
+                .collect::<Vec<_>>()
+                .join(" / "),
         };
         let heading = |t: &TaskOutcome| match t.task {
             RsgTask::Rcb => "RCB (F1/Acc)",
@@ -76,7 +83,8 @@ impl Benchmark {
         let total = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.1}", v * 100.0));
         let done = self.tasks.iter().filter(|t| t.error.is_none()).count();
         let mut md = format!(
-            "# Russian SuperGLUE: zero-shot vs prompt tuning\n\nModel: `{}`. Validation splits; values ×100.",
+            "# Russian SuperGLUE: zero-shot vs prompt tuning\n\nModel: `{}`. Validation splits; values ×100, ± the \
+             bootstrap standard error.",
             self.model
         );
         if done < RsgTask::ALL.len() {
@@ -128,8 +136,12 @@ impl Benchmark {
                         .zero_shot
                         .iter()
                         .map(|z| {
-                            let tuned = t.tuned.iter().find(|m| m.name == z.name).map(|m| m.value);
-                            MetricRow::new(&z.name, z.value, tuned)
+                            let tuned = t.tuned.iter().find(|m| m.name == z.name);
+                            MetricRow {
+                                zero_shot_stderr: z.stderr,
+                                tuned_stderr: tuned.and_then(|m| m.stderr),
+                                ..MetricRow::new(&z.name, z.value, tuned.map(|m| m.value))
+                            }
                         })
                         .collect(),
                     settings: vec![],
@@ -147,7 +159,7 @@ mod tests {
     use super::*;
 
     fn m(name: &str, value: f64) -> Metric {
-        Metric { name: name.into(), value }
+        Metric { name: name.into(), value, stderr: None }
     }
 
     #[test]
