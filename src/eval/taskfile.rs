@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::tasks::flat_submission;
 use super::{label_key, metrics, Item, Metric, RsgTask, TaskFormats, TaskItem};
 use crate::config::Validate;
 use crate::data::Record;
@@ -343,21 +344,7 @@ impl EvalTask {
     pub fn submission(&self, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Value>> {
         match self {
             Self::Rsg(t) => t.submission(items, predictions),
-            Self::File(_) => {
-                ensure!(
-                    items.len() == predictions.len(),
-                    "{} items but {} predictions",
-                    items.len(),
-                    predictions.len()
-                );
-                let mut lines: Vec<(u64, Value)> = items
-                    .iter()
-                    .zip(predictions)
-                    .map(|(t, &p)| (t.ids[0], json!({"idx": t.ids[0], "label": t.labels[p]})))
-                    .collect();
-                lines.sort_by_key(|(idx, _)| *idx);
-                Ok(lines.into_iter().map(|(_, line)| line).collect())
-            }
+            Self::File(_) => flat_submission(items, predictions),
         }
     }
 }

@@ -348,16 +348,10 @@ impl RsgTask {
     /// The submission lines for `predictions`: `{"idx", "label"}` per record, sorted by `idx` (the leaderboard asks
     /// for a sorted idx); MuSeRC nests answer labels under their passage and question, as its official layout does.
     pub fn submission(self, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Value>> {
-        ensure!(items.len() == predictions.len(), "{} items but {} predictions", items.len(), predictions.len());
         if self != Self::Muserc {
-            let mut lines: Vec<(u64, Value)> = items
-                .iter()
-                .zip(predictions)
-                .map(|(t, &p)| (t.ids[0], json!({"idx": t.ids[0], "label": t.labels[p]})))
-                .collect();
-            lines.sort_by_key(|(idx, _)| *idx);
-            return Ok(lines.into_iter().map(|(_, line)| line).collect());
+            return flat_submission(items, predictions);
         }
+        ensure!(items.len() == predictions.len(), "{} items but {} predictions", items.len(), predictions.len());
         // passage → question → answers, in the order they were read.
         let mut passages: Vec<(u64, Questions)> = Vec::new();
         for (t, &p) in items.iter().zip(predictions) {
@@ -448,4 +442,17 @@ fn rucos_items(row: &Row, origin: &Origin) -> Result<Vec<TaskItem>> {
         });
     }
     Ok(items)
+}
+
+/// `{"idx", "label"}` per item, sorted by `idx` (the leaderboard asks for a sorted idx): the submission layout of
+/// every flat task.
+pub(super) fn flat_submission(items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Value>> {
+    ensure!(items.len() == predictions.len(), "{} items but {} predictions", items.len(), predictions.len());
+    let mut lines: Vec<(u64, Value)> = items
+        .iter()
+        .zip(predictions)
+        .map(|(t, &p)| (t.ids[0], json!({"idx": t.ids[0], "label": t.labels[p]})))
+        .collect();
+    lines.sort_by_key(|(idx, _)| *idx);
+    Ok(lines.into_iter().map(|(_, line)| line).collect())
 }
