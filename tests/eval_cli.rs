@@ -42,10 +42,11 @@ output_dir: {out}
     )
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
-    // Demonstrations around a prompt in training are refused, not ignored.
-    let fewshot = TrainConfig::load(&config_path, &["fewshot.k=2".into()]).unwrap();
+    // Demonstrations are solved items of a task: without one, fewshot.k is refused, not ignored.
+    let train_file = format!("dataset={{train: {}}}", dir.path().join("train.jsonl").display());
+    let fewshot = TrainConfig::load(&config_path, &["fewshot.k=2".into(), train_file]).unwrap();
     let err = train(&fewshot, &backbone(&config), &TrainOptions::default(), &Silent).unwrap_err().to_string();
-    assert!(err.starts_with("`fewshot.k`: training a prompt with demonstrations around it is not built yet"), "{err}");
+    assert!(err.starts_with("`fewshot.k`: demonstrations are solved items of a task"), "{err}");
     let trained = train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
 
     let eval = |extra: &[&str]| {
@@ -102,11 +103,11 @@ output_dir: {out}
 
     // --log-samples with a 2-shot setting: a line per item with, per setting, the context as scored, every
     // candidate's score in every mode and the predictions; every figure of the report follows from it.
-    eval(&["--log-samples", "--num-fewshot", "0,2", "--fewshot-sampler", "balanced"]);
+    eval(&["--log-samples", "--num-fewshot", "0,2", "--fewshot-sampler", "balanced", "--tuned-fewshot"]);
     let report: Report = serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap();
     let settings = &report.tasks[0].settings;
     let names: Vec<&str> = settings.iter().map(|s| s.setting.as_str()).collect();
-    assert_eq!(names, ["zero-shot", "2-shot", "tuned"]);
+    assert_eq!(names, ["zero-shot", "2-shot", "tuned+2-shot", "tuned"]);
     let samples: Vec<Value> = std::fs::read_to_string(out.join("samples/TERRa.jsonl"))
         .unwrap()
         .lines()
@@ -141,6 +142,10 @@ output_dir: {out}
         // solved train items ("... Ответ: да") and the zero-shot context, each followed by a blank line, less the
         // demonstrations dropped to fit the model's 256 positions.
         assert_eq!(line["tuned"]["context"].as_str().unwrap().matches("<P>").count(), 6);
+        // Tuned + 2-shot: the prompt around each demonstration it kept, and around the item.
+        let around = &line["tuned+2-shot"];
+        let kept = 2 - around["dropped_shots"].as_u64().unwrap() as usize;
+        assert_eq!(around["context"].as_str().unwrap().matches("<P>").count(), 6 * (kept + 1));
         let zero = line["zero-shot"]["context"].as_str().unwrap();
         let two = line["2-shot"]["context"].as_str().unwrap();
         let demos: Vec<&str> = two.strip_suffix(zero).unwrap().split_terminator("\n\n").collect();

@@ -87,6 +87,10 @@ pub struct EvalArgs {
     /// How demonstrations are drawn: random, balanced (evenly over the gold answers) or first_n.
     #[arg(long, value_enum)]
     pub fewshot_sampler: Option<Sampler>,
+    /// Also score the tuned prompt with each k's demonstrations (each formatted by the prompt's template, its soft
+    /// tokens around every one): `tuned+5-shot`. On by default for a config trained with fewshot.k.
+    #[arg(long)]
+    pub tuned_fewshot: bool,
     /// Seed of the demonstrations drawn for each item (default: a config's fewshot.seed, else 1234); several
     /// (`1,2,3`) score each k-shot setting once per seed, and the report gives the spread over them.
     #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
@@ -240,7 +244,7 @@ fn fewshot(
     config.seed = args.fewshot_seed.first().copied().unwrap_or(config.seed);
     let ks = if args.num_fewshot.is_empty() { vec![config.k] } else { args.num_fewshot.clone() };
     if ks.iter().all(|&k| k == 0) {
-        return Ok(FewShot { ks, config, data: None, more_seeds });
+        return Ok(FewShot { ks, config, data: None, more_seeds, tuned: false });
     }
     let dir = dir.or(data.parent()).unwrap_or(Path::new("."));
     let file = named(&config.split).unwrap_or_else(|| config.file(dir));
@@ -249,7 +253,8 @@ fn fewshot(
         "no few-shot split {} to draw demonstrations from: pass --fewshot-split SPLIT|FILE (fewshot.split)",
         file.display()
     );
-    Ok(FewShot { ks, config, data: Some(file), more_seeds })
+    let tuned = args.tuned_fewshot || config.k > 0;
+    Ok(FewShot { ks, config, data: Some(file), more_seeds, tuned })
 }
 
 /// The classification request both ways share, with the scoring options from the command line.

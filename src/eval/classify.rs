@@ -151,10 +151,6 @@ impl Classifier<'_> {
     /// dropped first (the farthest from the item first), then the truncation field's last tokens.
     pub fn request(&self, item: &Item) -> Result<Request> {
         ensure!(!item.candidates.is_empty(), "no candidate answers");
-        ensure!(
-            item.shots.is_empty() || self.injections.is_empty(),
-            "demonstrations around a tuned prompt are not supported yet: evaluate the tuned prompt zero-shot"
-        );
         let demos: Vec<String> = item.shots.iter().map(|s| demonstration(self.format, s)).collect::<Result<_>>()?;
         let positions = self.model.config().n_positions as usize;
         let (limit, what) = match self.max_tokens {
@@ -213,7 +209,8 @@ impl Classifier<'_> {
             requests.iter().map(|r| (r.context.as_slice(), r.candidates.as_slice())).collect();
         let positions = self.model.config().n_positions as usize;
         let mut out = Vec::with_capacity(requests.len());
-        for run in shared_batches(&refs, whole_text, positions, BATCH_POSITIONS) {
+        let prompt_ids: Vec<i64> = self.injections.iter().map(|i| i.token_id).collect();
+        for run in shared_batches(&refs, &prompt_ids, whole_text, positions, BATCH_POSITIONS) {
             out.extend(score_shared_many(self.model, self.injections, &refs[run], whole_text)?);
         }
         Ok(out)

@@ -60,6 +60,9 @@ pub struct FewShot {
     pub config: FewShotConfig,
     pub data: Option<PathBuf>,
     pub more_seeds: Vec<u64>,
+    /// Also score the tuned prompt with each k's demonstrations, every one formatted by the prompt's template
+    /// (its soft tokens repeated around each): `tuned+5-shot`.
+    pub tuned: bool,
 }
 
 /// One setting's results: every item's candidate log-prob sums and, when samples are logged, the rendered contexts.
@@ -222,6 +225,16 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             settings.push(score(name, &group, &zero_shot, None, Some((k, seed)))?);
         }
     }
+    if let (Some(p), true) = (&prompt, request.fewshot.tuned) {
+        for &k in &ks {
+            let group = format!("tuned+{k}-shot");
+            for (s, &seed) in seeds.iter().enumerate() {
+                let name = if s == 0 { group.clone() } else { format!("{group}-s{seed}") };
+                settings.push(score(name, &group, p.format(), Some(p), Some((k, seed)))?);
+            }
+        }
+    }
+    // Tuned (zero-shot) comes last: the headline compares it with zero-shot.
     let tuned = prompt.as_ref().map(|p| score("tuned".into(), "tuned", p.format(), Some(p), None)).transpose()?;
     settings.extend(tuned);
     if request.log_samples {

@@ -105,14 +105,21 @@ pub fn score_naive(
         .collect()
 }
 
-/// The prompts' rows that a segment holds: the first `taken` rows went to what came before it.
+/// The prompts' rows that a segment holds: the first `taken` tokens of each went to what came before it. A
+/// context may hold a prompt several times over (around every demonstration), so rows wrap around.
 fn slice_injections<'a>(injections: &[Injection<'a>], ids: &[i64], taken: &mut [i64]) -> Vec<Injection<'a>> {
     injections
         .iter()
         .zip(taken.iter_mut())
         .filter_map(|(inj, taken)| {
             let n = ids.iter().filter(|&&t| t == inj.token_id).count() as i64;
-            let rows = inj.embeddings.narrow(0, *taken, n);
+            let length = inj.embeddings.size()[0].max(1);
+            let rows = if *taken % length + n <= length {
+                inj.embeddings.narrow(0, *taken % length, n)
+            } else {
+                let index: Vec<i64> = (*taken..*taken + n).map(|i| i % length).collect();
+                select(&inj.embeddings, &index, inj.embeddings.device())
+            };
             *taken += n;
             (n > 0).then(|| Injection { name: inj.name, token_id: inj.token_id, embeddings: rows })
         })
@@ -447,24 +454,28 @@ fn prefixed_contexts(
     Ok(ContextStage { cache: keep_cache.then_some(cache), mask, last, bases, taken })
 }
 
-/// Consecutive runs of `requests` that may share one [`score_shared_many`] pass: in each, the longest context
-/// plus the longest fed candidate (the answer, with `whole_text` its suffix too) fits in the model's `positions`
-/// (contexts are padded to the longest, candidates continue after it), and at most `budget` cached context
-/// positions are copied across candidate rows (rows × context length, which bounds memory). A request alone
-/// always forms a run.
+/// Consecutive runs of `requests` that may share one [`score_shared_many`] pass: in each, the contexts hold the
+/// same number of every prompt's tokens (`prompt_ids`; demonstrations around a prompt repeat it, and items that
+/// dropped some hold fewer), the longest context plus the longest fed candidate (the answer, with `whole_text`
+/// its suffix too) fits in the model's `positions` (contexts are padded to the longest, candidates continue after
+/// it), and at most `budget` cached context positions are copied across candidate rows (rows × context length,
+/// which bounds memory). A request alone always forms a run.
 pub fn shared_batches(
     requests: &[(&[i64], &[Candidate])],
+    prompt_ids: &[i64],
     whole_text: bool,
     positions: usize,
     budget: usize,
 ) -> Vec<std::ops::Range<usize>> {
     let fed = |c: &Candidate| c.answer.len() + if whole_text { c.suffix.len() } else { 0 };
+    let prompts =
+        |c: &[i64]| -> Vec<usize> { prompt_ids.iter().map(|p| c.iter().filter(|&t| t == p).count()).collect() };
     let (mut runs, mut start) = (Vec::new(), 0);
     let (mut rows, mut context, mut width) = (0, 0, 0);
     for (i, (c, candidates)) in requests.iter().enumerate() {
         let (r, l) = (rows + candidates.len(), context.max(c.len()));
         let w = candidates.iter().map(fed).max().unwrap_or(0).max(width);
-        if i > start && (r * l > budget || l + w > positions) {
+        if i > start && (r * l > budget || l + w > positions || prompts(c) != prompts(requests[start].0)) {
             runs.push(start..i);
             start = i;
             (rows, context, width) = (candidates.len(), c.len(), candidates.iter().map(fed).max().unwrap_or(0));
@@ -537,11 +548,15 @@ mod tests {
         let requests: Vec<(&[i64], &[Candidate])> =
             vec![(&long, &one), (&short, &wide), (&short, &one), (&long, &one), (&long, &one)];
         // 200 + 60 > 256: the wide candidate cannot follow the long context; the budget splits the last run.
-        assert_eq!(shared_batches(&requests, false, 256, 10_000), [0..1, 1..3, 3..5]);
-        assert_eq!(shared_batches(&requests, false, 256, 500), [0..1, 1..3, 3..4, 4..5]);
+        assert_eq!(shared_batches(&requests, &[], false, 256, 10_000), [0..1, 1..3, 3..5]);
+        assert_eq!(shared_batches(&requests, &[], false, 256, 500), [0..1, 1..3, 3..4, 4..5]);
         // With the suffix fed (whole text) the widths grow by 3: 200 + 2 + 3 still fits.
-        assert_eq!(shared_batches(&requests, true, 205, usize::MAX), [0..1, 1..3, 3..5]);
-        assert_eq!(shared_batches(&requests, true, 204, usize::MAX), [0..1, 1..3, 3..4, 4..5]);
-        assert!(shared_batches(&[], false, 256, 1).is_empty());
+        assert_eq!(shared_batches(&requests, &[], true, 205, usize::MAX), [0..1, 1..3, 3..5]);
+        assert_eq!(shared_batches(&requests, &[], true, 204, usize::MAX), [0..1, 1..3, 3..4, 4..5]);
+        assert!(shared_batches(&[], &[], false, 256, 1).is_empty());
+        // Contexts holding a prompt a different number of times (dropped demonstrations) never share a pass.
+        let (once, twice) = ([&short[..], &[99]].concat(), [&short[..], &[99, 99]].concat());
+        let prompted: Vec<(&[i64], &[Candidate])> = vec![(&once, &one), (&once, &one), (&twice, &one), (&once, &one)];
+        assert_eq!(shared_batches(&prompted, &[99], false, 256, usize::MAX), [0..2, 2..3, 3..4]);
     }
 }

@@ -16,9 +16,10 @@ pub struct Injection<'a> {
 }
 
 /// Input embeddings `[B, T, d]` of `ids: [B, T]` with every prompt token replaced by its prompt's rows, in
-/// order, wherever it sits. A row holds each prompt's tokens either not at all or exactly `L` times (rows may
-/// use different prompts); any other count is an error naming the row. Each provider output is computed once
-/// by the caller and shared by all rows, so gradients from every row reach it.
+/// order, wherever it sits. A row holds each prompt's tokens not at all or a whole number of times `L` (rows may
+/// use different prompts; several copies are the prompt repeated, as around every few-shot demonstration); any
+/// other count is an error naming the row. Each provider output is computed once by the caller and shared by all
+/// rows, so gradients from every row reach it.
 pub fn inject(model: &Gpt2, ids: &Tensor, prompts: &[Injection]) -> Result<Tensor> {
     ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
     let ids = ids.to_device(model.device());
@@ -38,20 +39,18 @@ pub fn inject(model: &Gpt2, ids: &Tensor, prompts: &[Injection]) -> Result<Tenso
             model.config().n_embd
         );
         let counts = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64))?;
-        let mut rows_with_prompt = 0;
+        let mut copies = 0;
         for (row, &count) in counts.iter().enumerate() {
             match count {
-                0 => {}
-                c if c == length => rows_with_prompt += 1,
+                c if length > 0 && c % length == 0 => copies += c / length,
                 c => bail!(
                     "row {row} holds {c} prompt tokens {} but the prompt has {length} (was the prompt truncated?)",
                     prompt.name
                 ),
             }
         }
-        if rows_with_prompt > 0 {
-            let source =
-                prompt.embeddings.to_device(model.device()).to_kind(model.kind()).repeat([rows_with_prompt, 1]);
+        if copies > 0 {
+            let source = prompt.embeddings.to_device(model.device()).to_kind(model.kind()).repeat([copies, 1]);
             embeds = embeds.masked_scatter(&mask.unsqueeze(-1), &source);
         }
     }

@@ -172,7 +172,8 @@ pub fn choice_loss(model: &Gpt2, injections: &[Injection], examples: &[&ChoiceEx
         examples.iter().map(|e| (e.context.as_slice(), e.candidates.as_slice())).collect();
     // Items whose longest context and longest answer together do not fit in the model go in separate passes.
     let positions = model.config().n_positions as usize;
-    let sums = shared_batches(&requests, false, positions, usize::MAX)
+    let prompt_ids: Vec<i64> = injections.iter().map(|i| i.token_id).collect();
+    let sums = shared_batches(&requests, &prompt_ids, false, positions, usize::MAX)
         .into_iter()
         .map(|run| answer_logprob_sums(model, injections, &requests[run]))
         .collect::<Result<Vec<_>>>()?;

@@ -10,6 +10,7 @@ use tch::Tensor;
 use super::objective::{choice_loss, encode_items, Examples};
 use super::TrainConfig;
 use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record, IGNORE};
+use crate::eval::fewshot::choose;
 use crate::eval::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
 use crate::model::{Backbone, Gpt2, Input};
@@ -42,6 +43,8 @@ pub(super) struct Reading {
     truncation_field: Option<String>,
     max_tokens: usize,
     mode: ScoreMode,
+    /// What separates demonstrations (`fewshot.k`) from each other and from the item.
+    delimiter: String,
 }
 
 impl Reading {
@@ -62,7 +65,7 @@ impl Reading {
             shared: true,
             truncation_field: self.truncation_field.as_deref(),
             max_tokens: Some(self.max_tokens),
-            shot_delimiter: "",
+            shot_delimiter: &self.delimiter,
         }
     }
 }
@@ -70,9 +73,8 @@ impl Reading {
 /// Reads and encodes the data of `config` for a fresh prompt; warnings (rows left out) go to `progress`.
 pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: &dyn Progress) -> Result<Setup<'a>> {
     ensure!(
-        config.fewshot.k == 0,
-        "`fewshot.k`: training a prompt with demonstrations around it is not built yet; the section sets `eval`'s \
-         k-shot settings, so set k there with `eval --num-fewshot` and train with fewshot.k=0"
+        config.fewshot.k == 0 || config.dataset.eval_task().is_some(),
+        "`fewshot.k`: demonstrations are solved items of a task: set dataset.task or dataset.task_file"
     );
     let model = &backbone.model;
     let mut tokenizer = match &config.tokenizer {
@@ -122,11 +124,25 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
                 // An item and its longest candidate fit in max_tokens with the EOS the `lm` objective appends.
                 max_tokens: max_tokens - usize::from(config.objective.eos()),
                 mode: config.objective.score_mode(),
+                delimiter: config.fewshot.delimiter.clone(),
             };
             let classifier = reading.classifier(model, &tokenizer, prompt.format(), &[]);
             let too_long = config.preprocessing.too_long();
+            // With fewshot.k, every item (train and validation) gets k demonstrations from the training split, as
+            // `eval` puts them before it: the prompt learns around them.
+            let read =
+                |rows: &[Record], split: &str| task.items(rows, &verbalizers).with_context(|| format!("{split} split"));
+            let pool = read(&splits.train, "train")?;
+            let fewshot = &config.fewshot;
             let encode = |rows: &[Record], split: &str| -> Result<(Examples, Vec<TaskItem>)> {
-                let items = task.items(rows, &verbalizers).with_context(|| format!("{split} split"))?;
+                let mut items = read(rows, split)?;
+                if fewshot.k > 0 {
+                    let shots = choose(&items, &pool, fewshot.k, fewshot.sampler, fewshot.seed)
+                        .with_context(|| format!("fewshot: {split} split"))?;
+                    for (t, shots) in items.iter_mut().zip(shots) {
+                        t.item.shots = shots;
+                    }
+                }
                 let (examples, skipped) = encode_items(&classifier, &items, &config.objective, eos, too_long)?;
                 warn_skipped(split, &skipped.iter().map(|&i| &items[i].item.origin).collect::<Vec<_>>(), items.len());
                 let mut kept = vec![true; items.len()];
