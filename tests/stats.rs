@@ -3,7 +3,9 @@
 //! the majority and chance baselines by hand.
 
 use ruprompts::data::read_rows;
-use ruprompts::eval::stats::{baselines, bootstrap, difference_interval, stderr};
+use ruprompts::eval::stats::{
+    baselines, bootstrap, difference_interval, resamples, sample_stddev, stderr, BOOTSTRAP_ITERS, SEED,
+};
 use ruprompts::eval::{RsgTask, TaskFormats, TaskItem};
 
 /// `n` TERRa items, the first `entailed` of them labelled entailment (candidate 0).
@@ -68,4 +70,21 @@ fn majority_and_chance_baselines_by_hand() {
     let (majority, _) = baselines(&RsgTask::Rcb.into(), &rcb).unwrap();
     let f1 = 2.0 * 0.75 / 1.75;
     assert!((majority[0] - f1 / 3.0).abs() < 1e-12 && majority[1] == 0.75, "{majority:?}");
+}
+
+#[test]
+fn bootstrap_by_hand_on_a_tiny_table() {
+    // Four items, right on items 0 and 2: each resample's accuracy is the share of drawn indices that are 0 or 2,
+    // recomputed here from the same seeded resamples; the stderr is their sample standard deviation.
+    let items = items(4, 2);
+    let predictions =
+        right_on(&items, 4).iter().enumerate().map(|(i, &p)| if i % 2 == 0 { p } else { 1 - p }).collect::<Vec<_>>();
+    let by_hand: Vec<f64> = resamples(4, BOOTSTRAP_ITERS, SEED)
+        .map(|draw| draw.iter().filter(|&&i| i % 2 == 0).count() as f64 / 4.0)
+        .collect();
+    let draws = bootstrap(&RsgTask::Terra.into(), &items, &predictions).unwrap();
+    assert_eq!(draws, std::slice::from_ref(&by_hand));
+    assert_eq!(stderr(&draws), [sample_stddev(&by_hand)]);
+    // sqrt(p(1 − p)/n) = 0.25 for p = 1/2, n = 4: the bootstrap of 1000 draws lands near it.
+    assert!((stderr(&draws)[0] - 0.25).abs() < 0.03, "{:?}", stderr(&draws));
 }
