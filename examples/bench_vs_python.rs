@@ -196,7 +196,7 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
     let mut score = serde_json::Map::new();
     for workload in SCORING {
         let (formats, items) = items(workload, n)?;
-        let format = PromptFormat::compile(&formats.zero_shot, &tok)?;
+        let format = PromptFormat::compile(formats.zero_shot(), &tok)?;
         let c = classifier(&model, &tok, &format, formats.truncation_field.as_deref());
         let requests: Vec<Value> = items
             .iter()
@@ -251,7 +251,7 @@ fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> R
 
 fn score(model: &Gpt2, tok: &Tokenizer, workload: &str, n: usize) -> Result<Timed> {
     let (formats, items) = items(workload, n)?;
-    let format = PromptFormat::compile(&formats.zero_shot, tok)?;
+    let format = PromptFormat::compile(formats.zero_shot(), tok)?;
     let c = classifier(model, tok, &format, formats.truncation_field.as_deref());
     let mut predictions = c.predict(&items[..1], None, 8)?;
     let cold = since_start();

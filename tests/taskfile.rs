@@ -280,3 +280,45 @@ fn a_prompt_trained_around_demonstrations_is_scored_around_them() {
     .unwrap();
     assert_eq!(sample["tuned+2-shot"]["context"].as_str().unwrap().matches("<P>").count(), 8 * 3);
 }
+
+#[test]
+fn a_built_in_task_takes_several_zero_shot_templates_from_its_format_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let formats = dir.path().join("terra.yaml");
+    let write = |zero_shot: &str| {
+        std::fs::write(
+            &formats,
+            format!(
+                "task: terra\nzero_shot: {zero_shot}\ntunable: \"<P*4>{{premise}}\"\n\
+                 verbalizers: {{entailment: \" да\", not_entailment: \" нет\"}}\ntruncation_field: premise\n"
+            ),
+        )
+        .unwrap()
+    };
+    let eval = || {
+        ruprompts(&[
+            "eval",
+            "--task",
+            "terra",
+            "--data",
+            fixture("lm-eval/terra/val.jsonl").to_str().unwrap(),
+            "--model",
+            "demo",
+            "--formats",
+            formats.to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ])
+    };
+    write("[\"{premise}\\nВопрос: {hypothesis}? Ответ:\", \"{premise} Верно ли, что {hypothesis}? Ответ:\"]");
+    let (ok, stdout, stderr) = eval();
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("| TERRa | zero-shot-t2 | accuracy |")
+            && stdout.contains("| TERRa | zero-shot | 2 | accuracy |"),
+        "{stdout}"
+    );
+    write("[]");
+    let (ok, _, stderr) = eval();
+    assert!(!ok && stderr.contains("`zero_shot`: give a template or a list of them"), "{stderr}");
+}

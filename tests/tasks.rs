@@ -63,7 +63,7 @@ fn every_task_reads_its_official_layout_and_every_bundled_format_fills_its_items
         let records = read_rows(&data_file(task, dir.path())).unwrap();
         let items = task.items(&records, &formats.verbalizers).unwrap();
         assert!(!items.is_empty(), "{task:?}");
-        for template in [&formats.zero_shot, &formats.tunable] {
+        for template in [formats.zero_shot(), &formats.tunable] {
             let format = PromptFormat::compile(template, &tok).unwrap();
             if let Some(field) = &formats.truncation_field {
                 assert!(format.fields().contains(&field.as_str()), "{task:?}: {template}");
@@ -203,7 +203,6 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         submission: Some(dir.path().join("submission")),
         log_samples: false,
         fewshot: Default::default(),
-        templates: Vec::new(),
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {

@@ -163,12 +163,9 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         };
         return Ok((model, Job::Generate(request)));
     }
-    let (task, formats, templates) = match config.dataset.eval_task() {
-        Some(EvalTask::Rsg(task)) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?, Vec::new()),
-        Some(EvalTask::File(file)) => {
-            let all = file.zero_shot.all();
-            (EvalTask::File(file.clone()), file.formats(&all[0]), all[1..].to_vec())
-        }
+    let (task, formats) = match config.dataset.eval_task() {
+        Some(EvalTask::Rsg(task)) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?),
+        Some(EvalTask::File(file)) => (EvalTask::File(file.clone()), file.formats()),
         None => bail!("{}: eval --config needs dataset.task or dataset.task_file", path.display()),
     };
     let formats = config.scoring_formats(formats);
@@ -178,21 +175,19 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         EvalTask::Rsg(_) => None,
     };
     let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, named)?;
-    let mut request = classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot);
-    request.templates = templates;
+    let request = classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot);
     Ok((model, Job::Classify(Box::new(request))))
 }
 
 /// `eval --task` or `--task-file`: a data file, the bundled (or given, or the task file's) formats, and the
 /// prompt and model named on the command line (the model defaults to the one the prompt was trained on).
 fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
-    let (task, formats, templates) = match (args.task, &args.task_file) {
-        (Some(task), _) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?, Vec::new()),
+    let (task, formats) = match (args.task, &args.task_file) {
+        (Some(task), _) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?),
         (None, Some(path)) => {
             let file = TaskFile::load(path)?;
-            let all = file.zero_shot.all();
-            let (formats, more) = (file.formats(&all[0]), all[1..].to_vec());
-            (EvalTask::File(Arc::new(file)), formats, more)
+            let formats = file.formats();
+            (EvalTask::File(Arc::new(file)), formats)
         }
         (None, None) => unreachable!("clap requires --task or --task-file without --config"),
     };
@@ -222,8 +217,7 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
     });
     let mode = args.mode.unwrap_or_default();
     let fewshot = fewshot(args, FewShotConfig::default(), None, &data, split)?;
-    let mut request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
-    request.templates = templates;
+    let request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
     Ok((args.placement.model(model), Job::Classify(Box::new(request))))
 }
 
@@ -282,7 +276,6 @@ fn classify_request(
         submission: args.submission.clone(),
         log_samples: args.log_samples,
         fewshot,
-        templates: Vec::new(),
     }
 }
 

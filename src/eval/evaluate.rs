@@ -46,9 +46,6 @@ pub struct EvalRequest {
     pub log_samples: bool,
     /// The k-shot settings scored besides zero-shot, and how their demonstrations are drawn.
     pub fewshot: FewShot,
-    /// More zero-shot templates, each scored as a setting of its own; the report gives the spread over all of
-    /// them (`formats.zero_shot` first).
-    pub templates: Vec<String>,
 }
 
 /// Few-shot settings: each `k` of `ks` (0 is zero-shot, always scored) with demonstrations drawn as `config`
@@ -143,7 +140,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         .map(|dir| Prompt::from_pretrained(dir, device).with_context(|| format!("prompt {}", dir.display())))
         .transpose()?;
     let token_id = prompt.as_ref().map(|p| p.add_token(&mut tokenizer)).transpose()?;
-    let zero_shot = PromptFormat::compile(&request.formats.zero_shot, &tokenizer).context("zero_shot format")?;
+    let zero_shot = PromptFormat::compile(request.formats.zero_shot(), &tokenizer).context("zero_shot format")?;
     let data_len = std::fs::metadata(&request.data)?.len().to_string();
     let pool_file = request.fewshot.data.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
     let pool_len = match &request.fewshot.data {
@@ -213,7 +210,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         Ok(Setting { name, group: group.to_string(), shots: k, scores, contexts })
     };
     let mut settings = vec![score("zero-shot".into(), "zero-shot", &zero_shot, None, None)?];
-    for (j, template) in request.templates.iter().enumerate() {
+    for (j, template) in request.formats.zero_shot.all()[1..].iter().enumerate() {
         let format = PromptFormat::compile(template, &tokenizer)
             .with_context(|| format!("zero-shot template {}: {template:?}", j + 2))?;
         settings.push(score(format!("zero-shot-t{}", j + 2), "zero-shot", &format, None, None)?);
@@ -282,8 +279,8 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             task: task.name().into(),
             data: request.data.display().to_string(),
             items: items.len(),
-            zero_shot_format: request.formats.zero_shot.clone(),
-            more_zero_shot_formats: request.templates.clone(),
+            zero_shot_format: request.formats.zero_shot().to_string(),
+            more_zero_shot_formats: request.formats.zero_shot.all()[1..].to_vec(),
             tuned_format: prompt.as_ref().map(|p| p.format().template().to_string()),
             trainable_parameters: prompt.as_ref().map(Prompt::num_parameters),
             metrics,

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::RsgTask;
+use super::{RsgTask, Templates};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,8 +16,9 @@ pub struct TaskFormats {
     /// The built-in task the file is for (none for a task file's formats).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<RsgTask>,
-    /// A format with no trainable tokens, for zero-shot scoring.
-    pub zero_shot: String,
+    /// A format with no trainable tokens, for zero-shot scoring; or several, each scored as a setting of its own
+    /// (the report gives their mean and spread).
+    pub zero_shot: Templates,
     /// A format with trainable tokens, a starting point for `ruprompts train`.
     pub tunable: String,
     /// Label key → candidate text (`true: " да"`); empty for PARus and RuCoS, whose candidates come from the data.
@@ -45,8 +46,20 @@ impl TaskFormats {
         serde_yaml::from_str(text).expect("the bundled format files are valid (tested)")
     }
 
+    /// The first zero-shot template: the zero-shot setting of the headline.
+    pub fn zero_shot(&self) -> &str {
+        &self.zero_shot.all()[0]
+    }
+
     /// A format file of the user's; errors name the file, line and key.
     pub fn load(path: &Path) -> Result<Self> {
-        crate::config::load(path, &[]).with_context(|| format!("task formats {}", path.display()))
+        let formats: Self =
+            crate::config::load(path, &[]).with_context(|| format!("task formats {}", path.display()))?;
+        anyhow::ensure!(
+            !formats.zero_shot.all().is_empty(),
+            "task formats {}: `zero_shot`: give a template or a list of them",
+            path.display()
+        );
+        Ok(formats)
     }
 }

@@ -171,11 +171,11 @@ impl TaskFile {
         self.data.get(name).map(PathBuf::as_path)
     }
 
-    /// The scoring side of the task (zero-shot template, verbalizers, truncation field) as the evaluator takes it.
-    pub fn formats(&self, template: &str) -> TaskFormats {
+    /// The scoring side of the task (zero-shot templates, verbalizers, truncation field) as the evaluator takes it.
+    pub fn formats(&self) -> TaskFormats {
         TaskFormats {
             task: None,
-            zero_shot: template.to_string(),
+            zero_shot: self.zero_shot.clone(),
             tunable: self.tunable.clone().unwrap_or_default(),
             verbalizers: self.candidates.verbalizers.clone(),
             truncation_field: self.truncation_field.clone(),

@@ -209,7 +209,6 @@ fn run_task(
             submission,
             log_samples: false,
             fewshot: Default::default(),
-            templates: Vec::new(),
         };
         let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
         if request.submission {
@@ -255,7 +254,6 @@ fn run_lidirus(
         submission: request.submission.then(|| request.out.join("submission")),
         log_samples: false,
         fewshot: Default::default(),
-        templates: Vec::new(),
     };
     kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
 }

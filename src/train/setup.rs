@@ -178,7 +178,7 @@ fn task_choices(
     );
     let bundled = match task {
         EvalTask::Rsg(task) => TaskFormats::bundled(*task),
-        EvalTask::File(file) => file.formats(&file.zero_shot.all()[0]),
+        EvalTask::File(file) => file.formats(),
     };
     let verbalizers = if verbalizers.is_empty() { bundled.verbalizers } else { verbalizers.clone() };
     let truncation_field = match truncation_field {
