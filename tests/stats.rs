@@ -88,3 +88,24 @@ fn bootstrap_by_hand_on_a_tiny_table() {
     // sqrt(p(1 − p)/n) = 0.25 for p = 1/2, n = 4: the bootstrap of 1000 draws lands near it.
     assert!((stderr(&draws)[0] - 0.25).abs() < 0.03, "{:?}", stderr(&draws));
 }
+
+#[test]
+fn per_item_resampling_equals_recomputing_the_metrics() {
+    // Tasks whose metrics are means over items resample the items' values; that must be what recomputing the
+    // metrics on every resample gives (RuCoS: token F1 and EM against the best gold; accuracy tasks).
+    for (task, file) in [(RsgTask::Rucos, "RuCoS/val.jsonl"), (RsgTask::Parus, "PARus/val.jsonl")] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsg").join(file);
+        let items = task.items(&read_rows(&path).unwrap(), &TaskFormats::bundled(task).verbalizers).unwrap();
+        let predictions: Vec<usize> = items.iter().enumerate().map(|(i, t)| i % t.item.candidates.len()).collect();
+        let fast = bootstrap(&task.into(), &items, &predictions).unwrap();
+        let mut slow = vec![Vec::new(); fast.len()];
+        for subset in resamples(items.len(), BOOTSTRAP_ITERS, SEED) {
+            for (m, metric) in task.metrics_on(&items, &predictions, &subset).unwrap().into_iter().enumerate() {
+                slow[m].push(metric.value);
+            }
+        }
+        for (f, s) in fast.iter().zip(&slow) {
+            assert!(f.iter().zip(s).all(|(a, b)| (a - b).abs() < 1e-12), "{task:?}");
+        }
+    }
+}

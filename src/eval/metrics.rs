@@ -128,12 +128,16 @@ pub fn rucos(queries: &[(String, Vec<String>)]) -> (f64, f64) {
     if queries.is_empty() {
         return (0.0, 0.0);
     }
-    let (mut f1, mut em) = (0.0, 0.0);
-    for (pred, golds) in queries {
-        f1 += golds.iter().map(|g| token_f1(pred, g)).fold(0.0, f64::max);
-        em += if golds.iter().any(|g| normalize_answer(pred) == normalize_answer(g)) { 1.0 } else { 0.0 };
-    }
+    let (f1, em) =
+        queries.iter().map(|(pred, golds)| rucos_query(pred, golds)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     (f1 / queries.len() as f64, em / queries.len() as f64)
+}
+
+/// One RuCoS query's token F1 and exact match against its best gold answer: [`rucos`] averages them.
+pub fn rucos_query(pred: &str, golds: &[String]) -> (f64, f64) {
+    let f1 = golds.iter().map(|g| token_f1(pred, g)).fold(0.0, f64::max);
+    let em = if golds.iter().any(|g| normalize_answer(pred) == normalize_answer(g)) { 1.0 } else { 0.0 };
+    (f1, em)
 }
 
 #[cfg(test)]

@@ -50,6 +50,16 @@ pub fn interval95(values: &[f64]) -> (f64, f64) {
 /// their differences are a paired bootstrap.
 pub fn bootstrap(task: &EvalTask, items: &[TaskItem], predictions: &[usize]) -> Result<Vec<Vec<f64>>> {
     let mut values = vec![Vec::with_capacity(BOOTSTRAP_ITERS); task.metric_names().len()];
+    // Metrics that are means over items: each resample averages the items' values, computed once (RuCoS' token
+    // F1 would otherwise be recomputed for every item of every resample).
+    if let Some(per_item) = task.per_item(items, predictions)? {
+        for subset in resamples(items.len(), BOOTSTRAP_ITERS, SEED) {
+            for (m, item_values) in per_item.iter().enumerate() {
+                values[m].push(subset.iter().map(|&i| item_values[i]).sum::<f64>() / subset.len().max(1) as f64);
+            }
+        }
+        return Ok(values);
+    }
     for subset in resamples(items.len(), BOOTSTRAP_ITERS, SEED) {
         for (m, metric) in task.metrics_on(items, predictions, &subset)?.into_iter().enumerate() {
             values[m].push(metric.value);

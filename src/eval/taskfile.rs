@@ -334,6 +334,27 @@ impl EvalTask {
             .collect())
     }
 
+    /// Each item's contribution to each metric when every metric is a mean over items (see
+    /// [`RsgTask::per_item`]); `None` otherwise.
+    pub fn per_item(&self, items: &[TaskItem], predictions: &[usize]) -> Result<Option<Vec<Vec<f64>>>> {
+        match self {
+            Self::Rsg(t) => t.per_item(items, predictions),
+            Self::File(f) if f.metrics.iter().all(|m| *m == TaskMetric::Accuracy) => {
+                let right = items
+                    .iter()
+                    .zip(predictions)
+                    .map(|(t, &p)| {
+                        let g =
+                            t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin))?;
+                        Ok(f64::from(u8::from(g == p)))
+                    })
+                    .collect::<Result<Vec<f64>>>()?;
+                Ok(Some(vec![right; f.metrics.len()]))
+            }
+            Self::File(_) => Ok(None),
+        }
+    }
+
     /// The submission file's name: `<Task>.jsonl`.
     pub fn submission_file(&self) -> String {
         format!("{}.jsonl", self.name())

@@ -329,6 +329,29 @@ impl RsgTask {
             .collect())
     }
 
+    /// When every metric of the task is a mean over items (accuracy; RuCoS' F1 and EM), each item's contribution
+    /// to each metric (`values[m][i]`) under `predictions`: resampling then needs no recomputation. `None` for the
+    /// metrics that are not (macro-F1, MCC, MuSeRC's).
+    pub fn per_item(self, items: &[TaskItem], predictions: &[usize]) -> Result<Option<Vec<Vec<f64>>>> {
+        let gold = |t: &TaskItem| t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin));
+        Ok(match self {
+            Self::Danetqa | Self::Terra | Self::Parus | Self::Russe | Self::Rwsd => Some(vec![items
+                .iter()
+                .zip(predictions)
+                .map(|(t, &p)| Ok(f64::from(u8::from(gold(t)? == p))))
+                .collect::<Result<_>>()?]),
+            Self::Rucos => {
+                let (f1, em): (Vec<f64>, Vec<f64>) = items
+                    .iter()
+                    .zip(predictions)
+                    .map(|(t, &p)| metrics::rucos_query(&t.item.candidates[p], &t.gold_texts))
+                    .unzip();
+                Some(vec![f1, em])
+            }
+            Self::Rcb | Self::Lidirus | Self::Muserc => None,
+        })
+    }
+
     /// The names of the task's official metrics, the leaderboard's main one first.
     pub fn metric_names(self) -> &'static [&'static str] {
         match self {
