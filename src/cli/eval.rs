@@ -1,4 +1,5 @@
-//! `ruprompts eval`: zero-shot vs tuned on a Russian SuperGLUE task, from a training config or from a prompt.
+//! `ruprompts eval`: zero-shot, k-shot and tuned on a Russian SuperGLUE task or a task file, from a training config
+//! or from a prompt.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub struct EvalArgs {
     /// A task format file like those in prompt_formats/ (default: the bundled one for the task).
     #[arg(long)]
     pub formats: Option<PathBuf>,
-    /// How candidates are compared: sum (lm-eval acc), per_char, per_byte, mean_loss (the CPT paper), calibrated.
-    /// Default: a config's `objective.score` (its `choice` training score), else sum.
+    /// The headline score (every mode is computed from the same forwards and reported): sum (lm-eval acc),
+    /// per_char (acc_norm), per_byte (acc_bytes), mean_loss (the CPT paper), calibrated. Default: a config's
+    /// `objective.score` (its `choice` training score), else sum.
     #[arg(long, value_enum)]
     pub mode: Option<ScoreMode>,
     /// Score each candidate on its own rather than from the shared context's KV cache (same results, slower).

@@ -64,12 +64,15 @@ pub enum Command {
     /// Either give the numbers (`--prompt-length 40 --embedding-dim 1536` is a 40-token prompt for
     /// ruGPT-3 Large) or a model directory and a format, which are read for them. Nothing is allocated.
     Params(ParamsArgs),
-    /// Evaluate zero-shot vs a tuned prompt on a Russian SuperGLUE task: every candidate answer is scored by the
-    /// frozen model, the best wins; prints and writes a report (Markdown, JSON, SVG bar chart).
+    /// Evaluate zero-shot, k-shot and a tuned prompt on a Russian SuperGLUE task or a task file of your own:
+    /// every candidate answer is scored by the frozen model, the best wins; prints and writes a report (Markdown,
+    /// JSON, SVG bar chart) with every scoring mode, bootstrap error bars and the majority and chance baselines.
     ///
-    /// `ruprompts eval --config examples/configs/terra.yaml` uses the trained prompt in the config's output_dir;
-    /// `ruprompts eval --task danetqa --data val.jsonl --prompt runs/danetqa` works from a prompt folder. Scores are
-    /// cached in <out>/cache, so an interrupted run resumes. `--submission DIR` writes <Task>.jsonl for test splits.
+    /// `ruprompts eval --config examples/configs/terra.yaml --num-fewshot 0,1,5 --log-samples` uses the trained
+    /// prompt in the config's output_dir; `ruprompts eval --task danetqa --data val.jsonl --prompt runs/danetqa`
+    /// works from a prompt folder; `ruprompts eval --task-file examples/tasks/sentiment.yaml --model demo` scores a
+    /// task of your own. Scores are cached in <out>/cache, so an interrupted run resumes. `--submission DIR` writes
+    /// <Task>.jsonl for test splits.
     Eval(eval::EvalArgs),
     /// Russian SuperGLUE end to end: for each task train a prompt, score it zero-shot and tuned on the validation
     /// split, and print the CPT paper's table with the leaderboard's total score.
