@@ -172,11 +172,7 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
     };
     let formats = config.scoring_formats(formats);
     let mode = args.mode.unwrap_or(config.objective.score_mode());
-    let named = |name: &str| match &task {
-        EvalTask::File(f) => f.split(name).map(Path::to_path_buf),
-        EvalTask::Rsg(_) => None,
-    };
-    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, named)?;
+    let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, &task)?;
     let request = classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot);
     Ok((model, Job::Classify(Box::new(request))))
 }
@@ -193,11 +189,7 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
         }
         (None, None) => unreachable!("clap requires --task or --task-file without --config"),
     };
-    let split = |name: &str| match &task {
-        EvalTask::File(f) => f.split(name).map(Path::to_path_buf),
-        EvalTask::Rsg(_) => None,
-    };
-    let data = match (&args.data, split("val")) {
+    let data = match (&args.data, task.split("val")) {
         (Some(d), _) => d.clone(),
         (None, Some(val)) => val,
         (None, None) => bail!("--task needs --data FILE (the split to score)"),
@@ -218,19 +210,19 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
         _ => PathBuf::from(format!("eval-{}", task.name())),
     });
     let mode = args.mode.unwrap_or_default();
-    let fewshot = fewshot(args, FewShotConfig::default(), None, &data, split)?;
+    let fewshot = fewshot(args, FewShotConfig::default(), None, &data, &task)?;
     let request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
     Ok((args.placement.model(model), Job::Classify(Box::new(request))))
 }
 
-/// The few-shot settings: `config` with the command line's flags over it; the split is one `named` knows (a task
+/// The few-shot settings: `config` with the command line's flags over it; the split is one `task` names (a task
 /// file's), else looked up in `dir` (else the evaluated file's folder).
 fn fewshot(
     args: &EvalArgs,
     mut config: FewShotConfig,
     dir: Option<&Path>,
     data: &Path,
-    named: impl Fn(&str) -> Option<PathBuf>,
+    task: &EvalTask,
 ) -> Result<FewShot> {
     if let Some(split) = &args.fewshot_split {
         config.split = split.clone();
@@ -243,7 +235,7 @@ fn fewshot(
         return Ok(FewShot { ks, config, data: None, more_seeds, tuned: false });
     }
     let dir = dir.or(data.parent()).unwrap_or(Path::new("."));
-    let file = named(&config.split).unwrap_or_else(|| config.file(dir));
+    let file = task.split(&config.split).unwrap_or_else(|| config.file(dir));
     ensure!(
         file.is_file(),
         "no few-shot split {} to draw demonstrations from: pass --fewshot-split SPLIT|FILE (fewshot.split)",

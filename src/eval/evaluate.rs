@@ -168,17 +168,20 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             max_tokens: None,
             shot_delimiter: &sampling.delimiter,
         };
-        let mut items = items.clone();
-        let (k, fewshot) = match shots {
-            None => (0, String::new()),
+        // Items are copied only to carry demonstrations.
+        let (k, fewshot, with_shots) = match shots {
+            None => (0, String::new(), None),
             Some((k, seed)) => {
-                let set = &shot_sets[&(k, seed)];
-                for (t, shots) in items.iter_mut().zip(set) {
+                let mut with_shots = items.clone();
+                for (t, shots) in with_shots.iter_mut().zip(&shot_sets[&(k, seed)]) {
                     t.item.shots = shots.clone();
                 }
-                (k, format!("{k} {:?} {seed} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.delimiter))
+                let fewshot =
+                    format!("{k} {:?} {seed} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.delimiter);
+                (k, fewshot, Some(with_shots))
             }
         };
+        let items = with_shots.as_deref().unwrap_or(&items);
         let fingerprint = fingerprint(
             &[
                 "item scores",
@@ -197,7 +200,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         let what = format!("{} {name}", task.name());
         let run =
             CachedRun { cache: &cache, fingerprint: &fingerprint, batch: request.batch_size, progress, what: &what };
-        let scores = scores_cached(&classifier, &items, &content_free(format), &run)?;
+        let scores = scores_cached(&classifier, items, &content_free(format), &run)?;
         let contexts = if request.log_samples {
             let token = format.prompt_token();
             items
@@ -215,19 +218,17 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             .with_context(|| format!("zero-shot template {}: {template:?}", j + 2))?;
         settings.push(score(format!("zero-shot-t{}", j + 2), "zero-shot", &format, None, None)?);
     }
-    for &k in &ks {
-        let group = format!("{k}-shot");
-        for (s, &seed) in seeds.iter().enumerate() {
-            let name = if s == 0 { group.clone() } else { format!("{group}-s{seed}") };
-            settings.push(score(name, &group, &zero_shot, None, Some((k, seed)))?);
-        }
-    }
+    // k-shot around the zero-shot format, then (when asked) around the tuned prompt: a setting per k and seed.
+    let mut around: Vec<(&str, &PromptFormat, Option<&Prompt>)> = vec![("", &zero_shot, None)];
     if let (Some(p), true) = (&prompt, request.fewshot.tuned) {
+        around.push(("tuned+", p.format(), Some(p)));
+    }
+    for (prefix, format, prompt) in around {
         for &k in &ks {
-            let group = format!("tuned+{k}-shot");
+            let group = format!("{prefix}{k}-shot");
             for (s, &seed) in seeds.iter().enumerate() {
                 let name = if s == 0 { group.clone() } else { format!("{group}-s{seed}") };
-                settings.push(score(name, &group, p.format(), Some(p), Some((k, seed)))?);
+                settings.push(score(name, &group, format, prompt, Some((k, seed)))?);
             }
         }
     }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::tasks::flat_submission;
+use super::tasks::{flat_submission, gold, right};
 use super::{label_key, metrics, Item, Metric, RsgTask, TaskFormats, TaskItem};
 use crate::config::Validate;
 use crate::data::Record;
@@ -299,6 +299,14 @@ impl EvalTask {
         }
     }
 
+    /// The file of split `name` (`train`, `val`) when a task file names it; the nine tasks name none.
+    pub fn split(&self, name: &str) -> Option<PathBuf> {
+        match self {
+            Self::Rsg(_) => None,
+            Self::File(f) => f.split(name).map(Path::to_path_buf),
+        }
+    }
+
     /// The names of the task's metrics, the main one first.
     pub fn metric_names(&self) -> Vec<&'static str> {
         match self {
@@ -319,12 +327,7 @@ impl EvalTask {
             Self::Rsg(t) => return t.metrics_on(items, predictions, subset),
             Self::File(f) => f,
         };
-        let golds = subset
-            .iter()
-            .map(|&i| {
-                items[i].item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", items[i].item.origin))
-            })
-            .collect::<Result<Vec<usize>>>()?;
+        let golds = subset.iter().map(|&i| gold(&items[i])).collect::<Result<Vec<usize>>>()?;
         let chosen: Vec<usize> = subset.iter().map(|&i| predictions[i]).collect();
         Ok(self
             .metric_names()
@@ -340,16 +343,7 @@ impl EvalTask {
         match self {
             Self::Rsg(t) => t.per_item(items, predictions),
             Self::File(f) if f.metrics.iter().all(|m| *m == TaskMetric::Accuracy) => {
-                let right = items
-                    .iter()
-                    .zip(predictions)
-                    .map(|(t, &p)| {
-                        let g =
-                            t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin))?;
-                        Ok(f64::from(u8::from(g == p)))
-                    })
-                    .collect::<Result<Vec<f64>>>()?;
-                Ok(Some(vec![right; f.metrics.len()]))
+                Ok(Some(vec![right(items, predictions)?; f.metrics.len()]))
             }
             Self::File(_) => Ok(None),
         }

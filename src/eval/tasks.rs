@@ -282,13 +282,7 @@ impl RsgTask {
 
     /// [`Self::metrics`] of the items at `subset` (indices may repeat: a bootstrap resample).
     pub fn metrics_on(self, items: &[TaskItem], predictions: &[usize], subset: &[usize]) -> Result<Vec<Metric>> {
-        let golds = subset
-            .iter()
-            .map(|&i| {
-                let t = &items[i];
-                t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin))
-            })
-            .collect::<Result<Vec<usize>>>()?;
+        let golds = subset.iter().map(|&i| gold(&items[i])).collect::<Result<Vec<usize>>>()?;
         let chosen: Vec<usize> = subset.iter().map(|&i| predictions[i]).collect();
         let (predictions, items): (&[usize], Vec<&TaskItem>) = (&chosen, subset.iter().map(|&i| &items[i]).collect());
         let values = match self {
@@ -333,13 +327,10 @@ impl RsgTask {
     /// to each metric (`values[m][i]`) under `predictions`: resampling then needs no recomputation. `None` for the
     /// metrics that are not (macro-F1, MCC, MuSeRC's).
     pub fn per_item(self, items: &[TaskItem], predictions: &[usize]) -> Result<Option<Vec<Vec<f64>>>> {
-        let gold = |t: &TaskItem| t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin));
         Ok(match self {
-            Self::Danetqa | Self::Terra | Self::Parus | Self::Russe | Self::Rwsd => Some(vec![items
-                .iter()
-                .zip(predictions)
-                .map(|(t, &p)| Ok(f64::from(u8::from(gold(t)? == p))))
-                .collect::<Result<_>>()?]),
+            Self::Danetqa | Self::Terra | Self::Parus | Self::Russe | Self::Rwsd => {
+                Some(vec![right(items, predictions)?])
+            }
             Self::Rucos => {
                 let (f1, em): (Vec<f64>, Vec<f64>) = items
                     .iter()
@@ -465,6 +456,16 @@ fn rucos_items(row: &Row, origin: &Origin) -> Result<Vec<TaskItem>> {
         });
     }
     Ok(items)
+}
+
+/// An item's gold candidate; an error naming the item where it has none (a test split has no metrics).
+pub(super) fn gold(t: &TaskItem) -> Result<usize> {
+    t.item.gold.ok_or_else(|| anyhow!("{}: no gold label, so no metrics", t.item.origin))
+}
+
+/// 1 where the prediction is the item's gold, 0 where not: each item's part of the accuracy.
+pub(super) fn right(items: &[TaskItem], predictions: &[usize]) -> Result<Vec<f64>> {
+    items.iter().zip(predictions).map(|(t, &p)| Ok(f64::from(u8::from(gold(t)? == p)))).collect()
 }
 
 /// `{"idx", "label"}` per item, sorted by `idx` (the leaderboard asks for a sorted idx): the submission layout of
