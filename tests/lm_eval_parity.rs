@@ -14,12 +14,7 @@ fn scores_and_accuracies_match_lm_evaluation_harness() {
     let dir = tempfile::tempdir().unwrap();
     // The lm-eval task's doc_to_text, its choices after the " " target delimiter, TERRa's labels.
     let formats = dir.path().join("terra-lm-eval.yaml");
-    std::fs::write(
-        &formats,
-        "task: terra\nzero_shot: \"{premise}\\nВопрос: {hypothesis}? Ответ:\"\ntunable: \"<P*4>{premise}\"\n\
-         verbalizers: {entailment: \" да\", not_entailment: \" нет\"}\ntruncation_field: premise\n",
-    )
-    .unwrap();
+    terra_formats(&formats, "\"{premise}\\nВопрос: {hypothesis}? Ответ:\"");
     let data = fixture("lm-eval/terra");
     let out = dir.path().join("eval");
     let (ok, _, stderr) = ruprompts(&[

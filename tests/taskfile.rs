@@ -3,12 +3,34 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::*;
 use ruprompts::eval::{metrics, Report, TaskFile, REPORT_JSON};
 use serde_json::Value;
 
 fn example(name: &str) -> std::path::PathBuf {
     repo().join("examples/tasks").join(name)
+}
+
+/// Writes to `config` a training config for the sentiment task on the demo model (a 6+2-token prompt, the
+/// `choice` objective, 60 updates, the last one kept) into `out`, with `sections` added and `training` keys
+/// appended (`", eval_metric: f1"`).
+fn sentiment_training(config: &Path, out: &Path, sections: &str, training: &str) {
+    std::fs::write(
+        config,
+        format!(
+            "model: {{path: {model}, device: cpu}}\ndataset: {{task_file: {task}}}\n\
+             prompt_format: {{template: \"<P*6>{{text}}<P*2>\"}}\npreprocessing: {{kind: classification}}\n\
+             objective: {{kind: choice}}\n{sections}optimizer: {{lr: 0.1, weight_decay: 0.0}}\n\
+             training: {{batch_size: 4, max_steps: 60, eval_every: 20, save_every: null, seed: 1, final: last{training}}}\n\
+             output_dir: {out}\n",
+            model = fixture("demo-model").display(),
+            task = example("sentiment.yaml").display(),
+            out = out.display()
+        ),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -179,22 +201,7 @@ fn candidates_from_a_field_with_a_gold_index_and_their_submission() {
 fn a_users_task_trains_from_its_task_file_and_its_metrics_pick_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sentiment.yaml");
-    let write = |extra: &str| {
-        std::fs::write(
-            &config,
-            format!(
-                "model: {{path: {model}, device: cpu}}\ndataset: {{task_file: {task}}}\n\
-                 prompt_format: {{template: \"<P*6>{{text}}<P*2>\"}}\npreprocessing: {{kind: classification}}\n\
-                 objective: {{kind: choice}}\noptimizer: {{lr: 0.1, weight_decay: 0.0}}\n\
-                 training: {{batch_size: 4, max_steps: 60, eval_every: 20, save_every: null, seed: 1, final: last{extra}}}\n\
-                 output_dir: {out}\n",
-                model = fixture("demo-model").display(),
-                task = example("sentiment.yaml").display(),
-                out = dir.path().join("run").display()
-            ),
-        )
-        .unwrap()
-    };
+    let write = |extra: &str| sentiment_training(&config, &dir.path().join("run"), "", extra);
     // The task file's metrics are the ones a checkpoint can be picked by.
     write(", eval_metric: em");
     let (ok, _, stderr) = ruprompts(&["train", config.to_str().unwrap()]);
@@ -233,21 +240,7 @@ fn a_users_task_trains_from_its_task_file_and_its_metrics_pick_the_checkpoint() 
 fn a_prompt_trained_around_demonstrations_is_scored_around_them() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sentiment-2shot.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "model: {{path: {model}, device: cpu}}\ndataset: {{task_file: {task}}}\n\
-             prompt_format: {{template: \"<P*6>{{text}}<P*2>\"}}\npreprocessing: {{kind: classification}}\n\
-             objective: {{kind: choice}}\nfewshot: {{k: 2, sampler: balanced}}\n\
-             optimizer: {{lr: 0.1, weight_decay: 0.0}}\n\
-             training: {{batch_size: 4, max_steps: 60, eval_every: 20, save_every: null, seed: 1, final: last}}\n\
-             output_dir: {out}\n",
-            model = fixture("demo-model").display(),
-            task = example("sentiment.yaml").display(),
-            out = dir.path().join("run").display()
-        ),
-    )
-    .unwrap();
+    sentiment_training(&config, &dir.path().join("run"), "fewshot: {k: 2, sampler: balanced}\n", "");
     let (ok, _, stderr) = ruprompts(&["train", config.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     let out = dir.path().join("eval-train");
@@ -285,16 +278,7 @@ fn a_prompt_trained_around_demonstrations_is_scored_around_them() {
 fn a_built_in_task_takes_several_zero_shot_templates_from_its_format_file() {
     let dir = tempfile::tempdir().unwrap();
     let formats = dir.path().join("terra.yaml");
-    let write = |zero_shot: &str| {
-        std::fs::write(
-            &formats,
-            format!(
-                "task: terra\nzero_shot: {zero_shot}\ntunable: \"<P*4>{{premise}}\"\n\
-                 verbalizers: {{entailment: \" да\", not_entailment: \" нет\"}}\ntruncation_field: premise\n"
-            ),
-        )
-        .unwrap()
-    };
+    let write = |zero_shot: &str| terra_formats(&formats, zero_shot);
     let eval = || {
         ruprompts(&[
             "eval",

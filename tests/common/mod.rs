@@ -41,6 +41,16 @@ pub fn ruprompts(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
+/// Writes a TERRa format file to `path` with `zero_shot` as its YAML value (one quoted template or a list), the
+/// verbalizers " да" / " нет" (lm-evaluation-harness' choices after its " " delimiter) and the premise to cut.
+pub fn terra_formats(path: &std::path::Path, zero_shot: &str) {
+    let text = format!(
+        "task: terra\nzero_shot: {zero_shot}\ntunable: \"<P*4>{{premise}}\"\n\
+         verbalizers: {{entailment: \" да\", not_entailment: \" нет\"}}\ntruncation_field: premise\n"
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 /// One thread per test: parallel tests each running a 2-thread OpenMP pool spin-wait against each other.
 pub fn init() {
     tch::set_num_threads(1);
