@@ -8,6 +8,7 @@ Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
   score-terra-5shot          the same with five fixed demonstrations before each TERRa item (shared prefix)
   score-muserc               MuSeRC answer options (items of one question share paragraph and question)
   generate-1, generate-8     greedy, 64 new tokens after <P*20> + 24 tokens; tokens/s
+  beam-1, beam-8             the same with 4 beams (the best returned); new tokens of the inputs per second
 """
 import argparse
 import json
@@ -23,7 +24,7 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 PYTHON = os.path.join(ROOT, ".cache", "bench-venv", "bin", "python")
 OURS = os.path.join(ROOT, "target", "release", "examples", "bench_vs_python")
 WORKLOADS = ["train-tensor", "train-lstm", "score-danetqa", "score-parus", "score-terra-5shot", "score-muserc",
-             "generate-1", "generate-8"]
+             "generate-1", "generate-8", "beam-1", "beam-8"]
 SHAPES = {
     "small": "ruGPT-3-small shape (12 layers, d 768, 12 heads, vocab 50264), random weights",
     "tiny": "the tiny fixture model (2 layers, d 64, vocab 2000)",

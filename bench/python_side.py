@@ -114,7 +114,7 @@ def score(spec, task):
     return (len(requests) - 1) / (time.perf_counter() - start), cold, {"predictions": predictions}
 
 
-def generation(spec, batch):
+def generation(spec, batch, num_beams=1):
     import torch
 
     model, _, prompt_id = load(spec, "tensor")
@@ -131,6 +131,7 @@ def generation(spec, batch):
                 attention_mask=torch.ones_like(chunk),
                 max_new_tokens=new,
                 do_sample=False,
+                num_beams=num_beams,
                 pad_token_id=0,
             )
             generated.extend(out[:, chunk.shape[1] :].tolist())
@@ -154,6 +155,8 @@ def run(args):
         **{f"score-{name}": ((lambda name=name: score(spec, name)), "items/s") for name in spec["score"]},
         "generate-1": (lambda: generation(spec, 1), "tokens/s"),
         "generate-8": (lambda: generation(spec, 8), "tokens/s"),
+        "beam-1": (lambda: generation(spec, 1, num_beams=4), "tokens/s"),
+        "beam-8": (lambda: generation(spec, 8, num_beams=4), "tokens/s"),
     }
     work, unit = workloads[args.workload]
     rate, cold, check = work()

@@ -73,12 +73,13 @@ fn main() -> Result<()> {
     );
     println!("| dtype | training steps/s | scored items/s | new tokens/s, batch 1 | new tokens/s, batch 8 |");
     println!("|---|---:|---:|---:|---:|");
+    let tok = common::tokenizers()?.into_iter().nth(1).expect("two tokenizers");
     for &(label, kind) in kinds {
         let model = ruprompts::rng::seeded(0, || Gpt2::random(config.clone(), kind, device))?;
         let train = 1.0 / common::train_step_seconds(&model, false, steps)?;
         let score = scoring_rate(&model, steps)?;
         let decode = |batch: usize| -> Result<f64> {
-            Ok((batch * NEW_TOKENS) as f64 / common::generation_seconds(&model, batch, NEW_TOKENS, true)?)
+            Ok((batch * NEW_TOKENS) as f64 / common::generation_seconds(&model, &tok, batch, NEW_TOKENS, true, 1)?)
         };
         println!("| {label} | {train:.2} | {score:.1} | {:.1} | {:.1} |", decode(1)?, decode(8)?);
     }

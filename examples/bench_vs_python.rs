@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release --example bench_vs_python -- prepare --model DIR --work DIR [--items N]`
 //! `cargo run --release --example bench_vs_python -- run WORKLOAD --work DIR [--threads N] [--steps N]`
-//! with WORKLOAD one of train-tensor, train-lstm, score-danetqa, score-parus, generate-1, generate-8.
+//! with WORKLOAD one of train-tensor, train-lstm, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +36,8 @@ const LABELLED: usize = 16;
 /// Generation: text tokens after the prompt, new tokens per row, rows.
 const GEN_INPUT: usize = 24;
 const NEW_TOKENS: usize = 64;
+/// Beams of the beam-search workloads.
+const BEAMS: usize = 4;
 const GEN_ROWS: usize = 8;
 const LR: f64 = 1e-3;
 
@@ -260,19 +262,26 @@ fn score(model: &Gpt2, tok: &Tokenizer, workload: &str, n: usize) -> Result<Time
     Ok(((items.len() - 1) as f64 / start.elapsed().as_secs_f64(), cold, json!({ "predictions": predictions })))
 }
 
-fn generation(model: &Gpt2, spec: &Value, work: &Path, batch: usize) -> Result<Timed> {
+fn generation(
+    model: &Gpt2,
+    tok: &Tokenizer,
+    spec: &Value,
+    work: &Path,
+    batch: usize,
+    num_beams: usize,
+) -> Result<Timed> {
     let prompt = load_prompt(model, work, "tensor")?;
     let prompt_id = model.config().vocab_size;
     let injections = [prompt.injection(prompt_id)];
     let rows: Vec<Vec<i64>> = serde_json::from_value(spec["generate"]["inputs"].clone())?;
     let inputs: Vec<Vec<i64>> = rows.iter().map(|r| [vec![prompt_id; PROMPT], r.clone()].concat()).collect();
-    let config = GenerationConfig { max_new_tokens: NEW_TOKENS, eos_token_id: None, ..Default::default() };
+    let config = GenerationConfig { max_new_tokens: NEW_TOKENS, eos_token_id: None, num_beams, ..Default::default() };
     // Batch 1: the rows one by one; batch 8: all rows at once, three times.
     let chunks: Vec<&[Vec<i64>]> =
         if batch == 1 { inputs.chunks(1).take(4).collect() } else { vec![&inputs[..], &inputs[..], &inputs[..]] };
     let (mut generated, mut cold, mut start) = (Vec::new(), 0.0, Instant::now());
     for (i, chunk) in chunks.iter().enumerate() {
-        for out in generate(model, chunk, &injections, &config)? {
+        for out in generate(model, tok, chunk, &injections, &config)? {
             generated.push(out[0].new_ids.clone());
         }
         if i == 0 {
@@ -297,8 +306,10 @@ fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
             let name = &w["score-".len()..];
             (score(&model, &Tokenizer::from_dir(&dir)?, name, n(name))?, "items/s")
         }
-        "generate-1" => (generation(&model, &spec, work, 1)?, "tokens/s"),
-        "generate-8" => (generation(&model, &spec, work, 8)?, "tokens/s"),
+        "generate-1" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 1, 1)?, "tokens/s"),
+        "generate-8" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 8, 1)?, "tokens/s"),
+        "beam-1" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 1, BEAMS)?, "tokens/s"),
+        "beam-8" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 8, BEAMS)?, "tokens/s"),
         other => bail!("unknown workload {other}"),
     };
     Ok(json!({

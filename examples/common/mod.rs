@@ -11,6 +11,7 @@ use ruprompts::generate::{generate, GenerationConfig};
 use ruprompts::model::{Gpt2, Gpt2Config, Input};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
+use ruprompts::tokenizer::Tokenizer;
 use ruprompts::train::{AdamW, AdamWConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -61,6 +62,12 @@ pub fn models(device: Device) -> Result<[(&'static str, Gpt2); 2]> {
     let config = Gpt2Config::from_file(&fixtures.join("rugpt3/config.json"))?;
     let small = ruprompts::rng::seeded(0, || Gpt2::random(config, Kind::Float, device))?;
     Ok([("tiny (2×64, vocab 2000)", tiny), ("ruGPT-3-small shape (12×768, vocab 50264)", small)])
+}
+
+/// The tokenizers of [`models`], in its order: the tiny model's and the real ruGPT-3 one.
+pub fn tokenizers() -> Result<[Tokenizer; 2]> {
+    let fixtures = repo_file("tests/fixtures");
+    Ok([Tokenizer::from_dir(&fixtures.join("tiny-gpt2-ru"))?, Tokenizer::from_dir(&fixtures.join("rugpt3"))?])
 }
 
 /// A `length`-token tensor prompt before a `{text}` field; its token id is the vocabulary size, as in ruPrompts.
@@ -130,8 +137,16 @@ pub fn timed_steps(prompt: &Prompt, steps: usize, mut loss: impl FnMut() -> Resu
     Ok(total / steps as f64)
 }
 
-/// Seconds to generate `new_tokens` greedily for each of `batch` prompt + text rows (after one warm-up run).
-pub fn generation_seconds(model: &Gpt2, batch: usize, new_tokens: usize, use_cache: bool) -> Result<f64> {
+/// Seconds to generate `new_tokens` for each of `batch` prompt + text rows (after one warm-up run), greedily or
+/// with `num_beams` beams.
+pub fn generation_seconds(
+    model: &Gpt2,
+    tok: &Tokenizer,
+    batch: usize,
+    new_tokens: usize,
+    use_cache: bool,
+    num_beams: usize,
+) -> Result<f64> {
     let (prompt, token_id) = prefix_prompt(model, PROMPT)?;
     let vocab = model.config().vocab_size;
     // Rows of slightly different lengths, so batches carry left padding as real ones do.
@@ -141,11 +156,11 @@ pub fn generation_seconds(model: &Gpt2, batch: usize, new_tokens: usize, use_cac
             std::iter::repeat_n(token_id, PROMPT).chain(text).collect()
         })
         .collect();
-    let config = GenerationConfig { max_new_tokens: new_tokens, use_cache, ..Default::default() };
+    let config = GenerationConfig { max_new_tokens: new_tokens, use_cache, num_beams, ..Default::default() };
     let injection = [prompt.injection(token_id)];
-    generate(model, &inputs, &injection, &GenerationConfig { max_new_tokens: 2, ..config.clone() })?;
+    generate(model, tok, &inputs, &injection, &GenerationConfig { max_new_tokens: 2, ..config.clone() })?;
     let start = Instant::now();
-    let out = generate(model, &inputs, &injection, &config)?;
+    let out = generate(model, tok, &inputs, &injection, &config)?;
     let seconds = start.elapsed().as_secs_f64();
     anyhow::ensure!(out.iter().all(|o| o[0].new_ids.len() == new_tokens), "a row stopped early");
     Ok(seconds)

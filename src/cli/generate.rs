@@ -1,7 +1,11 @@
-//! `ruprompts generate`: texts (arguments, a jsonl file or stdin) through a prompt pipeline, jsonl out.
+//! `ruprompts generate`: texts (arguments, a jsonl file or stdin) through a prompt pipeline, jsonl out, or one
+//! text streamed as it is decoded.
 
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
@@ -11,24 +15,28 @@ use super::bars::Bars;
 use super::Placement;
 use crate::data::read_rows;
 use crate::format::Row;
-use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
+use crate::generate::catalogue::{self, Entry};
+use crate::generate::{EarlyStopping, GenerationConfig, Output, Pipeline, Prompts, Request, Task};
 use crate::model::Backbone;
 use crate::prompt::{MultiPrompt, Prompt};
 use crate::resolve;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A saved prompt folder (ours or Python ruPrompts') or a Hub id (owner/name[@revision]); repeat as KEY=DIR to
+    /// A saved prompt folder (ours or Python ruPrompts'), a Hub id (owner/name[@revision]) or the name of a prompt
+    /// ruPrompts published (detox_russe, title_mlsum, summarization_mlsum, qa_sberquad, proverb, joke: pulled
+    /// with its backbone and decoded with its notebook's recipe, which flags override); repeat as KEY=DIR to
     /// serve several prompts by key.
-    #[arg(long, required = true, value_name = "DIR|KEY=DIR")]
+    #[arg(long, required = true, value_name = "DIR|HUB-ID|NAME|KEY=DIR")]
     pub prompt: Vec<String>,
-    /// Model directory; default: the model named in prompt.json (`demo` is the bundled tiny model).
+    /// Model directory; default: the published prompt's backbone, else the model named in prompt.json (`demo` is
+    /// the bundled tiny model).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// text2text fills the format from fields and returns the new text; text-generation puts the text after
-    /// a field-less prompt and returns the whole text.
-    #[arg(long, value_enum, default_value_t = Task::Text2text)]
-    pub task: Task,
+    /// a field-less prompt and returns the whole text. Default: the published prompt's, else text2text.
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
     /// A field value for the format, e.g. --field question="Где живут пингвины?" (repeatable).
     #[arg(long = "field", value_name = "NAME=VALUE")]
     pub fields: Vec<String>,
@@ -42,36 +50,96 @@ pub struct GenerateArgs {
     /// Write the jsonl results here instead of stdout.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Print the text as it is decoded, token by token (one input, one output, no beams; with several inputs,
+    /// whole lines as without it). Ctrl-C stops it, keeping what was printed.
+    #[arg(long)]
+    pub stream: bool,
     /// Inputs decoded together.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 100)]
-    pub max_new_tokens: usize,
-    /// Sample instead of greedy decoding.
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    /// Texts to continue or transform.
+    pub texts: Vec<String>,
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+/// The decoding knobs, each named as transformers' `generate` names it. Unset ones keep the published prompt's
+/// recipe, else the defaults shown.
+#[derive(Debug, Args)]
+pub struct DecodingArgs {
+    /// New tokens at most [default: 100].
     #[arg(long)]
-    pub do_sample: bool,
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f64,
+    pub max_new_tokens: Option<usize>,
+    /// No end of sequence before this many new tokens [default: 0].
+    #[arg(long)]
+    pub min_new_tokens: Option<usize>,
+    /// Sample instead of taking the most likely token (`--do-sample false` turns a recipe's sampling off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub do_sample: Option<bool>,
+    /// Sampling temperature [default: 1].
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sample from the k most likely tokens only.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Sample from the most likely tokens whose probability reaches p (nucleus sampling).
     #[arg(long)]
     pub top_p: Option<f64>,
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f64,
-    /// Stop token (default: the tokenizer's eos; ruPrompts' pipelines use 0, ruGPT-3's <pad>).
+    /// > 1 discourages tokens already in the text [default: 1].
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+    /// No n-gram of this size twice in a text [default: 0 = off].
+    #[arg(long)]
+    pub no_repeat_ngram_size: Option<usize>,
+    /// A text whose tokens are never produced (repeatable; transformers' bad_words_ids, as text).
+    #[arg(long = "bad-word", value_name = "TEXT")]
+    pub bad_words: Vec<String>,
+    /// End a text when it contains this string, cut before it (repeatable; transformers' stop_strings).
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop_strings: Vec<String>,
+    /// Stop token [default: the tokenizer's eos; ruPrompts' pipelines use 0, ruGPT-3's <pad>].
     #[arg(long)]
     pub eos_token_id: Option<i64>,
-    #[arg(long, default_value_t = 1)]
-    pub num_return_sequences: usize,
+    /// Beam search with this many hypotheses [default: 1 = greedy or sampling].
+    #[arg(long)]
+    pub num_beams: Option<usize>,
+    /// Beam search scores log-probability / length^p: > 0 favours longer texts, < 0 shorter [default: 1].
+    #[arg(long)]
+    pub length_penalty: Option<f64>,
+    /// When beam search stops: true, false or never (as transformers) [default: false].
+    #[arg(long, value_parser = EarlyStopping::parse)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Outputs per input (beam search: the best, at most --num-beams) [default: 1].
+    #[arg(long)]
+    pub num_return_sequences: Option<usize>,
+    /// Seed of the sampler, for reproducible samples.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Re-read the whole sequence every step instead of using the KV cache (slower; for checking).
     #[arg(long)]
     pub no_cache: bool,
-    /// Texts to continue or transform.
-    pub texts: Vec<String>,
-    #[command(flatten)]
-    pub placement: Placement,
+}
+
+impl DecodingArgs {
+    /// `base` with every knob given on the command line set.
+    fn over(&self, base: GenerationConfig) -> GenerationConfig {
+        let mut c = base;
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field.clone() { c.$field = v; })* };
+        }
+        set!(max_new_tokens, min_new_tokens, do_sample, temperature, repetition_penalty, no_repeat_ngram_size);
+        set!(num_beams, length_penalty, early_stopping, num_return_sequences);
+        c.top_k = self.top_k.or(c.top_k);
+        c.top_p = self.top_p.or(c.top_p);
+        c.eos_token_id = self.eos_token_id.or(c.eos_token_id);
+        c.seed = self.seed.or(c.seed);
+        c.bad_words.extend(self.bad_words.iter().cloned());
+        c.stop_strings.extend(self.stop_strings.iter().cloned());
+        c.use_cache &= !self.no_cache;
+        c
+    }
 }
 
 fn requests(args: &GenerateArgs) -> Result<Vec<Request>> {
@@ -111,28 +179,47 @@ fn requests(args: &GenerateArgs) -> Result<Vec<Request>> {
     }
 }
 
+/// A `--prompt` value: the folder or Hub id to load, its key, and the catalogue entry it named.
+fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf, Option<Entry>)> {
+    let (key, name) = match spec.split_once('=') {
+        Some((k, d)) => (Some(k.to_string()), d),
+        None => (None, spec),
+    };
+    // A folder of that name wins over the catalogue.
+    let entry = if Path::new(name).exists() { None } else { catalogue::find(name)? };
+    let path = match &entry {
+        Some(e) => PathBuf::from(format!("{}@{}", e.hub, e.revision)),
+        None => PathBuf::from(name),
+    };
+    Ok((key, resolve::prompt_dir(&path, "--prompt")?, entry))
+}
+
 pub fn run(args: GenerateArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    // Refused before anything loads: the recipe cannot make these valid.
+    ensure!(
+        !(args.stream && args.decoding.num_beams.is_some_and(|b| b > 1)),
+        "--stream prints tokens as they are decoded, but beam search settles its texts only at the end: drop one"
+    );
     let device = args.placement.device.resolve()?;
     let mut loaded = Vec::new();
+    let mut recipes = Vec::new();
     for spec in &args.prompt {
-        let (key, dir) = match spec.split_once('=') {
-            Some((k, d)) => (Some(k.to_string()), PathBuf::from(d)),
-            None => (None, PathBuf::from(spec)),
-        };
-        let dir = resolve::prompt_dir(&dir, "--prompt")?;
+        let (key, dir, entry) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
+        recipes.extend(entry);
     }
+    // A published prompt's recipe applies when it is the only prompt.
+    let entry = (args.prompt.len() == 1).then(|| recipes.pop()).flatten();
     let bars = Bars::default();
-    let Backbone { model, mut tokenizer, .. } = match &args.model {
-        Some(dir) => resolve::backbone(&args.placement.model(dir.clone()), &bars).context("--model")?,
-        None => {
-            let named = loaded[0].1.pretrained_model_name.clone().ok_or_else(|| {
-                anyhow!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
-            })?;
-            resolve::backbone(&args.placement.model(named.into()), &bars)
-                .context("the model named in prompt.json (pass --model DIR to use another)")?
+    let named = entry.as_ref().map(|e| e.backbone.clone()).or_else(|| loaded[0].1.pretrained_model_name.clone());
+    let Backbone { model, mut tokenizer, .. } = match (&args.model, named) {
+        (Some(dir), _) => resolve::backbone(&args.placement.model(dir.clone()), &bars).context("--model")?,
+        (None, Some(named)) => resolve::backbone(&args.placement.model(named.into()), &bars)
+            .context("the prompt's model (pass --model DIR to use another)")?,
+        (None, None) => {
+            bail!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
         }
     };
     let prompts = if loaded.len() == 1 && loaded[0].0.is_none() {
@@ -146,36 +233,67 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         Prompts::Multi(MultiPrompt::new(keyed, &mut tokenizer)?)
     };
-    let config = GenerationConfig {
-        max_new_tokens: args.max_new_tokens,
-        do_sample: args.do_sample,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
-        eos_token_id: args.eos_token_id.or_else(|| tokenizer.special().eos.map(i64::from)),
-        num_return_sequences: args.num_return_sequences,
-        seed: args.seed,
-        use_cache: !args.no_cache,
+    let base = match &entry {
+        Some(e) => e.decoding.clone(),
+        None => GenerationConfig {
+            max_new_tokens: 100,
+            eos_token_id: tokenizer.special().eos.map(i64::from),
+            ..Default::default()
+        },
     };
+    let config = args.decoding.over(base);
+    config.validate()?;
+    let task = args.task.or(entry.as_ref().map(|e| e.task)).unwrap_or(Task::Text2text);
     let requests = requests(&args)?;
     let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts, progress: &bars };
-    // --output is written to a temp file beside it and renamed into place at the end: a failure leaves the
-    // file as it was.
+    let streaming = args.stream && requests.len() == 1 && config.num_return_sequences == 1;
+    ensure!(
+        !(streaming && config.num_beams > 1),
+        "--stream prints tokens as they are decoded, but the recipe decodes with beams, which settle only at the end: \
+         add --num-beams 1 or drop --stream"
+    );
+    let lines = if streaming {
+        vec![stream(&pipeline, task, &requests[0], &config)?.ok_or(super::Interrupted)?]
+    } else {
+        Vec::new()
+    };
+    write_lines(&args, &pipeline, task, &requests, &config, lines)
+}
+
+/// Writes a jsonl line per request: to `--output` (through a temp file renamed into place at the end, so a
+/// failure leaves the file as it was) or, unless it was streamed, stdout. `done` holds outputs already made.
+fn write_lines(
+    args: &GenerateArgs,
+    pipeline: &Pipeline,
+    task: Task,
+    requests: &[Request],
+    config: &GenerationConfig,
+    done: Vec<Vec<Output>>,
+) -> Result<()> {
     let temp = match &args.output {
         Some(path) => {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             Some(tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", path.display()))?)
         }
+        None if !done.is_empty() => return Ok(()),
         None => None,
     };
     let mut out: Box<dyn Write> = match &temp {
         Some(file) => Box::new(std::io::BufWriter::new(file.as_file())),
         None => Box::new(std::io::stdout().lock()),
     };
+    let mut done = done.into_iter();
     for chunk in requests.chunks(args.batch_size) {
-        for (request, generated) in chunk.iter().zip(pipeline.run(args.task, chunk, &config)?) {
-            let mut line = json!({ "input": request.fields, "generated": generated });
+        let outputs = match done.next() {
+            Some(outputs) => vec![outputs],
+            None => pipeline.run(task, chunk, config)?,
+        };
+        for (request, generated) in chunk.iter().zip(outputs) {
+            let texts: Vec<&str> = generated.iter().map(|o| o.text.as_str()).collect();
+            let mut line = json!({ "input": request.fields, "generated": texts });
+            if config.num_beams > 1 {
+                line["scores"] = json!(generated.iter().map(|o| o.score).collect::<Vec<_>>());
+            }
             if let Some(key) = &request.key {
                 line["key"] = json!(key);
             }
@@ -188,4 +306,99 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         file.persist(path).map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
     }
     Ok(())
+}
+
+/// Prints `request`'s text to stdout as it is decoded and returns its outputs, or `None` when Ctrl-C stopped
+/// it (what was printed stays, ended by a newline).
+fn stream(
+    pipeline: &Pipeline,
+    task: Task,
+    request: &Request,
+    config: &GenerationConfig,
+) -> Result<Option<Vec<Output>>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("cannot catch Ctrl-C")?;
+    let mut printer = Printer { shown: 0, stop_strings: &config.stop_strings, out: std::io::stdout() };
+    let mut watch = |texts: &[String]| {
+        printer.show(&texts[0], false)?;
+        Ok(if stop.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+    };
+    let outputs = match stop.load(Ordering::SeqCst) {
+        true => None,
+        false => Some(pipeline.run_watched(task, std::slice::from_ref(request), config, Some(&mut watch))?),
+    };
+    let text = outputs.as_ref().map_or(String::new(), |o| o[0][0].text.clone());
+    if stop.load(Ordering::SeqCst) {
+        printer.finish(None)?;
+        return Ok(None);
+    }
+    printer.finish(Some(&text))?;
+    Ok(outputs.map(|mut o| o.remove(0)))
+}
+
+/// Writes a growing text's new part, holding back what may still change: an unfinished UTF-8 character (shown
+/// by the decoder as U+FFFD) and an ending that could start a stop string.
+struct Printer<'a, W: Write> {
+    shown: usize,
+    stop_strings: &'a [String],
+    out: W,
+}
+
+impl<W: Write> Printer<'_, W> {
+    fn show(&mut self, text: &str, last: bool) -> Result<()> {
+        let mut end = if last { text.len() } else { text.trim_end_matches('\u{FFFD}').len() };
+        if !last {
+            for stop in self.stop_strings {
+                let held = (1..stop.len())
+                    .rev()
+                    .find(|&k| stop.is_char_boundary(k) && text[..end].ends_with(&stop[..k]))
+                    .unwrap_or(0);
+                end -= held;
+            }
+        }
+        if let Some(new) = text.get(self.shown..end).filter(|n| !n.is_empty()) {
+            self.out.write_all(new.as_bytes())?;
+            self.out.flush()?;
+            self.shown = end;
+        }
+        Ok(())
+    }
+
+    /// Writes the rest of the final `text` (none when interrupted) and a newline.
+    fn finish(&mut self, text: Option<&str>) -> Result<()> {
+        if let Some(text) = text {
+            self.show(text, true)?;
+        }
+        writeln!(self.out)?;
+        Ok(self.out.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printer_holds_back_unfinished_characters_and_stop_string_starts() {
+        let stops = ["###".to_string()];
+        let mut printer = Printer { shown: 0, stop_strings: &stops, out: Vec::new() };
+        for (text, shown) in [
+            ("При", "При"),
+            ("Привет\u{FFFD}", "Привет"),
+            ("Привет, ми", "Привет, ми"),
+            ("Привет, мир#", "Привет, мир"),
+            ("Привет, мир##", "Привет, мир"),
+            ("Привет, мир##!", "Привет, мир##!"),
+        ] {
+            printer.show(text, false).unwrap();
+            assert_eq!(String::from_utf8(printer.out.clone()).unwrap(), shown, "after {text:?}");
+        }
+        printer.finish(Some("Привет, мир##! Пока")).unwrap();
+        assert_eq!(String::from_utf8(printer.out.clone()).unwrap(), "Привет, мир##! Пока\n");
+        let mut cut = Printer { shown: 0, stop_strings: &stops, out: Vec::new() };
+        cut.show("Да#", false).unwrap();
+        cut.finish(None).unwrap();
+        assert_eq!(String::from_utf8(cut.out).unwrap(), "Да\n");
+    }
 }

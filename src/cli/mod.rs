@@ -23,6 +23,12 @@ use crate::tokenizer::Tokenizer;
 use crate::train::{self, TrainConfig, TrainOptions};
 use bars::Bars;
 
+/// The user stopped the command with Ctrl-C and what it had done is kept; `main` exits with 130, the shell's
+/// code for an interrupt, without calling it an error.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
 ///
 /// A prompt is a format such as `<P*10>{question}<P*5>` plus a small set of trainable embeddings; the
@@ -387,7 +393,7 @@ fn run_demo(args: DemoArgs) -> Result<()> {
     let eos = tokenizer.special().eos.map(i64::from);
     let config = GenerationConfig { max_new_tokens: args.max_new_tokens, eos_token_id: eos, ..Default::default() };
     let inputs = prompts.iter().map(|p| tokenizer.encode_ids(p)).collect::<Result<Vec<_>>>()?;
-    for (prompt, out) in prompts.iter().zip(generate(&model, &inputs, &[], &config)?) {
+    for (prompt, out) in prompts.iter().zip(generate(&model, &tokenizer, &inputs, &[], &config)?) {
         let new_ids: Vec<i64> = out[0].new_ids.iter().copied().filter(|&id| Some(id) != eos).collect();
         println!("  {prompt} ▸ {}", tokenizer.decode(&new_ids)?);
     }

@@ -104,7 +104,10 @@ pub fn evaluate_generation(
         |chunk| {
             let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
             let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
-            Ok(outputs.into_iter().map(|g| g.into_iter().next().unwrap_or_default().trim().to_string()).collect())
+            Ok(outputs
+                .into_iter()
+                .map(|g| g.into_iter().next().map_or_else(String::new, |o| o.text.trim().to_string()))
+                .collect())
         },
     )?;
 

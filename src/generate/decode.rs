@@ -1,69 +1,144 @@
 //! Batched decoding: rows of different lengths are left-padded into one batch, the first forward reads them
 //! (with prompt embeddings injected), then one forward per new token feeds only that token through the KV cache.
-//! Position ids come from the attention mask, so a row decodes the same whatever else is in its batch.
+//! Position ids come from the attention mask, so a row decodes the same whatever else is in its batch. Greedy
+//! decoding and sampling live here; beam search in [`super::beam`].
+
+use std::ops::ControlFlow;
 
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
-use super::logits::next_tokens;
+use super::logits::{next_tokens, Processors, Row};
 use super::GenerationConfig;
 use crate::model::{pad, Gpt2, Input, Side};
 use crate::prompt::{inject, Injection};
+use crate::tokenizer::Tokenizer;
 
-/// What one output sequence got: the new token ids (ending with eos when it stopped there) and the raw logit of
-/// each chosen token.
-#[derive(Debug, Clone, PartialEq)]
+/// What one output sequence got: the new token ids (ending with eos when it stopped there), a score per token
+/// (the chosen token's logit for greedy decoding and sampling; its processed log-probability under beam search,
+/// as transformers' `compute_transition_scores` gives it) and, under beam search, the sequence's score (its
+/// log-probability over length^length_penalty, transformers' `sequences_scores`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Generated {
     pub new_ids: Vec<i64>,
     pub scores: Vec<f32>,
+    pub sequence_score: Option<f32>,
 }
+
+/// Hears every output after each new token; `Break` ends decoding with the outputs as they are, an error ends
+/// it with that error.
+pub type Watch<'a> = dyn FnMut(&[Generated]) -> Result<ControlFlow<()>> + 'a;
 
 /// Continues every row of `inputs` (token ids, prompt tokens included where the format puts them), with the
 /// prompts of `injections` written into their tokens' positions; the prompt embeddings inside `injections` are
-/// computed once by the caller. Returns `num_return_sequences` outputs per input, in input order.
+/// computed once by the caller. `tokenizer` turns bad words into tokens and new tokens into text for stop
+/// strings. Returns `num_return_sequences` outputs per input, in input order (beam search: best first).
 pub fn generate(
     model: &Gpt2,
+    tokenizer: &Tokenizer,
     inputs: &[Vec<i64>],
     injections: &[Injection],
     config: &GenerationConfig,
 ) -> Result<Vec<Vec<Generated>>> {
+    generate_watched(model, tokenizer, inputs, injections, config, &mut |_| Ok(ControlFlow::Continue(())))
+}
+
+/// [`generate`], telling `watch` the outputs after each new token (greedy decoding and sampling; beam search
+/// settles its outputs only at the end and tells nothing).
+pub fn generate_watched(
+    model: &Gpt2,
+    tokenizer: &Tokenizer,
+    inputs: &[Vec<i64>],
+    injections: &[Injection],
+    config: &GenerationConfig,
+    watch: &mut Watch,
+) -> Result<Vec<Vec<Generated>>> {
     ensure!(!inputs.is_empty(), "nothing to generate from: no inputs");
     ensure!(inputs.iter().all(|r| !r.is_empty()), "an input is empty: generation needs at least one token");
     config.validate()?;
+    let vocab = model.config().vocab_size;
+    ensure!(
+        2 * config.num_beams as i64 <= vocab,
+        "num_beams (--num-beams) {} is more than half the model's {vocab} tokens",
+        config.num_beams
+    );
+    let processors = Processors::new(config, tokenizer, vocab)?;
+    let stops = Stops { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings };
+    let mut run = || {
+        if config.num_beams > 1 {
+            super::beam::search(model, inputs, injections, config, &processors, &stops)
+        } else {
+            decode(model, inputs, injections, config, &processors, &stops, watch)
+        }
+    };
     match config.seed {
-        Some(seed) => crate::rng::seeded(seed, || decode(model, inputs, injections, config)),
-        None if config.do_sample => crate::rng::unseeded(|| decode(model, inputs, injections, config)),
-        None => decode(model, inputs, injections, config),
+        Some(seed) => crate::rng::seeded(seed, run),
+        None if config.do_sample => crate::rng::unseeded(run),
+        None => run(),
     }
 }
 
-/// [`generate`]'s loop over new tokens, on checked arguments.
+/// When a row ends: on eos, or once its new text holds a stop string.
+pub(super) struct Stops<'a> {
+    tokenizer: &'a Tokenizer,
+    eos: Option<i64>,
+    strings: &'a [String],
+}
+
+impl Stops<'_> {
+    /// Whether a row whose new tokens are `new_ids` has ended.
+    pub fn hit(&self, new_ids: &[i64]) -> Result<bool> {
+        if new_ids.last().is_some_and(|&t| Some(t) == self.eos) {
+            return Ok(true);
+        }
+        if self.strings.is_empty() {
+            return Ok(false);
+        }
+        let text = self.tokenizer.decode(new_ids)?;
+        Ok(self.strings.iter().any(|s| text.contains(s.as_str())))
+    }
+}
+
+/// `text` up to the first stop string in it: what a row that ended there says.
+pub fn cut_at_stop<'t>(text: &'t str, stop_strings: &[String]) -> &'t str {
+    let end = stop_strings.iter().filter_map(|s| text.find(s.as_str())).min().unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Each row's real tokens (padding left out) followed by its new ones, for the logits processors.
+pub(super) fn histories(inputs: &[&Vec<i64>], new: &[&[i64]]) -> Vec<Vec<i64>> {
+    inputs.iter().zip(new).map(|(input, new)| input.iter().chain(new.iter()).copied().collect()).collect()
+}
+
+/// Greedy decoding or sampling, on checked arguments.
 fn decode(
     model: &Gpt2,
     inputs: &[Vec<i64>],
     injections: &[Injection],
     config: &GenerationConfig,
+    processors: &Processors,
+    stops: &Stops,
+    watch: &mut Watch,
 ) -> Result<Vec<Vec<Generated>>> {
     let _guard = tch::no_grad_guard();
     let device = model.device();
-    let vocab = model.config().vocab_size;
     let n = config.num_return_sequences;
     let rows: Vec<&Vec<i64>> = inputs.iter().flat_map(|r| std::iter::repeat_n(r, n)).collect();
     let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
     let (ids, mask) = pad(&slices, 0, Side::Left);
     let (mut ids, mut mask) = (ids.to_device(device), mask.to_device(device));
-    // Real in-vocabulary tokens of each row, for the repetition penalty (padding and prompt tokens excluded).
-    let mut seen: Vec<Vec<i64>> =
-        rows.iter().map(|r| r.iter().copied().filter(|&t| (0..vocab).contains(&t)).collect()).collect();
     let mut cache = config.use_cache.then(|| model.new_cache());
-    let mut out: Vec<Generated> = vec![Generated { new_ids: Vec::new(), scores: Vec::new() }; rows.len()];
+    let mut out: Vec<Generated> = vec![Generated::default(); rows.len()];
     let mut finished = vec![false; rows.len()];
     let mut embeds = inject(model, &ids, injections)?;
     for _ in 0..config.max_new_tokens {
         let last = embeds.size()[1] - 1;
         let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), last)?;
         let logits = model.lm_logits(&hidden.select(1, 0));
-        let next = next_tokens(&logits, &seen, config)?;
+        let new: Vec<&[i64]> = out.iter().map(|g| g.new_ids.as_slice()).collect();
+        let tokens = histories(&rows, &new);
+        let states: Vec<Row> = tokens.iter().zip(&new).map(|(t, new)| Row { tokens: t, new: new.len() }).collect();
+        let next = next_tokens(&logits, &states, processors, config)?;
         let chosen = logits.gather(1, &next.unsqueeze(1), false).squeeze_dim(1).to_kind(Kind::Float);
         let (next_ids, chosen) = (Vec::<i64>::try_from(&next)?, Vec::<f32>::try_from(&chosen)?);
         for (r, (&token, &score)) in next_ids.iter().zip(&chosen).enumerate() {
@@ -72,10 +147,9 @@ fn decode(
             }
             out[r].new_ids.push(token);
             out[r].scores.push(score);
-            seen[r].push(token);
-            finished[r] = Some(token) == config.eos_token_id;
+            finished[r] = stops.hit(&out[r].new_ids)?;
         }
-        if finished.iter().all(|&f| f) {
+        if watch(&out)?.is_break() || finished.iter().all(|&f| f) {
             break;
         }
         let next = next.unsqueeze(1);
@@ -88,10 +162,11 @@ fn decode(
             }
         };
     }
-    let mut grouped = Vec::with_capacity(inputs.len());
+    Ok(group(out, inputs.len(), n))
+}
+
+/// Outputs in input order, `n` per input.
+fn group(out: Vec<Generated>, inputs: usize, n: usize) -> Vec<Vec<Generated>> {
     let mut it = out.into_iter();
-    for _ in inputs {
-        grouped.push(it.by_ref().take(n).collect());
-    }
-    Ok(grouped)
+    (0..inputs).map(|_| it.by_ref().take(n).collect()).collect()
 }

@@ -1,29 +1,111 @@
-//! Choosing the next token from logits: repetition penalty, then (when sampling) temperature, top-k and top-p,
-//! in transformers' order and with its formulas.
+//! From logits to the next token: transformers' logits processors (repetition penalty, no repeated n-grams, bad
+//! words, min_new_tokens, in its order and with its formulas), then, when sampling, temperature, top-k and top-p.
 
 use anyhow::{anyhow, Result};
 use tch::{Kind, Tensor};
 
 use super::GenerationConfig;
+use crate::tokenizer::Tokenizer;
 
-/// Divides positive and multiplies negative logits of tokens in `seen` by `penalty` (transformers'
-/// `RepetitionPenaltyLogitsProcessor`). `seen` holds each row's real tokens inside the vocabulary.
-fn penalise(logits: &Tensor, seen: &[Vec<i64>], penalty: f64) -> Tensor {
-    let rows: Vec<Tensor> = seen
+/// One row being decoded: its real tokens so far (the input's, prompt tokens included, then the new ones) and
+/// how many of them are new.
+pub(super) struct Row<'a> {
+    pub tokens: &'a [i64],
+    pub new: usize,
+}
+
+/// The processors `config` turns on, with its bad words as token sequences.
+pub(super) struct Processors<'a> {
+    config: &'a GenerationConfig,
+    bad_words: Vec<Vec<i64>>,
+}
+
+impl<'a> Processors<'a> {
+    /// Tokenizes `config.bad_words`: each text alone and after a space, as the model meets a word at the start
+    /// and inside a text. Sequences with a token outside the model's `vocab` cannot be produced and are left out.
+    pub fn new(config: &'a GenerationConfig, tokenizer: &Tokenizer, vocab: i64) -> Result<Self> {
+        let mut bad_words: Vec<Vec<i64>> = Vec::new();
+        for word in &config.bad_words {
+            let spaced = format!(" {word}");
+            let forms = if word.starts_with(' ') { vec![word.as_str()] } else { vec![word.as_str(), &spaced] };
+            for form in forms {
+                let ids = tokenizer.encode_ids(form)?;
+                // A lone eos is not banned (transformers leaves it out too): a row must be able to end.
+                let lone_eos = ids.len() == 1 && Some(ids[0]) == config.eos_token_id;
+                if !ids.is_empty()
+                    && !lone_eos
+                    && ids.iter().all(|t| (0..vocab).contains(t))
+                    && !bad_words.contains(&ids)
+                {
+                    bad_words.push(ids);
+                }
+            }
+        }
+        Ok(Self { config, bad_words })
+    }
+
+    /// `scores: [rows, V]` (logits, or log-probabilities under beam search) after every processor, for `rows`.
+    pub fn apply(&self, scores: &Tensor, rows: &[Row]) -> Tensor {
+        let vocab = scores.size()[1];
+        let mut scores = scores.shallow_clone();
+        if self.config.repetition_penalty != 1.0 {
+            scores = penalise(&scores, rows, self.config.repetition_penalty);
+        }
+        let mut banned: Vec<i64> = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            let mut ban = |t: i64| {
+                if (0..vocab).contains(&t) {
+                    banned.push(r as i64 * vocab + t);
+                }
+            };
+            repeated_ngram_ends(row.tokens, self.config.no_repeat_ngram_size).into_iter().for_each(&mut ban);
+            for word in &self.bad_words {
+                let (last, prefix) = word.split_last().expect("bad words are not empty");
+                if row.tokens.ends_with(prefix) {
+                    ban(*last);
+                }
+            }
+            if let Some(eos) = self.config.eos_token_id.filter(|_| row.new < self.config.min_new_tokens) {
+                ban(eos);
+            }
+        }
+        if banned.is_empty() {
+            return scores;
+        }
+        let index = Tensor::from_slice(&banned).to_device(scores.device());
+        scores.reshape([-1]).index_fill(0, &index, f64::NEG_INFINITY).view([-1, vocab])
+    }
+}
+
+/// The tokens that would repeat an n-gram of `tokens` (transformers' `NoRepeatNGramLogitsProcessor`): the ends
+/// of earlier n-grams that start with the last n − 1 tokens.
+fn repeated_ngram_ends(tokens: &[i64], n: usize) -> Vec<i64> {
+    if n == 0 || tokens.len() + 1 < n {
+        return Vec::new();
+    }
+    let prefix = &tokens[tokens.len() + 1 - n..];
+    tokens.windows(n).filter(|w| &w[..n - 1] == prefix).map(|w| w[n - 1]).collect()
+}
+
+/// Divides positive and multiplies negative scores of tokens already in each row by `penalty` (transformers'
+/// `RepetitionPenaltyLogitsProcessor`); tokens outside the vocabulary (prompt tokens) are skipped.
+fn penalise(scores: &Tensor, rows: &[Row], penalty: f64) -> Tensor {
+    let vocab = scores.size()[1];
+    let index: Vec<i64> = rows
         .iter()
         .enumerate()
-        .map(|(r, ids)| {
-            let row = logits.get(r as i64);
-            if ids.is_empty() {
-                return row;
-            }
-            let idx = Tensor::from_slice(ids).to_device(logits.device());
-            let picked = row.index_select(0, &idx);
-            let changed = (&picked * penalty).where_self(&picked.lt(0.0), &(&picked / penalty));
-            row.index_copy(0, &idx, &changed)
+        .flat_map(|(r, row)| {
+            row.tokens.iter().filter(|&&t| (0..vocab).contains(&t)).map(move |&t| r as i64 * vocab + t)
         })
         .collect();
-    Tensor::stack(&rows, 0)
+    if index.is_empty() {
+        return scores.shallow_clone();
+    }
+    let index = Tensor::from_slice(&index).to_device(scores.device());
+    let flat = scores.reshape([-1]);
+    let picked = flat.index_select(0, &index);
+    let changed = (&picked * penalty).where_self(&picked.lt(0.0), &(&picked / penalty));
+    flat.index_copy(0, &index, &changed).view([-1, vocab])
 }
 
 /// Keeps the `k` largest logits of each row; the rest become −∞.
@@ -45,14 +127,20 @@ fn top_p(logits: &Tensor, p: f64) -> Tensor {
     logits.masked_fill(&remove, f64::NEG_INFINITY)
 }
 
-/// Next token of every row of `logits: [B, V]` (f32); `seen` feeds the repetition penalty. `config` has been
-/// validated ([`GenerationConfig::validate`]).
-pub fn next_tokens(logits: &Tensor, seen: &[Vec<i64>], config: &GenerationConfig) -> Result<Tensor> {
-    // A NaN logit (an overflowing half-precision model) is never chosen.
-    let mut scores = logits.nan_to_num(f64::NEG_INFINITY, None, None);
-    if config.repetition_penalty != 1.0 {
-        scores = penalise(&scores, seen, config.repetition_penalty);
-    }
+/// A NaN logit (an overflowing half-precision model) is never chosen.
+pub(super) fn finite(logits: &Tensor) -> Tensor {
+    logits.nan_to_num(f64::NEG_INFINITY, None, None)
+}
+
+/// Next token of every row of `logits: [B, V]` (f32) after `processors`, greedy or sampled as the validated
+/// `config` says.
+pub(super) fn next_tokens(
+    logits: &Tensor,
+    rows: &[Row],
+    processors: &Processors,
+    config: &GenerationConfig,
+) -> Result<Tensor> {
+    let mut scores = processors.apply(&finite(logits), rows);
     let greedy = scores.argmax(-1, false);
     if !config.do_sample {
         return Ok(greedy);
@@ -91,8 +179,32 @@ mod tests {
         // softmax ≈ [0.087, 0.644, 0.237, 0.032]: p=0.7 needs the two most likely, p=0.5 only the first.
         assert_eq!(kept(top_p(&logits, 0.7)), [false, true, true, false]);
         assert_eq!(kept(top_p(&logits, 0.5)), [false, true, false, false]);
-        let penalised = penalise(&logits, &[vec![1, 3]], 2.0);
+        // Prompt tokens (outside the vocabulary) and repeats are skipped or penalised once.
+        let penalised = penalise(&logits, &[Row { tokens: &[1, 3, 9, 1], new: 0 }], 2.0);
         assert_eq!(Vec::<f32>::try_from(penalised.squeeze_dim(0)).unwrap(), [1.0, 1.5, 2.0, -2.0]);
+    }
+
+    #[test]
+    fn processors_ban_repeated_ngrams_bad_words_and_an_early_eos() {
+        assert_eq!(repeated_ngram_ends(&[5, 6, 7, 5, 6], 3), [7]);
+        assert_eq!(repeated_ngram_ends(&[5, 6, 5, 8, 5], 2), [6, 8]);
+        assert!(repeated_ngram_ends(&[5, 6], 3).is_empty());
+        assert!(repeated_ngram_ends(&[5, 6, 5], 0).is_empty());
+        let config = GenerationConfig {
+            no_repeat_ngram_size: 2,
+            min_new_tokens: 2,
+            eos_token_id: Some(0),
+            ..Default::default()
+        };
+        let processors = Processors { config: &config, bad_words: vec![vec![4], vec![2, 3]] };
+        let scores = Tensor::zeros([2, 6], (Kind::Float, tch::Device::Cpu));
+        // Row 0: 1 new token (eos banned), ends with 2 (so 3 is banned), 2 was followed by 5 before.
+        // Row 1: 2 new tokens (eos allowed), no repeated n-gram; the lone bad word 4 is banned everywhere.
+        let rows = [Row { tokens: &[2, 5, 1, 2], new: 1 }, Row { tokens: &[1, 5], new: 2 }];
+        let kept = processors.apply(&scores, &rows).isfinite();
+        let kept = Vec::<bool>::try_from(kept.reshape([-1])).unwrap();
+        assert_eq!(&kept[..6], [false, true, true, false, false, false]);
+        assert_eq!(&kept[6..], [true, true, true, true, false, true]);
     }
 
     #[test]
@@ -100,7 +212,9 @@ mod tests {
         let sample = |values: &[f32], temperature: f64| {
             let config = GenerationConfig { do_sample: true, temperature, ..Default::default() };
             let logits = Tensor::from_slice(values).unsqueeze(0);
-            Vec::<i64>::try_from(next_tokens(&logits, &[vec![]], &config).unwrap()).unwrap()[0]
+            let processors = Processors { config: &config, bad_words: Vec::new() };
+            let rows = [Row { tokens: &[], new: 0 }];
+            Vec::<i64>::try_from(next_tokens(&logits, &rows, &processors, &config).unwrap()).unwrap()[0]
         };
         // A denormal temperature is greedy in the limit (it overflowed to a NaN softmax and panicked before).
         assert_eq!(sample(&[1.0, 3.0, 2.0, -1.0], 1e-45), 1);

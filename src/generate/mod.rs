@@ -1,11 +1,13 @@
 //! Generation with or without prompts: decoding settings, batched KV-cache decoding, and the two ruPrompts
 //! pipelines (text generation after a prompt prefix; text2text from a formatted row).
 
+mod beam;
+pub mod catalogue;
 mod decode;
 mod logits;
 mod pipeline;
 mod settings;
 
-pub use decode::{generate, Generated};
-pub use pipeline::{Pipeline, Prompts, Request, Task};
-pub use settings::GenerationConfig;
+pub use decode::{cut_at_stop, generate, generate_watched, Generated, Watch};
+pub use pipeline::{Output, Pipeline, Prompts, Request, Task, TextWatch};
+pub use settings::{EarlyStopping, GenerationConfig};

@@ -2,10 +2,12 @@
 //! is a prefix before the user's text, and the full text comes back. `text2text`: the format is filled from the
 //! request's fields, and only the new text comes back. Either way a batch may mix prompts by key.
 
+use std::ops::ControlFlow;
+
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{generate, GenerationConfig};
+use super::{cut_at_stop, generate_watched, Generated, GenerationConfig};
 use crate::format::{PromptFormat, Row};
 use crate::model::Gpt2;
 use crate::progress::Progress;
@@ -33,6 +35,16 @@ pub struct Request {
     #[serde(skip)]
     pub origin: Option<String>,
 }
+
+/// One text a pipeline returns, and under beam search its score (log-probability over length^length_penalty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub text: String,
+    pub score: Option<f32>,
+}
+
+/// Hears each output's text so far after every new token (see [`Pipeline::run_watched`]).
+pub type TextWatch<'a> = dyn FnMut(&[String]) -> Result<ControlFlow<()>> + 'a;
 
 /// The prompts a pipeline serves: one, or several by key.
 #[derive(Debug)]
@@ -106,8 +118,20 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Generates for every request in one batch; returns `num_return_sequences` texts per request.
-    pub fn run(&self, task: Task, requests: &[Request], config: &GenerationConfig) -> Result<Vec<Vec<String>>> {
+    /// Generates for every request in one batch; returns `num_return_sequences` outputs per request.
+    pub fn run(&self, task: Task, requests: &[Request], config: &GenerationConfig) -> Result<Vec<Vec<Output>>> {
+        self.run_watched(task, requests, config, None)
+    }
+
+    /// [`Pipeline::run`], telling `watch` every output's text so far (in request order, `num_return_sequences`
+    /// per request) after each new token, for greedy decoding and sampling; `Break` ends decoding there.
+    pub fn run_watched(
+        &self,
+        task: Task,
+        requests: &[Request],
+        config: &GenerationConfig,
+        mut watch: Option<&mut TextWatch>,
+    ) -> Result<Vec<Vec<Output>>> {
         let window = self.model.config().n_positions as usize;
         // The prompt embeddings, computed once for the whole request batch.
         let injections = match self.prompts {
@@ -143,19 +167,35 @@ impl Pipeline<'_> {
             inputs.push(ids);
             heads.push(head);
         }
-        let outputs = generate(self.model, &inputs, &injections, config)?;
+        let n = config.num_return_sequences;
+        let text = |head: &str, g: &Generated| self.text(head, g, config);
+        let outputs = generate_watched(
+            self.model,
+            self.tokenizer,
+            &inputs,
+            &injections,
+            config,
+            &mut |rows| match watch.as_mut() {
+                Some(watch) => {
+                    let texts =
+                        rows.iter().enumerate().map(|(r, g)| text(&heads[r / n], g)).collect::<Result<Vec<_>>>()?;
+                    watch(&texts)
+                }
+                None => Ok(ControlFlow::Continue(())),
+            },
+        )?;
         outputs
             .into_iter()
-            .zip(heads)
+            .zip(&heads)
             .map(|(sequences, head)| {
-                sequences
-                    .into_iter()
-                    .map(|g| {
-                        let ids: Vec<i64> = g.new_ids.into_iter().filter(|&t| Some(t) != config.eos_token_id).collect();
-                        Ok(format!("{head}{}", self.tokenizer.decode(&ids)?))
-                    })
-                    .collect()
+                sequences.iter().map(|g| Ok(Output { text: text(head, g)?, score: g.sequence_score })).collect()
             })
             .collect()
+    }
+
+    /// What `g` says after `head`: its new tokens as text, eos left out, cut before a stop string.
+    fn text(&self, head: &str, g: &Generated, config: &GenerationConfig) -> Result<String> {
+        let ids: Vec<i64> = g.new_ids.iter().copied().filter(|&t| Some(t) != config.eos_token_id).collect();
+        Ok(format!("{head}{}", cut_at_stop(&self.tokenizer.decode(&ids)?, &config.stop_strings)))
     }
 }

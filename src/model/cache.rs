@@ -72,6 +72,15 @@ impl KvCache {
         KvCache { layers }
     }
 
+    /// Keeps batch rows `rows` (an index may repeat), in that order: beam search follows each hypothesis to its
+    /// parent's keys and values. Leaving every row where it is costs nothing.
+    pub fn reorder(&mut self, rows: &[i64]) {
+        let identity = rows.len() as i64 == self.batch_size() && rows.iter().enumerate().all(|(i, &r)| r == i as i64);
+        if !identity {
+            *self = self.select_rows(rows);
+        }
+    }
+
     pub(super) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {
         &mut self.layers[i]
     }
