@@ -155,7 +155,22 @@ fn decoding_settings_are_checked_and_a_failed_run_keeps_the_output_file() {
         args.push("Привет");
         ruprompts(&args)
     };
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 14] = [
+        (&["--num-beams", "0"], "num_beams (--num-beams) must be at least 1 (1 = no beam search)"),
+        (
+            &["--num-beams", "2", "--num-return-sequences", "3"],
+            "num_return_sequences (--num-return-sequences) is 3, more than num_beams (--num-beams) 2",
+        ),
+        (
+            &["--num-beams", "2", "--do-sample"],
+            "beam search with sampling (num_beams > 1 with do_sample) is not supported",
+        ),
+        (&["--stop", ""], "a stop string (stop_strings, --stop) is empty"),
+        (
+            &["--min-new-tokens", "9"],
+            "min_new_tokens (--min-new-tokens) is 9, more than max_new_tokens (--max-new-tokens) 4",
+        ),
+        (&["--num-beams", "2", "--stream"], "--stream prints tokens as they are decoded, but beam search settles"),
         (&["--do-sample", "--top-p", "0"], "top_p (--top-p) must be in (0, 1], not 0"),
         (&["--do-sample", "--top-p", "1.5"], "top_p (--top-p) must be in (0, 1], not 1.5"),
         (&["--do-sample", "--top-k", "0"], "top_k (--top-k) must be at least 1"),

@@ -370,3 +370,24 @@ fn bad_words_and_repeated_ngrams_never_come_out() {
         assert!(!out.new_ids.contains(&plain.new_ids[0]), "beams={num_beams}: {word:?} in {:?}", out.new_ids);
     }
 }
+
+#[test]
+fn a_watcher_sees_every_token_and_can_stop_decoding() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let input = vec![tok.encode_ids("Кот.").unwrap()];
+    let config = GenerationConfig { max_new_tokens: 10, eos_token_id: None, ..Default::default() };
+    let mut seen = Vec::new();
+    let out = ruprompts::generate::generate_watched(&model, &tok, &input, &[], &config, &mut |rows| {
+        seen.push(rows[0].new_ids.len());
+        Ok(if rows[0].new_ids.len() == 3 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        })
+    })
+    .unwrap();
+    assert_eq!(seen, [1, 2, 3]);
+    let full = generate(&model, &tok, &input, &[], &config).unwrap();
+    assert_eq!(out[0][0].new_ids, full[0][0].new_ids[..3]);
+}

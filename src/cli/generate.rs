@@ -75,8 +75,8 @@ pub struct DecodingArgs {
     /// No end of sequence before this many new tokens [default: 0].
     #[arg(long)]
     pub min_new_tokens: Option<usize>,
-    /// Sample instead of taking the most likely token (`--do-sample false` turns a recipe's sampling off).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    /// Sample instead of taking the most likely token (`--do-sample=false` turns a recipe's sampling off).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub do_sample: Option<bool>,
     /// Sampling temperature [default: 1].
     #[arg(long)]
@@ -201,6 +201,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         !(args.stream && args.decoding.num_beams.is_some_and(|b| b > 1)),
         "--stream prints tokens as they are decoded, but beam search settles its texts only at the end: drop one"
     );
+    // Caught from the start, so Ctrl-C while the inputs are read or the model loads ends cleanly too.
+    let interrupted = args.stream.then(catch_ctrl_c).transpose()?;
     let device = args.placement.device.resolve()?;
     let mut loaded = Vec::new();
     let mut recipes = Vec::new();
@@ -253,7 +255,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
          add --num-beams 1 or drop --stream"
     );
     let lines = if streaming {
-        vec![stream(&pipeline, task, &requests[0], &config)?.ok_or(super::Interrupted)?]
+        let interrupted = interrupted.expect("caught with --stream");
+        vec![stream(&pipeline, task, &requests[0], &config, &interrupted)?.ok_or(super::Interrupted)?]
     } else {
         Vec::new()
     };
@@ -308,33 +311,44 @@ fn write_lines(
     Ok(())
 }
 
-/// Prints `request`'s text to stdout as it is decoded and returns its outputs, or `None` when Ctrl-C stopped
-/// it (what was printed stays, ended by a newline).
+/// A flag Ctrl-C sets instead of killing the process.
+fn catch_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("cannot catch Ctrl-C")?;
+    Ok(stop)
+}
+
+/// Prints `request`'s text to stdout as it is decoded and returns its outputs, or `None` when `stop` was set
+/// (Ctrl-C): what was printed stays, ended by a newline.
 fn stream(
     pipeline: &Pipeline,
     task: Task,
     request: &Request,
     config: &GenerationConfig,
+    stop: &AtomicBool,
 ) -> Result<Option<Vec<Output>>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("cannot catch Ctrl-C")?;
     let mut printer = Printer { shown: 0, stop_strings: &config.stop_strings, out: std::io::stdout() };
+    let stopped = || stop.load(Ordering::SeqCst);
     let mut watch = |texts: &[String]| {
         printer.show(&texts[0], false)?;
-        Ok(if stop.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        Ok(if stopped() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
     };
-    let outputs = match stop.load(Ordering::SeqCst) {
+    let outputs = match stopped() {
         true => None,
         false => Some(pipeline.run_watched(task, std::slice::from_ref(request), config, Some(&mut watch))?),
     };
-    let text = outputs.as_ref().map_or(String::new(), |o| o[0][0].text.clone());
-    if stop.load(Ordering::SeqCst) {
-        printer.finish(None)?;
-        return Ok(None);
+    match outputs {
+        Some(mut outputs) if !stopped() => {
+            let outputs = outputs.remove(0);
+            printer.finish(Some(&outputs[0].text))?;
+            Ok(Some(outputs))
+        }
+        _ => {
+            printer.finish(None)?;
+            Ok(None)
+        }
     }
-    printer.finish(Some(&text))?;
-    Ok(outputs.map(|mut o| o.remove(0)))
 }
 
 /// Writes a growing text's new part, holding back what may still change: an unfinished UTF-8 character (shown
