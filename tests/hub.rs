@@ -518,3 +518,62 @@ fn push_errors_say_what_went_wrong_and_a_dropped_push_is_safe_to_repeat() {
     let (ok, _, err) = run(&cutter.url, fresh.path(), &token, &["pull", "alice/p"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_published_prompt_by_catalogue_name_pulls_prompt_and_backbone_and_decodes_with_its_recipe() {
+    let hub = FakeHub::start();
+    // detox_russe laid out as ruPrompts publishes it: prompt.json (its format takes toxic_comment, its model is
+    // the backbone's Hub id) and prompt_provider.bin; the tiny model stands in for ruGPT-3 Large.
+    let python_prompt = fixture("reference/ruprompts/prompt_tensor");
+    let mut prompt_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(python_prompt.join("prompt.json")).unwrap()).unwrap();
+    for key in ["template", "compiled_template"] {
+        let text = prompt_json["format"][key].as_str().unwrap().replace("{text}", "{toxic_comment}");
+        prompt_json["format"][key] = text.into();
+    }
+    prompt_json["config"]["pretrained_model_name"] = "sberbank-ai/rugpt3large_based_on_gpt2".into();
+    let published = vec![
+        ("prompt.json".to_string(), serde_json::to_vec(&prompt_json).unwrap()),
+        ("prompt_provider.bin".to_string(), std::fs::read(python_prompt.join("prompt_provider.bin")).unwrap()),
+    ];
+    hub.commit("konodyuk/prompt_rugpt3large_detox_russe", "main", &published);
+    hub.commit("sberbank-ai/rugpt3large_based_on_gpt2", "main", &files(&model_dir()));
+    let local = tempfile::tempdir().unwrap();
+    for (name, bytes) in &published {
+        std::fs::write(local.path().join(name), bytes).unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let field = "toxic_comment=Какого черта ты сюда припёрся?";
+    let (ok, pulled, stderr) =
+        run(&hub.url, home.path(), &[], &["generate", "--prompt", "detox_russe", "--field", field]);
+    assert!(ok, "{stderr}");
+    // The notebook's recipe, spelled out on the local copy with the local model.
+    let model = model_dir().display().to_string();
+    let recipe = [
+        "--num-beams",
+        "10",
+        "--num-return-sequences",
+        "10",
+        "--do-sample=false",
+        "--max-new-tokens",
+        "100",
+        "--eos-token-id",
+        "0",
+    ];
+    let mut args = vec!["generate", "--prompt", local.path().to_str().unwrap(), "--model", &model, "--field", field];
+    args.extend(recipe);
+    let (ok, spelled, stderr) = run(&hub.url, home.path(), &[], &args);
+    assert!(ok, "{stderr}");
+    assert_eq!(pulled, spelled);
+    let line: serde_json::Value = serde_json::from_str(pulled.trim()).unwrap();
+    assert_eq!(line["generated"].as_array().unwrap().len(), 10);
+    assert_eq!(line["scores"].as_array().unwrap().len(), 10);
+    // Flags override the recipe; a name the catalogue lacks is no Hub id.
+    let args = ["generate", "--prompt", "detox_russe", "--num-return-sequences", "3", "--field", field];
+    let (ok, fewer, stderr) = run(&hub.url, home.path(), &[], &args);
+    assert!(ok, "{stderr}");
+    let fewer: serde_json::Value = serde_json::from_str(fewer.trim()).unwrap();
+    assert_eq!(fewer["generated"].as_array().unwrap()[..], line["generated"].as_array().unwrap()[..3]);
+    let (ok, _, stderr) = run(&hub.url, home.path(), &[], &["generate", "--prompt", "detox_rusей", "--field", field]);
+    assert!(!ok && stderr.contains("no folder detox_rusей (--prompt), and it is no Hub id"), "{stderr}");
+}
