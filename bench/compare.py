@@ -139,7 +139,7 @@ def main():
         f"users do, ours with the evaluator (shared context, shared prefixes run once, batched); the first item is "
         f"not timed. Generation: greedy, 64 new "
         f"tokens after the 20-token prompt and 24 text tokens, no stop token; batch 1 over 4 rows, batch 8 three "
-        f"times; the first call is not timed. Cold start: process start to the end of the first step / item / call "
+        f"times; the first call is not timed; beam-1/beam-8 the same with 4 beams, the best sequence returned. Cold start: process start to the end of the first step / item / call "
         f"(imports, model loading and warm-up included). Peak RSS: VmHWM of the process.",
         "",
         "| workload | throughput, ours | throughput, Python | ours / Python | cold start, ours / Python (s) | "

@@ -179,41 +179,57 @@ fn requests(args: &GenerateArgs) -> Result<Vec<Request>> {
     }
 }
 
-/// A `--prompt` value: the folder or Hub id to load, its key, and the catalogue entry it named.
-fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf, Option<Entry>)> {
+/// The published prompt a `--prompt` value names (`KEY=NAME` or `NAME`), unless a folder of that name exists.
+fn published(spec: &str) -> Result<Option<Entry>> {
+    let name = spec.split_once('=').map_or(spec, |(_, name)| name);
+    if Path::new(name).exists() {
+        return Ok(None);
+    }
+    catalogue::find(name)
+}
+
+/// A `--prompt` value: its key and the folder to load (a published prompt's or a Hub id's pulled first).
+fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
     let (key, name) = match spec.split_once('=') {
         Some((k, d)) => (Some(k.to_string()), d),
         None => (None, spec),
     };
-    // A folder of that name wins over the catalogue.
-    let entry = if Path::new(name).exists() { None } else { catalogue::find(name)? };
-    let path = match &entry {
+    let path = match published(spec)? {
         Some(e) => PathBuf::from(format!("{}@{}", e.hub, e.revision)),
         None => PathBuf::from(name),
     };
-    Ok((key, resolve::prompt_dir(&path, "--prompt")?, entry))
+    Ok((key, resolve::prompt_dir(&path, "--prompt")?))
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
-    // Refused before anything loads: the recipe cannot make these valid.
-    ensure!(
-        !(args.stream && args.decoding.num_beams.is_some_and(|b| b > 1)),
-        "--stream prints tokens as they are decoded, but beam search settles its texts only at the end: drop one"
-    );
+    // Settings and inputs are checked before anything loads: a published prompt's recipe (when it is the only
+    // prompt) under the flags.
+    let entry = match args.prompt.as_slice() {
+        [one] => published(one).with_context(|| format!("--prompt {one}"))?,
+        _ => None,
+    };
+    let base = entry
+        .as_ref()
+        .map_or_else(|| GenerationConfig { max_new_tokens: 100, ..Default::default() }, |e| e.decoding.clone());
+    let mut config = args.decoding.over(base);
+    config.validate()?;
     // Caught from the start, so Ctrl-C while the inputs are read or the model loads ends cleanly too.
     let interrupted = args.stream.then(catch_ctrl_c).transpose()?;
+    let requests = requests(&args)?;
+    let streaming = args.stream && requests.len() == 1 && config.num_return_sequences == 1;
+    ensure!(
+        !(args.stream && config.num_beams > 1),
+        "--stream prints tokens as they are decoded, but beam search settles its texts only at the end: drop \
+         --stream or decode with --num-beams 1"
+    );
     let device = args.placement.device.resolve()?;
     let mut loaded = Vec::new();
-    let mut recipes = Vec::new();
     for spec in &args.prompt {
-        let (key, dir, entry) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
+        let (key, dir) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
         let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
         loaded.push((key, prompt));
-        recipes.extend(entry);
     }
-    // A published prompt's recipe applies when it is the only prompt.
-    let entry = (args.prompt.len() == 1).then(|| recipes.pop()).flatten();
     let bars = Bars::default();
     let named = entry.as_ref().map(|e| e.backbone.clone()).or_else(|| loaded[0].1.pretrained_model_name.clone());
     let Backbone { model, mut tokenizer, .. } = match (&args.model, named) {
@@ -224,6 +240,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             bail!("the prompt's prompt.json names no model (config.pretrained_model_name): pass --model DIR")
         }
     };
+    if entry.is_none() && args.decoding.eos_token_id.is_none() {
+        config.eos_token_id = tokenizer.special().eos.map(i64::from);
+    }
     let prompts = if loaded.len() == 1 && loaded[0].0.is_none() {
         Prompts::single(loaded.pop().expect("one").1, &mut tokenizer)?
     } else {
@@ -235,25 +254,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         Prompts::Multi(MultiPrompt::new(keyed, &mut tokenizer)?)
     };
-    let base = match &entry {
-        Some(e) => e.decoding.clone(),
-        None => GenerationConfig {
-            max_new_tokens: 100,
-            eos_token_id: tokenizer.special().eos.map(i64::from),
-            ..Default::default()
-        },
-    };
-    let config = args.decoding.over(base);
-    config.validate()?;
     let task = args.task.or(entry.as_ref().map(|e| e.task)).unwrap_or(Task::Text2text);
-    let requests = requests(&args)?;
     let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts, progress: &bars };
-    let streaming = args.stream && requests.len() == 1 && config.num_return_sequences == 1;
-    ensure!(
-        !(streaming && config.num_beams > 1),
-        "--stream prints tokens as they are decoded, but the recipe decodes with beams, which settle only at the end: \
-         add --num-beams 1 or drop --stream"
-    );
     let lines = if streaming {
         let interrupted = interrupted.expect("caught with --stream");
         vec![stream(&pipeline, task, &requests[0], &config, &interrupted)?.ok_or(super::Interrupted)?]

@@ -60,10 +60,13 @@ pub enum Command {
     /// losses as if it had never stopped.
     Train(TrainArgs),
     /// Generate with a trained prompt: text2text (fill the format, return the new text) or text-generation
-    /// (prompt as a prefix, return the whole text), batched, jsonl out.
+    /// (prompt as a prefix, return the whole text), batched, jsonl out; greedy, sampling or beam search, with
+    /// transformers' knobs and names (stop strings, n-gram blocking, bad words, min/max new tokens).
     ///
     /// `ruprompts generate --prompt runs/detox "Отвали, дурак"`;
-    /// `ruprompts generate --prompt qa=DIR1 --prompt sum=DIR2 --input requests.jsonl` (each line may name its key).
+    /// `ruprompts generate --prompt qa=DIR1 --prompt sum=DIR2 --input requests.jsonl` (each line may name its key);
+    /// `ruprompts generate --prompt detox_russe --field toxic_comment="…"` pulls a prompt ruPrompts published and
+    /// decodes with its notebook's recipe (10 beams); `--stream` prints one text as it is decoded.
     Generate(generate::GenerateArgs),
     /// Count the trainable parameters of each prompt provider for a prompt length and embedding size.
     ///
