@@ -217,9 +217,10 @@ output_dir: {d}/run
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
     train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
-    let eval = || {
+    let eval = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
             .args(["eval", "--config", config_path.to_str().unwrap(), "--max-new-tokens", "8", "--batch-size", "5"])
+            .args(extra)
             .env("OMP_NUM_THREADS", "1")
             .output()
             .unwrap();
@@ -230,7 +231,7 @@ output_dir: {d}/run
             std::fs::read_to_string(out.join(PREDICTIONS_FILE)).unwrap(),
         )
     };
-    let (report, predictions) = eval();
+    let (report, predictions) = eval(&[]);
     let lines: Vec<Value> = predictions.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 12);
     let dev = read_rows(&data.join("dev.tsv")).unwrap();
@@ -246,5 +247,32 @@ output_dir: {d}/run
     assert_eq!(chrf_row.tuned, Some(overlap::chrf(&generated, &references)));
     assert_eq!(bleu_row.tuned, Some(overlap::bleu(&generated, &references)));
     // A second run takes every prediction from the cache: same report, same file.
-    assert_eq!(eval(), (report, predictions));
+    assert_eq!(eval(&[]), (report, predictions));
+    // Beam search, as `generate` decodes it: the prediction is the best beam (the cache is keyed by the settings).
+    let (_, beamed) = eval(&["--num-beams", "3", "--no-repeat-ngram-size", "2"]);
+    let first: Value = serde_json::from_str(beamed.lines().next().unwrap()).unwrap();
+    let field = format!("informal={}", sources[0]);
+    let args = ["generate", "--prompt", "run", "--max-new-tokens", "8", "--num-beams", "3", "--no-repeat-ngram-size"];
+    let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+        .current_dir(dir.path())
+        .args(args)
+        .args(["2", "--field", &field])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["prediction"].as_str().unwrap(), line["generated"][0].as_str().unwrap().trim());
+}
+
+#[test]
+fn decoding_flags_are_refused_where_nothing_is_generated() {
+    let task = repo().join("examples/tasks/sentiment.yaml");
+    let model = model_dir();
+    let args = ["eval", "--task-file", task.to_str().unwrap(), "--model", model.to_str().unwrap(), "--num-beams", "2"];
+    let (ok, _, stderr) = ruprompts(&args);
+    assert!(
+        !ok && stderr.contains("the decoding flags (--max-new-tokens, --num-beams, ...) apply to text-to-text"),
+        "{stderr}"
+    );
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
 use super::bars::Bars;
+use super::decoding::DecodingArgs;
 use super::Placement;
 use crate::data::{split_file, PreprocessConfig};
 use crate::eval::fewshot::{FewShotConfig, Sampler};
@@ -15,6 +16,7 @@ use crate::eval::{
     evaluate, evaluate_generation, EvalRequest, EvalTask, FewShot, GenerationRequest, RsgTask, ScoreMode, TaskFile,
     TaskFormats, PREDICTIONS_FILE,
 };
+use crate::generate::GenerationConfig;
 use crate::model::ModelSource;
 use crate::resolve;
 use crate::train::TrainConfig;
@@ -64,9 +66,10 @@ pub struct EvalArgs {
     /// it for the model card; eval-<task> for zero-shot only or a prompt from the Hub).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Text-to-text configs: the most tokens generated per row.
-    #[arg(long, default_value_t = 48)]
-    pub max_new_tokens: usize,
+    /// How text-to-text configs decode (the prediction is each row's first output: the best beam under beam
+    /// search).
+    #[command(flatten, next_help_heading = "Decoding (text-to-text configs)")]
+    pub decoding: DecodingArgs,
     /// Items scored (or, for text2text, rows generated) together, in order of length.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -104,7 +107,7 @@ pub struct EvalArgs {
 /// What `eval` runs: classification of a Russian SuperGLUE task, or generation for a text2text config.
 enum Job {
     Classify(Box<EvalRequest>),
-    Generate(GenerationRequest),
+    Generate(Box<GenerationRequest>),
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -112,6 +115,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(path) => job_from_config(&args, path)?,
         None => job_from_task(&args)?,
     };
+    // Decoding settings are checked before the model loads, and refused where nothing is generated.
+    match &job {
+        Job::Generate(request) => request.decoding.validate()?,
+        Job::Classify(_) => ensure!(
+            !args.decoding.given(),
+            "the decoding flags (--max-new-tokens, --num-beams, ...) apply to text-to-text configs, which generate; \
+             this evaluation scores answers"
+        ),
+    }
     let bars = Bars::default();
     let backbone = resolve::backbone(&model, &bars).context("model")?;
     match job {
@@ -158,12 +170,12 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
             prompt,
             data,
             target_field: target_field.clone(),
-            max_new_tokens: args.max_new_tokens,
+            decoding: args.decoding.over(GenerationConfig { max_new_tokens: 48, ..Default::default() }),
             batch_size: args.batch_size,
             limit: args.limit,
             out,
         };
-        return Ok((model, Job::Generate(request)));
+        return Ok((model, Job::Generate(Box::new(request))));
     }
     let (task, formats) = match config.dataset.eval_task() {
         Some(EvalTask::Rsg(task)) => (EvalTask::Rsg(task), task_formats(task, &args.formats)?),

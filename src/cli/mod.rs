@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and what each command prints.
 
 mod bars;
+mod decoding;
 mod eval;
 mod generate;
 mod hub;

@@ -1,6 +1,6 @@
-//! Text-to-text evaluation (detoxification and the like): greedy generation with a trained prompt for every row of
-//! a split, chrF and BLEU against the target field, next to the copy-the-input baseline (the source sentence given
-//! back unchanged, RUSSE 2022's "duplicate" baseline). Predictions are cached per row, so a stopped run resumes.
+//! Text-to-text evaluation (detoxification and the like): generation with a trained prompt (greedy unless the
+//! decoding settings say otherwise) for every row of a split, chrF and BLEU against the target field, next to the
+//! copy-the-input baseline (the source sentence given back unchanged, RUSSE 2022's "duplicate" baseline). Predictions are cached per row, so a stopped run resumes.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,8 @@ pub struct GenerationRequest {
     /// Rows with the format's fields and the target field.
     pub data: PathBuf,
     pub target_field: String,
-    pub max_new_tokens: usize,
+    /// How to decode; no `eos_token_id` means the tokenizer's. The prediction is each row's first output.
+    pub decoding: GenerationConfig,
     pub batch_size: usize,
     pub limit: Option<usize>,
     /// Folder for predictions.jsonl, the report and the cache.
@@ -67,7 +68,7 @@ pub fn evaluate_generation(
             &request.data.display().to_string(),
             &data_len,
             &request.target_field,
-            &request.max_new_tokens.to_string(),
+            &serde_json::to_string(&request.decoding)?,
         ],
         Some(&prompt),
     )?;
@@ -80,11 +81,8 @@ pub fn evaluate_generation(
     let sources: Vec<String> =
         requests.iter().map(|r| r.fields[&source_field].as_str().unwrap_or("").to_string()).collect();
 
-    let config = GenerationConfig {
-        max_new_tokens: request.max_new_tokens,
-        eos_token_id: tokenizer.special().eos.map(i64::from),
-        ..Default::default()
-    };
+    let mut config = request.decoding.clone();
+    config.eos_token_id = config.eos_token_id.or(tokenizer.special().eos.map(i64::from));
     // The folder is made and held only once the prompt and the rows have loaded.
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
     let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
