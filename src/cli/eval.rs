@@ -66,10 +66,6 @@ pub struct EvalArgs {
     /// it for the model card; eval-<task> for zero-shot only or a prompt from the Hub).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// How text-to-text configs decode (the prediction is each row's first output: the best beam under beam
-    /// search).
-    #[command(flatten, next_help_heading = "Decoding (text-to-text configs)")]
-    pub decoding: DecodingArgs,
     /// Items scored (or, for text2text, rows generated) together, in order of length.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
@@ -102,6 +98,10 @@ pub struct EvalArgs {
     pub fewshot_seed: Vec<u64>,
     #[command(flatten)]
     pub placement: Placement,
+    /// How text-to-text configs decode (the prediction is each row's first output: the best beam under beam
+    /// search).
+    #[command(flatten, next_help_heading = "Decoding (text-to-text configs)")]
+    pub decoding: DecodingArgs,
 }
 
 /// What `eval` runs: classification of a Russian SuperGLUE task, or generation for a text2text config.

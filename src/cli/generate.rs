@@ -58,12 +58,12 @@ pub struct GenerateArgs {
     /// Inputs decoded together.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    #[command(flatten)]
-    pub decoding: DecodingArgs,
     /// Texts to continue or transform.
     pub texts: Vec<String>,
     #[command(flatten)]
     pub placement: Placement,
+    #[command(flatten, next_help_heading = "Decoding (transformers' names; unset: the recipe or the default)")]
+    pub decoding: DecodingArgs,
 }
 
 fn requests(args: &GenerateArgs) -> Result<Vec<Request>> {
