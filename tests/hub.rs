@@ -568,12 +568,14 @@ fn a_published_prompt_by_catalogue_name_pulls_prompt_and_backbone_and_decodes_wi
     let line: serde_json::Value = serde_json::from_str(pulled.trim()).unwrap();
     assert_eq!(line["generated"].as_array().unwrap().len(), 10);
     assert_eq!(line["scores"].as_array().unwrap().len(), 10);
-    // Flags override the recipe; a name the catalogue lacks is no Hub id.
+    // Flags override the recipe; a name the catalogue lacks gets the catalogue's names.
     let args = ["generate", "--prompt", "detox_russe", "--num-return-sequences", "3", "--field", field];
     let (ok, fewer, stderr) = run(&hub.url, home.path(), &[], &args);
     assert!(ok, "{stderr}");
     let fewer: serde_json::Value = serde_json::from_str(fewer.trim()).unwrap();
     assert_eq!(fewer["generated"].as_array().unwrap()[..], line["generated"].as_array().unwrap()[..3]);
     let (ok, _, stderr) = run(&hub.url, home.path(), &[], &["generate", "--prompt", "detox_rusей", "--field", field]);
-    assert!(!ok && stderr.contains("no folder detox_rusей (--prompt), and it is no Hub id"), "{stderr}");
+    let expected = "no folder detox_rusей (--prompt), and no prompt ruPrompts published is called that \
+                    (detox_russe, title_mlsum, summarization_mlsum, qa_sberquad, proverb, joke)";
+    assert!(!ok && stderr.contains(expected), "{stderr}");
 }

@@ -120,6 +120,11 @@ fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
     };
     let path = match published(spec)? {
         Some(e) => PathBuf::from(format!("{}@{}", e.hub, e.revision)),
+        // A bare name that is neither a folder nor published: say what the names are.
+        None if !name.contains('/') && !Path::new(name).exists() => bail!(
+            "no folder {name} (--prompt), and no prompt ruPrompts published is called that ({})",
+            catalogue::names().collect::<Vec<_>>().join(", ")
+        ),
         None => PathBuf::from(name),
     };
     Ok((key, resolve::prompt_dir(&path, "--prompt")?))
