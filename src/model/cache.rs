@@ -1,22 +1,69 @@
-//! Incremental key/value cache for decoding: each layer keeps `[B, heads, S, head_dim]` keys and values.
+//! Incremental key/value cache for decoding: each layer keeps `[B, heads, capacity, head_dim]` buffers of keys and
+//! values, filled up to `len`. A decoding step writes its new positions in place; a buffer is reallocated only when
+//! it is full (to 1.5× what is needed, so a run of single-token steps copies the cache O(log n) times, not once per
+//! token) or when its rows are shared with another cache.
 
 use tch::Tensor;
+
+/// Keys and values `[B, heads, capacity, head_dim]`, of which positions `..len` are filled.
+#[derive(Debug)]
+struct Buffers {
+    k: Tensor,
+    v: Tensor,
+    len: i64,
+    /// False for a view of another cache's buffers (rows broadcast by [`KvCache::select_rows`]): they are copied
+    /// before the first write.
+    owned: bool,
+}
+
+impl Buffers {
+    fn capacity(&self) -> i64 {
+        self.k.size()[2]
+    }
+
+    /// The filled positions.
+    fn filled(&self) -> (Tensor, Tensor) {
+        (self.k.narrow(2, 0, self.len), self.v.narrow(2, 0, self.len))
+    }
+}
 
 /// One layer's cached keys and values.
 #[derive(Debug, Default)]
 pub(super) struct LayerKv {
-    kv: Option<(Tensor, Tensor)>,
+    kv: Option<Buffers>,
+}
+
+/// New buffers shaped like `like` (`[B, heads, _, head_dim]`) with room for `capacity` positions.
+fn allocate(like: &Tensor, capacity: i64) -> Tensor {
+    let s = like.size();
+    Tensor::empty([s[0], s[1], capacity, s[3]], (like.kind(), like.device()))
 }
 
 impl LayerKv {
-    /// Appends this step's `k, v: [B, heads, T, head_dim]` and returns keys and values of all positions.
+    /// Appends this step's `k, v: [B, heads, T, head_dim]` and returns keys and values of all positions (views of
+    /// the buffers).
     pub(super) fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
-        let (k, v) = match &self.kv {
-            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2), Tensor::cat(&[pv, &v], 2)),
-            None => (k, v),
+        let t = k.size()[2];
+        let mut kv = match self.kv.take() {
+            // The first positions get exactly their room: a cache that is only read (scoring) wastes nothing.
+            None => Buffers { k: allocate(&k, t), v: allocate(&v, t), len: 0, owned: true },
+            Some(old) if old.len + t > old.capacity() || !old.owned => {
+                let need = old.len + t;
+                let capacity = need + need / 2;
+                let (fk, fv) = old.filled();
+                let (nk, nv) = (allocate(&k, capacity), allocate(&v, capacity));
+                nk.narrow(2, 0, old.len).copy_(&fk);
+                nv.narrow(2, 0, old.len).copy_(&fv);
+                Buffers { k: nk, v: nv, len: old.len, owned: true }
+            }
+            Some(old) => old,
         };
-        self.kv = Some((k.shallow_clone(), v.shallow_clone()));
-        (k, v)
+        kv.k.narrow(2, kv.len, t).copy_(&k);
+        kv.v.narrow(2, kv.len, t).copy_(&v);
+        kv.len += t;
+        let filled = kv.filled();
+        self.kv = Some(kv);
+        filled
     }
 }
 
@@ -32,13 +79,13 @@ impl KvCache {
         Self { layers: (0..n_layer).map(|_| LayerKv::default()).collect() }
     }
 
-    fn first_keys(&self) -> Option<&Tensor> {
-        self.layers.first().and_then(|l| l.kv.as_ref()).map(|(k, _)| k)
+    fn first(&self) -> Option<&Buffers> {
+        self.layers.first().and_then(|l| l.kv.as_ref())
     }
 
     /// Number of cached positions.
     pub fn len(&self) -> i64 {
-        self.first_keys().map_or(0, |k| k.size()[2])
+        self.first().map_or(0, |b| b.len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,25 +94,28 @@ impl KvCache {
 
     /// Batch size of the cached rows (0 while empty).
     pub fn batch_size(&self) -> i64 {
-        self.first_keys().map_or(0, |k| k.size()[0])
+        self.first().map_or(0, |b| b.k.size()[0])
     }
 
     /// The cache with batch rows `rows` (an index may repeat): continuations of several contexts, or several
-    /// continuations of one, share the contexts' forward.
+    /// continuations of one, share the contexts' forward. The buffers' spare room comes along, so the next
+    /// positions are written in place.
     pub fn select_rows(&self, rows: &[i64]) -> KvCache {
-        // One row broadcast needs no copy.
+        // One row broadcast needs no copy (the first write copies it).
         let broadcast = self.batch_size() == 1 && rows.iter().all(|&r| r == 0);
         let k = rows.len() as i64;
         let layers = self
             .layers
             .iter()
             .map(|l| LayerKv {
-                kv: l.kv.as_ref().map(|(key, value)| {
-                    if broadcast {
-                        return (key.expand([k, -1, -1, -1], false), value.expand([k, -1, -1, -1], false));
-                    }
-                    let index = Tensor::from_slice(rows).to_device(key.device());
-                    (key.index_select(0, &index), value.index_select(0, &index))
+                kv: l.kv.as_ref().map(|b| {
+                    let pick = |t: &Tensor| {
+                        if broadcast {
+                            return t.expand([k, -1, -1, -1], false);
+                        }
+                        t.index_select(0, &Tensor::from_slice(rows).to_device(t.device()))
+                    };
+                    Buffers { k: pick(&b.k), v: pick(&b.v), len: b.len, owned: !broadcast }
                 }),
             })
             .collect();
@@ -83,5 +133,54 @@ impl KvCache {
 
     pub(super) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {
         &mut self.layers[i]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn step(b: i64, t: i64, value: f64) -> Tensor {
+        Tensor::full([b, 2, t, 3], value, (Kind::Float, Device::Cpu))
+    }
+
+    #[test]
+    fn positions_are_written_in_place_until_the_buffer_is_full() {
+        let mut layer = LayerKv::default();
+        let (k, _) = layer.append(step(2, 4, 1.0), step(2, 4, 1.0));
+        assert_eq!((k.size()[2], layer.kv.as_ref().unwrap().capacity()), (4, 4));
+        // Full: grown to 1.5× what is needed, then written in place.
+        let _ = layer.append(step(2, 1, 2.0), step(2, 1, 2.0));
+        let first = layer.kv.as_ref().unwrap().k.data_ptr();
+        assert_eq!(layer.kv.as_ref().unwrap().capacity(), 7);
+        let (k, v) = layer.append(step(2, 1, 3.0), step(2, 1, 3.0));
+        assert_eq!(layer.kv.as_ref().unwrap().k.data_ptr(), first, "no reallocation while there is room");
+        let column = |t: &Tensor| Vec::<f32>::try_from(t.select(0, 1).select(0, 0).select(1, 2)).unwrap();
+        assert_eq!(column(&k), [1.0, 1.0, 1.0, 1.0, 2.0, 3.0]);
+        assert_eq!(column(&v), [1.0, 1.0, 1.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn broadcast_rows_are_copied_before_they_are_written() {
+        let mut cache = KvCache::new(1);
+        let _ = cache.layer_mut(0).append(step(1, 3, 1.0), step(1, 3, 1.0));
+        let _ = cache.layer_mut(0).append(step(1, 1, 2.0), step(1, 1, 2.0));
+        assert_eq!((cache.len(), cache.layers[0].kv.as_ref().unwrap().capacity()), (4, 6));
+        let mut wide = cache.select_rows(&[0, 0]);
+        let mut same = cache.select_rows(&[0]);
+        let rows = Tensor::cat(&[step(1, 1, 5.0), step(1, 1, 6.0)], 0);
+        let _ = wide.layer_mut(0).append(rows.shallow_clone(), rows);
+        let _ = same.layer_mut(0).append(step(1, 1, 9.0), step(1, 1, 9.0));
+        // The source has room at position 4 and writes it in place: neither selection may see that write.
+        let _ = cache.layer_mut(0).append(step(1, 1, 7.0), step(1, 1, 7.0));
+        let at4 = |c: &KvCache| {
+            let (k, _) = c.layers[0].kv.as_ref().unwrap().filled();
+            Vec::<f32>::try_from(k.select(1, 0).select(1, 4).select(1, 0)).unwrap()
+        };
+        assert_eq!(at4(&cache), [7.0]);
+        assert_eq!(at4(&wide), [5.0, 6.0]);
+        assert_eq!(at4(&same), [9.0], "a one-row selection shared its source's buffer");
+        assert_eq!((wide.len(), wide.batch_size()), (5, 2));
     }
 }
