@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ruprompts::format::PromptFormat;
-use ruprompts::generate::{generate, GenerationConfig, Pipeline, Prompts, Request, Task};
+use ruprompts::generate::{generate, Generated, GenerationConfig, Pipeline, Prompts, Request, Task};
 use ruprompts::progress::Silent;
 use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::ProviderConfig;
@@ -61,7 +61,7 @@ fn greedy_generation_with_the_python_prompt_matches_ruprompts() {
 }
 
 #[test]
-fn a_row_decodes_the_same_alone_and_in_a_mixed_batch() {
+fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_or_seeded_sampling() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let prompts = [("sum", "<P*3>{text}<P*2>"), ("qa", "<P>Вопрос:</P>{question}<P*2>")]
@@ -83,12 +83,25 @@ fn a_row_decodes_the_same_alone_and_in_a_mixed_batch() {
         row("sum", "text", "Кот."),
     ];
     let injections = multi.injections();
-    for use_cache in [true, false] {
-        let config = greedy(10, None, use_cache);
+    let sampled = |use_cache| GenerationConfig {
+        do_sample: true,
+        top_k: Some(40),
+        seed: Some(3),
+        num_return_sequences: 2,
+        ..greedy(10, None, use_cache)
+    };
+    for config in [greedy(10, None, true), greedy(10, None, false), sampled(true), sampled(false)] {
+        let use_cache = config.use_cache;
         let batched = generate(&model, &tok, &inputs, &injections, &config).unwrap();
         for (i, input) in inputs.iter().enumerate() {
             let alone = generate(&model, &tok, std::slice::from_ref(input), &injections, &config).unwrap();
-            assert_eq!(batched[i][0].new_ids, alone[0][0].new_ids, "row {i}, use_cache={use_cache}");
+            let ids = |g: &[Generated]| g.iter().map(|g| g.new_ids.clone()).collect::<Vec<_>>();
+            assert_eq!(
+                ids(&batched[i]),
+                ids(&alone[0]),
+                "row {i}, do_sample={}, use_cache={use_cache}",
+                config.do_sample
+            );
             for (a, b) in batched[i][0].scores.iter().zip(&alone[0][0].scores) {
                 assert!(f64::from((a - b).abs()) <= tol(1e-4), "row {i}: score {a} vs {b}");
             }

@@ -54,7 +54,7 @@ pub struct DecodingArgs {
     /// Outputs per input (beam search: the best, at most --num-beams) [default: 1].
     #[arg(long)]
     pub num_return_sequences: Option<usize>,
-    /// Seed of the sampler, for reproducible samples.
+    /// Seed of the sampler: the same text for an input alone or in any batch.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Re-read the whole sequence every step instead of using the KV cache (slower; for checking).

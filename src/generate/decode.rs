@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
-use super::logits::{next_tokens, Processors, Row};
+use super::logits::{next_tokens, Processors, Row, Streams};
 use super::GenerationConfig;
 use crate::model::{pad, Gpt2, Input, Side};
 use crate::prompt::{inject, Injection};
@@ -64,17 +64,10 @@ pub fn generate_watched(
     );
     let processors = Processors::new(config, tokenizer, vocab)?;
     let stops = Stops { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings };
-    let mut run = || {
-        if config.num_beams > 1 {
-            super::beam::search(model, inputs, injections, config, &processors, &stops)
-        } else {
-            decode(model, inputs, injections, config, &processors, &stops, watch)
-        }
-    };
-    match config.seed {
-        Some(seed) => crate::rng::seeded(seed, run),
-        None if config.do_sample => crate::rng::unseeded(run),
-        None => run(),
+    if config.num_beams > 1 {
+        super::beam::search(model, inputs, injections, config, &processors, &stops)
+    } else {
+        decode(model, inputs, injections, config, &processors, &stops, watch)
     }
 }
 
@@ -130,6 +123,7 @@ fn decode(
     let mut cache = config.use_cache.then(|| model.new_cache());
     let mut out: Vec<Generated> = vec![Generated::default(); rows.len()];
     let mut finished = vec![false; rows.len()];
+    let mut streams = Streams::new(config.seed, inputs.len(), n);
     let mut embeds = inject(model, &ids, injections)?;
     for _ in 0..config.max_new_tokens {
         let last = embeds.size()[1] - 1;
@@ -138,7 +132,7 @@ fn decode(
         let new: Vec<&[i64]> = out.iter().map(|g| g.new_ids.as_slice()).collect();
         let tokens = histories(&rows, &new);
         let states: Vec<Row> = tokens.iter().zip(&new).map(|(t, new)| Row { tokens: t, new: new.len() }).collect();
-        let next = next_tokens(&logits, &states, processors, config)?;
+        let next = next_tokens(&logits, &states, processors, config, &mut streams)?;
         let chosen = logits.gather(1, &next.unsqueeze(1), false).squeeze_dim(1).to_kind(Kind::Float);
         let (next_ids, chosen) = (Vec::<i64>::try_from(&next)?, Vec::<f32>::try_from(&chosen)?);
         for (r, (&token, &score)) in next_ids.iter().zip(&chosen).enumerate() {

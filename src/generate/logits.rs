@@ -1,7 +1,9 @@
 //! From logits to the next token: transformers' logits processors (repetition penalty, no repeated n-grams, bad
 //! words, min_new_tokens, in its order and with its formulas), then, when sampling, temperature, top-k and top-p.
 
-use anyhow::{anyhow, Result};
+use anyhow::{ensure, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
 use super::GenerationConfig;
@@ -127,6 +129,51 @@ fn top_p(logits: &Tensor, p: f64) -> Tensor {
     logits.masked_fill(&remove, f64::NEG_INFINITY)
 }
 
+/// Each row's own random stream for sampling, so a row's draws depend on its seed alone and never on the rows
+/// decoded beside it: with a seed, sequence j of every input draws from stream j of that seed (the same request
+/// samples the same text alone or in any batch); without one, every row from fresh entropy.
+pub(super) struct Streams(Vec<ChaCha8Rng>);
+
+impl Streams {
+    /// Streams for `inputs` inputs of `n` sequences each, in that order.
+    pub fn new(seed: Option<u64>, inputs: usize, n: usize) -> Self {
+        let stream = |j: usize| {
+            let mut rng = match seed {
+                Some(seed) => ChaCha8Rng::seed_from_u64(seed),
+                None => ChaCha8Rng::from_os_rng(),
+            };
+            rng.set_stream(j as u64);
+            rng
+        };
+        Self((0..inputs).flat_map(|_| (0..n).map(stream)).collect())
+    }
+
+    /// One token per row of `probs: [B, V]` (rows summing to more than 0), drawn by inverse CDF from the row's
+    /// own stream.
+    fn draw(&mut self, probs: &Tensor) -> Result<Vec<i64>> {
+        let (b, v) = probs.size2()?;
+        ensure!(b as usize == self.0.len(), "{} sampling streams for {b} rows", self.0.len());
+        let probs = Vec::<f32>::try_from(probs.to_device(tch::Device::Cpu).to_kind(Kind::Float).reshape([-1]))?;
+        Ok(probs
+            .chunks(v as usize)
+            .zip(&mut self.0)
+            .map(|(row, rng)| {
+                let total: f64 = row.iter().map(|&p| f64::from(p)).sum();
+                let target = rng.random::<f64>() * total;
+                let mut acc = 0.0;
+                // The last token with probability left, for a target that rounding puts past the sum.
+                let last = row.iter().rposition(|&p| p > 0.0).unwrap_or(0);
+                row.iter()
+                    .position(|&p| {
+                        acc += f64::from(p);
+                        p > 0.0 && acc > target
+                    })
+                    .unwrap_or(last) as i64
+            })
+            .collect())
+    }
+}
+
 /// A NaN logit (an overflowing half-precision model) is never chosen.
 pub(super) fn finite(logits: &Tensor) -> Tensor {
     logits.nan_to_num(f64::NEG_INFINITY, None, None)
@@ -139,6 +186,7 @@ pub(super) fn next_tokens(
     rows: &[Row],
     processors: &Processors,
     config: &GenerationConfig,
+    streams: &mut Streams,
 ) -> Result<Tensor> {
     let mut scores = processors.apply(&finite(logits), rows);
     let greedy = scores.argmax(-1, false);
@@ -161,8 +209,7 @@ pub(super) fn next_tokens(
     let empty = probs.sum_dim_intlist(-1, false, Kind::Float).le(0.0);
     let probs =
         probs.where_self(&empty.logical_not().unsqueeze(-1), &greedy.one_hot(probs.size()[1]).to_kind(Kind::Float));
-    let drawn = probs.f_multinomial(1, false).map_err(|e| anyhow!("sampling failed: {e}"))?.squeeze_dim(1);
-    Ok(drawn)
+    Ok(Tensor::from_slice(&streams.draw(&probs)?).to_device(logits.device()))
 }
 
 #[cfg(test)]
@@ -214,7 +261,8 @@ mod tests {
             let logits = Tensor::from_slice(values).unsqueeze(0);
             let processors = Processors { config: &config, bad_words: Vec::new() };
             let rows = [Row { tokens: &[], new: 0 }];
-            Vec::<i64>::try_from(next_tokens(&logits, &rows, &processors, &config).unwrap()).unwrap()[0]
+            let mut streams = Streams::new(Some(1), 1, 1);
+            Vec::<i64>::try_from(next_tokens(&logits, &rows, &processors, &config, &mut streams).unwrap()).unwrap()[0]
         };
         // A denormal temperature is greedy in the limit (it overflowed to a NaN softmax and panicked before).
         assert_eq!(sample(&[1.0, 3.0, 2.0, -1.0], 1e-45), 1);

@@ -53,7 +53,8 @@ pub struct GenerationConfig {
     /// Outputs per input (under beam search, the best ones, at most `num_beams`).
     #[serde(default = "one_usize")]
     pub num_return_sequences: usize,
-    /// Seed of the sampler, for reproducible samples.
+    /// Seed of the sampler, for reproducible samples: sequence j of every input draws from stream j of this seed,
+    /// so an input samples the same text alone or in any batch.
     #[serde(default)]
     pub seed: Option<u64>,
     /// Feed one new token per step with the KV cache (else re-read the whole sequence every step).
