@@ -356,6 +356,12 @@ fn bad_settings_are_refused_before_any_work() {
         err(GenerationConfig { num_beams: 1001, num_return_sequences: 1, ..d() }),
         "num_beams (--num-beams) 1001 is more than half the model's 2000 tokens"
     );
+    assert!(err(GenerationConfig { num_return_sequences: usize::MAX, ..d() }).starts_with(
+        "inputs (1) × sequences per input (18446744073709551615: num_return_sequences, num_beams) is more"
+    ));
+    // So large that twice it overflows.
+    assert!(err(GenerationConfig { num_beams: usize::MAX, num_return_sequences: 1, ..d() })
+        .ends_with("is more than half the model's 2000 tokens"));
 }
 
 #[test]

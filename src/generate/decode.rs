@@ -14,6 +14,9 @@ use crate::model::{pad, Gpt2, Input, Side};
 use crate::prompt::{inject, Injection};
 use crate::tokenizer::Tokenizer;
 
+/// The most rows one call decodes together (inputs × sequences or beams).
+const MAX_ROWS: usize = 1 << 16;
+
 /// What one output sequence got: the new token ids (ending with eos when it stopped there), a score per token
 /// (the chosen token's logit for greedy decoding and sampling; its processed log-probability under beam search,
 /// as transformers' `compute_transition_scores` gives it) and, under beam search, the sequence's score (its
@@ -58,9 +61,18 @@ pub fn generate_watched(
     config.validate()?;
     let vocab = model.config().vocab_size;
     ensure!(
-        2 * config.num_beams as i64 <= vocab,
+        config.num_beams as u64 <= vocab as u64 / 2,
         "num_beams (--num-beams) {} is more than half the model's {vocab} tokens",
         config.num_beams
+    );
+    // Rows decoded at once; far past any memory, a typo (a huge --num-return-sequences) is refused, not allocated.
+    let per_input = config.num_return_sequences.max(config.num_beams);
+    let rows = inputs.len().checked_mul(per_input).filter(|&r| r <= MAX_ROWS);
+    ensure!(
+        rows.is_some(),
+        "inputs ({}) × sequences per input ({per_input}: num_return_sequences, num_beams) is more than {MAX_ROWS} \
+         rows decoded at once: lower --num-return-sequences, --num-beams or --batch-size",
+        inputs.len()
     );
     let processors = Processors::new(config, tokenizer, vocab)?;
     let stops = Stops { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings };
