@@ -9,12 +9,12 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use super::decode::{histories, Generated, Stops};
+use super::decode::{histories, Batch, Generated, Stops};
 use super::logits::{finite, Processors, Row};
 use super::settings::EarlyStopping;
 use super::GenerationConfig;
-use crate::model::{pad, Gpt2, Input, Side};
-use crate::prompt::{inject, Injection};
+use crate::model::Gpt2;
+use crate::prompt::Injection;
 
 /// transformers' stand-in for "impossible": added to a hypothesis that ended, so it does not run on.
 const IMPOSSIBLE: f32 = -1.0e9;
@@ -58,21 +58,16 @@ pub(super) fn search(
     let device = model.device();
     let width = 2 * config.num_beams as i64;
     let vocab = model.config().vocab_size;
-    let slices: Vec<&[i64]> = inputs.iter().map(|r| r.as_slice()).collect();
-    let (ids, mask) = pad(&slices, 0, Side::Left);
-    let (mut ids, mut mask) = (ids.to_device(device), mask.to_device(device));
-    let mut cache = config.use_cache.then(|| model.new_cache());
+    let rows: Vec<&Vec<i64>> = inputs.iter().collect();
+    let mut batch = Batch::new(model, &rows, injections, config.use_cache)?;
     let mut searches: Vec<Search> = inputs
         .iter()
         .map(|_| Search { running: vec![Hypothesis::default()], finished: Vec::new(), settled: false })
         .collect();
     // The inputs still searching, in batch order; each has its running hypotheses as consecutive batch rows.
     let mut active: Vec<usize> = (0..inputs.len()).collect();
-    let mut embeds = inject(model, &ids, injections)?;
     for step in 0..config.max_new_tokens {
-        let last = embeds.size()[1] - 1;
-        let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), last)?;
-        let log_probs = finite(&model.lm_logits(&hidden.select(1, 0))).log_softmax(-1, Kind::Float);
+        let log_probs = finite(&batch.logits()?).log_softmax(-1, Kind::Float);
         let owners: Vec<&Vec<i64>> =
             active.iter().flat_map(|&i| searches[i].running.iter().map(move |_| &inputs[i])).collect();
         let new: Vec<&[i64]> =
@@ -117,20 +112,7 @@ pub(super) fn search(
             break;
         }
         active = still;
-        let rows = Tensor::from_slice(&parents).to_device(device);
-        let next = Tensor::from_slice(&next_tokens).to_device(device).unsqueeze(1);
-        mask = mask.index_select(0, &rows);
-        mask = Tensor::cat(&[&mask, &mask.ones_like().narrow(1, 0, 1)], 1);
-        embeds = match cache.as_mut() {
-            Some(cache) => {
-                cache.reorder(&parents);
-                model.embed(&next)?
-            }
-            None => {
-                ids = Tensor::cat(&[&ids.index_select(0, &rows), &next], 1);
-                inject(model, &ids, injections)?
-            }
-        };
+        batch.advance(&Tensor::from_slice(&next_tokens), Some(&parents))?;
     }
     Ok(searches
         .into_iter()

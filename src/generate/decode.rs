@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::logits::{next_tokens, Processors, Row, Streams};
 use super::GenerationConfig;
-use crate::model::{pad, Gpt2, Input, Side};
+use crate::model::{pad, Gpt2, Input, KvCache, Side};
 use crate::prompt::{inject, Injection};
 use crate::tokenizer::Tokenizer;
 
@@ -126,21 +126,14 @@ fn decode(
     watch: &mut Watch,
 ) -> Result<Vec<Vec<Generated>>> {
     let _guard = tch::no_grad_guard();
-    let device = model.device();
     let n = config.num_return_sequences;
     let rows: Vec<&Vec<i64>> = inputs.iter().flat_map(|r| std::iter::repeat_n(r, n)).collect();
-    let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
-    let (ids, mask) = pad(&slices, 0, Side::Left);
-    let (mut ids, mut mask) = (ids.to_device(device), mask.to_device(device));
-    let mut cache = config.use_cache.then(|| model.new_cache());
+    let mut batch = Batch::new(model, &rows, injections, config.use_cache)?;
     let mut out: Vec<Generated> = vec![Generated::default(); rows.len()];
     let mut finished = vec![false; rows.len()];
     let mut streams = Streams::new(config.seed, inputs.len(), n);
-    let mut embeds = inject(model, &ids, injections)?;
     for _ in 0..config.max_new_tokens {
-        let last = embeds.size()[1] - 1;
-        let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), last)?;
-        let logits = model.lm_logits(&hidden.select(1, 0));
+        let logits = batch.logits()?;
         let new: Vec<&[i64]> = out.iter().map(|g| g.new_ids.as_slice()).collect();
         let tokens = histories(&rows, &new);
         let states: Vec<Row> = tokens.iter().zip(&new).map(|(t, new)| Row { tokens: t, new: new.len() }).collect();
@@ -158,17 +151,63 @@ fn decode(
         if watch(&out)?.is_break() || finished.iter().all(|&f| f) {
             break;
         }
-        let next = next.unsqueeze(1);
-        mask = Tensor::cat(&[&mask, &mask.ones_like().narrow(1, 0, 1)], 1);
-        embeds = match cache {
-            Some(_) => model.embed(&next)?,
-            None => {
-                ids = Tensor::cat(&[&ids, &next], 1);
-                inject(model, &ids, injections)?
-            }
-        };
+        batch.advance(&next, None)?;
     }
     Ok(group(out, inputs.len(), n))
+}
+
+/// Rows decoded together: left-padded into one batch whose first forward reads them with the prompts injected;
+/// after that each step feeds one new token per row through the KV cache, or without it re-reads every row whole.
+pub(super) struct Batch<'a> {
+    model: &'a Gpt2,
+    injections: &'a [Injection<'a>],
+    ids: Tensor,
+    mask: Tensor,
+    cache: Option<KvCache>,
+    /// What the next forward reads.
+    embeds: Tensor,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(model: &'a Gpt2, rows: &[&Vec<i64>], injections: &'a [Injection<'a>], use_cache: bool) -> Result<Self> {
+        let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
+        let (ids, mask) = pad(&slices, 0, Side::Left);
+        let (ids, mask) = (ids.to_device(model.device()), mask.to_device(model.device()));
+        let embeds = inject(model, &ids, injections)?;
+        Ok(Self { model, injections, ids, mask, cache: use_cache.then(|| model.new_cache()), embeds })
+    }
+
+    /// Logits `[rows, V]` of each row's next token.
+    pub fn logits(&mut self) -> Result<Tensor> {
+        let last = self.embeds.size()[1] - 1;
+        let hidden =
+            self.model.forward_from(Input::Embeds(&self.embeds), Some(&self.mask), self.cache.as_mut(), last)?;
+        Ok(self.model.lm_logits(&hidden.select(1, 0)))
+    }
+
+    /// Appends token `next[r]` to row r; with `parents`, row r first becomes a copy of row `parents[r]` (beam
+    /// search following its hypotheses), the cache reordered, not re-run.
+    pub fn advance(&mut self, next: &Tensor, parents: Option<&[i64]>) -> Result<()> {
+        if let Some(parents) = parents {
+            let rows = Tensor::from_slice(parents).to_device(self.mask.device());
+            self.mask = self.mask.index_select(0, &rows);
+            // The ids are read again only without a cache.
+            match self.cache.as_mut() {
+                Some(cache) => cache.reorder(parents),
+                None => self.ids = self.ids.index_select(0, &rows),
+            }
+        }
+        let next = next.unsqueeze(1).to_device(self.mask.device());
+        self.mask = Tensor::cat(&[&self.mask, &self.mask.ones_like().narrow(1, 0, 1)], 1);
+        self.embeds = match self.cache {
+            Some(_) => self.model.embed(&next)?,
+            None => {
+                self.ids = Tensor::cat(&[&self.ids, &next], 1);
+                inject(self.model, &self.ids, self.injections)?
+            }
+        };
+        Ok(())
+    }
 }
 
 /// Outputs in input order, `n` per input.

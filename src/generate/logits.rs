@@ -161,14 +161,13 @@ impl Streams {
                 let total: f64 = row.iter().map(|&p| f64::from(p)).sum();
                 let target = rng.random::<f64>() * total;
                 let mut acc = 0.0;
-                // The last token with probability left, for a target that rounding puts past the sum.
-                let last = row.iter().rposition(|&p| p > 0.0).unwrap_or(0);
                 row.iter()
                     .position(|&p| {
                         acc += f64::from(p);
                         p > 0.0 && acc > target
                     })
-                    .unwrap_or(last) as i64
+                    // The last token with probability left, for a target that rounding puts past the sum.
+                    .unwrap_or_else(|| row.iter().rposition(|&p| p > 0.0).unwrap_or(0)) as i64
             })
             .collect())
     }
