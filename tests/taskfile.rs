@@ -33,6 +33,17 @@ fn sentiment_training(config: &Path, out: &Path, sections: &str, training: &str)
     .unwrap()
 }
 
+/// `ruprompts eval --config CONFIG` on the sentiment task's training reviews, its report written to `out`.
+fn eval_on_training_reviews(config: &Path, out: &Path, extra: &[&str]) -> Report {
+    let data = example("sentiment-train.tsv");
+    let mut args = vec!["eval", "--config", config.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap(), "--device", "cpu"]);
+    args.extend(extra);
+    let (ok, _, stderr) = ruprompts(&args);
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap()
+}
+
 #[test]
 fn task_files_are_checked_on_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,21 +227,7 @@ fn a_users_task_trains_from_its_task_file_and_its_metrics_pick_the_checkpoint() 
     let logged = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
     assert!(logged.contains("\"eval_macro_f1\"") && logged.contains("\"eval_f1\""), "{logged}");
     // The prompt learns the training reviews: the demo model alone calls every one of them the same.
-    let (ok, _, stderr) = ruprompts(&[
-        "eval",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        example("sentiment-train.tsv").to_str().unwrap(),
-        "--out",
-        dir.path().join("eval-train").to_str().unwrap(),
-        "--device",
-        "cpu",
-    ]);
-    assert!(ok, "{stderr}");
-    let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval-train").join(REPORT_JSON)).unwrap())
-            .unwrap();
+    let report = eval_on_training_reviews(&config, &dir.path().join("eval-train"), &[]);
     let accuracy = &report.tasks[0].metrics[0];
     assert_eq!((accuracy.metric.as_str(), accuracy.zero_shot), ("accuracy", 0.5));
     assert!(accuracy.tuned.unwrap() >= 0.7, "{accuracy:?}");
@@ -244,20 +241,7 @@ fn a_prompt_trained_around_demonstrations_is_scored_around_them() {
     let (ok, _, stderr) = ruprompts(&["train", config.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     let out = dir.path().join("eval-train");
-    let (ok, _, stderr) = ruprompts(&[
-        "eval",
-        "--config",
-        config.to_str().unwrap(),
-        "--data",
-        example("sentiment-train.tsv").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--log-samples",
-        "--device",
-        "cpu",
-    ]);
-    assert!(ok, "{stderr}");
-    let report: Report = serde_json::from_str(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap();
+    let report = eval_on_training_reviews(&config, &out, &["--log-samples"]);
     let t = &report.tasks[0];
     let names: Vec<&str> = t.settings.iter().map(|s| s.setting.as_str()).collect();
     assert_eq!(names, ["zero-shot", "zero-shot-t2", "2-shot", "tuned+2-shot", "tuned"]);
