@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use ruprompts::format::PromptFormat;
-use ruprompts::generate::{generate, Generated, GenerationConfig, Pipeline, Prompts, Request, Task};
+use ruprompts::generate::{
+    generate, Batcher, Generated, GenerationConfig, Job, Pipeline, Prompts, Request, Task, Update,
+};
 use ruprompts::progress::Silent;
 use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::ProviderConfig;
@@ -107,6 +109,82 @@ fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_or_seeded_sampling()
             }
         }
     }
+}
+
+/// Jobs joining a running batch at different steps (continuous batching) decode what they decode alone, greedy
+/// or seeded sampling, and leave it when done; echoed inputs carry their log-probabilities.
+#[test]
+fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
+    let model = tiny_model();
+    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let format = PromptFormat::compile("<P*3>{text}", &tok).unwrap();
+    let prompt = seeded(5, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
+    let multi = MultiPrompt::new(vec![("p".into(), prompt)], &mut tok).unwrap();
+    let injections = multi.injections();
+    let prompted = |text: &str| {
+        let json = serde_json::json!({ "text": text });
+        tok.encode_ids(&multi.get("p").unwrap().format().format(json.as_object().unwrap()).unwrap().text).unwrap()
+    };
+    let sampled = |n| GenerationConfig {
+        do_sample: true,
+        top_k: Some(40),
+        seed: Some(9),
+        num_return_sequences: n,
+        ..greedy(7, None, true)
+    };
+    let jobs = [
+        (prompted("Сегодня в Москве весь день шёл сильный дождь."), greedy(9, None, true)),
+        (tok.encode_ids("Однажды в студёную зимнюю пору").unwrap(), sampled(2)),
+        (prompted("Кот."), greedy(4, None, true)),
+        (tok.encode_ids("Где живут пингвины? Они живут").unwrap(), sampled(1)),
+    ];
+    let mut batcher: Batcher<usize> = Batcher::new(&model, &tok, &injections);
+    let mut got: Vec<Vec<Vec<i64>>> = jobs.iter().map(|(_, c)| vec![Vec::new(); c.num_return_sequences]).collect();
+    let mut heard = |updates: Vec<(usize, Vec<Update>)>| {
+        for (key, updates) in updates {
+            for u in updates {
+                if let Update::Token { seq, id, .. } = u {
+                    got[key][seq].push(id);
+                }
+            }
+        }
+    };
+    // Job 0 alone, then 1 and 2 join after two steps, 3 after five (when job 2 has left).
+    let job = |i: usize| (i, Job { input: jobs[i].0.clone(), config: jobs[i].1.clone(), logprobs: None, echo_from: None });
+    heard(batcher.admit(vec![job(0)]).unwrap());
+    for step in 0..20 {
+        match step {
+            2 => heard(batcher.admit(vec![job(1), job(2)]).unwrap()),
+            5 => heard(batcher.admit(vec![job(3)]).unwrap()),
+            _ => {}
+        }
+        heard(batcher.step().unwrap());
+    }
+    assert_eq!(batcher.rows(), 0, "every job left the batch when done");
+    for (i, (input, config)) in jobs.iter().enumerate() {
+        let alone = generate(&model, &tok, std::slice::from_ref(input), &injections, config).unwrap();
+        let alone: Vec<Vec<i64>> = alone[0].iter().map(|g| g.new_ids.clone()).collect();
+        assert_eq!(got[i], alone, "job {i}");
+    }
+    // Echo: every input token after the first with its log-probability under the model (and the prompt).
+    let input = prompted("Кот сидит на окне.");
+    let echo = Job { input: input.clone(), config: greedy(0, None, true), logprobs: Some(2), echo_from: Some(3) };
+    let updates = batcher.admit(vec![(7, echo)]).unwrap();
+    let Update::Echo(echoed) = &updates[0].1[0] else { panic!("no echo: {updates:?}") };
+    assert_eq!(echoed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), input[3..]);
+    let ids = tch::Tensor::from_slice(&input).unsqueeze(0);
+    let embeds = multi.embed(&model, &ids).unwrap();
+    let hidden = model.forward(ruprompts::model::Input::Embeds(&embeds), None, None).unwrap();
+    let logprobs = model.lm_logits(&hidden.get(0)).log_softmax(-1, tch::Kind::Float);
+    for (p, (id, lp)) in (3..).zip(echoed) {
+        let lp = lp.as_ref().unwrap();
+        let expected = logprobs.double_value(&[p as i64 - 1, *id]);
+        assert!((f64::from(lp.logprob) - expected).abs() <= tol(1e-4), "token {p}: {} vs {expected}", lp.logprob);
+        assert_eq!(lp.top.len(), 2);
+        assert!(lp.top[0].1 >= lp.top[1].1 && lp.top[0].1 >= lp.logprob);
+    }
+    assert!(matches!(updates[0].1[1], Update::Finished { seq: 0, stopped: false }));
+    assert_eq!(batcher.rows(), 0, "max_tokens 0 only scores");
 }
 
 #[test]

@@ -75,7 +75,7 @@ pub fn generate_watched(
         inputs.len()
     );
     let processors = Processors::new(config, tokenizer, vocab)?;
-    let stops = Stops { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings };
+    let stops = Stops::new(tokenizer, config);
     if config.num_beams > 1 {
         super::beam::search(model, inputs, injections, config, &processors, &stops)
     } else {
@@ -90,7 +90,11 @@ pub(super) struct Stops<'a> {
     strings: &'a [String],
 }
 
-impl Stops<'_> {
+impl<'a> Stops<'a> {
+    pub fn new(tokenizer: &'a Tokenizer, config: &'a GenerationConfig) -> Self {
+        Self { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings }
+    }
+
     /// Whether a row whose new tokens are `new_ids` has ended.
     pub fn hit(&self, new_ids: &[i64]) -> Result<bool> {
         if new_ids.last().is_some_and(|&t| Some(t) == self.eos) {

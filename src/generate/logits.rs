@@ -17,15 +17,15 @@ pub(super) struct Row<'a> {
 }
 
 /// The processors `config` turns on, with its bad words as token sequences.
-pub(super) struct Processors<'a> {
-    config: &'a GenerationConfig,
+pub(super) struct Processors {
+    config: GenerationConfig,
     bad_words: Vec<Vec<i64>>,
 }
 
-impl<'a> Processors<'a> {
+impl Processors {
     /// Tokenizes `config.bad_words`: each text alone and after a space, as the model meets a word at the start
     /// and inside a text. Sequences with a token outside the model's `vocab` cannot be produced and are left out.
-    pub fn new(config: &'a GenerationConfig, tokenizer: &Tokenizer, vocab: i64) -> Result<Self> {
+    pub fn new(config: &GenerationConfig, tokenizer: &Tokenizer, vocab: i64) -> Result<Self> {
         let mut bad_words: Vec<Vec<i64>> = Vec::new();
         for word in &config.bad_words {
             let spaced = format!(" {word}");
@@ -43,7 +43,7 @@ impl<'a> Processors<'a> {
                 }
             }
         }
-        Ok(Self { config, bad_words })
+        Ok(Self { config: config.clone(), bad_words })
     }
 
     /// `scores: [rows, V]` (logits, or log-probabilities under beam search) after every processor, for `rows`.
@@ -242,7 +242,7 @@ mod tests {
             eos_token_id: Some(0),
             ..Default::default()
         };
-        let processors = Processors { config: &config, bad_words: vec![vec![4], vec![2, 3]] };
+        let processors = Processors { config: config.clone(), bad_words: vec![vec![4], vec![2, 3]] };
         let scores = Tensor::zeros([2, 6], (Kind::Float, tch::Device::Cpu));
         // Row 0: 1 new token (eos banned), ends with 2 (so 3 is banned), 2 was followed by 5 before.
         // Row 1: 2 new tokens (eos allowed), no repeated n-gram; the lone bad word 4 is banned everywhere.
@@ -258,7 +258,7 @@ mod tests {
         let sample = |values: &[f32], temperature: f64| {
             let config = GenerationConfig { do_sample: true, temperature, ..Default::default() };
             let logits = Tensor::from_slice(values).unsqueeze(0);
-            let processors = Processors { config: &config, bad_words: Vec::new() };
+            let processors = Processors { config: config.clone(), bad_words: Vec::new() };
             let rows = [Row { tokens: &[], new: 0 }];
             let mut streams = Streams::new(Some(1), 1, 1);
             Vec::<i64>::try_from(next_tokens(&logits, &rows, &processors, &config, &mut streams).unwrap()).unwrap()[0]

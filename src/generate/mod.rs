@@ -3,11 +3,13 @@
 
 mod beam;
 pub mod catalogue;
+mod continuous;
 mod decode;
 mod logits;
 mod pipeline;
 mod settings;
 
+pub use continuous::{Batcher, Job, TokenLogprobs, Update};
 pub use decode::{cut_at_stop, generate, generate_watched, Generated, Watch};
 pub use pipeline::{Output, Pipeline, Prompts, Request, Task, TextWatch};
 pub use settings::{EarlyStopping, GenerationConfig};

@@ -131,6 +131,46 @@ impl KvCache {
         }
     }
 
+    /// Appends `other`'s rows after these, both right-aligned on the longer: the shorter side's first positions
+    /// become zeros, which the caller's attention mask hides. Rows join a running batch this way (continuous
+    /// batching); the copy happens once per join, with spare room for the next positions.
+    pub fn extend_rows(&mut self, other: &KvCache) {
+        if other.batch_size() == 0 {
+            return;
+        }
+        if self.batch_size() == 0 {
+            *self = other.select_rows(&(0..other.batch_size()).collect::<Vec<_>>());
+            return;
+        }
+        let len = self.len().max(other.len());
+        let capacity = len + len / 2 + 1;
+        for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            let (Some(a), Some(b)) = (mine.kv.as_ref(), theirs.kv.as_ref()) else { continue };
+            let join = |x: &Tensor, x_len: i64, y: &Tensor, y_len: i64| {
+                let (sx, sy) = (x.size(), y.size());
+                let out = Tensor::zeros([sx[0] + sy[0], sx[1], capacity, sx[3]], (x.kind(), x.device()));
+                out.narrow(0, 0, sx[0]).narrow(2, len - x_len, x_len).copy_(&x.narrow(2, 0, x_len));
+                out.narrow(0, sx[0], sy[0]).narrow(2, len - y_len, y_len).copy_(&y.narrow(2, 0, y_len));
+                out
+            };
+            let k = join(&a.k, a.len, &b.k, b.len);
+            let v = join(&a.v, a.len, &b.v, b.len);
+            mine.kv = Some(Buffers { k, v, len, owned: true });
+        }
+    }
+
+    /// Forgets the first `n` positions of every row: padding that no row attends to any more.
+    pub fn drop_front(&mut self, n: i64) {
+        for layer in &mut self.layers {
+            if let Some(b) = layer.kv.as_mut() {
+                let keep = b.capacity() - n;
+                b.k = b.k.narrow(2, n, keep);
+                b.v = b.v.narrow(2, n, keep);
+                b.len -= n;
+            }
+        }
+    }
+
     pub(super) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {
         &mut self.layers[i]
     }
@@ -159,6 +199,30 @@ mod tests {
         let column = |t: &Tensor| Vec::<f32>::try_from(t.select(0, 1).select(0, 0).select(1, 2)).unwrap();
         assert_eq!(column(&k), [1.0, 1.0, 1.0, 1.0, 2.0, 3.0]);
         assert_eq!(column(&v), [1.0, 1.0, 1.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn rows_join_right_aligned_and_leading_padding_can_be_dropped() {
+        let mut running = KvCache::new(1);
+        let _ = running.layer_mut(0).append(step(2, 3, 1.0), step(2, 3, 1.0));
+        let mut joining = KvCache::new(1);
+        let _ = joining.layer_mut(0).append(step(1, 5, 2.0), step(1, 5, 2.0));
+        running.extend_rows(&joining);
+        assert_eq!((running.len(), running.batch_size()), (5, 3));
+        let row = |c: &KvCache, r: i64| {
+            let (k, _) = c.layers[0].kv.as_ref().unwrap().filled();
+            Vec::<f32>::try_from(k.select(0, r).select(0, 0).select(1, 0)).unwrap()
+        };
+        assert_eq!(row(&running, 0), [0.0, 0.0, 1.0, 1.0, 1.0]);
+        assert_eq!(row(&running, 2), [2.0; 5]);
+        let first = running.layers[0].kv.as_ref().unwrap().k.data_ptr();
+        let _ = running.layer_mut(0).append(step(3, 1, 3.0), step(3, 1, 3.0));
+        assert_eq!(running.layers[0].kv.as_ref().unwrap().k.data_ptr(), first, "joined with room to grow");
+        let mut kept = running.select_rows(&[0]);
+        kept.drop_front(2);
+        assert_eq!(row(&kept, 0), [1.0, 1.0, 1.0, 3.0]);
+        let _ = kept.layer_mut(0).append(step(1, 1, 4.0), step(1, 1, 4.0));
+        assert_eq!(row(&kept, 0), [1.0, 1.0, 1.0, 3.0, 4.0]);
     }
 
     #[test]
