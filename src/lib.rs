@@ -22,6 +22,8 @@
 //! - [`train`] — the training config and loop: the `lm` and `choice` objectives on the evaluator's items, AdamW on
 //!   the prompt only, schedules, the best checkpoint by a task metric, early stopping, exact resume.
 //! - [`rsg`] — the whole Russian SuperGLUE benchmark: nine prompts trained and scored, the paper's table.
+//! - [`serve`] — `ruprompts serve`: an OpenAI-compatible server of many prompts on one model, continuously
+//!   batched.
 //! - [`cli`] — the `ruprompts` command line.
 //!
 //! The core path: load a backbone, compile a format, make a prompt for it, score answers with it injected.
@@ -69,5 +71,6 @@ pub mod report;
 pub mod resolve;
 pub mod rng;
 pub mod rsg;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;

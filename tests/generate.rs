@@ -150,7 +150,8 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
         }
     };
     // Job 0 alone, then 1 and 2 join after two steps, 3 after five (when job 2 has left).
-    let job = |i: usize| (i, Job { input: jobs[i].0.clone(), config: jobs[i].1.clone(), logprobs: None, echo_from: None });
+    let job =
+        |i: usize| (i, Job { input: jobs[i].0.clone(), config: jobs[i].1.clone(), logprobs: None, echo_from: None });
     heard(batcher.admit(vec![job(0)]).unwrap());
     for step in 0..20 {
         match step {

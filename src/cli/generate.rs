@@ -17,7 +17,7 @@ use super::Placement;
 use crate::data::read_rows;
 use crate::format::Row;
 use crate::generate::catalogue::{self, Entry};
-use crate::generate::{GenerationConfig, Output, Pipeline, Prompts, Request, Task};
+use crate::generate::{settled, GenerationConfig, Output, Pipeline, Prompts, Request, Task};
 use crate::model::Backbone;
 use crate::prompt::{MultiPrompt, Prompt};
 use crate::resolve;
@@ -113,7 +113,7 @@ fn published(spec: &str) -> Result<Option<Entry>> {
 }
 
 /// A `--prompt` value: its key and the folder to load (a published prompt's or a Hub id's pulled first).
-fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
+pub(super) fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
     let (key, name) = match spec.split_once('=') {
         Some((k, d)) => (Some(k.to_string()), d),
         None => (None, spec),
@@ -292,16 +292,7 @@ struct Printer<'a, W: Write> {
 
 impl<W: Write> Printer<'_, W> {
     fn show(&mut self, text: &str, last: bool) -> Result<()> {
-        let mut end = if last { text.len() } else { text.trim_end_matches('\u{FFFD}').len() };
-        if !last {
-            for stop in self.stop_strings {
-                let held = (1..stop.len())
-                    .rev()
-                    .find(|&k| stop.is_char_boundary(k) && text[..end].ends_with(&stop[..k]))
-                    .unwrap_or(0);
-                end -= held;
-            }
-        }
+        let end = if last { text.len() } else { settled(text, self.stop_strings) };
         if let Some(new) = text.get(self.shown..end).filter(|n| !n.is_empty()) {
             self.out.write_all(new.as_bytes())?;
             self.out.flush()?;

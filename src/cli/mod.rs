@@ -6,6 +6,7 @@ mod eval;
 mod generate;
 mod hub;
 mod rsg;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -69,6 +70,14 @@ pub enum Command {
     /// `ruprompts generate --prompt detox_russe --field toxic_comment="…"` pulls a prompt ruPrompts published and
     /// decodes with its notebook's recipe (10 beams); `--stream` prints one text as it is decoded.
     Generate(generate::GenerateArgs),
+    /// Serve the model and any number of prompts behind an OpenAI-compatible API (/v1/completions, /v1/models),
+    /// every request decoded in one continuously refilled batch, whatever prompt it names.
+    ///
+    /// `ruprompts serve --model demo --prompt sentiment=runs/sentiment --port 8000`, then
+    /// `curl localhost:8000/v1/completions -d '{"model": "sentiment", "prompt": "Отличный фильм", "max_tokens": 5}'`
+    /// or any OpenAI client with base_url http://127.0.0.1:8000/v1. Also /health, /metrics (Prometheus) and
+    /// vLLM's /tokenize, /detokenize and /tokenizer_info, which lm-evaluation-harness's local-completions reads.
+    Serve(serve::ServeArgs),
     /// Count the trainable parameters of each prompt provider for a prompt length and embedding size.
     ///
     /// Either give the numbers (`--prompt-length 40 --embedding-dim 1536` is a 40-token prompt for
@@ -218,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Params(args) => run_params(args),
         Command::Train(args) => run_train(args),
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Rsg(args) => rsg::run_rsg(args),
         #[cfg(feature = "hub")]

@@ -70,7 +70,15 @@ pub struct Batcher<'a, K> {
 
 impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
     pub fn new(model: &'a Gpt2, tokenizer: &'a Tokenizer, injections: &'a [Injection<'a>]) -> Self {
-        Self { model, tokenizer, injections, cache: model.new_cache(), mask: None, pending: Vec::new(), jobs: Vec::new() }
+        Self {
+            model,
+            tokenizer,
+            injections,
+            cache: model.new_cache(),
+            mask: None,
+            pending: Vec::new(),
+            jobs: Vec::new(),
+        }
     }
 
     /// Rows being decoded.
@@ -277,7 +285,12 @@ fn token_logprobs(logprobs: &Tensor, chosen: &[i64], k: usize) -> Result<Vec<Tok
 
 /// The next token of each of `active`'s rows from their `logits: [rows, V]`, telling `heard` about the rows
 /// still going; rows that end are marked finished.
-fn choose<K>(active: &mut Active<K>, logits: &Tensor, tokenizer: &Tokenizer, heard: &mut Vec<Update>) -> Result<Vec<i64>> {
+fn choose<K>(
+    active: &mut Active<K>,
+    logits: &Tensor,
+    tokenizer: &Tokenizer,
+    heard: &mut Vec<Update>,
+) -> Result<Vec<i64>> {
     let config = &active.job.config;
     let new: Vec<&[i64]> = active.new.iter().map(Vec::as_slice).collect();
     let inputs = vec![&active.job.input; new.len()];

@@ -114,6 +114,18 @@ pub fn cut_at_stop<'t>(text: &'t str, stop_strings: &[String]) -> &'t str {
     &text[..end]
 }
 
+/// How much of a growing `text` cannot change any more (bytes): all but an unfinished UTF-8 character (shown by
+/// the decoder as U+FFFD) and an ending that could start a stop string. What streams may show so far.
+pub fn settled(text: &str, stop_strings: &[String]) -> usize {
+    let mut end = text.trim_end_matches('\u{FFFD}').len();
+    for stop in stop_strings {
+        let held =
+            (1..stop.len()).rev().find(|&k| stop.is_char_boundary(k) && text[..end].ends_with(&stop[..k])).unwrap_or(0);
+        end -= held;
+    }
+    end
+}
+
 /// Each row's real tokens (padding left out) followed by its new ones, for the logits processors.
 pub(super) fn histories(inputs: &[&Vec<i64>], new: &[&[i64]]) -> Vec<Vec<i64>> {
     inputs.iter().zip(new).map(|(input, new)| input.iter().chain(new.iter()).copied().collect()).collect()

@@ -10,6 +10,6 @@ mod pipeline;
 mod settings;
 
 pub use continuous::{Batcher, Job, TokenLogprobs, Update};
-pub use decode::{cut_at_stop, generate, generate_watched, Generated, Watch};
+pub use decode::{cut_at_stop, generate, generate_watched, settled, Generated, Watch};
 pub use pipeline::{Output, Pipeline, Prompts, Request, Task, TextWatch};
 pub use settings::{EarlyStopping, GenerationConfig};

@@ -1,0 +1,107 @@
+//! `ruprompts serve`: the OpenAI-compatible server of one model and its prompts.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use clap::Args;
+
+use super::bars::Bars;
+use super::generate::resolve_prompt;
+use super::Placement;
+use crate::model::Backbone;
+use crate::prompt::{MultiPrompt, Prompt};
+use crate::resolve;
+use crate::serve::{serve, Limits, Options, Served};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The frozen model: a folder, a Hub id or `demo` (default: the model the first prompt was trained on). Its
+    /// id in the API is this value, or --served-model-name.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A prompt to serve as KEY=DIR or KEY=owner/name (a Hub id); repeat for more. A request names it as
+    /// `"model": "KEY"`.
+    #[arg(long, value_name = "KEY=DIR|KEY=HUB-ID")]
+    pub prompt: Vec<String>,
+    /// The model's id in the API (default: --model as given).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Address to listen on; 127.0.0.1 keeps the server on this machine.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Require `Authorization: Bearer <key>` on every route but /health.
+    #[arg(long, env = "RUPROMPTS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The most rows (sequences) decoded together.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// The most tokens the running batch may come to hold (each row's prompt and max_tokens); a larger request
+    /// decodes alone.
+    #[arg(long, default_value_t = 32768)]
+    pub max_batch_tokens: usize,
+    /// The most sequences one request may ask for (`n`).
+    #[arg(long, default_value_t = 16)]
+    pub max_n: usize,
+    /// The largest request body in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// The most alternatives per token a request's `logprobs` may ask for.
+    #[arg(long, default_value_t = 20)]
+    pub max_logprobs: usize,
+    #[command(flatten)]
+    pub placement: Placement,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    ensure!(args.max_batch >= 1 && args.max_n >= 1, "--max-batch and --max-n must be at least 1");
+    let device = args.placement.device.resolve()?;
+    let mut loaded = Vec::new();
+    for spec in &args.prompt {
+        let (key, dir) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
+        let key = key.ok_or_else(|| anyhow!("--prompt {spec}: give each prompt a key, as KEY=DIR"))?;
+        let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
+        loaded.push((key, prompt));
+    }
+    let named = match (&args.model, loaded.first()) {
+        (Some(model), _) => model.clone(),
+        (None, Some((key, prompt))) => match &prompt.pretrained_model_name {
+            Some(name) => PathBuf::from(name),
+            None => bail!("the prompt {key} names no model (config.pretrained_model_name): pass --model"),
+        },
+        (None, None) => bail!("nothing to serve: pass --model (and --prompt KEY=DIR for each prompt)"),
+    };
+    let base = args.served_model_name.clone().unwrap_or_else(|| named.to_string_lossy().into_owned());
+    if let Some((key, _)) = loaded.iter().find(|(k, _)| *k == base) {
+        bail!("the prompt key {key} is also the model's id: pick another key or --served-model-name");
+    }
+    let Backbone { model, mut tokenizer, .. } =
+        resolve::backbone(&args.placement.model(named), &Bars::default()).context("--model")?;
+    let prompts = match loaded.is_empty() {
+        true => None,
+        false => Some(MultiPrompt::new(loaded, &mut tokenizer)?),
+    };
+    let options = Options {
+        host: args.host,
+        port: args.port,
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        limits: Limits { max_batch: args.max_batch, max_batch_tokens: args.max_batch_tokens },
+        max_n: args.max_n,
+        max_body_bytes: args.max_body_bytes,
+        max_logprobs: args.max_logprobs,
+    };
+    let keys: Vec<String> = prompts.iter().flat_map(|m| m.keys().map(str::to_string)).collect();
+    let served = Served { base: base.clone(), model, tokenizer, prompts };
+    serve(served, options, |address| {
+        println!(
+            "serving {base}{} on http://{address}/v1 (Ctrl-C stops)",
+            match keys.is_empty() {
+                true => String::new(),
+                false => format!(" with prompts {}", keys.join(", ")),
+            }
+        );
+    })
+}

@@ -1,0 +1,169 @@
+//! The OpenAI completions API as its reference and clients define it: the request body, the answer and its
+//! streamed chunks, and errors in OpenAI's shape. Knobs OpenAI lacks (beams, penalties, format fields) are extra
+//! fields of the request, under transformers' names.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::generate::EarlyStopping;
+
+/// `POST /v1/completions`. Unknown fields are refused, so a misspelt knob is an error, not a silent default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptField,
+    /// Values of the prompt format's other fields, when it has several.
+    pub fields: Option<Map<String, Value>>,
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub n: Option<usize>,
+    pub stop: Option<Stop>,
+    pub seed: Option<i64>,
+    pub logprobs: Option<usize>,
+    pub echo: Option<bool>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub best_of: Option<usize>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub logit_bias: Option<Map<String, Value>>,
+    pub suffix: Option<String>,
+    /// OpenAI's end-user id: accepted and not used.
+    #[allow(dead_code)]
+    pub user: Option<String>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f64>,
+    pub no_repeat_ngram_size: Option<usize>,
+    pub min_tokens: Option<usize>,
+    pub bad_words: Option<Vec<String>>,
+    pub num_beams: Option<usize>,
+    pub length_penalty: Option<f64>,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// `prompt`: a text, several texts, token ids, or several lists of token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptField {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<i64>),
+    IdLists(Vec<Vec<i64>>),
+}
+
+/// One prompt of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    Text(String),
+    Ids(Vec<i64>),
+}
+
+impl PromptField {
+    pub fn inputs(self) -> Vec<PromptInput> {
+        match self {
+            Self::Text(t) => vec![PromptInput::Text(t)],
+            Self::Texts(t) => t.into_iter().map(PromptInput::Text).collect(),
+            Self::Ids(ids) => vec![PromptInput::Ids(ids)],
+            Self::IdLists(lists) => lists.into_iter().map(PromptInput::Ids).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `logprobs` of a choice: per token its text, log-probability (none for an input's first token), most likely
+/// alternatives and character offset in the choice's text.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Logprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<Option<f32>>,
+    pub top_logprobs: Vec<Option<Map<String, Value>>>,
+    pub text_offset: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Choice {
+    pub text: String,
+    pub index: usize,
+    pub logprobs: Option<Logprobs>,
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+/// A whole answer, or (with `usage` left out until the end) one streamed chunk.
+#[derive(Debug, Serialize)]
+pub struct Completion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub param: Option<&'static str>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    /// 400: the request is wrong; `param` names the field at fault.
+    pub fn invalid(param: Option<&'static str>, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, message: message.into(), param, code: None }
+    }
+
+    pub fn with_status(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), param: None, code: Some(code) }
+    }
+
+    /// 500: our fault, not the request's.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::with_status(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        json!({"error": {"message": self.message, "type": self.kind(), "param": self.param, "code": self.code}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}

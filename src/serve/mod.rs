@@ -1,0 +1,12 @@
+//! `ruprompts serve`: one frozen model and many tuned prompts behind an OpenAI-compatible HTTP API. Requests for
+//! any prompt (or none) decode together in one continuously refilled batch; the answers are what each request
+//! gets alone.
+
+mod api;
+mod engine;
+mod http;
+mod inputs;
+mod metrics;
+
+pub use engine::Limits;
+pub use http::{serve, Options, Served};
