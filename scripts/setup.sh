@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up: fetch libtorch 2.11.0 (CPU part) from the PyPI torch wheel into `.libtorch/`, which
 # `.cargo/config.toml` points tch at. download.pytorch.org is not reachable here; PyPI is. Then Python's
-# huggingface_hub in `.cache/hub-venv/`, which the Hub tests use to check that Python reads what we write.
+# huggingface_hub in `.cache/hub-venv/`, which the Hub tests use to check that Python reads what we write, and the
+# serving tests' clients in `.cache/client-venv/`.
 # A second run finds everything in place and returns at once. Set RUPROMPTS_CACHE to share downloaded wheels
 # between clones (default: `.cache/` in the repo, ignored by git).
 set -euo pipefail
@@ -28,6 +29,25 @@ else
     "$venv/bin/pip" download --quiet -d "$wheels/hub" "huggingface_hub==$hub_version" \
         || echo "setup: PyPI not reachable, installing from $wheels/hub"
     "$venv/bin/pip" install --quiet --no-index --find-links "$wheels/hub" "huggingface_hub==$hub_version"
+fi
+
+# The clients that test `ruprompts serve` (tests/serve.rs): the official openai package and lm-evaluation-harness
+# with its `api` extra, pinned in tests/clients/requirements.txt (~800 MB, no torch). Reinstalled when that file
+# changes; wheels are kept like the others.
+clients="$root/.cache/client-venv"
+if cmp -s "$root/tests/clients/requirements.txt" "$clients/.requirements" 2>/dev/null; then
+    echo "setup: openai and lm-eval ready in $clients"
+else
+    echo "setup: installing openai and lm-eval[api] into $clients (for the serving tests, once)"
+    rm -rf "$clients"
+    python3 -m venv "$clients"
+    mkdir -p "$wheels/clients"
+    # `pip wheel`, not `download`: three of them are sdists, built into wheels here once.
+    "$clients/bin/pip" wheel --quiet -w "$wheels/clients" -r "$root/tests/clients/requirements.txt" \
+        || echo "setup: PyPI not reachable, installing from $wheels/clients"
+    "$clients/bin/pip" install --quiet --no-index --find-links "$wheels/clients" \
+        -r "$root/tests/clients/requirements.txt"
+    cp "$root/tests/clients/requirements.txt" "$clients/.requirements"
 fi
 
 if [ -f "$dest/build-version" ] && [ "$(cat "$dest/build-version")" = "$stamp" ] \

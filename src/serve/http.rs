@@ -262,9 +262,11 @@ fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
         let inner = e.into_inner();
         let message = match at.as_str() {
             "." => format!("the body is not a valid request: {inner}"),
-            "prompt" => "`prompt` must be a string, a list of strings, a list of token ids or a list of lists of \
+            "prompt" if inner.is_data() => {
+                "`prompt` must be a string, a list of strings, a list of token ids or a list of lists of \
                          token ids"
-                .to_string(),
+                    .to_string()
+            }
             _ => format!("`{at}`: {inner}"),
         };
         ApiError::invalid(None, message)
@@ -366,7 +368,12 @@ impl AppState {
             seed: r.seed.map(|s| u64::from_ne_bytes(s.to_ne_bytes())),
             use_cache: true,
         };
-        config.validate().map_err(|e| ApiError::invalid(None, format!("{e:#}")))?;
+        // max_tokens 0 only scores the prompt (with echo and logprobs), which the generation settings know nothing of.
+        let scoring = GenerationConfig { max_new_tokens: config.max_new_tokens.max(1), ..config.clone() };
+        scoring.validate().map_err(|e| ApiError::invalid(None, format!("{e:#}")))?;
+        if config.max_new_tokens == 0 && num_beams > 1 {
+            return Err(ApiError::invalid(Some("max_tokens"), "beam search needs max_tokens of at least 1"));
+        }
         let inputs = r.prompt.inputs();
         if inputs.is_empty() {
             return Err(ApiError::invalid(Some("prompt"), "the prompt list is empty"));

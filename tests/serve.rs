@@ -1,0 +1,396 @@
+//! `ruprompts serve` on 127.0.0.1: answers that do not depend on the batch, errors in OpenAI's shape, the real
+//! `openai` client and lm-evaluation-harness (from `.cache/client-venv`, which scripts/setup.sh installs), a
+//! bounded load test, and draining on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ruprompts::format::PromptFormat;
+use ruprompts::prompt::Prompt;
+use ruprompts::provider::ProviderConfig;
+use ruprompts::rng::seeded;
+use ruprompts::tokenizer::Tokenizer;
+use serde_json::{json, Value};
+
+/// A running server; stopped with SIGTERM when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// `ruprompts serve` on the tiny model with the prompts `short` (`<P*3>{text}`) and `qa` (two fields) in
+    /// `dir`, on a free port.
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let (short, qa) = prompts(dir);
+        let mut args = vec![
+            "serve".to_string(),
+            "--model".into(),
+            model_dir().to_string_lossy().into_owned(),
+            "--served-model-name".into(),
+            "tiny".into(),
+            "--prompt".into(),
+            format!("short={}", short.display()),
+            "--prompt".into(),
+            format!("qa={}", qa.display()),
+            "--port".into(),
+            "0".into(),
+            "--device".into(),
+            "cpu".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+            .args(&args)
+            .env("OMP_NUM_THREADS", "1")
+            .env_remove("RUPROMPTS_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let Some(at) = line.find("http://") else {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("the server did not start: {line} {err}");
+        };
+        let url = line[at..].split_whitespace().next().unwrap().trim_end_matches("/v1").to_string();
+        Self { child, url }
+    }
+
+    fn request(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (u16, String) {
+        let mut request = ureq::request(method, &format!("{}{path}", self.url)).timeout(Duration::from_secs(120));
+        if let Some(key) = key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        let response = match body {
+            Some(body) => request.set("Content-Type", "application/json").send_string(body),
+            None => request.call(),
+        };
+        match response {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    }
+
+    /// POSTs a completion request; the status and the JSON answer.
+    fn complete(&self, body: &Value) -> (u16, Value) {
+        let (status, text) = self.request("POST", "/v1/completions", None, Some(&body.to_string()));
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+    }
+
+    /// A metric's value from /metrics.
+    fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.request("GET", "/metrics", None, None);
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "the server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Two fresh prompts for the tiny model, saved in `dir`: `short` (`<P*3>{text}`) and `qa` (two fields).
+fn prompts(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let mut out = Vec::new();
+    for (name, template, seed) in [("short", "<P*3>{text}", 3), ("qa", "<P*2>{context}\nВопрос: {question}\nОтвет:", 4)]
+    {
+        let path = dir.join(name);
+        if !path.exists() {
+            let format = PromptFormat::compile(template, &tok).unwrap();
+            let prompt = seeded(seed, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
+            prompt.save_pretrained(&path).unwrap();
+        }
+        out.push(path);
+    }
+    (out[0].clone(), out[1].clone())
+}
+
+/// The Python with the openai client and lm-eval, or `None` (the test says it skips) where setup has not run.
+fn client_python() -> Option<PathBuf> {
+    let python = repo().join(".cache/client-venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    eprintln!("SKIPPED: no {} (scripts/setup.sh installs openai and lm-eval there)", python.display());
+    None
+}
+
+/// What a batch-invariance check compares: every choice's text and finish reason.
+fn texts(answer: &Value) -> Vec<(String, String)> {
+    answer["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["text"].as_str().unwrap().to_string(), c["finish_reason"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// Requests of every kind: prompts and the bare model, greedy and seeded sampling, several sequences, stop strings.
+fn mixed_requests() -> Vec<Value> {
+    let texts = ["Кот сидит на окне", "Однажды в студёную зимнюю пору", "Привет", "Где живут пингвины? Они живут"];
+    let mut out = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        out.push(json!({"model": "short", "prompt": text, "max_tokens": 6 + i, "temperature": 0}));
+        out.push(json!({"model": "tiny", "prompt": text, "max_tokens": 8, "temperature": 0.8, "seed": i, "n": 2}));
+        out.push(json!({"model": "qa", "prompt": text, "fields": {"context": "Текст."}, "max_tokens": 5,
+                        "temperature": 0.7, "top_p": 0.9, "seed": 11, "stop": ["о"]}));
+    }
+    out
+}
+
+#[test]
+fn an_answer_is_the_same_served_alone_or_batched_with_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-batch", "16"]);
+    let requests = mixed_requests();
+    let alone: Vec<Value> = requests.iter().map(|r| server.complete(r).1).collect();
+    // The same requests three times over, all at once: they share batches, join and leave them mid-way.
+    let count = requests.len();
+    let together: Vec<(usize, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3 * count)
+            .map(|i| {
+                let (server, request) = (&server, &requests[i % count]);
+                s.spawn(move || (i % count, server.complete(request)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .map(|(i, (status, a))| {
+                assert_eq!(status, 200, "{a}");
+                (i, a)
+            })
+            .collect()
+    });
+    for (i, answer) in &together {
+        assert_eq!(texts(answer), texts(&alone[*i]), "request {i}: {}", requests[*i]);
+    }
+    assert!(
+        server.metric("ruprompts_batch_rows_sum") > server.metric("ruprompts_batch_rows_count"),
+        "rows shared steps"
+    );
+    // Sampling with a seed is reproducible, and several sequences differ.
+    let sampled = &alone[1]["choices"];
+    assert_ne!(sampled[0]["text"], sampled[1]["text"]);
+}
+
+#[test]
+fn errors_come_in_openai_shape_with_their_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--api-key", "sesame", "--max-n", "4", "--max-body-bytes", "4000"]);
+    let key = Some("sesame");
+    let post = |body: &str| server.request("POST", "/v1/completions", key, Some(body));
+    let error = |(status, text): (u16, String)| -> (u16, Value) {
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(v["error"]["message"].is_string() && v["error"]["type"].is_string(), "not OpenAI's shape: {v}");
+        (status, v["error"].clone())
+    };
+    assert_eq!(server.request("GET", "/health", None, None).0, 200, "health needs no key");
+    let (status, e) = error(server.request("GET", "/v1/models", None, None));
+    assert_eq!((status, e["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(error(server.request("GET", "/v1/models", Some("open"), None)).0, 401);
+    assert_eq!(server.request("GET", "/v1/models", key, None).0, 200);
+    let (status, e) = error(post("{\"model\": \"short\", \"prompt\": "));
+    assert_eq!(status, 400);
+    assert!(e["message"].as_str().unwrap().contains("EOF"), "{e}");
+    let (status, e) = error(post(r#"{"model": "nope", "prompt": "x"}"#));
+    assert_eq!((status, e["param"].as_str()), (404, Some("model")));
+    assert!(e["message"].as_str().unwrap().contains("tiny, short, qa"), "{e}");
+    let (status, e) = error(post(r#"{"model": "short", "prompt": "x", "n": 5}"#));
+    assert_eq!((status, e["param"].as_str()), (400, Some("n")));
+    let (status, e) = error(post(r#"{"model": "short", "prompt": "x", "max_tokens": 300}"#));
+    assert_eq!((status, e["param"].as_str()), (400, Some("max_tokens")));
+    let long = "слово ".repeat(300);
+    let (status, e) = error(post(&json!({"model": "tiny", "prompt": long}).to_string()));
+    assert_eq!((status, e["param"].as_str()), (400, Some("prompt")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("maximum context length is 256 tokens"), "{e}");
+    let (status, _) = error(post(&json!({"model": "tiny", "prompt": "x".repeat(5000)}).to_string()));
+    assert_eq!(status, 413);
+    let (status, e) = error(post(r#"{"model": "short", "prompt": "x", "max_tokenz": 3}"#));
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("max_tokenz"), "{e}");
+    let (status, e) = error(post(r#"{"model": "tiny", "prompt": {"text": 1}}"#));
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("list of token ids"), "{e}");
+    // Text spelling a prompt token would place a prompt where no format puts one.
+    let (status, e) = error(post(r#"{"model": "tiny", "prompt": "x <|[short]P|>"}"#));
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("prompt token"), "{e}");
+    let (status, e) = error(post(r#"{"model": "tiny", "prompt": [5, 999999]}"#));
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("999999"), "{e}");
+    let (status, e) = error(post(r#"{"model": "qa", "prompt": "x", "fields": {"colour": "red"}}"#));
+    assert!(status == 400 && e["message"].as_str().unwrap().contains("colour"), "{e}");
+    let (status, e) = error(post(r#"{"model": "short", "prompt": "x", "num_beams": 2, "stream": true}"#));
+    assert!(status == 400 && e["param"] == "num_beams", "{e}");
+    assert_eq!(error(server.request("GET", "/v2/nothing", key, None)).0, 404);
+    // After all that the server still answers.
+    let (status, _) = post(r#"{"model": "short", "prompt": "Кот", "max_tokens": 2}"#);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn the_openai_client_parses_every_answer() {
+    let Some(python) = client_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--api-key", "sesame"]);
+    let out = Command::new(python)
+        .arg(repo().join("tests/clients/openai_check.py"))
+        .args([&format!("{}/v1", server.url), "sesame", "tiny"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("every check passed"), "{stdout}");
+}
+
+/// lm-evaluation-harness's `local-completions` model on our server, with `model=short`, scores a multiple-choice
+/// task built from TERRa rows exactly as `ruprompts eval` scores it with the same prompt.
+#[test]
+fn lm_eval_through_the_server_agrees_with_ruprompts_eval() {
+    let Some(python) = client_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // One field per row: the lm-eval TERRa context, so a one-field prompt format takes it whole.
+    let rows: Vec<Value> = std::fs::read_to_string(fixture("lm-eval/terra/val.jsonl"))
+        .unwrap()
+        .lines()
+        .take(24)
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            let text =
+                format!("{}\nВопрос: {}? Ответ:", r["premise"].as_str().unwrap(), r["hypothesis"].as_str().unwrap());
+            json!({"text": text, "label": r["label"]})
+        })
+        .collect();
+    let data = root.join("val.jsonl");
+    std::fs::write(&data, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        root.join("terra_served.yaml"),
+        format!(
+            "task: terra_served\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    validation: {}\n\
+             output_type: multiple_choice\nvalidation_split: validation\ndoc_to_text: \"{{{{text}}}}\"\n\
+             doc_to_choice: [\"да\", \"нет\"]\ndoc_to_target: \"{{{{0 if label == 'entailment' else 1}}}}\"\n\
+             target_delimiter: \" \"\nmetric_list:\n  - metric: acc\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("task.yaml"),
+        "name: terra_served\ndata: {val: val.jsonl}\nzero_shot: \"{text}\"\n\
+         candidates:\n  verbalizers: {entailment: \" да\", not_entailment: \" нет\"}\ngold: {label: label}\n\
+         metrics: [accuracy]\n",
+    )
+    .unwrap();
+    let server = Server::start(root, &[]);
+    let out = Command::new(&python)
+        .args(["-m", "lm_eval", "--model", "local-completions", "--tasks", "terra_served", "--include_path"])
+        .arg(root)
+        .arg("--model_args")
+        .arg(format!("model=short,base_url={}/v1/completions,num_concurrent=4,max_retries=1", server.url))
+        .args(["--log_samples", "--output_path"])
+        .arg(root.join("lm-eval"))
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", root.join("hf"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "lm_eval failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("remote tokenizer"), "lm-eval tokenized through the server's /tokenize:\n{stderr}");
+    let find = |prefix: &str| {
+        let mut found = Vec::new();
+        let mut stack = vec![root.join("lm-eval")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+                    found.push(p);
+                }
+            }
+        }
+        assert_eq!(found.len(), 1, "{prefix}: {found:?}");
+        std::fs::read_to_string(&found[0]).unwrap()
+    };
+    let results: Value = serde_json::from_str(&find("results_")).unwrap();
+    let theirs_acc = results["results"]["terra_served"]["acc,none"].as_f64().unwrap();
+    let mut theirs: Vec<(u64, Vec<f64>)> = find("samples_terra_served")
+        .lines()
+        .map(|l| {
+            let s: Value = serde_json::from_str(l).unwrap();
+            // Each choice's response is [[log-likelihood, is_greedy]], the numbers written as text.
+            let number = |v: &Value| v.as_f64().or_else(|| v.as_str()?.parse().ok());
+            let lls = s["resps"].as_array().unwrap().iter().map(|r| number(&r[0][0]).unwrap_or_else(|| panic!("{s}")));
+            let lls = lls.collect();
+            (s["doc_id"].as_u64().unwrap(), lls)
+        })
+        .collect();
+    theirs.sort_by_key(|(id, _)| *id);
+    drop(server);
+
+    let (ok, _, stderr) = ruprompts(&[
+        "eval",
+        "--task-file",
+        root.join("task.yaml").to_str().unwrap(),
+        "--prompt",
+        root.join("short").to_str().unwrap(),
+        "--model",
+        model_dir().to_str().unwrap(),
+        "--log-samples",
+        "--out",
+        root.join("eval").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{stderr}");
+    let samples: Vec<Value> = std::fs::read_to_string(root.join("eval/samples/terra_served.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), theirs.len());
+    let (mut worst, mut right) = (0.0f64, 0);
+    for (ours, (_, theirs)) in samples.iter().zip(&theirs) {
+        let tuned = &ours["tuned"];
+        for (c, theirs) in theirs.iter().enumerate() {
+            worst = worst.max((tuned["loglikelihoods"][c].as_f64().unwrap() - theirs).abs());
+        }
+        right += u32::from(tuned["predictions"]["sum"] == ours["gold"]);
+    }
+    assert!(worst <= 1e-4, "per-sample log-likelihoods differ by up to {worst}");
+    let ours_acc = f64::from(right) / samples.len() as f64;
+    assert_eq!(ours_acc, theirs_acc, "accuracy: ruprompts eval {ours_acc}, lm-eval through the server {theirs_acc}");
+}
