@@ -394,3 +394,141 @@ fn lm_eval_through_the_server_agrees_with_ruprompts_eval() {
     let ours_acc = f64::from(right) / samples.len() as f64;
     assert_eq!(ours_acc, theirs_acc, "accuracy: ruprompts eval {ours_acc}, lm-eval through the server {theirs_acc}");
 }
+
+/// A streamed answer read whole: each choice's text, assembled from the chunks, and its finish reason.
+fn read_stream(reader: impl std::io::Read) -> Vec<(String, String)> {
+    let mut choices: Vec<(String, String)> = Vec::new();
+    let mut done = false;
+    for line in BufReader::new(reader).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        for c in chunk["choices"].as_array().unwrap() {
+            let i = c["index"].as_u64().unwrap() as usize;
+            if choices.len() <= i {
+                choices.resize(i + 1, Default::default());
+            }
+            choices[i].0.push_str(c["text"].as_str().unwrap());
+            if let Some(reason) = c["finish_reason"].as_str() {
+                choices[i].1 = reason.to_string();
+            }
+        }
+    }
+    assert!(done, "the stream ended without [DONE]");
+    choices
+}
+
+fn stream_request(server: &Server, body: &Value) -> ureq::Response {
+    ureq::post(&format!("{}/v1/completions", server.url)).timeout(Duration::from_secs(120)).send_json(body).unwrap()
+}
+
+/// 64 clients × 8 requests at once, mixed prompts and settings, a third streamed and some streams dropped after
+/// their first chunk: every request is answered exactly as when served alone, nothing is left decoding, and the
+/// server's memory after the load is where it was after a first round.
+#[test]
+fn a_bounded_load_is_answered_whole_with_nothing_lost_or_crossed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-batch", "32"]);
+    let requests = mixed_requests();
+    let alone: Vec<Vec<(String, String)>> = requests.iter().map(|r| texts(&server.complete(r).1)).collect();
+    let round = |clients: usize, per_client: usize| {
+        std::thread::scope(|s| {
+            for c in 0..clients {
+                let (server, requests, alone) = (&server, &requests, &alone);
+                s.spawn(move || {
+                    for k in 0..per_client {
+                        let i = (c * 7 + k * 5) % requests.len();
+                        let mut body = requests[i].clone();
+                        match (c + k) % 6 {
+                            // Streamed, read to the end.
+                            0 | 3 => {
+                                body["stream"] = json!(true);
+                                let got = read_stream(stream_request(server, &body).into_reader());
+                                assert_eq!(got, alone[i], "client {c} request {k} (streamed): {body}");
+                            }
+                            // Streamed, and the client goes away after the first chunk.
+                            5 => {
+                                body["stream"] = json!(true);
+                                body["max_tokens"] = json!(200);
+                                let mut reader = BufReader::new(stream_request(server, &body).into_reader());
+                                let mut first = String::new();
+                                reader.read_line(&mut first).unwrap();
+                                assert!(first.starts_with("data: "), "{first}");
+                            }
+                            _ => {
+                                let (status, answer) = server.complete(&body);
+                                assert_eq!(status, 200, "{answer}");
+                                assert_eq!(texts(&answer), alone[i], "client {c} request {k}: {body}");
+                            }
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let idle = |server: &Server| {
+        let start = Instant::now();
+        while server.metric("ruprompts_running_rows") > 0.0 || server.metric("ruprompts_queue_length") > 0.0 {
+            assert!(start.elapsed() < Duration::from_secs(60), "rows still decoding a minute after the load");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    round(64, 1);
+    idle(&server);
+    let warm = server.rss_kib();
+    let started = Instant::now();
+    round(64, 8);
+    let seconds = started.elapsed().as_secs_f64();
+    idle(&server);
+    let after = server.rss_kib();
+    eprintln!(
+        "load: 512 requests from 64 clients in {seconds:.1} s; RSS {warm} KiB after a first round, {after} KiB after"
+    );
+    assert!(after <= warm + warm / 4 + 32 * 1024, "memory grew from {warm} KiB to {after} KiB over the load");
+}
+
+#[test]
+fn a_client_that_goes_away_frees_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let body = json!({"model": "tiny", "prompt": "Кот", "max_tokens": 250, "temperature": 0, "stream": true});
+    let mut reader = BufReader::new(stream_request(&server, &body).into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    drop(reader);
+    let start = Instant::now();
+    while server.metric("ruprompts_running_rows") > 0.0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the rows of a gone client are still decoding");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let generated = server.metric("ruprompts_completion_tokens_total");
+    assert!(generated < 200.0, "{generated} of 250 tokens were generated for a client that left after one");
+}
+
+#[test]
+fn sigterm_finishes_the_requests_in_flight_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let body = json!({"model": "short", "prompt": "Кот", "max_tokens": 240, "temperature": 0, "min_tokens": 240});
+    std::thread::scope(|s| {
+        let url = format!("{}/v1/completions", server.url);
+        let answer = s.spawn(move || {
+            let response = ureq::post(&url).timeout(Duration::from_secs(120)).send_json(&body).unwrap();
+            (response.status(), response.into_json::<Value>().unwrap())
+        });
+        let start = Instant::now();
+        while server.metric("ruprompts_running_rows") == 0.0 {
+            assert!(start.elapsed() < Duration::from_secs(30), "the request never started decoding");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let status = server.terminate();
+        assert!(status.success(), "the server exited with {status}");
+        let (code, answer) = answer.join().unwrap();
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(answer["usage"]["completion_tokens"], 240, "{answer}");
+    });
+}

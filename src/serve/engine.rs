@@ -157,7 +157,7 @@ fn run(
             }
             let keys: Vec<u64> = jobs.iter().map(|(k, _)| *k).collect();
             match catch_unwind(AssertUnwindSafe(|| batcher.admit(jobs))) {
-                Ok(Ok(updates)) => deliver(updates, &mut running),
+                Ok(Ok(updates)) => deliver(updates, &mut running, metrics),
                 Ok(Err(e)) => fail(&keys, &format!("{e:#}"), &mut running),
                 Err(panic) => fail(&keys, &panic_message(&panic), &mut running),
             }
@@ -168,7 +168,7 @@ fn run(
         if batcher.rows() > 0 {
             metrics.batch_rows.observe(batcher.rows() as f64);
             match catch_unwind(AssertUnwindSafe(|| batcher.step())) {
-                Ok(Ok(updates)) => deliver(updates, &mut running),
+                Ok(Ok(updates)) => deliver(updates, &mut running, metrics),
                 failure => {
                     let message = match failure {
                         Ok(Err(e)) => format!("{e:#}"),
@@ -207,16 +207,21 @@ fn beams(
         let stopped =
             g.new_ids.last().is_some_and(|&t| Some(t) == eos) || g.new_ids.len() < s.job.config.max_new_tokens;
         for id in g.new_ids {
+            metrics.completion_tokens.inc();
             let _ = s.events.send(Event::Update(Update::Token { seq, id, logprobs: None }));
         }
         let _ = s.events.send(Event::Update(Update::Finished { seq, stopped }));
     }
 }
 
-fn deliver(updates: Vec<(u64, Vec<Update>)>, running: &mut HashMap<u64, Running>) {
+/// Sends each job its updates, counting the tokens generated.
+fn deliver(updates: Vec<(u64, Vec<Update>)>, running: &mut HashMap<u64, Running>, metrics: &Metrics) {
     for (key, updates) in updates {
         if let Some(job) = running.get(&key) {
             for u in updates {
+                if matches!(u, Update::Token { .. }) {
+                    metrics.completion_tokens.inc();
+                }
                 // A client that went away is noticed before the next step.
                 let _ = job.events.send(Event::Update(u));
             }

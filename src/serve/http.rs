@@ -471,7 +471,8 @@ fn stream(
     receivers: Vec<UnboundedReceiver<Event>>,
     started: Instant,
 ) -> Response {
-    let (out, body) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    // A short buffer, so a client that went away is noticed within a few tokens.
+    let (out, body) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(4);
     tokio::spawn(async move {
         let send = |value: Value| {
             let out = out.clone();
@@ -529,7 +530,6 @@ struct Answer {
     created: u64,
     plan: Plan,
     tokenizer: Tokenizer,
-    metrics: Metrics,
     sequences: Vec<Sequence>,
 }
 
@@ -539,7 +539,7 @@ impl Answer {
         let id = format!("cmpl-{:x}{:x}", created, rand::random::<u64>());
         let sequences =
             (0..plan.prompts.len() * plan.config.num_return_sequences).map(|_| Sequence::default()).collect();
-        Self { id, created, tokenizer: state.models.tokenizer.clone(), metrics: state.metrics.clone(), plan, sequences }
+        Self { id, created, tokenizer: state.models.tokenizer.clone(), plan, sequences }
     }
 
     fn n(&self) -> usize {
@@ -563,7 +563,6 @@ impl Answer {
                 })
             }
             Update::Token { seq, id, logprobs } => {
-                self.metrics.completion_tokens.inc();
                 let index = prompt * n + seq;
                 let s = &mut self.sequences[index];
                 s.ids.push(id);
