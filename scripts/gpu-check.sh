@@ -38,8 +38,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"], m["executable"])')
     while read -r name exe; do cp "$exe" "$bin/$name"; done <<<"$list"
-    cargo build --release --quiet --example bench_gpu --bin ruprompts
-    cp target/release/examples/bench_gpu target/release/ruprompts "$bin/"
+    cargo build --release --quiet --example bench_gpu --example bench_serve --bin ruprompts
+    cp target/release/examples/bench_gpu target/release/examples/bench_serve target/release/ruprompts "$bin/"
     strip "$bin"/*
     du -sh "$bin"
 }
@@ -106,6 +106,12 @@ if [ "$device" = cuda ]; then shape=(--shape large --steps 5); else shape=(--sha
 log "## Hot paths (${shape[*]})"
 log ""
 timeout 420 "$bin/bench_gpu" --device "$device" "${shape[@]}" 2>&1 | tee -a "$results" || failed=1
+log ""
+
+# 6. Serving: the same requests one at a time and from 8 and 32 clients (ruGPT-3-small shape).
+log "## Serving (bench_serve)"
+log ""
+timeout 240 "$bin/bench_serve" --device "$device" --requests 32 2>&1 | tee -a "$results" || failed=1
 log ""
 log "(took $(( $(date +%s) - start )) s)"
 exit $failed

@@ -150,8 +150,7 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
         }
     };
     // Job 0 alone, then 1 and 2 join after two steps, 3 after five (when job 2 has left).
-    let job =
-        |i: usize| (i, Job { input: jobs[i].0.clone(), config: jobs[i].1.clone(), logprobs: None, echo_from: None });
+    let job = |i: usize| (i, Job { input: jobs[i].0.clone(), config: jobs[i].1.clone(), logprobs: None, echo: None });
     heard(batcher.admit(vec![job(0)]).unwrap());
     for step in 0..20 {
         match step {
@@ -169,7 +168,8 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
     }
     // Echo: every input token after the first with its log-probability under the model (and the prompt).
     let input = prompted("Кот сидит на окне.");
-    let echo = Job { input: input.clone(), config: greedy(0, None, true), logprobs: Some(2), echo_from: Some(3) };
+    let echo =
+        Job { input: input.clone(), config: greedy(0, None, true), logprobs: Some(2), echo: Some(3..input.len()) };
     let updates = batcher.admit(vec![(7, echo)]).unwrap();
     let Update::Echo(echoed) = &updates[0].1[0] else { panic!("no echo: {updates:?}") };
     assert_eq!(echoed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), input[3..]);

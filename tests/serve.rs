@@ -126,7 +126,8 @@ fn prompts(dir: &Path) -> (PathBuf, PathBuf) {
     let model = tiny_model();
     let tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let mut out = Vec::new();
-    for (name, template, seed) in [("short", "<P*3>{text}", 3), ("qa", "<P*2>{context}\nВопрос: {question}\nОтвет:", 4)]
+    for (name, template, seed) in
+        [("short", "<P*3>{text}", 3), ("qa", "<P*2>{context}\nВопрос: {question}\nОтвет:<P>", 4)]
     {
         let path = dir.join(name);
         if !path.exists() {

@@ -4,6 +4,8 @@
 //! streams and stop rules, and position ids come from the attention mask, so what a job gets never depends on
 //! the jobs decoded beside it.
 
+use std::ops::Range;
+
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
@@ -22,8 +24,9 @@ pub struct Job {
     pub config: GenerationConfig,
     /// Report each new token's log-probability and this many most likely tokens' (`None`: report none).
     pub logprobs: Option<usize>,
-    /// With `logprobs`, also report the input's tokens from this index on, with their log-probabilities.
-    pub echo_from: Option<usize>,
+    /// With `logprobs`, also report these input tokens (the request's own, not a format's around them) with their
+    /// log-probabilities.
+    pub echo: Option<Range<usize>>,
 }
 
 /// How likely the model found a token (its raw log-probability, before processors and temperature), and its
@@ -37,7 +40,7 @@ pub struct TokenLogprobs {
 /// What a job hears.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// The input's tokens from `echo_from` on; the input's first token has no log-probability.
+    /// The echoed input tokens; the input's first token has no log-probability.
     Echo(Vec<(i64, Option<TokenLogprobs>)>),
     /// Sequence `seq` got a token.
     Token { seq: usize, id: i64, logprobs: Option<TokenLogprobs> },
@@ -98,8 +101,17 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
             return Ok(Vec::new());
         }
         let window = self.model.config().n_positions;
+        let vocab = self.model.config().vocab_size;
         for (_, job) in &jobs {
             ensure!(!job.input.is_empty(), "an input is empty: generation needs at least one token");
+            if let Some(echo) = &job.echo {
+                let tokens = job.input.get(echo.clone()).unwrap_or_default();
+                ensure!(
+                    tokens.len() == echo.len() && tokens.iter().all(|t| (0..vocab).contains(t)),
+                    "echoed tokens {echo:?} are not model tokens of the {}-token input",
+                    job.input.len()
+                );
+            }
             ensure!(job.config.num_beams == 1, "beam search does not decode in a running batch");
             ensure!(
                 (job.input.len() + job.config.max_new_tokens) as i64 <= window,
@@ -115,7 +127,7 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
         let (ids, mask) = (ids.to_device(device), mask.to_device(device));
         let width = ids.size()[1];
         let embeds = inject(self.model, &ids, self.injections)?;
-        let echo = jobs.iter().any(|(_, j)| j.logprobs.is_some() && j.echo_from.is_some());
+        let echo = jobs.iter().any(|(_, j)| j.logprobs.is_some() && j.echo.is_some());
         let mut cache = self.model.new_cache();
         let from = if echo { 0 } else { width - 1 };
         let hidden = self.model.forward_from(Input::Embeds(&embeds), Some(&mask), Some(&mut cache), from)?;
@@ -125,9 +137,9 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
         let (mut rows, mut pending) = (Vec::new(), Vec::new());
         for (j, (key, job)) in jobs.into_iter().enumerate() {
             let mut heard = Vec::new();
-            if let (Some(k), Some(start)) = (job.logprobs, job.echo_from) {
+            if let (Some(k), Some(range)) = (job.logprobs, job.echo.clone()) {
                 let padding = width - job.input.len() as i64;
-                heard.push(Update::Echo(self.echo(&hidden.get(j as i64), padding, &job.input, start, k)?));
+                heard.push(Update::Echo(self.echo(&hidden.get(j as i64), padding, &job.input, range, k)?));
             }
             let n = job.config.num_return_sequences;
             if job.config.max_new_tokens == 0 {
@@ -231,26 +243,26 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
         self.mask = Some(mask.narrow(1, unused, mask.size()[1] - unused));
     }
 
-    /// Log-probabilities of `input[start..]` from one row's hidden states `[width, d]` (`padding` positions
+    /// Log-probabilities of `input[range]` from one row's hidden states `[width, d]` (`padding` positions
     /// first), each with the `k` most likely tokens at its position.
     fn echo(
         &self,
         hidden: &Tensor,
         padding: i64,
         input: &[i64],
-        start: usize,
+        range: Range<usize>,
         k: usize,
     ) -> Result<Vec<(i64, Option<TokenLogprobs>)>> {
         let mut out: Vec<(i64, Option<TokenLogprobs>)> = Vec::new();
-        if start == 0 {
+        if range.start == 0 && !range.is_empty() {
             out.push((input[0], None));
         }
-        let first = start.max(1);
-        if first < input.len() {
-            let count = (input.len() - first) as i64;
+        let first = range.start.max(1);
+        if first < range.end {
+            let count = (range.end - first) as i64;
             let states = hidden.narrow(0, padding + first as i64 - 1, count);
             let logprobs = self.model.lm_logits(&states).log_softmax(-1, Kind::Float);
-            let tokens = &input[first..];
+            let tokens = &input[first..range.end];
             out.extend(tokens.iter().copied().zip(token_logprobs(&logprobs, tokens, k)?.into_iter().map(Some)));
         }
         Ok(out)

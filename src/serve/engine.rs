@@ -243,5 +243,6 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
-    format!("decoding panicked: {what}")
+    // libtorch's messages carry a C++ backtrace after their first line.
+    format!("decoding panicked: {}", what.lines().next().unwrap_or_default())
 }

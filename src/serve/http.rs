@@ -419,7 +419,7 @@ impl AppState {
                     input: p.ids.clone(),
                     config: plan.config.clone(),
                     logprobs: plan.logprobs,
-                    echo_from: plan.echo.then_some(p.echo_from),
+                    echo: plan.echo.then(|| p.own.clone()),
                 };
                 queue
                     .send(Submission { job, events })

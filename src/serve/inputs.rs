@@ -1,6 +1,8 @@
 //! What a request's `model` and `prompt` become: token ids for the model, the prompt format filled where a tuned
 //! prompt is named, and where the request's own tokens start (what `echo` returns).
 
+use std::ops::Range;
+
 use anyhow::Result;
 use serde_json::{Map, Value};
 
@@ -28,8 +30,8 @@ pub struct Models {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     pub ids: Vec<i64>,
-    /// Where the request's own tokens start in `ids` (a format's prompt tokens and text come before).
-    pub echo_from: usize,
+    /// Where the request's own tokens are in `ids` (a format's prompt tokens and text around them are not).
+    pub own: Range<usize>,
     /// The request's prompt as text.
     pub text: String,
 }
@@ -144,16 +146,18 @@ impl Models {
                 }
             }
         };
-        let (ids, echo_from, text) = match prompt {
+        let (ids, own, text) = match prompt {
             PromptInput::Text(text) => {
                 // Tokenized whole, as training and evaluation tokenize a formatted row.
                 let whole = format!("{before}{text}{after}");
                 let encoding = self.tokenizer.encode(&whole).map_err(internal)?;
                 let start = before.chars().count();
-                let echo_from =
-                    encoding.get_offsets().iter().position(|&(_, end)| end > start).unwrap_or(encoding.len());
+                let end = start + text.chars().count();
+                let offsets = encoding.get_offsets();
+                let first = offsets.iter().position(|&(_, e)| e > start).unwrap_or(offsets.len());
+                let last = offsets.iter().position(|&(b, _)| b >= end).unwrap_or(offsets.len()).max(first);
                 let ids = encoding.get_ids().iter().map(|&i| i64::from(i)).collect();
-                (ids, echo_from, text.clone())
+                (ids, first..last, text.clone())
             }
             PromptInput::Ids(given) => {
                 if let Some(id) =
@@ -164,7 +168,7 @@ impl Models {
                 let head = self.tokenizer.encode_ids(&before).map_err(internal)?;
                 let tail = self.tokenizer.encode_ids(&after).map_err(internal)?;
                 let text = self.tokenizer.decode(given).map_err(internal)?;
-                ([head.as_slice(), given, &tail].concat(), head.len(), text)
+                ([head.as_slice(), given, &tail].concat(), head.len()..head.len() + given.len(), text)
             }
         };
         // Text that spells a prompt token would inject a prompt where the format puts none.
@@ -180,6 +184,6 @@ impl Models {
         if ids.is_empty() {
             return Err(bad("the prompt is empty: the model needs at least one token to continue".into()));
         }
-        Ok(Prepared { ids, echo_from, text })
+        Ok(Prepared { ids, own, text })
     }
 }

@@ -47,6 +47,14 @@ r = client.completions.create(
     extra_body={"fields": {"context": "Пингвины живут в Антарктиде."}},
 )
 assert r.choices[0].finish_reason in ("length", "stop")
+# Echo gives back the request's own tokens, not the format's text and prompt tokens around them.
+r = client.completions.create(
+    model="qa", prompt="Где живут пингвины?", max_tokens=0, temperature=0, logprobs=1, echo=True,
+    extra_body={"fields": {"context": "Пингвины живут в Антарктиде."}},
+)
+lp = r.choices[0].logprobs
+assert "".join(lp.tokens).strip() == "Где живут пингвины?", lp.tokens
+assert len(lp.tokens) == len(lp.token_logprobs) and all(x is not None for x in lp.token_logprobs), lp
 
 # Beam search and penalties as extra fields.
 r = client.completions.create(
