@@ -246,3 +246,46 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     // libtorch's messages carry a C++ backtrace after their first line.
     format!("decoding panicked: {}", what.lines().next().unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::GenerationConfig;
+    use tch::{Device, Kind};
+    use tokio::sync::mpsc::unbounded_channel;
+
+    /// The panic net catches what should never happen; here a job asking for more alternatives per token than
+    /// the vocabulary has, which the HTTP side refuses before it gets this far.
+    #[test]
+    fn a_panic_while_decoding_fails_its_job_and_the_engine_goes_on() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gpt2-ru");
+        let model = Gpt2::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
+        let tokenizer = Tokenizer::from_dir(&dir).unwrap();
+        let limits = Limits { max_batch: 8, max_batch_tokens: 10_000 };
+        let engine = Engine::start(model, tokenizer, None, limits, Metrics::default()).unwrap();
+        let job = |logprobs| Job {
+            input: vec![5, 6, 7],
+            config: GenerationConfig { max_new_tokens: 3, ..Default::default() },
+            logprobs,
+            echo: None,
+        };
+        let (events, mut heard) = unbounded_channel();
+        engine.queue.send(Submission { job: job(Some(100_000)), events }).unwrap();
+        match heard.blocking_recv() {
+            Some(Event::Failed(message)) => assert!(message.starts_with("decoding panicked"), "{message}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        let (events, mut heard) = unbounded_channel();
+        engine.queue.send(Submission { job: job(None), events }).unwrap();
+        let mut tokens = 0;
+        while let Some(event) = heard.blocking_recv() {
+            match event {
+                Event::Update(Update::Token { .. }) => tokens += 1,
+                Event::Failed(message) => panic!("{message}"),
+                Event::Update(_) => {}
+            }
+        }
+        assert_eq!(tokens, 3);
+        engine.join().unwrap();
+    }
+}

@@ -311,11 +311,9 @@ impl AppState {
         if r.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid(Some("suffix"), "suffix (insertion) is not supported"));
         }
-        if let Some(k) = r.logprobs.filter(|&k| k > self.options.max_logprobs) {
-            return Err(ApiError::invalid(
-                Some("logprobs"),
-                format!("logprobs is {k}; at most {}", self.options.max_logprobs),
-            ));
+        let most = self.options.max_logprobs.min(self.models.vocab as usize);
+        if let Some(k) = r.logprobs.filter(|&k| k > most) {
+            return Err(ApiError::invalid(Some("logprobs"), format!("logprobs is {k}; at most {most}")));
         }
         let temperature = r.temperature.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
