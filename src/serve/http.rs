@@ -617,7 +617,7 @@ impl Answer {
         let logprobs = match (self.plan.logprobs, finished) {
             (Some(_), None) => {
                 let last = s.ids.len() - 1;
-                let offset = s.sent;
+                let offset = text.get(..s.sent).map_or(0, |t| t.chars().count());
                 Some(self.logprobs_of(&[(s.ids[last], s.logprobs[last].clone())], offset))
             }
             _ => None,
