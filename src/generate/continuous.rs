@@ -131,7 +131,7 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
         let mut cache = self.model.new_cache();
         let from = if echo { 0 } else { width - 1 };
         let hidden = self.model.forward_from(Input::Embeds(&embeds), Some(&mask), Some(&mut cache), from)?;
-        let last = self.model.lm_logits(&hidden.select(1, hidden.size()[1] - 1));
+        let last = self.model.next_token_logits(&hidden.select(1, hidden.size()[1] - 1));
         let mut updates = Vec::with_capacity(jobs.len());
         let mut joining = Vec::new();
         let (mut rows, mut pending) = (Vec::new(), Vec::new());
@@ -195,7 +195,7 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
         let embeds = self.model.embed(&next)?;
         let hidden = self.model.forward(Input::Embeds(&embeds), Some(&mask), Some(&mut self.cache))?;
         self.mask = Some(mask);
-        let logits = self.model.lm_logits(&hidden.select(1, 0));
+        let logits = self.model.next_token_logits(&hidden.select(1, 0));
         let mut updates = Vec::with_capacity(self.jobs.len());
         let mut start = 0;
         for active in &mut self.jobs {

@@ -198,7 +198,7 @@ impl<'a> Batch<'a> {
         let last = self.embeds.size()[1] - 1;
         let hidden =
             self.model.forward_from(Input::Embeds(&self.embeds), Some(&self.mask), self.cache.as_mut(), last)?;
-        Ok(self.model.lm_logits(&hidden.select(1, 0)))
+        Ok(self.model.next_token_logits(&hidden.select(1, 0)))
     }
 
     /// Appends token `next[r]` to row r; with `parents`, row r first becomes a copy of row `parents[r]` (beam

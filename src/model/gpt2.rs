@@ -327,19 +327,20 @@ impl Gpt2 {
     /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
     /// should select them first: the projection is the largest matmul of the model.
     pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr()).to_kind(Kind::Float)
+    }
+
+    /// [`Gpt2::lm_logits`] of the next token of each decoding row, `hidden: [rows, d]` → `[rows, vocab]`. CPU BLAS
+    /// multiplies a few rows by the `[vocab, d]` matrix much faster as W·hᵀ than as h·Wᵀ (8 rows × 50k tokens on
+    /// 2 cores: 23 vs 63 ms, libtorch 2.11); past ~128 rows the usual order wins. Decoding alone uses it, so
+    /// training and scoring keep their numbers.
+    pub fn next_token_logits(&self, hidden: &Tensor) -> Tensor {
         let weight = self.lm_head.as_ref().unwrap_or(&self.wte);
-        let (d, vocab) = (self.config.n_embd, weight.size()[0]);
-        let rows = hidden.numel() as i64 / d.max(1);
-        // CPU BLAS multiplies a few rows by the [vocab, d] matrix much faster as W·hᵀ than as h·Wᵀ (8 rows × 50k
-        // tokens on 2 cores: 23 vs 63 ms, measured with libtorch 2.11); past ~128 rows the usual order wins. The
-        // decoding steps of a batch are such few rows.
-        if self.device == Device::Cpu && (2..=128).contains(&rows) && vocab >= 16384 {
-            let mut shape = hidden.size();
-            *shape.last_mut().expect("hidden states have a last dim") = vocab;
-            let logits = weight.mm(&hidden.reshape([rows, d]).tr()).tr().contiguous();
-            return logits.reshape(shape.as_slice()).to_kind(Kind::Float);
+        let rows = hidden.size().first().copied().unwrap_or(0);
+        if self.device == Device::Cpu && hidden.dim() == 2 && (2..=128).contains(&rows) && weight.size()[0] >= 16384 {
+            return weight.mm(&hidden.tr()).tr().contiguous().to_kind(Kind::Float);
         }
-        hidden.matmul(&weight.tr()).to_kind(Kind::Float)
+        self.lm_logits(hidden)
     }
 
     /// [`Gpt2::lm_loss`] of `labels` for `input`, with the last block run from the first position that predicts
