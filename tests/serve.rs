@@ -508,6 +508,23 @@ fn a_client_that_goes_away_frees_its_rows() {
     }
     let generated = server.metric("ruprompts_completion_tokens_total");
     assert!(generated < 200.0, "{generated} of 250 tokens were generated for a client that left after one");
+    // A client that gives up waiting for a whole answer is let go too.
+    let body =
+        json!({"model": "tiny", "prompt": "Кот", "max_tokens": 250, "min_tokens": 250, "temperature": 0, "n": 16});
+    let url = format!("{}/v1/completions", server.url);
+    match ureq::post(&url).timeout(Duration::from_millis(100)).send_json(&body) {
+        Err(ureq::Error::Transport(_)) => {}
+        other => panic!("expected the client to time out, got {other:?}"),
+    }
+    let start = Instant::now();
+    while server.metric("ruprompts_running_rows") > 0.0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the rows of a gone client are still decoding");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let more = server.metric("ruprompts_completion_tokens_total") - generated;
+    assert!(more > 0.0, "the request never started");
+    // Left to the end, min_tokens would make it exactly 4000.
+    assert!(more < 4000.0, "all {more} tokens were generated for a client that left");
 }
 
 #[test]
