@@ -13,24 +13,37 @@ use super::cache::{KvCache, LayerKv};
 use super::gpt2_config::{Activation, Gpt2Config};
 use super::weights::StateDict;
 
-/// HF `Conv1D`: `y = x @ W + b` with `W` stored `[in, out]`.
+/// HF `Conv1D`: `y = x @ W + b`, its `W` (stored `[in, out]` in checkpoints) kept transposed, `[out, in]`.
 #[derive(Debug)]
 struct Conv1D {
+    /// `[out, in]`, contiguous.
     weight: Tensor,
     bias: Tensor,
 }
 
+/// Up to this many rows a CPU matmul runs faster as `W·xᵀ` (see [`Conv1D::forward`]).
+const FEW_ROWS: i64 = 64;
+
 impl Conv1D {
     fn load(sd: &mut StateDict, prefix: &str) -> Result<Self> {
-        Ok(Self { weight: sd.take(&format!("{prefix}.weight"))?, bias: sd.take(&format!("{prefix}.bias"))? })
+        let weight = sd.take(&format!("{prefix}.weight"))?.tr().contiguous();
+        Ok(Self { weight, bias: sd.take(&format!("{prefix}.bias"))? })
     }
 
-    /// `[.., in] -> [.., out]`, as one addmm over the flattened rows like HF does.
+    /// `[.., in] -> [.., out]` over the flattened rows. CPU BLAS runs a few rows (decoding steps) ~2× faster as
+    /// `W·xᵀ` with `W` laid out `[out, in]` than as `x·W` (8 rows × 768×3072 on 2 cores: 1.6 vs 4.2 ms, libtorch
+    /// 2.11); many rows go through `linear`, as fast as `x·W` there.
     fn forward(&self, x: &Tensor) -> Tensor {
         let mut out_shape = x.size();
         let input_dim = *out_shape.last().expect("Conv1D input has at least one dimension");
-        *out_shape.last_mut().unwrap() = self.weight.size()[1];
-        self.bias.addmm(&x.reshape([-1, input_dim]), &self.weight).reshape(out_shape)
+        *out_shape.last_mut().unwrap() = self.weight.size()[0];
+        let rows = x.reshape([-1, input_dim]);
+        let y = if rows.device() == Device::Cpu && rows.size()[0] <= FEW_ROWS {
+            self.bias.unsqueeze(1).addmm(&self.weight, &rows.tr()).tr()
+        } else {
+            rows.linear(&self.weight, Some(&self.bias))
+        };
+        y.reshape(out_shape)
     }
 }
 
