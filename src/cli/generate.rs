@@ -113,7 +113,7 @@ fn published(spec: &str) -> Result<Option<Entry>> {
 }
 
 /// A `--prompt` value: its key and the folder to load (a published prompt's or a Hub id's pulled first).
-pub(super) fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
+fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
     let (key, name) = match spec.split_once('=') {
         Some((k, d)) => (Some(k.to_string()), d),
         None => (None, spec),
@@ -128,6 +128,13 @@ pub(super) fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
         None => PathBuf::from(name),
     };
     Ok((key, resolve::prompt_dir(&path, "--prompt")?))
+}
+
+/// A `--prompt` value's key and the prompt it names, loaded on `device`; errors name the value.
+pub(super) fn load_prompt(spec: &str, device: tch::Device) -> Result<(Option<String>, Prompt)> {
+    let (key, dir) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
+    let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
+    Ok((key, prompt))
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -153,12 +160,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
          --stream or decode with --num-beams 1"
     );
     let device = args.placement.device.resolve()?;
-    let mut loaded = Vec::new();
-    for spec in &args.prompt {
-        let (key, dir) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
-        let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
-        loaded.push((key, prompt));
-    }
+    let mut loaded = args.prompt.iter().map(|spec| load_prompt(spec, device)).collect::<Result<Vec<_>>>()?;
     let bars = Bars::default();
     let named = entry.as_ref().map(|e| e.backbone.clone()).or_else(|| loaded[0].1.pretrained_model_name.clone());
     let Backbone { model, mut tokenizer, .. } = match (&args.model, named) {

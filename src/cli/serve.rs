@@ -3,14 +3,14 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 
 use super::bars::Bars;
-use super::generate::resolve_prompt;
+use super::generate::load_prompt;
 use super::Placement;
 use crate::model::Backbone;
-use crate::prompt::{MultiPrompt, Prompt};
+use crate::prompt::MultiPrompt;
 use crate::resolve;
 use crate::serve::{serve, Limits, Options, Served};
 
@@ -61,10 +61,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let device = args.placement.device.resolve()?;
     let mut loaded = Vec::new();
     for spec in &args.prompt {
-        let (key, dir) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
-        let key = key.ok_or_else(|| anyhow!("--prompt {spec}: give each prompt a key, as KEY=DIR"))?;
-        let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
-        loaded.push((key, prompt));
+        ensure!(spec.contains('='), "--prompt {spec}: give each prompt a key, as KEY=DIR");
+        let (key, prompt) = load_prompt(spec, device)?;
+        loaded.push((key.expect("KEY=DIR has a key"), prompt));
     }
     let named = match (&args.model, loaded.first()) {
         (Some(model), _) => model.clone(),

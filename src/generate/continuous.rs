@@ -148,7 +148,7 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
                 continue;
             }
             let mut active = Active {
-                processors: Processors::new(&job.config, self.tokenizer, self.model.config().vocab_size)?,
+                processors: Processors::new(&job.config, self.tokenizer, vocab)?,
                 streams: Streams::new(job.config.seed, 1, n),
                 new: vec![Vec::new(); n],
                 finished: vec![false; n],
@@ -157,15 +157,12 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
             };
             let logits = last.narrow(0, j as i64, 1).repeat([n as i64, 1]);
             let next = choose(&mut active, &logits, self.tokenizer, &mut heard)?;
-            rows.extend(std::iter::repeat_n(j as i64, n));
-            pending.extend(next);
             updates.push((key, heard));
+            // A job whose every sequence ended on its first token is done without joining.
             if !active.finished.iter().all(|&f| f) {
+                rows.extend(std::iter::repeat_n(j as i64, n));
+                pending.extend(next);
                 joining.push(active);
-            } else {
-                let keep = rows.len() - n;
-                rows.truncate(keep);
-                pending.truncate(keep);
             }
         }
         if !rows.is_empty() {

@@ -96,6 +96,16 @@ pub struct Logprobs {
     pub text_offset: Vec<usize>,
 }
 
+impl Logprobs {
+    /// `other`'s tokens after these.
+    pub fn append(&mut self, other: Logprobs) {
+        self.tokens.extend(other.tokens);
+        self.token_logprobs.extend(other.token_logprobs);
+        self.top_logprobs.extend(other.top_logprobs);
+        self.text_offset.extend(other.text_offset);
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Choice {
     pub text: String,

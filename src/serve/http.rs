@@ -695,15 +695,12 @@ impl Answer {
             let prompt = &self.plan.prompts[index / self.n()];
             let completion = self.completion(index)?;
             let logprobs = self.plan.logprobs.map(|_| {
-                let mut lp = self.logprobs_of(&s.echo, 0);
+                // The echoed tokens, then the generated ones after the prompt's text.
                 let start = if self.plan.echo { prompt.text.chars().count() } else { 0 };
                 let generated: Vec<(i64, Option<TokenLogprobs>)> =
                     s.ids.iter().copied().zip(s.logprobs.iter().cloned()).collect();
-                let more = self.logprobs_of(&generated, start);
-                lp.tokens.extend(more.tokens);
-                lp.token_logprobs.extend(more.token_logprobs);
-                lp.top_logprobs.extend(more.top_logprobs);
-                lp.text_offset.extend(more.text_offset);
+                let mut lp = self.logprobs_of(&s.echo, 0);
+                lp.append(self.logprobs_of(&generated, start));
                 lp
             });
             let text = if self.plan.echo { format!("{}{completion}", prompt.text) } else { completion };
