@@ -12,7 +12,7 @@ mod common;
 
 use anyhow::Result;
 use ruprompts::eval::Candidate;
-use ruprompts::model::{pad, Gpt2, Input, Side};
+use ruprompts::model::{pad, Gpt2, Side};
 use ruprompts::train::{choice_loss, ChoiceExample};
 use tch::{Kind, Tensor};
 
@@ -48,7 +48,7 @@ fn naive_loss(
     let (ids, mask) = pad(&slices, 0, Side::Right);
     let device = model.device();
     let embeds = prompt.embed(model, &ids.to_device(device), prompt_id)?;
-    let hidden = model.forward(Input::Embeds(&embeds), Some(&mask.to_device(device)), None)?;
+    let hidden = model.forward(embeds.input(), Some(&mask.to_device(device)), None)?;
     let mut losses = Vec::new();
     let mut r = 0;
     for e in examples {

@@ -17,7 +17,7 @@ use ruprompts::data::{read_rows, Record};
 use ruprompts::eval::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::{Gpt2, Input};
+use ruprompts::model::Gpt2;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -239,7 +239,7 @@ fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> R
     let (mut first, mut losses, mut cold) = (Instant::now(), Vec::new(), 0.0);
     for step in 0..steps {
         opt.zero_grad();
-        let loss = model.loss(Input::Embeds(&prompt.embed(model, &ids, prompt_id)?), None, &labels)?;
+        let loss = model.loss(prompt.embed(model, &ids, prompt_id)?.input(), None, &labels)?;
         loss.backward();
         opt.step(LR);
         losses.push(loss.double_value(&[]));

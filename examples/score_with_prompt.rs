@@ -37,7 +37,7 @@ fn scores(
             let ids = [context_ids.clone(), tok.encode_ids(candidate)?].concat();
             let input = Tensor::from_slice(&ids).unsqueeze(0);
             let embeds = match prompt {
-                Some((prompt, token_id)) => prompt.embed(model, &input, token_id)?,
+                Some((prompt, token_id)) => prompt.embed(model, &input, token_id)?.embeds,
                 None => model.embed(&input)?,
             };
             continuation_log_prob(model, &embeds, &ids, context_ids.len())

@@ -51,7 +51,7 @@ fn extends_and_overrides_resolve_with_defaults() {
     assert_eq!(config.optimizer.weight_decay, 0.0);
     assert_eq!(config.optimizer.betas, (0.9, 0.999));
     assert_eq!(config.prompt_format.template, "<P*20>{premise}");
-    assert_eq!(config.prompt_provider, ProviderConfig::default());
+    assert_eq!(config.prompt_provider.provider, ProviderConfig::default());
     assert!(
         matches!(&config.preprocessing, PreprocessConfig::Classification { verbalizers, .. } if verbalizers["entailment"] == " да")
     );
@@ -67,6 +67,7 @@ fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
         ("typo.yaml", "extends: base.yaml\ntraining:\n  batch_size: 4\n  lerning_rate: 3\n"),
         ("type.yaml", "extends: base.yaml\ntraining:\n  batch_size: many\n"),
         ("kind.yaml", "extends: base.yaml\noptimizer:\n  betas: [0.9, 0.99]\nprompt_provider:\n  kind: gru\n"),
+        ("field.yaml", "extends: base.yaml\nprompt_provider:\n  kind: lstm\n  hiden_dim: 3\n"),
         ("nolr.yaml", &BASE.replace("  lr: 0.1", "  weight_decay: 0.0")),
         ("noout.yaml", &BASE.replace("output_dir: runs/terra\n", "")),
         ("syntax.yaml", "model:\n  path: [a\n"),
@@ -91,7 +92,17 @@ fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
     assert_eq!(
         err,
         format!(
-            "{}:5: `prompt_provider.kind`: unknown variant `gru`, expected one of `tensor`, `lstm`, `mlp`",
+            "{}:4: `prompt_provider`: unknown variant `gru`, expected one of `tensor`, `lstm`, `mlp`, `prefix`",
+            path.display()
+        )
+    );
+    // The provider's options sit beside `init_from` (serde's flatten): errors name the section's line.
+    let (err, path) = error(d, "field.yaml", &[]);
+    assert_eq!(
+        err,
+        format!(
+            "{}:2: `prompt_provider`: unknown field `hiden_dim`, expected one of `hidden_dim`, `input_dim`, \
+             `num_layers`",
             path.display()
         )
     );

@@ -64,12 +64,19 @@ fn params_reports_provider_sizes_of_the_cpt_slides() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("tensor          61,440  ([40, 1536])"), "{stdout}");
     assert!(stdout.contains("lstm         3,165,952  (hidden 256, input 256, 2 layers)"), "{stdout}");
+    assert!(stdout.contains("give --num-layers (or --model) to count the prefix provider too"), "{stdout}");
+    // A deep prompt of 40 virtual tokens on its 24 layers: keys and values 40 × 24 × 2 × 1536.
+    let deep = [&args[..], &["--num-layers", "24", "--prefix-hidden-dim", "512"]].concat();
+    let (ok, stdout, stderr) = ruprompts(&deep);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("prefix       2,949,120  (keys and values [40, 24 layers × 2 × 1536])"), "{stdout}");
+    assert!(stdout.contains("prefix      38,670,848  (projection: [40, 1536] through hidden 512)"), "{stdout}");
 
     let dir = model_dir();
     let format = "<P*3>{text}<P>Кратко:</P>";
     let (ok, stdout, stderr) = ruprompts(&["params", "--model", dir.to_str().unwrap(), "--format", format]);
     assert!(ok, "{stderr}");
-    assert!(stdout.starts_with("a prompt of 7 tokens on a backbone with embedding size 64:"), "{stdout}");
+    assert!(stdout.starts_with("a prompt of 7 tokens on a backbone with embedding size 64 and 2 layers:"), "{stdout}");
     assert!(stdout.contains("only the tensor provider can start from"), "{stdout}");
 
     let (ok, _, stderr) = ruprompts(&["params", "--prompt-length", "3"]);

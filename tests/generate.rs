@@ -175,7 +175,7 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
     assert_eq!(echoed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), input[3..]);
     let ids = tch::Tensor::from_slice(&input).unsqueeze(0);
     let embeds = multi.embed(&model, &ids).unwrap();
-    let hidden = model.forward(ruprompts::model::Input::Embeds(&embeds), None, None).unwrap();
+    let hidden = model.forward(embeds.input(), None, None).unwrap();
     let logprobs = model.lm_logits(&hidden.get(0)).log_softmax(-1, tch::Kind::Float);
     for (p, (id, lp)) in (3..).zip(echoed) {
         let lp = lp.as_ref().unwrap();

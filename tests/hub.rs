@@ -171,7 +171,10 @@ fn hub_errors_say_what_went_wrong_and_leave_no_half_file() {
     let err = failed("alice/joke@v9", &[]);
     assert!(err.contains("alice/joke@v9: the repository has no revision 'v9'"), "{err}");
     let err = failed("alice/broken", &[]);
-    assert!(err.contains("alice/broken: revision 'main' has no file prompt_provider.bin"), "{err}");
+    assert!(
+        err.contains("alice/broken: revision 'main' has no file prompt_provider.safetensors or prompt_provider.bin"),
+        "{err}"
+    );
 
     hub.fail("prompt.json", Failure::Status(403), 1);
     let err = failed("alice/joke", &[]);

@@ -44,7 +44,7 @@ fn logits_of(prompt: &Prompt, model: &Gpt2, text: &str) -> Tensor {
     let ids = Tensor::from_slice(&ids).unsqueeze(0);
     tch::no_grad(|| {
         let embeds = prompt.embed(model, &ids, id).unwrap();
-        model.lm_logits(&model.forward(Input::Embeds(&embeds), None, None).unwrap())
+        model.lm_logits(&model.forward(embeds.input(), None, None).unwrap())
     })
 }
 
@@ -54,7 +54,7 @@ fn item0_loss(prompt: &Prompt, model: &Gpt2, ids: &[i64], labels: &[i64]) -> f64
     let id = prompt.add_token(&mut tok).unwrap();
     let embeds = prompt.embed(model, &Tensor::from_slice(ids).unsqueeze(0), id).unwrap();
     tch::no_grad(|| {
-        let hidden = model.forward(Input::Embeds(&embeds), None, None).unwrap();
+        let hidden = model.forward(embeds.input(), None, None).unwrap();
         model.lm_loss(&hidden, &Tensor::from_slice(labels).unsqueeze(0)).double_value(&[])
     })
 }
@@ -247,7 +247,7 @@ fn missing_or_malformed_prompt_files_are_named() {
 }
 
 #[test]
-fn peft_adapters_export_and_import_prefix_prompts_only() {
+fn peft_prompt_tuning_adapters_export_and_import_leading_prompts_only() {
     let model = tiny_model();
     let tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let format = PromptFormat::compile("<P*5>{text}", &tok).unwrap();
@@ -293,7 +293,10 @@ fn peft_adapters_export_and_import_prefix_prompts_only() {
     let path = dir.path().join(PEFT_CONFIG_FILE);
     assert_eq!(
         err,
-        format!("{}: a LORA adapter holds no soft prompt (expected PROMPT_TUNING or P_TUNING)", path.display())
+        format!(
+            "{}: a LORA adapter holds no soft prompt (expected PROMPT_TUNING, P_TUNING or PREFIX_TUNING)",
+            path.display()
+        )
     );
 }
 

@@ -62,7 +62,7 @@ fn python_tensor_prompt_gives_python_loss_when_injected() {
     let item = &spec["item0"];
     let ids = Tensor::from_slice(&i64_vec(&item["input_ids"])).unsqueeze(0);
     let embeds = prompt.embed(&model, &ids, token_id).unwrap();
-    let loss = tch::no_grad(|| prompt_loss(&model, &embeds, &i64_vec(&item["labels"]))).double_value(&[]);
+    let loss = tch::no_grad(|| prompt_loss(&model, &embeds.embeds, &i64_vec(&item["labels"]))).double_value(&[]);
     let expected = item["loss"].as_f64().unwrap();
     assert!((loss - expected).abs() <= 1e-5, "loss {loss} vs {expected}");
 }
@@ -87,7 +87,7 @@ fn lstm_provider_loads_pytorch_state_and_matches_output_loss_and_gradients() {
 
     let ids = Tensor::from_slice(&i64_vec(&spec["lm_loss_item0_input_ids"])).unsqueeze(0);
     let embeds = prompt.embed(&model, &ids, 2000).unwrap();
-    let loss = prompt_loss(&model, &embeds, &i64_vec(&spec["lm_loss_item0_labels"]));
+    let loss = prompt_loss(&model, &embeds.embeds, &i64_vec(&spec["lm_loss_item0_labels"]));
     let expected = spec["lm_loss_item0"].as_f64().unwrap();
     assert!((loss.double_value(&[]) - expected).abs() <= 1e-5);
     loss.backward();
@@ -127,7 +127,7 @@ fn multi_prompt_matches_python_and_mixes_keys_in_one_batch() {
         let input = Tensor::from_slice(&ids).unsqueeze(0);
         let logits = tch::no_grad(|| {
             let embeds = multi.embed(&model, &input).unwrap();
-            model.lm_logits(&model.forward(Input::Embeds(&embeds), None, None).unwrap())
+            model.lm_logits(&model.forward(embeds.input(), None, None).unwrap())
         });
         let diff = max_abs_diff(&logits.get(0), &tensor_named(&weights, &format!("{key}.logits")));
         assert!(diff <= 1e-5, "{key}: logits differ by {diff}");
@@ -142,7 +142,7 @@ fn multi_prompt_matches_python_and_mixes_keys_in_one_batch() {
     let batch = ids_tensor(&padded);
     let logits = tch::no_grad(|| {
         let embeds = multi.embed(&model, &batch).unwrap();
-        model.lm_logits(&model.forward(Input::Embeds(&embeds), Some(&ids_tensor(&mask)), None).unwrap())
+        model.lm_logits(&model.forward(embeds.input(), Some(&ids_tensor(&mask)), None).unwrap())
     });
     for (i, (ids, single)) in rows.iter().enumerate() {
         let diff = max_abs_diff(&logits.get(i as i64).narrow(0, 0, ids.len() as i64), single);

@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use ruprompts::format::PromptFormat;
-use ruprompts::model::Input;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -39,7 +38,7 @@ fn five_adamw_steps_reproduce_python_losses_weights_and_moments() {
         let loss_of = |prompt: &Prompt| {
             let embeds = prompt.embed(&model, &ids, 2000).unwrap();
             // The trainer's loss: the last block from the first labelled position on.
-            model.loss(Input::Embeds(&embeds), Some(&mask), &labels).unwrap()
+            model.loss(embeds.input(), Some(&mask), &labels).unwrap()
         };
         let expected_losses = f64_vec(&v["loss_before_step"]);
         let expected_norms = f64_vec(&v["grad_norm_before_clip"]);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ruprompts::device::DeviceChoice;
 use ruprompts::format::{PromptFormat, PROMPT_TOKEN};
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::{Gpt2, Gpt2Config, Input};
+use ruprompts::model::{Gpt2, Gpt2Config};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -101,7 +101,7 @@ pub fn train_step_seconds(model: &Gpt2, full_projection: bool, steps: usize) -> 
     timed_steps(&prompt, steps, || {
         let embeds = prompt.embed(model, &ids, prompt_id)?;
         if full_projection {
-            let hidden = model.forward(Input::Embeds(&embeds), None, None)?;
+            let hidden = model.forward(embeds.input(), None, None)?;
             let logits = model.lm_logits(&hidden.narrow(1, 0, tokens - 1));
             Ok(logits.reshape([-1, vocab]).cross_entropy_loss::<Tensor>(
                 &labels.narrow(1, 1, tokens - 1).reshape([-1]),
@@ -111,7 +111,7 @@ pub fn train_step_seconds(model: &Gpt2, full_projection: bool, steps: usize) -> 
                 0.0,
             ))
         } else {
-            model.loss(Input::Embeds(&embeds), None, &labels)
+            model.loss(embeds.input(), None, &labels)
         }
     })
 }

@@ -210,7 +210,7 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
     let prompt = args.prompt.as_deref().map(|p| resolve::prompt_dir(p, "--prompt")).transpose()?;
     let model = match (&args.model, &prompt) {
         (Some(m), _) => m.clone(),
-        (None, Some(p)) => crate::prompt::Prompt::from_pretrained(p, tch::Device::Cpu)
+        (None, Some(p)) => crate::prompt::Prompt::load(p, tch::Device::Cpu)
             .with_context(|| format!("--prompt {}", args.prompt.as_deref().unwrap_or(p).display()))?
             .pretrained_model_name
             .map(PathBuf::from)

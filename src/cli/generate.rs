@@ -133,7 +133,7 @@ fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
 /// A `--prompt` value's key and the prompt it names, loaded on `device`; errors name the value.
 pub(super) fn load_prompt(spec: &str, device: tch::Device) -> Result<(Option<String>, Prompt)> {
     let (key, dir) = resolve_prompt(spec).with_context(|| format!("--prompt {spec}"))?;
-    let prompt = Prompt::from_pretrained(&dir, device).with_context(|| format!("--prompt {spec}"))?;
+    let prompt = Prompt::load(&dir, device).with_context(|| format!("--prompt {spec}"))?;
     Ok((key, prompt))
 }
 

@@ -70,7 +70,7 @@ pub fn pull(args: PullArgs) -> Result<()> {
     } else {
         let dir = hub::pull_prompt(&repo)?;
         // Loading proves the files make a prompt.
-        Prompt::from_pretrained(&dir, Device::Cpu)?;
+        Prompt::load(&dir, Device::Cpu)?;
         dir
     };
     println!("{}", dir.display());

@@ -3,6 +3,7 @@
 mod bars;
 mod decoding;
 mod eval;
+mod export;
 mod generate;
 mod hub;
 mod rsg;
@@ -19,7 +20,7 @@ use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
 use crate::model::{Backbone, Gpt2, Gpt2Config, ModelSource};
-use crate::provider::ProviderConfig;
+use crate::provider::{Projection, ProviderConfig};
 use crate::resolve;
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, TrainConfig, TrainOptions};
@@ -117,6 +118,13 @@ pub enum Command {
     /// Anything that takes a prompt or model folder also takes a Hub id and pulls it itself; `pull` fills the
     /// cache ahead of time, e.g. for a machine that will run with HF_HUB_OFFLINE=1.
     Pull(hub::PullArgs),
+    /// Write a prompt in another tool's layout.
+    ///
+    /// `ruprompts export --peft runs/danetqa peft-danetqa` writes a PEFT adapter folder that
+    /// `PeftModel.from_pretrained(model, "peft-danetqa")` loads: PREFIX_TUNING for a prefix prompt (whose format
+    /// may hold no prompt tokens of its own), PROMPT_TUNING for a prompt whose tokens all come first (<P*N>{text}).
+    /// The other way needs no command: a PEFT adapter folder is taken wherever a prompt is.
+    Export(export::ExportArgs),
 }
 
 /// Where a model is loaded.
@@ -211,6 +219,12 @@ pub struct ParamsArgs {
     /// Hidden size of the mlp provider (default: the embedding size).
     #[arg(long)]
     pub mlp_hidden_dim: Option<i64>,
+    /// Transformer layers of the backbone, for the prefix provider's count (24 ruGPT-3 large; read from --model).
+    #[arg(long, conflicts_with = "model")]
+    pub num_layers: Option<i64>,
+    /// Hidden size of the prefix provider's projection MLP (default: the embedding size, as in PEFT).
+    #[arg(long)]
+    pub prefix_hidden_dim: Option<i64>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -231,6 +245,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Rsg(args) => rsg::run_rsg(args),
         #[cfg(feature = "hub")]
+        Command::Export(args) => export::run(args),
         Command::Push(args) => hub::push(args),
         #[cfg(feature = "hub")]
         Command::Pull(args) => hub::pull(args),
@@ -297,9 +312,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
 }
 
 fn run_params(args: ParamsArgs) -> Result<()> {
-    let embedding_dim = match (&args.model, args.embedding_dim) {
-        (Some(dir), _) => Gpt2Config::from_file(&dir.join("config.json"))?.n_embd,
-        (None, Some(d)) => d,
+    let (embedding_dim, num_layers) = match (&args.model, args.embedding_dim) {
+        (Some(dir), _) => {
+            let config = Gpt2Config::from_file(&dir.join("config.json"))?;
+            (config.n_embd, Some(config.n_layer))
+        }
+        (None, Some(d)) => (d, args.num_layers),
         (None, None) => bail!("give --embedding-dim, or --model to read it from config.json"),
     };
     let mut has_phrases = false;
@@ -314,23 +332,49 @@ fn run_params(args: ParamsArgs) -> Result<()> {
         (None, None) => bail!("give --prompt-length, or --format to count its prompt tokens"),
     };
     ensure!(prompt_length >= 1 && embedding_dim >= 1, "the prompt length and embedding size must be positive");
-    let providers = [
+    ensure!(num_layers.is_none_or(|n| n >= 1), "the number of layers must be positive");
+    let mut providers = vec![
         ProviderConfig::default(),
         ProviderConfig::Lstm { hidden_dim: args.lstm_hidden_dim, input_dim: args.lstm_input_dim, num_layers: 2 },
         ProviderConfig::Mlp { hidden_dim: args.mlp_hidden_dim },
     ];
-    println!("a prompt of {prompt_length} tokens on a backbone with embedding size {embedding_dim}:");
+    // A deep prompt of as many virtual tokens, with no input-layer tokens of its own.
+    if num_layers.is_some() {
+        let prefix = |projection| ProviderConfig::Prefix {
+            num_virtual_tokens: prompt_length,
+            projection,
+            init: Default::default(),
+        };
+        providers.push(prefix(None));
+        providers.push(prefix(Some(Projection { hidden_dim: args.prefix_hidden_dim })));
+    }
+    let layers = num_layers.map_or(String::new(), |n| format!(" and {n} layers"));
+    println!("a prompt of {prompt_length} tokens on a backbone with embedding size {embedding_dim}{layers}:");
     for provider in providers {
         let d = embedding_dim;
-        let detail = match provider {
-            ProviderConfig::Tensor { .. } => format!("[{prompt_length}, {d}]"),
+        let (name, input_tokens, detail) = match provider {
+            ProviderConfig::Tensor { .. } => ("tensor", prompt_length, format!("[{prompt_length}, {d}]")),
             ProviderConfig::Lstm { hidden_dim, input_dim, num_layers } => {
-                format!("hidden {}, input {}, {num_layers} layers", hidden_dim.unwrap_or(d), input_dim.unwrap_or(d))
+                let (h, i) = (hidden_dim.unwrap_or(d), input_dim.unwrap_or(d));
+                ("lstm", prompt_length, format!("hidden {h}, input {i}, {num_layers} layers"))
             }
-            ProviderConfig::Mlp { hidden_dim } => format!("hidden {}", hidden_dim.unwrap_or(d)),
+            ProviderConfig::Mlp { hidden_dim } => ("mlp", prompt_length, format!("hidden {}", hidden_dim.unwrap_or(d))),
+            ProviderConfig::Prefix { projection: None, .. } => (
+                "prefix",
+                0,
+                format!("keys and values [{prompt_length}, {} layers × 2 × {d}]", num_layers.unwrap_or(0)),
+            ),
+            ProviderConfig::Prefix { projection: Some(p), .. } => (
+                "prefix",
+                0,
+                format!("projection: [{prompt_length}, {d}] through hidden {}", p.hidden_dim.unwrap_or(d)),
+            ),
         };
-        let count = group_thousands(provider.num_parameters(prompt_length, embedding_dim));
-        println!("  {:<7} {count:>14}  ({detail})", provider.name());
+        let count = group_thousands(provider.num_parameters(input_tokens, embedding_dim, num_layers.unwrap_or(0)));
+        println!("  {name:<7} {count:>14}  ({detail})");
+    }
+    if num_layers.is_none() {
+        println!("give --num-layers (or --model) to count the prefix provider too");
     }
     if has_phrases {
         println!("the format has <P>phrase</P> tokens, which only the tensor provider can start from");

@@ -137,7 +137,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     let prompt = request
         .prompt
         .as_ref()
-        .map(|dir| Prompt::from_pretrained(dir, device).with_context(|| format!("prompt {}", dir.display())))
+        .map(|dir| Prompt::load(dir, device).with_context(|| format!("prompt {}", dir.display())))
         .transpose()?;
     let token_id = prompt.as_ref().map(|p| p.add_token(&mut tokenizer)).transpose()?;
     let zero_shot = PromptFormat::compile(request.formats.zero_shot(), &tokenizer).context("zero_shot format")?;

@@ -48,8 +48,8 @@ pub fn evaluate_generation(
     ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
-    let prompt = Prompt::from_pretrained(&request.prompt, device)
-        .with_context(|| format!("prompt {}", request.prompt.display()))?;
+    let prompt =
+        Prompt::load(&request.prompt, device).with_context(|| format!("prompt {}", request.prompt.display()))?;
     let template = prompt.format().template().to_string();
     let fields: Vec<String> = prompt.format().fields().iter().map(|f| f.to_string()).collect();
     let Some(source_field) = fields.first().cloned() else {

@@ -6,7 +6,7 @@
 use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::model::{pad, Gpt2, Input, Side};
+use crate::model::{pad, Gpt2, Side};
 use crate::prompt::{inject, Injection};
 
 /// A candidate continuation of a context: the answer that is scored, then the rest of the formatted text
@@ -87,7 +87,7 @@ pub fn score_naive(
         .map(|c| {
             let ids: Vec<i64> = [context, &c.answer, &c.suffix].concat();
             let input = Tensor::from_slice(&ids).unsqueeze(0).to_device(model.device());
-            let hidden = model.forward(Input::Embeds(&inject(model, &input, injections)?), None, None)?.squeeze_dim(0);
+            let hidden = model.forward(inject(model, &input, injections)?.input(), None, None)?.squeeze_dim(0);
             let t = ids.len() as i64;
             // Position p predicts token p + 1.
             let start = context.len() - 1;
@@ -113,15 +113,10 @@ fn slice_injections<'a>(injections: &[Injection<'a>], ids: &[i64], taken: &mut [
         .zip(taken.iter_mut())
         .filter_map(|(inj, taken)| {
             let n = ids.iter().filter(|&&t| t == inj.token_id).count() as i64;
-            let length = inj.embeddings.size()[0].max(1);
-            let rows = if *taken % length + n <= length {
-                inj.embeddings.narrow(0, *taken % length, n)
-            } else {
-                let index: Vec<i64> = (*taken..*taken + n).map(|i| i % length).collect();
-                select(&inj.embeddings, &index, inj.embeddings.device())
-            };
+            let length = inj.length().max(1);
+            let index: Vec<i64> = (*taken..*taken + n).map(|i| i % length).collect();
             *taken += n;
-            (n > 0).then(|| Injection { name: inj.name, token_id: inj.token_id, embeddings: rows })
+            (n > 0).then(|| inj.select(&index))
         })
         .collect()
 }
@@ -287,7 +282,7 @@ fn plain_contexts(
     let mask = context_mask.to_device(device);
     // Without whole-text scoring only the contexts' last states are read.
     let from = if whole_text { 0 } else { l - 1 };
-    let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), cache.as_mut(), from)?;
+    let hidden = model.forward_from(embeds.input(), Some(&mask), cache.as_mut(), from)?;
     let (hidden, kept) = (hidden.reshape([-1, d]), l - from);
     // Row i's context starts after its padding; its token j sits at i·L + pad + j (whole text: all L kept).
     let start = |i: usize| i as i64 * l + l - contexts[i].len() as i64;
@@ -400,8 +395,7 @@ fn prefixed_contexts(
     let prefix_mask = prefix_mask.to_device(device);
     // Whole text: every prefix state predicts a token; otherwise none is read (the last is the cheapest to keep).
     let from = if whole_text { 0 } else { p - 1 };
-    let prefix_hidden =
-        model.forward_from(Input::Embeds(&embeds), Some(&prefix_mask), Some(&mut prefix_cache), from)?;
+    let prefix_hidden = model.forward_from(embeds.input(), Some(&prefix_mask), Some(&mut prefix_cache), from)?;
     let (prefix_hidden, prefix_kept) = (prefix_hidden.reshape([-1, d]), p - from);
 
     let owners: Vec<i64> = group_of.iter().map(|&g| g as i64).collect();
@@ -413,7 +407,7 @@ fn prefixed_contexts(
     let mask = Tensor::cat(&[select(&prefix_mask, &owners, device), rest_mask.to_device(device)], 1);
     let embeds = inject(model, &ids.to_device(device), &rest_injections)?;
     let from = if whole_text { 0 } else { r - 1 };
-    let hidden = model.forward_from(Input::Embeds(&embeds), Some(&mask), Some(&mut cache), from)?;
+    let hidden = model.forward_from(embeds.input(), Some(&mask), Some(&mut cache), from)?;
     let (hidden, kept) = (hidden.reshape([-1, d]), r - from);
     let last: Vec<i64> = (0..b).map(|i| i * kept + kept - 1).collect();
     let last = select(&hidden, &last, device);
@@ -512,7 +506,7 @@ fn continue_batch(
     // Every candidate row holds the same prompt tokens after the answer (they come from the same format).
     let rest = slice_injections(injections, &rows[0], &mut taken.to_vec());
     let embeds = inject(model, &ids.to_device(device), &rest)?;
-    model.forward(Input::Embeds(&embeds), Some(&mask), Some(&mut cache))
+    model.forward(embeds.input(), Some(&mask), Some(&mut cache))
 }
 
 #[cfg(test)]

@@ -125,6 +125,21 @@ impl PromptFormat {
         self
     }
 
+    /// The same format with `n` more prompt tokens ahead of everything: the positions of a deep prompt's virtual
+    /// tokens. Phrase tokens keep their places among the prompt tokens.
+    pub fn with_leading_prompt_tokens(mut self, n: usize) -> Self {
+        if n > 0 {
+            self.pieces.insert(0, Piece::Prompt(n));
+            self.init_tokens = self.init_tokens.into_iter().map(|(k, v)| (k + n, v)).collect();
+        }
+        self
+    }
+
+    /// Prompt tokens before the first field or text.
+    pub fn leading_prompt_tokens(&self) -> usize {
+        self.pieces.iter().map_while(|p| if let Piece::Prompt(n) = p { Some(*n) } else { None }).sum()
+    }
+
     pub fn template(&self) -> &str {
         &self.template
     }

@@ -130,7 +130,7 @@ impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
         let echo = jobs.iter().any(|(_, j)| j.logprobs.is_some() && j.echo.is_some());
         let mut cache = self.model.new_cache();
         let from = if echo { 0 } else { width - 1 };
-        let hidden = self.model.forward_from(Input::Embeds(&embeds), Some(&mask), Some(&mut cache), from)?;
+        let hidden = self.model.forward_from(embeds.input(), Some(&mask), Some(&mut cache), from)?;
         let last = self.model.next_token_logits(&hidden.select(1, hidden.size()[1] - 1));
         let mut updates = Vec::with_capacity(jobs.len());
         let mut joining = Vec::new();

@@ -10,8 +10,8 @@ use tch::{Kind, Tensor};
 
 use super::logits::{next_tokens, Processors, Row, Streams};
 use super::GenerationConfig;
-use crate::model::{pad, Gpt2, Input, KvCache, Side};
-use crate::prompt::{inject, Injection};
+use crate::model::{pad, Gpt2, KvCache, Side};
+use crate::prompt::{inject, Injected, Injection};
 use crate::tokenizer::Tokenizer;
 
 /// The most rows one call decodes together (inputs × sequences or beams).
@@ -181,7 +181,7 @@ pub(super) struct Batch<'a> {
     mask: Tensor,
     cache: Option<KvCache>,
     /// What the next forward reads.
-    embeds: Tensor,
+    embeds: Injected,
 }
 
 impl<'a> Batch<'a> {
@@ -195,9 +195,8 @@ impl<'a> Batch<'a> {
 
     /// Logits `[rows, V]` of each row's next token.
     pub fn logits(&mut self) -> Result<Tensor> {
-        let last = self.embeds.size()[1] - 1;
-        let hidden =
-            self.model.forward_from(Input::Embeds(&self.embeds), Some(&self.mask), self.cache.as_mut(), last)?;
+        let last = self.embeds.embeds.size()[1] - 1;
+        let hidden = self.model.forward_from(self.embeds.input(), Some(&self.mask), self.cache.as_mut(), last)?;
         Ok(self.model.next_token_logits(&hidden.select(1, 0)))
     }
 
@@ -216,7 +215,7 @@ impl<'a> Batch<'a> {
         let next = next.unsqueeze(1).to_device(self.mask.device());
         self.mask = Tensor::cat(&[&self.mask, &self.mask.ones_like().narrow(1, 0, 1)], 1);
         self.embeds = match self.cache {
-            Some(_) => self.model.embed(&next)?,
+            Some(_) => Injected { embeds: self.model.embed(&next)?, deep: None },
             None => {
                 self.ids = Tensor::cat(&[&self.ids, &next], 1);
                 inject(self.model, &self.ids, self.injections)?

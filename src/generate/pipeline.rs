@@ -49,7 +49,7 @@ pub type TextWatch<'a> = dyn FnMut(&[String]) -> Result<ControlFlow<()>> + 'a;
 /// The prompts a pipeline serves: one, or several by key.
 #[derive(Debug)]
 pub enum Prompts {
-    Single { prompt: Prompt, token_id: i64 },
+    Single { prompt: Box<Prompt>, token_id: i64 },
     Multi(MultiPrompt),
 }
 
@@ -57,7 +57,7 @@ impl Prompts {
     /// One prompt; its token is added to `tokenizer`.
     pub fn single(prompt: Prompt, tokenizer: &mut Tokenizer) -> Result<Self> {
         let token_id = prompt.add_token(tokenizer)?;
-        Ok(Self::Single { prompt, token_id })
+        Ok(Self::Single { prompt: Box::new(prompt), token_id })
     }
 
     fn format(&self, key: Option<&str>) -> Result<&PromptFormat> {

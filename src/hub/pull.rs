@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::HFError;
 
 use super::{client, git_blob_sha1, offline, sha256, RepoId};
-use crate::prompt::{PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
+use crate::prompt::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
 
 /// What a Hub error means for `repo`, in words that say what to do.
 fn explain(e: HFError, repo: &RepoId, file: &str, offline: bool) -> anyhow::Error {
@@ -137,10 +137,10 @@ fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> 
             if let Some(why) = unavailable {
                 return Err(why);
             }
-            // Report the last name of the group.
-            let last = group.last().copied().unwrap_or_default();
-            let no_file = HFError::EntryNotFound { path: last.into(), repo_id: repo.to_string(), context: None };
-            return Err(if offline { explain(no_file, repo, last, true) } else { missing(&handle, repo, last) });
+            // Name every file of the group: "has no file a or b".
+            let names = group.join(" or ");
+            let no_file = HFError::EntryNotFound { path: names.clone(), repo_id: repo.to_string(), context: None };
+            return Err(if offline { explain(no_file, repo, &names, true) } else { missing(&handle, repo, &names) });
         };
         snapshot.get_or_insert(path.parent().context("a cached file has a folder")?.to_path_buf());
     }
@@ -151,9 +151,14 @@ fn pull(repo: &RepoId, files: &[&[&str]], optional: &[&str]) -> Result<PathBuf> 
 }
 
 /// A prompt repo: `prompt.json`, the weights (safetensors, else ruPrompts' `prompt_provider.bin`) and our
-/// provider state when there is one.
+/// provider state when there is one; or a PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`).
 pub fn pull_prompt(repo: &RepoId) -> Result<PathBuf> {
-    pull(repo, &[&[PROMPT_FILE], &[WEIGHTS_FILE, TORCH_FILE]], &[STATE_FILE])
+    let dir = pull(repo, &[&[PROMPT_FILE, PEFT_CONFIG_FILE]], &[])?;
+    if dir.join(PROMPT_FILE).is_file() {
+        pull(repo, &[&[WEIGHTS_FILE, TORCH_FILE]], &[STATE_FILE])
+    } else {
+        pull(repo, &[&[PEFT_WEIGHTS_FILE]], &[])
+    }
 }
 
 /// A model repo: config, weights (safetensors, sharded safetensors with every shard, or `pytorch_model.bin`) and

@@ -10,6 +10,7 @@ use anyhow::{ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{KvCache, LayerKv};
+use super::deep::DeepKv;
 use super::gpt2_config::{Activation, Gpt2Config};
 use super::weights::StateDict;
 
@@ -71,18 +72,23 @@ struct Attention {
     c_proj: Conv1D,
     n_head: i64,
     scale: f64,
+    layer: i64,
 }
 
 impl Attention {
     /// `x: [B, T, d]` → the attention output `[B, T - from, d]` of positions `from..` (keys and values cover
     /// all `T`). `mask: [B, 1, T - from, S]` bool (true = may attend), or `None` for plain causal attention
-    /// (only with `from = 0`). With a cache, this layer's keys/values are appended to it and attention covers
-    /// all `S` positions.
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: Option<&mut LayerKv>, from: i64) -> Tensor {
+    /// (only with `from = 0`). `deep` replaces the keys and values of some positions. With a cache, this layer's
+    /// keys/values are appended to it and attention covers all `S` positions.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: Option<&mut LayerKv>, from: i64, deep: Deep) -> Tensor {
         let (b, t, d) = x.size3().expect("attention input is [B, T, d]");
         let heads = |z: &Tensor| z.view([b, t, self.n_head, d / self.n_head]).transpose(1, 2);
         let qkv = self.c_attn.forward(x).split(d, 2);
-        let (q, k, v) = (heads(&qkv[0]).narrow(2, from, t - from), heads(&qkv[1]), heads(&qkv[2]));
+        let (k, v) = match deep {
+            Some(deep) => deep.apply(self.layer, &qkv[1], &qkv[2]),
+            None => (qkv[1].shallow_clone(), qkv[2].shallow_clone()),
+        };
+        let (q, k, v) = (heads(&qkv[0]).narrow(2, from, t - from), heads(&k), heads(&v));
         let (k, v) = match cache {
             Some(layer) => layer.append(k, v),
             None => (k, v),
@@ -128,6 +134,7 @@ impl Block {
                 c_proj: Conv1D::load(sd, &format!("{p}.attn.c_proj"))?,
                 n_head: cfg.n_head,
                 scale,
+                layer: i,
             },
             ln_2: LayerNorm::load(sd, &format!("{p}.ln_2"), eps)?,
             mlp: Mlp {
@@ -139,12 +146,15 @@ impl Block {
     }
 
     /// Output `[B, T - from, d]` of positions `from..` of `x: [B, T, d]` (see [`Attention::forward`]).
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: Option<&mut LayerKv>, from: i64) -> Tensor {
-        let attended = self.attn.forward(&self.ln_1.forward(x), mask, cache, from);
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, cache: Option<&mut LayerKv>, from: i64, deep: Deep) -> Tensor {
+        let attended = self.attn.forward(&self.ln_1.forward(x), mask, cache, from, deep);
         let x = x.narrow(1, from, x.size()[1] - from) + attended;
         &x + self.mlp.forward(&self.ln_2.forward(&x))
     }
 }
+
+/// Replaced keys and values, if any (see [`DeepKv`]).
+type Deep<'a> = Option<&'a DeepKv>;
 
 /// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +163,9 @@ pub enum Input<'a> {
     Ids(&'a Tensor),
     /// `[B, T, d]` embeddings (e.g. from [`Gpt2::embed`] with prompt rows replaced), any float dtype.
     Embeds(&'a Tensor),
+    /// Embeddings, and keys and values that replace the model's own at some positions in every layer (a deep
+    /// prompt's virtual tokens).
+    Deep(&'a Tensor, &'a DeepKv),
 }
 
 /// A frozen GPT-2 language model.
@@ -284,11 +297,27 @@ impl Gpt2 {
         mut cache: Option<&mut KvCache>,
         from: i64,
     ) -> Result<Tensor> {
+        let (input, deep) = match input {
+            Input::Deep(embeds, deep) => {
+                let width = 2 * self.config.n_layer * self.config.n_embd;
+                ensure!(
+                    deep.width() == width,
+                    "a deep prompt of width {} (layers · 2 · embedding size) cannot run on this model: it has {} \
+                     layers of size {} (width {width})",
+                    deep.width(),
+                    self.config.n_layer,
+                    self.config.n_embd
+                );
+                (Input::Embeds(embeds), Some(deep.prepared(self.device, self.kind)))
+            }
+            other => (other, None),
+        };
         let embeds = match input {
             Input::Ids(ids) => {
                 ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
                 self.embed(ids)?
             }
+            Input::Deep(..) => unreachable!("unwrapped above"),
             Input::Embeds(e) => {
                 ensure!(
                     e.dim() == 3 && e.size()[2] == self.config.n_embd,
@@ -329,7 +358,7 @@ impl Gpt2 {
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             let (from, mask) = if i == last { (from, tail_mask.as_ref()) } else { (0, attn_mask.as_ref()) };
-            x = block.forward(&x, mask, layer_cache, from);
+            x = block.forward(&x, mask, layer_cache, from, deep.as_ref());
         }
         if self.blocks.is_empty() {
             x = x.narrow(1, from, t - from);
@@ -358,7 +387,12 @@ impl Gpt2 {
 
     /// [`Gpt2::lm_loss`] of `labels` for `input`, with the last block run from the first position that predicts
     /// a label on (see [`Gpt2::forward_from`]): the same loss for less arithmetic, which is what training wants.
+    /// A deep prompt's virtual tokens predict nothing (see [`DeepKv`]).
     pub fn loss(&self, input: Input<'_>, attention_mask: Option<&Tensor>, labels: &Tensor) -> Result<Tensor> {
+        let labels = &match input {
+            Input::Deep(_, deep) => deep.unlabel_followers(labels),
+            _ => labels.shallow_clone(),
+        };
         let labelled = Vec::<bool>::try_from(labels.ne(-100).any_dim(0, false))?;
         let from = labelled.iter().position(|&l| l).map_or(0, |first| first.saturating_sub(1)) as i64;
         let hidden = self.forward_from(input, attention_mask, None, from)?;

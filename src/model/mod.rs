@@ -1,6 +1,7 @@
 //! The frozen backbone: a GPT-2-architecture causal LM loaded from a Hugging Face checkpoint directory.
 
 mod cache;
+mod deep;
 mod gpt2;
 mod gpt2_config;
 mod pad;
@@ -8,6 +9,7 @@ mod source;
 mod weights;
 
 pub use cache::KvCache;
+pub use deep::DeepKv;
 pub use gpt2::{Gpt2, Input};
 pub use gpt2_config::{Activation, Gpt2Config};
 pub use pad::{pad, Side};

@@ -45,6 +45,9 @@ struct ConfigJson {
     embedding_dim: Option<i64>,
     #[serde(default)]
     prompt_length: Option<i64>,
+    /// Ours only, for deep prompts: the backbone's transformer layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    num_layers: Option<i64>,
     #[serde(default)]
     pretrained_model_name: Option<String>,
     #[serde(default)]
@@ -52,21 +55,29 @@ struct ConfigJson {
 }
 
 impl Prompt {
-    /// Saves into `dir` (created if needed): weights first, `prompt.json` last, each file atomically.
+    /// Saves into `dir` (created if needed): weights first, `prompt.json` last, each file atomically. A deep
+    /// prompt's file of weights holds its keys and values (`prefix`) and its input-layer rows (`weights`, when the
+    /// format has prompt tokens), and no `prompt_provider.bin`: ruPrompts has no deep prompts.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let weights = tch::no_grad(|| self.embeddings()).detach().to_device(Device::Cpu).contiguous();
-        write_atomic(&dir.join(WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&[("weights", &weights)], p)?))?;
-        write_atomic(&dir.join(TORCH_FILE), |p| {
-            torch_pickle::write_tensor(&weights, TORCH_ARCHIVE, std::fs::File::create(p)?)
-        })?;
-        let mut state: Vec<(String, Tensor)> = self
-            .var_store()
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
-            .collect();
-        state.sort_by(|a, b| a.0.cmp(&b.0));
+        let cpu = |t: Tensor| t.detach().to_device(Device::Cpu).contiguous();
+        let weights = cpu(tch::no_grad(|| self.embeddings()));
+        match tch::no_grad(|| self.prefix()).map(cpu) {
+            None => {
+                write_atomic(&dir.join(WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&[("weights", &weights)], p)?))?;
+                write_atomic(&dir.join(TORCH_FILE), |p| {
+                    torch_pickle::write_tensor(&weights, TORCH_ARCHIVE, std::fs::File::create(p)?)
+                })?;
+            }
+            Some(prefix) => {
+                let mut named = vec![("prefix", &prefix)];
+                if weights.size()[0] > 0 {
+                    named.push(("weights", &weights));
+                }
+                write_atomic(&dir.join(WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&named, p)?))?;
+            }
+        }
+        let state: Vec<(String, Tensor)> = self.state().into_iter().map(|(n, t)| (n, cpu(t))).collect();
         let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
         write_atomic(&dir.join(STATE_FILE), |p| Ok(Tensor::write_safetensors(&named, p)?))?;
         let json = PromptJson {
@@ -77,12 +88,22 @@ impl Prompt {
             config: ConfigJson {
                 embedding_dim: Some(self.embedding_dim),
                 prompt_length: Some(self.format.prompt_length() as i64),
+                num_layers: (self.virtual_tokens() > 0).then_some(self.num_layers),
                 pretrained_model_name: self.pretrained_model_name.clone(),
                 is_safe: false,
             },
             provider: Some(self.provider_config.clone()),
         };
         write_atomic(&dir.join(PROMPT_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&json)?)?))
+    }
+
+    /// Loads the prompt in `dir`, whichever kind it is: ours or ruPrompts' (`prompt.json`), or a PEFT adapter
+    /// (`adapter_config.json`, read with its default format).
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        if dir.join(PROMPT_FILE).is_file() || !dir.join(super::PEFT_CONFIG_FILE).is_file() {
+            return Self::from_pretrained(dir, device);
+        }
+        Self::from_peft(dir, None, device)
     }
 
     /// Loads a prompt saved by [`Prompt::save_pretrained`] or by Python ruPrompts, onto `device`. With our
@@ -107,6 +128,9 @@ impl Prompt {
         }
         let state_path = dir.join(STATE_FILE);
         let (provider, state) = match json.provider {
+            Some(ProviderConfig::Prefix { .. }) if !state_path.is_file() => {
+                bail!("{}: a prefix prompt needs its {STATE_FILE}, which is missing", dir.display())
+            }
             Some(provider) if state_path.is_file() => {
                 let state = Tensor::read_safetensors(&state_path)
                     .with_context(|| format!("cannot read {}", state_path.display()))?;
@@ -121,7 +145,14 @@ impl Prompt {
             .embedding_dim
             .or_else(|| weights_dim(&state))
             .ok_or_else(|| anyhow!("{}: config.embedding_dim is missing", json_path.display()))?;
-        let mut prompt = Prompt::build(format, provider, embedding_dim, device, None)?;
+        let num_layers = match provider.virtual_tokens() {
+            0 => 0,
+            _ => json
+                .config
+                .num_layers
+                .ok_or_else(|| anyhow!("{}: config.num_layers is missing", json_path.display()))?,
+        };
+        let mut prompt = Prompt::build(format, provider, embedding_dim, num_layers, device, None)?;
         prompt.pretrained_model_name = json.config.pretrained_model_name;
         prompt.set_state(&state).with_context(|| format!("cannot load the prompt in {}", dir.display()))?;
         Ok(prompt)

@@ -10,7 +10,7 @@ mod torch_pickle;
 use anyhow::{ensure, Result};
 use tch::{nn, Tensor};
 
-pub use inject::{inject, Injection};
+pub use inject::{inject, DeepRows, Injected, Injection};
 pub use io::{PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
 pub use multi::MultiPrompt;
 pub use peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
@@ -28,41 +28,60 @@ pub struct Prompt {
     vs: nn::VarStore,
     provider: Box<dyn Provider>,
     embedding_dim: i64,
+    /// Transformer layers of the backbone (a deep prompt has keys and values for each).
+    num_layers: i64,
     /// The backbone this prompt was made for (`config.pretrained_model_name` in `prompt.json`).
     pub pretrained_model_name: Option<String>,
 }
 
 impl Prompt {
     /// A fresh prompt for `model`: the provider is initialised from the model's embeddings and the format's
-    /// phrase tokens, on the model's device.
+    /// phrase tokens, on the model's device. A deep prompt's virtual tokens go ahead of the format.
     pub fn new(format: PromptFormat, provider_config: ProviderConfig, model: &Gpt2) -> Result<Self> {
+        let virtual_tokens = provider_config.virtual_tokens();
+        ensure!(virtual_tokens >= 0, "prompt_provider.num_virtual_tokens must not be negative");
+        let format = format.with_leading_prompt_tokens(virtual_tokens as usize);
         // Checked before anything is allocated: `<P*99999999>` would otherwise ask for gigabytes.
         let (length, positions) = (format.prompt_length(), model.config().n_positions);
-        anyhow::ensure!(
+        ensure!(
             length as i64 <= positions,
             "the format has {length} prompt tokens, more than the model's {positions} positions (n_positions)"
         );
-        let embeddings = Some(model.token_embeddings());
-        Self::build(format, provider_config, model.config().n_embd, model.device(), embeddings)
+        let (d, layers) = (model.config().n_embd, model.config().n_layer);
+        Self::build(format, provider_config, d, layers, model.device(), Some(model.token_embeddings()))
     }
 
-    /// `embeddings` is `None` when the parameters are about to be loaded.
+    /// `format` holds a deep prompt's virtual tokens already; `embeddings` is `None` when the parameters are about
+    /// to be loaded.
     fn build(
         format: PromptFormat,
         provider_config: ProviderConfig,
         embedding_dim: i64,
+        num_layers: i64,
         device: tch::Device,
         embeddings: Option<&Tensor>,
     ) -> Result<Self> {
+        let virtual_tokens = provider_config.virtual_tokens();
+        let leading = format.leading_prompt_tokens() as i64;
+        ensure!(
+            leading >= virtual_tokens,
+            "the format {:?} starts with {leading} prompt tokens, fewer than the prefix's {virtual_tokens} virtual \
+             tokens",
+            format.template()
+        );
+        // Phrase tokens count among all prompt tokens; the provider numbers its own from 0.
+        let shifted: std::collections::BTreeMap<usize, u32> =
+            format.init_tokens().iter().map(|(&k, &v)| (k - virtual_tokens as usize, v)).collect();
         let vs = nn::VarStore::new(device);
         let init = ProviderInit {
-            prompt_length: format.prompt_length() as i64,
+            prompt_length: format.prompt_length() as i64 - virtual_tokens,
             embedding_dim,
+            num_layers,
             embeddings,
-            init_tokens: format.init_tokens(),
+            init_tokens: &shifted,
         };
         let provider = crate::rng::unseeded(|| tch::no_grad(|| provider_config.build(vs.root(), &init)))?;
-        Ok(Self { format, provider_config, vs, provider, embedding_dim, pretrained_model_name: None })
+        Ok(Self { format, provider_config, vs, provider, embedding_dim, num_layers, pretrained_model_name: None })
     }
 
     pub fn format(&self) -> &PromptFormat {
@@ -86,9 +105,27 @@ impl Prompt {
         self.embedding_dim
     }
 
+    pub fn num_layers(&self) -> i64 {
+        self.num_layers
+    }
+
+    /// A deep prompt's virtual tokens (0 for an input-layer prompt).
+    pub fn virtual_tokens(&self) -> i64 {
+        self.provider_config.virtual_tokens()
+    }
+
     /// Number of trainable parameters.
     pub fn num_parameters(&self) -> i64 {
-        self.provider_config.num_parameters(self.format.prompt_length() as i64, self.embedding_dim)
+        let input_tokens = self.format.prompt_length() as i64 - self.virtual_tokens();
+        self.provider_config.num_parameters(input_tokens, self.embedding_dim, self.num_layers)
+    }
+
+    /// The provider's parameters by their PyTorch names, detached copies (what [`Prompt::set_state`] takes).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state: Vec<(String, Tensor)> =
+            self.vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+        state.sort_by(|a, b| a.0.cmp(&b.0));
+        state
     }
 
     /// Overwrites the provider's parameters from named tensors (PyTorch state-dict names, e.g. `weights` or
@@ -114,9 +151,15 @@ impl Prompt {
         Ok(())
     }
 
-    /// The prompt embeddings `[L, d]`; compute once per step and share across the batch.
+    /// The input-layer prompt embeddings `[L, d]` (a deep prompt's virtual tokens not included); compute once per
+    /// step and share across the batch.
     pub fn embeddings(&self) -> Tensor {
         self.provider.forward()
+    }
+
+    /// A deep prompt's keys and values `[num_virtual_tokens, layers·2·d]` (see [`Provider::prefix`]).
+    pub fn prefix(&self) -> Option<Tensor> {
+        self.provider.prefix()
     }
 
     /// Adds the prompt token to `tokenizer` (a normal added token, like ruPrompts) and returns its id.
@@ -124,14 +167,24 @@ impl Prompt {
         Ok(i64::from(tokenizer.add_tokens(&[self.format.prompt_token()])?[0]))
     }
 
-    /// This prompt's embeddings, computed now, ready to inject at `token_id`. At inference compute it once per
+    /// This prompt's rows, computed now, ready to inject at `token_id`: a deep prompt's virtual tokens (zero
+    /// embeddings, its keys and values) first, then the input-layer rows. At inference compute it once per
     /// request; in training once per step (gradients flow through it).
     pub fn injection(&self, token_id: i64) -> Injection<'_> {
-        Injection { name: self.format.prompt_token(), token_id, embeddings: self.embeddings() }
+        let embeddings = self.embeddings();
+        let name = self.format.prompt_token();
+        let Some(prefix) = self.prefix() else { return Injection { name, token_id, embeddings, deep: None } };
+        let (n, l) = (prefix.size()[0], embeddings.size()[0]);
+        let options = (embeddings.kind(), embeddings.device());
+        let width = prefix.size()[1];
+        let embeddings = Tensor::cat(&[Tensor::zeros([n, self.embedding_dim], options), embeddings], 0);
+        let values = Tensor::cat(&[prefix, Tensor::zeros([l, width], options)], 0);
+        let virtual_ = Tensor::arange(n + l, (tch::Kind::Int64, options.1)).lt(n);
+        Injection { name, token_id, embeddings, deep: Some(DeepRows { values, virtual_ }) }
     }
 
-    /// Input embeddings of `ids` with this prompt injected at `token_id` (see [`inject`]).
-    pub fn embed(&self, model: &Gpt2, ids: &Tensor, token_id: i64) -> Result<Tensor> {
+    /// What the model reads for `ids` with this prompt injected at `token_id` (see [`inject`]).
+    pub fn embed(&self, model: &Gpt2, ids: &Tensor, token_id: i64) -> Result<Injected> {
         inject(model, ids, &[self.injection(token_id)])
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, ensure, Result};
 use tch::Tensor;
 
-use super::{inject, Injection, Prompt};
+use super::{inject, Injected, Injection, Prompt};
 use crate::model::Gpt2;
 use crate::tokenizer::Tokenizer;
 
@@ -43,8 +43,8 @@ impl MultiPrompt {
         self.prompts.iter().map(|(_, p, id)| p.injection(*id)).collect()
     }
 
-    /// Input embeddings of `ids` with every prompt injected where its tokens are; rows may mix keys.
-    pub fn embed(&self, model: &Gpt2, ids: &Tensor) -> Result<Tensor> {
+    /// What the model reads for `ids` with every prompt injected where its tokens are; rows may mix keys.
+    pub fn embed(&self, model: &Gpt2, ids: &Tensor) -> Result<Injected> {
         inject(model, ids, &self.injections())
     }
 }

@@ -1,6 +1,8 @@
-//! PEFT prompt-tuning adapters (`adapter_config.json` + `adapter_model.safetensors` holding
-//! `prompt_embeddings [N, d]`). PEFT prepends its virtual tokens to the input, so only formats whose prompt
-//! tokens all come first (`<P*N>{text}`) can be exported, and an import becomes such a format.
+//! PEFT prompt-learning adapters (`adapter_config.json` + `adapter_model.safetensors` holding
+//! `prompt_embeddings`): prompt tuning and P-tuning (`[N, d]`, input embeddings) and prefix tuning
+//! (`[N, layers·2·d]`, keys and values, any projection baked in). PEFT prepends its virtual tokens to the input,
+//! so only formats whose prompt tokens all come first (`<P*N>{text}`) can be exported, and an import becomes such
+//! a format; a deep prompt exports when the format has no input-layer prompt tokens of its own.
 
 use std::path::Path;
 
@@ -28,12 +30,20 @@ struct AdapterConfig {
     #[serde(default)]
     num_transformer_submodules: Option<i64>,
     #[serde(default)]
+    num_layers: Option<i64>,
+    #[serde(default)]
+    token_dim: Option<i64>,
+    #[serde(default)]
     base_model_name_or_path: Option<String>,
 }
 
 impl Prompt {
-    /// Writes this prompt as a PEFT `PROMPT_TUNING` adapter for a causal LM (the provider's output, baked).
+    /// Writes this prompt as a PEFT adapter for a causal LM, the provider's output baked: `PREFIX_TUNING` for a
+    /// deep prompt, `PROMPT_TUNING` otherwise.
     pub fn save_peft(&self, dir: &Path) -> Result<()> {
+        if self.virtual_tokens() > 0 {
+            return self.save_peft_prefix(dir);
+        }
         ensure!(
             self.format.is_prefix(),
             "the format {:?} has prompt tokens after other text; a PEFT adapter can only hold a prompt that \
@@ -64,8 +74,47 @@ impl Prompt {
         write_atomic(&dir.join(PEFT_CONFIG_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&config)?)?))
     }
 
-    /// Reads a PEFT `PROMPT_TUNING` or `P_TUNING` adapter of a causal LM as a tensor prompt. `format` says
-    /// where the text goes (default `<P*N>{text}`); it must put its N prompt tokens first.
+    fn save_peft_prefix(&self, dir: &Path) -> Result<()> {
+        let own = self.format.prompt_length() as i64 - self.virtual_tokens();
+        ensure!(
+            own == 0,
+            "the format {:?} has {own} prompt tokens of its own besides the prefix; a PEFT PREFIX_TUNING adapter \
+             holds only keys and values",
+            self.format.template()
+        );
+        let prefix = self.prefix().expect("a deep prompt has keys and values");
+        let weights = tch::no_grad(|| prefix).detach().to_device(Device::Cpu).contiguous();
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_atomic(&dir.join(PEFT_WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&[(PEFT_KEY, &weights)], p)?))?;
+        let (projection, hidden) = match self.provider_config {
+            ProviderConfig::Prefix { projection: Some(p), .. } => (true, p.hidden_dim.unwrap_or(self.embedding_dim)),
+            _ => (false, self.embedding_dim),
+        };
+        // PEFT fills num_attention_heads from the base model when it is null.
+        let config = serde_json::json!({
+            "peft_type": "PREFIX_TUNING",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": self.pretrained_model_name,
+            "revision": null,
+            "inference_mode": true,
+            "num_virtual_tokens": self.virtual_tokens(),
+            "token_dim": self.embedding_dim,
+            "num_transformer_submodules": 1,
+            "num_attention_heads": null,
+            "num_layers": self.num_layers,
+            "encoder_hidden_size": hidden,
+            "prefix_projection": projection,
+            "init_weights": null,
+            "modules_to_save": null,
+            "auto_mapping": null,
+        });
+        write_atomic(&dir.join(PEFT_CONFIG_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&config)?)?))
+    }
+
+    /// Reads a PEFT adapter of a causal LM: `PROMPT_TUNING` or `P_TUNING` as a tensor prompt, `PREFIX_TUNING` as
+    /// a deep prompt (its projection, if it had one, baked into the keys and values as PEFT saves them). `format`
+    /// says where the text goes (default `<P*N>{text}`, or `{text}` for a prefix); its prompt tokens must come
+    /// first, N of them (none for a prefix).
     pub fn from_peft(dir: &Path, format: Option<PromptFormat>, device: Device) -> Result<Self> {
         let config_path = dir.join(PEFT_CONFIG_FILE);
         let text =
@@ -73,8 +122,8 @@ impl Prompt {
         let config: AdapterConfig = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a PEFT adapter config", config_path.display()))?;
         ensure!(
-            matches!(config.peft_type.as_str(), "PROMPT_TUNING" | "P_TUNING"),
-            "{}: a {} adapter holds no soft prompt (expected PROMPT_TUNING or P_TUNING)",
+            matches!(config.peft_type.as_str(), "PROMPT_TUNING" | "P_TUNING" | "PREFIX_TUNING"),
+            "{}: a {} adapter holds no soft prompt (expected PROMPT_TUNING, P_TUNING or PREFIX_TUNING)",
             config_path.display(),
             config.peft_type
         );
@@ -93,6 +142,9 @@ impl Prompt {
             bail!("{}: '{PEFT_KEY}' has shape {:?}, expected [tokens, dim]", weights_path.display(), weights.size())
         };
         ensure!(rows == n, "{}: '{PEFT_KEY}' has {rows} rows but num_virtual_tokens is {n}", weights_path.display());
+        if config.peft_type == "PREFIX_TUNING" {
+            return Self::from_peft_prefix(&config, &config_path, weights, format, device);
+        }
         let format = match format {
             Some(format) => format,
             None => {
@@ -106,9 +158,45 @@ impl Prompt {
             format.template(),
             format.prompt_length()
         );
-        let mut prompt = Prompt::build(format, ProviderConfig::default(), dim, device, None)?;
+        let mut prompt = Prompt::build(format, ProviderConfig::default(), dim, 0, device, None)?;
         prompt.pretrained_model_name = config.base_model_name_or_path;
         prompt.set_state(&[("weights".to_string(), weights)])?;
+        Ok(prompt)
+    }
+
+    fn from_peft_prefix(
+        config: &AdapterConfig,
+        config_path: &Path,
+        weights: Tensor,
+        format: Option<PromptFormat>,
+        device: Device,
+    ) -> Result<Self> {
+        let (n, width) = (weights.size()[0], weights.size()[1]);
+        let field = |v: Option<i64>, name: &str| {
+            v.filter(|&x| x > 0).ok_or_else(|| anyhow!("{}: {name} is missing", config_path.display()))
+        };
+        let (layers, dim) = (field(config.num_layers, "num_layers")?, field(config.token_dim, "token_dim")?);
+        ensure!(
+            width == 2 * layers * dim,
+            "{}: '{PEFT_KEY}' is [{n}, {width}] but num_layers {layers} and token_dim {dim} make rows of \
+             2 · {layers} · {dim} = {}",
+            config_path.display(),
+            2 * layers * dim
+        );
+        let format = match format {
+            Some(format) => format,
+            None => PromptFormat::from_compiled("{text}", "{text}")?,
+        };
+        ensure!(
+            format.prompt_length() == 0,
+            "the format {:?} has prompt tokens; a PEFT PREFIX_TUNING adapter gives none (use {{text}}-like formats)",
+            format.template()
+        );
+        let provider = ProviderConfig::Prefix { num_virtual_tokens: n, projection: None, init: Default::default() };
+        let format = format.with_leading_prompt_tokens(n as usize);
+        let mut prompt = Prompt::build(format, provider, dim, layers, device, None)?;
+        prompt.pretrained_model_name = config.base_model_name_or_path.clone();
+        prompt.set_state(&[("embedding.weight".to_string(), weights)])?;
         Ok(prompt)
     }
 }

@@ -1,8 +1,10 @@
 //! Prompt providers: the trainable parameters behind a prompt. Each turns its parameters into the prompt's
-//! embeddings `[prompt_len, d_model]`; the prompt writes them into the positions of its prompt tokens.
+//! embeddings `[prompt_len, d_model]`; the prompt writes them into the positions of its prompt tokens. A deep
+//! (prefix) provider also gives keys and values for every layer.
 
 mod lstm;
 mod mlp;
+mod prefix;
 mod tensor;
 
 use std::collections::BTreeMap;
@@ -13,19 +15,29 @@ use tch::{nn, Tensor};
 
 pub use lstm::LstmProvider;
 pub use mlp::MlpProvider;
+pub use prefix::{PrefixProvider, Projection};
 pub use tensor::{TensorInit, TensorProvider};
 
 /// A source of prompt embeddings whose parameters live in a `VarStore` path, named as PyTorch names them.
 pub trait Provider: std::fmt::Debug + Send {
     /// The prompt embeddings `[prompt_len, d_model]` (f32).
     fn forward(&self) -> Tensor;
+
+    /// A deep prompt's keys and values `[num_virtual_tokens, layers·2·d_model]` (f32), laid out as PEFT's
+    /// prefix encoder returns them: per virtual token, layer `i`'s key at `2i·d` and its value at `(2i+1)·d`.
+    fn prefix(&self) -> Option<Tensor> {
+        None
+    }
 }
 
 /// What a provider is built from.
 #[derive(Debug)]
 pub struct ProviderInit<'a> {
+    /// The format's input-layer prompt tokens (a deep prompt's virtual tokens not counted).
     pub prompt_length: i64,
     pub embedding_dim: i64,
+    /// Transformer layers of the backbone (a deep prompt has keys and values for each).
+    pub num_layers: i64,
     /// The backbone's token embeddings `[vocab, d]`; `None` when parameters will be loaded right after.
     pub embeddings: Option<&'a Tensor>,
     /// Prompt position → token id whose embedding initialises it (from `<P>phrase</P>`).
@@ -58,6 +70,15 @@ pub enum ProviderConfig {
         #[serde(default)]
         hidden_dim: Option<i64>,
     },
+    /// Trained keys and values ahead of the input in every layer (PEFT's PREFIX_TUNING), optionally through
+    /// PEFT's projection MLP. The format's own prompt tokens, if any, are a tensor initialised as `init` says.
+    Prefix {
+        num_virtual_tokens: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        projection: Option<Projection>,
+        #[serde(default)]
+        init: TensorInit,
+    },
 }
 
 fn default_lstm_layers() -> i64 {
@@ -73,7 +94,15 @@ impl Default for ProviderConfig {
 impl ProviderConfig {
     /// Creates the provider's parameters under `path` (freshly initialised).
     pub fn build(&self, path: nn::Path, init: &ProviderInit) -> Result<Box<dyn Provider>> {
-        anyhow::ensure!(init.prompt_length >= 1, "a prompt needs at least one trainable token");
+        anyhow::ensure!(
+            init.prompt_length + self.virtual_tokens() >= 1,
+            "a prompt needs at least one trainable token: put <P*N> in the format or use a prefix provider"
+        );
+        anyhow::ensure!(
+            init.prompt_length >= 1 || matches!(self, Self::Prefix { .. }),
+            "the {} provider needs prompt tokens in the format (<P*N>)",
+            self.name()
+        );
         Ok(match self {
             Self::Tensor { init: how } => Box::new(TensorProvider::new(path, init, *how)?),
             Self::Lstm { hidden_dim, input_dim, num_layers } => {
@@ -83,12 +112,24 @@ impl ProviderConfig {
             Self::Mlp { hidden_dim } => {
                 Box::new(MlpProvider::new(path, init, hidden_dim.unwrap_or(init.embedding_dim))?)
             }
+            Self::Prefix { num_virtual_tokens, projection, init: how } => {
+                Box::new(PrefixProvider::new(path, init, *num_virtual_tokens, *projection, *how)?)
+            }
         })
     }
 
-    /// Trainable parameters of this provider for a prompt of `prompt_length` tokens on a backbone of
-    /// `embedding_dim`, counted from the layer shapes without allocating them (13B-sized BiLSTMs are gigabytes).
-    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64) -> i64 {
+    /// A deep prompt's virtual tokens: the positions ahead of the format whose keys and values it gives.
+    pub fn virtual_tokens(&self) -> i64 {
+        match *self {
+            Self::Prefix { num_virtual_tokens, .. } => num_virtual_tokens,
+            _ => 0,
+        }
+    }
+
+    /// Trainable parameters of this provider for a prompt of `prompt_length` input-layer tokens on a backbone of
+    /// `embedding_dim` and `num_layers`, counted from the layer shapes without allocating them (13B-sized BiLSTMs
+    /// are gigabytes).
+    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64, num_layers: i64) -> i64 {
         let (l, d) = (prompt_length, embedding_dim);
         let linear = |i: i64, o: i64| i * o + o;
         match *self {
@@ -104,6 +145,17 @@ impl ProviderConfig {
                 let h = hidden_dim.unwrap_or(d);
                 l * d + linear(d, h) + linear(h, h) + linear(h, d)
             }
+            Self::Prefix { num_virtual_tokens: n, projection, .. } => {
+                let width = num_layers * 2 * d;
+                let keys = match projection {
+                    None => n * width,
+                    Some(Projection { hidden_dim }) => {
+                        let h = hidden_dim.unwrap_or(d);
+                        n * d + linear(d, h) + linear(h, width)
+                    }
+                };
+                keys + l * d
+            }
         }
     }
 
@@ -112,6 +164,7 @@ impl ProviderConfig {
             Self::Tensor { .. } => "tensor",
             Self::Lstm { .. } => "lstm",
             Self::Mlp { .. } => "mlp",
+            Self::Prefix { .. } => "prefix",
         }
     }
 }
@@ -130,16 +183,32 @@ mod tests {
             ProviderConfig::Lstm { hidden_dim: Some(4), input_dim: Some(6), num_layers: 1 },
             ProviderConfig::Mlp { hidden_dim: None },
             ProviderConfig::Mlp { hidden_dim: Some(9) },
+            ProviderConfig::Prefix { num_virtual_tokens: 3, projection: None, init: TensorInit::Vocab },
+            ProviderConfig::Prefix {
+                num_virtual_tokens: 2,
+                projection: Some(Projection { hidden_dim: Some(7) }),
+                init: TensorInit::Random,
+            },
+            ProviderConfig::Prefix {
+                num_virtual_tokens: 4,
+                projection: Some(Projection { hidden_dim: None }),
+                init: TensorInit::Vocab,
+            },
         ];
         let no_phrases = BTreeMap::new();
         for config in configs {
-            for (l, d) in [(1, 8), (5, 12)] {
+            for (l, d, layers) in [(1, 8, 2), (5, 12, 3)] {
                 let vs = nn::VarStore::new(tch::Device::Cpu);
-                let init =
-                    ProviderInit { prompt_length: l, embedding_dim: d, embeddings: None, init_tokens: &no_phrases };
+                let init = ProviderInit {
+                    prompt_length: l,
+                    embedding_dim: d,
+                    num_layers: layers,
+                    embeddings: None,
+                    init_tokens: &no_phrases,
+                };
                 crate::rng::unseeded(|| config.build(vs.root(), &init)).unwrap();
                 let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-                assert_eq!(config.num_parameters(l, d), built, "{config:?} L={l} d={d}");
+                assert_eq!(config.num_parameters(l, d, layers), built, "{config:?} L={l} d={d}");
             }
         }
     }

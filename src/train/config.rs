@@ -28,7 +28,7 @@ pub struct TrainConfig {
     pub dataset: DatasetConfig,
     pub prompt_format: FormatConfig,
     #[serde(default)]
-    pub prompt_provider: ProviderConfig,
+    pub prompt_provider: ProviderSection,
     pub preprocessing: PreprocessConfig,
     /// What is minimised: `lm` (default) or `choice`.
     #[serde(default)]
@@ -43,6 +43,18 @@ pub struct TrainConfig {
     pub fewshot: FewShotConfig,
     /// Where checkpoints, metrics, the plot and the final prompt go.
     pub output_dir: PathBuf,
+}
+
+/// `prompt_provider`: which provider (`kind` and its options) and, optionally, the prompt it starts from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProviderSection {
+    /// A prompt whose parameters the new one starts from (a folder of ours or ruPrompts', a PEFT adapter folder,
+    /// or a Hub id `owner/name[@rev]`): to continue a published prompt on new data, or move one between tasks.
+    /// Its provider must have the same parameters with the same shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+    #[serde(flatten)]
+    pub provider: ProviderConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record, IGNO
 use crate::eval::fewshot::choose;
 use crate::eval::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
-use crate::model::{Backbone, Gpt2, Input};
+use crate::model::{Backbone, Gpt2};
 use crate::progress::Progress;
 use crate::prompt::{Injection, Prompt};
 use crate::tokenizer::Tokenizer;
@@ -82,9 +82,15 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
         None => backbone.tokenizer.clone(),
     };
     let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
-    let mut prompt =
-        crate::rng::seeded(config.training.seed, || Prompt::new(format, config.prompt_provider.clone(), model))
-            .context("prompt_provider")?;
+    let section = &config.prompt_provider;
+    let mut prompt = crate::rng::seeded(config.training.seed, || Prompt::new(format, section.provider.clone(), model))
+        .context("prompt_provider")?;
+    if let Some(source) = &section.init_from {
+        let what = "prompt_provider.init_from";
+        let dir = crate::resolve::prompt_dir(source, what)?;
+        let start = Prompt::load(&dir, model.device()).with_context(|| format!("{what}: {}", source.display()))?;
+        prompt.set_state(&start.state()).with_context(|| format!("{what}: cannot start from {}", source.display()))?;
+    }
     // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
     prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
     let token_id = prompt.add_token(&mut tokenizer)?;
@@ -205,7 +211,7 @@ impl Setup<'_> {
                 let picked: Vec<&Example> = indices.iter().map(|&i| &all[i]).collect();
                 let batch = collate(&picked, self.pad_id);
                 let embeds = self.prompt.embed(self.model, &batch.input_ids.to_device(device), self.token_id)?;
-                self.model.loss(Input::Embeds(&embeds), Some(&batch.attention_mask.to_device(device)), &batch.labels)
+                self.model.loss(embeds.input(), Some(&batch.attention_mask.to_device(device)), &batch.labels)
             }
             Examples::Choices(all) => {
                 let picked: Vec<_> = indices.iter().map(|&i| &all[i]).collect();

@@ -173,7 +173,7 @@ pub fn terra_logits(prompt: &ruprompts::prompt::Prompt, model: &ruprompts::model
     let text = prompt.format().format(row.as_object().unwrap()).unwrap().text;
     let ids = Tensor::from_slice(&tok.encode_ids(&text).unwrap()).unsqueeze(0);
     let embeds = prompt.embed(model, &ids, id).unwrap();
-    tch::no_grad(|| model.lm_logits(&model.forward(ruprompts::model::Input::Embeds(&embeds), None, None).unwrap()))
+    tch::no_grad(|| model.lm_logits(&model.forward(embeds.input(), None, None).unwrap()))
 }
 
 /// A torch.save zip at `path` whose `data.pkl` is `pickle`, over the fixture prompt's storage (448 zero floats).
