@@ -63,16 +63,22 @@ fn greedy_generation_with_the_python_prompt_matches_ruprompts() {
 }
 
 #[test]
-fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_or_seeded_sampling() {
+fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_sampling_or_beams() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    let prompts = [("sum", "<P*3>{text}<P*2>"), ("qa", "<P>Вопрос:</P>{question}<P*2>")]
-        .iter()
-        .map(|(key, t)| {
-            let format = PromptFormat::compile(t, &tok).unwrap();
-            (key.to_string(), seeded(11, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap())
-        })
-        .collect();
+    // Two input-layer prompts and a deep one (keys and values in every layer, and tokens of its own) in one batch.
+    let deep = ProviderConfig::Prefix { num_virtual_tokens: 3, projection: None, init: Default::default() };
+    let prompts = [
+        ("sum", "<P*3>{text}<P*2>", ProviderConfig::default()),
+        ("qa", "<P>Вопрос:</P>{question}<P*2>", ProviderConfig::default()),
+        ("deep", "{text}<P*2>", deep),
+    ]
+    .into_iter()
+    .map(|(key, t, provider)| {
+        let format = PromptFormat::compile(t, &tok).unwrap();
+        (key.to_string(), seeded(11, || Prompt::new(format, provider, &model)).unwrap())
+    })
+    .collect();
     let multi = MultiPrompt::new(prompts, &mut tok).unwrap();
     let row = |key: &str, field: &str, text: &str| {
         let json = serde_json::json!({ field: text });
@@ -82,7 +88,9 @@ fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_or_seeded_sampling()
         row("sum", "text", "Сегодня в Москве весь день шёл сильный дождь, а вечером выглянуло солнце."),
         row("qa", "question", "Где живут пингвины?"),
         tok.encode_ids("Однажды в студёную зимнюю пору").unwrap(),
+        row("deep", "text", "Учёные нашли в лесах Амазонии новый вид бабочек."),
         row("sum", "text", "Кот."),
+        row("deep", "text", "Кот."),
     ];
     let injections = multi.injections();
     let sampled = |use_cache| GenerationConfig {
@@ -92,7 +100,10 @@ fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_or_seeded_sampling()
         num_return_sequences: 2,
         ..greedy(10, None, use_cache)
     };
-    for config in [greedy(10, None, true), greedy(10, None, false), sampled(true), sampled(false)] {
+    let beams = |use_cache| GenerationConfig { num_beams: 3, num_return_sequences: 2, ..greedy(6, None, use_cache) };
+    for config in
+        [greedy(10, None, true), greedy(10, None, false), sampled(true), sampled(false), beams(true), beams(false)]
+    {
         let use_cache = config.use_cache;
         let batched = generate(&model, &tok, &inputs, &injections, &config).unwrap();
         for (i, input) in inputs.iter().enumerate() {
@@ -119,12 +130,16 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let format = PromptFormat::compile("<P*3>{text}", &tok).unwrap();
     let prompt = seeded(5, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
-    let multi = MultiPrompt::new(vec![("p".into(), prompt)], &mut tok).unwrap();
+    let format = PromptFormat::compile("{text}", &tok).unwrap();
+    let deep = ProviderConfig::Prefix { num_virtual_tokens: 4, projection: None, init: Default::default() };
+    let deep = seeded(5, || Prompt::new(format, deep, &model)).unwrap();
+    let multi = MultiPrompt::new(vec![("p".into(), prompt), ("d".into(), deep)], &mut tok).unwrap();
     let injections = multi.injections();
-    let prompted = |text: &str| {
+    let with = |key: &str, text: &str| {
         let json = serde_json::json!({ "text": text });
-        tok.encode_ids(&multi.get("p").unwrap().format().format(json.as_object().unwrap()).unwrap().text).unwrap()
+        tok.encode_ids(&multi.get(key).unwrap().format().format(json.as_object().unwrap()).unwrap().text).unwrap()
     };
+    let prompted = |text: &str| with("p", text);
     let sampled = |n| GenerationConfig {
         do_sample: true,
         top_k: Some(40),
@@ -137,6 +152,7 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
         (tok.encode_ids("Однажды в студёную зимнюю пору").unwrap(), sampled(2)),
         (prompted("Кот."), greedy(4, None, true)),
         (tok.encode_ids("Где живут пингвины? Они живут").unwrap(), sampled(1)),
+        (with("d", "Сегодня в Москве весь день шёл сильный дождь."), greedy(8, None, true)),
     ];
     let mut batcher: Batcher<usize> = Batcher::new(&model, &tok, &injections);
     let mut got: Vec<Vec<Vec<i64>>> = jobs.iter().map(|(_, c)| vec![Vec::new(); c.num_return_sequences]).collect();
@@ -149,13 +165,13 @@ fn jobs_joining_a_running_batch_decode_as_they_do_alone() {
             }
         }
     };
-    // Job 0 alone, then 1 and 2 join after two steps, 3 after five (when job 2 has left).
+    // Job 0 alone, then 1 and 2 join after two steps, 3 and the deep-prompted 4 after five (when job 2 has left).
     let job = |i: usize| (i, Job { input: jobs[i].0.clone(), config: jobs[i].1.clone(), logprobs: None, echo: None });
     heard(batcher.admit(vec![job(0)]).unwrap());
     for step in 0..20 {
         match step {
             2 => heard(batcher.admit(vec![job(1), job(2)]).unwrap()),
-            5 => heard(batcher.admit(vec![job(3)]).unwrap()),
+            5 => heard(batcher.admit(vec![job(3), job(4)]).unwrap()),
             _ => {}
         }
         heard(batcher.step().unwrap());

@@ -326,3 +326,55 @@ fn pickled_views_outside_their_storage_are_refused_not_crashed_on() {
         assert!(err.contains(reason), "{reason}: {err}");
     }
 }
+
+/// A deep prompt saves its full state and its keys and values, no ruPrompts `.bin`, and loads back to the same
+/// numbers; one without prompt tokens of its own exports as a PEFT prefix adapter from the command line.
+#[test]
+fn deep_prompts_round_trip_and_export_from_the_command_line() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let projection = Some(ruprompts::provider::Projection { hidden_dim: Some(16) });
+    let seeded_deep = |seed, template: &str, projection| {
+        let format = PromptFormat::compile(template, &tok).unwrap();
+        let provider = ProviderConfig::Prefix { num_virtual_tokens: 3, projection, init: TensorInit::Vocab };
+        seeded(seed, || Prompt::new(format, provider, &model)).unwrap()
+    };
+    let deep = |template: &str, projection| seeded_deep(5, template, projection);
+    let text = "Москва — столица России.";
+    for (template, projection) in [("<P*2>{text}", projection), ("{text}", None)] {
+        let prompt = deep(template, projection);
+        let dir = tempfile::tempdir().unwrap();
+        prompt.save_pretrained(dir.path()).unwrap();
+        assert_eq!(file_names(dir.path()), [PROMPT_FILE, WEIGHTS_FILE, STATE_FILE], "{template}");
+        let loaded = Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(loaded.format().compiled_template(), prompt.format().compiled_template());
+        assert_eq!((loaded.virtual_tokens(), loaded.num_parameters()), (3, prompt.num_parameters()));
+        assert!(logits_of(&loaded, &model, text).equal(&logits_of(&prompt, &model, text)), "{template}");
+        // The keys and values steer the model: other ones give other logits.
+        let other = seeded_deep(6, template, projection);
+        assert!(max_abs_diff(&logits_of(&other, &model, text), &logits_of(&prompt, &model, text)) > 1e-3, "{template}");
+    }
+    let with_tokens = deep("<P*2>{text}", None);
+    let err = with_tokens.save_peft(tempfile::tempdir().unwrap().path()).unwrap_err().to_string();
+    assert!(err.contains("has 2 prompt tokens of its own besides the prefix"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    deep("{text}", projection).save_pretrained(&dir.path().join("deep")).unwrap();
+    let out = dir.path().join("peft");
+    let (ok, stdout, stderr) =
+        ruprompts(&["export", "--peft", dir.path().join("deep").to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("wrote adapter_config.json and adapter_model.safetensors"), "{stdout}");
+    let exported = Prompt::load(&out, Device::Cpu).unwrap();
+    let original = Prompt::load(&dir.path().join("deep"), Device::Cpu).unwrap();
+    let diff = max_abs_diff(&logits_of(&exported, &model, text), &logits_of(&original, &model, text));
+    assert!(diff <= 1e-5, "exported logits differ by {diff}");
+
+    let (ok, _, stderr) =
+        ruprompts(&["export", "--peft", python_prompt("prompt_tensor").to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("has prompt tokens after other text"), "{stderr}");
+    let (ok, _, stderr) = ruprompts(&["export", dir.path().join("deep").to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("say which layout to export to: --peft"), "{stderr}");
+}

@@ -145,37 +145,46 @@ fn shared_prefixes_run_once_and_score_as_independent_contexts() {
 #[test]
 fn a_prompt_repeated_around_demonstrations_scores_as_the_naive_reference() {
     // Tuned + k-shot: each demonstration is formatted by the prompt's template, so the context holds the prompt's
-    // tokens once per demonstration and once more for the item (the last one after the answer).
+    // tokens once per demonstration and once more for the item (the last one after the answer). A deep prompt's
+    // three virtual tokens lead each copy.
     let model = tiny_model();
-    let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    let format = PromptFormat::compile("<P*2>{q}<P>{@candidate}<P>", &tok).unwrap();
-    let prompt = seeded(6, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
-    let id = prompt.add_token(&mut tok).unwrap();
-    let p = prompt.format().prompt_token().to_string();
-    let demo = |q: &str, a: &str| format!("{p}{p}{q}{p}{a}{p}\n\n");
-    let contexts: Vec<Vec<i64>> = [
-        format!("{}{}{p}{p}Снег белый?{p}", demo("Небо синее?", " да"), demo("Трава красная?", " нет")),
-        format!("{}{p}{p}Вода мокрая?{p}", demo("Огонь холодный?", " нет")),
-        format!("{}{}{p}{p}Лёд горячий?{p}", demo("Камень твёрдый?", " да"), demo("Пух тяжёлый?", " нет")),
-    ]
-    .iter()
-    .map(|t| tok.encode_ids(t).unwrap())
-    .collect();
-    let candidates: Vec<Candidate> =
-        [" да", " нет"].iter().map(|a| Candidate { answer: tok.encode_ids(a).unwrap(), suffix: vec![id] }).collect();
-    let injection = [prompt.injection(id)];
-    for whole_text in [true, false] {
-        let requests: Vec<(&[i64], &[Candidate])> = contexts.iter().map(|c| (c.as_slice(), &candidates[..])).collect();
-        // Contexts with two and with one demonstration hold the prompt 3 and 2 times: batched apart, same numbers.
-        for run in ruprompts::eval::shared_batches(&requests, &[id], whole_text, 256, usize::MAX) {
-            let many = score_shared_many(&model, &injection, &requests[run.clone()], whole_text).unwrap();
-            for ((context, cands), scored) in requests[run].iter().zip(&many) {
-                same(&score_naive(&model, &injection, context, cands, whole_text).unwrap(), scored);
+    let deep = ProviderConfig::Prefix { num_virtual_tokens: 3, projection: None, init: Default::default() };
+    for (provider, lead) in [(ProviderConfig::default(), 2), (deep, 5)] {
+        let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
+        let format = PromptFormat::compile("<P*2>{q}<P>{@candidate}<P>", &tok).unwrap();
+        let prompt = seeded(6, || Prompt::new(format, provider.clone(), &model)).unwrap();
+        let id = prompt.add_token(&mut tok).unwrap();
+        let p = prompt.format().prompt_token().to_string();
+        let head = p.repeat(lead);
+        let demo = |q: &str, a: &str| format!("{head}{q}{p}{a}{p}\n\n");
+        let contexts: Vec<Vec<i64>> = [
+            format!("{}{}{head}Снег белый?{p}", demo("Небо синее?", " да"), demo("Трава красная?", " нет")),
+            format!("{}{head}Вода мокрая?{p}", demo("Огонь холодный?", " нет")),
+            format!("{}{}{head}Лёд горячий?{p}", demo("Камень твёрдый?", " да"), demo("Пух тяжёлый?", " нет")),
+        ]
+        .iter()
+        .map(|t| tok.encode_ids(t).unwrap())
+        .collect();
+        let candidates: Vec<Candidate> = [" да", " нет"]
+            .iter()
+            .map(|a| Candidate { answer: tok.encode_ids(a).unwrap(), suffix: vec![id] })
+            .collect();
+        let injection = [prompt.injection(id)];
+        for whole_text in [true, false] {
+            let requests: Vec<(&[i64], &[Candidate])> =
+                contexts.iter().map(|c| (c.as_slice(), &candidates[..])).collect();
+            // Contexts with two and with one demonstration hold the prompt 3 and 2 times: batched apart, same
+            // numbers.
+            for run in ruprompts::eval::shared_batches(&requests, &[id], whole_text, 256, usize::MAX) {
+                let many = score_shared_many(&model, &injection, &requests[run.clone()], whole_text).unwrap();
+                for ((context, cands), scored) in requests[run].iter().zip(&many) {
+                    same(&score_naive(&model, &injection, context, cands, whole_text).unwrap(), scored);
+                }
             }
         }
+        // A count that is not a whole number of copies is still refused.
+        let once = tok.encode_ids(&format!("{head}Снег белый?{p}")).unwrap();
+        let err = score_naive(&model, &injection, &once[1..], &candidates, false).unwrap_err().to_string();
+        assert!(err.contains(&format!("holds {} prompt tokens", lead + 1)), "{err}");
     }
-    // A count that is not a whole number of copies is still refused.
-    let once = tok.encode_ids(&format!("{p}{p}Снег белый?{p}")).unwrap();
-    let err = score_naive(&model, &injection, &once[1..], &candidates, false).unwrap_err().to_string();
-    assert!(err.contains("holds 3 prompt tokens"), "{err}");
 }
