@@ -369,7 +369,7 @@ fn init_from_continues_a_prompt_and_names_mismatched_shapes() {
     let second = tempfile::tempdir().unwrap();
     demo_config(second.path(), "danetqa", "DaNetQA", template, "{kind: choice}", "eval_every: 40, final: last");
     let from = format!("prompt_provider.init_from={}", config.output_dir.display());
-    let continued = load(second.path(), &[from.clone()]);
+    let continued = load(second.path(), std::slice::from_ref(&from));
     train(&continued, &backbone(&continued), &TrainOptions::default(), &Silent).unwrap();
     let started = evaluations(&continued.output_dir)[0].clone();
     assert_eq!(started["step"], 0);
