@@ -24,7 +24,7 @@ struct Server {
 }
 
 impl Server {
-    /// `ruprompts serve` on the tiny model with the prompts `short` (`<P*3>{text}`) and `qa` (two fields) in
+    /// `ruprompts serve` on the tiny model with the prompts `short` (`<P*3>{text}`) and `qa` (two fields, deep) in
     /// `dir`, on a free port.
     fn start(dir: &Path, extra: &[&str]) -> Self {
         let (short, qa) = prompts(dir);
@@ -121,18 +121,21 @@ impl Drop for Server {
     }
 }
 
-/// Two fresh prompts for the tiny model, saved in `dir`: `short` (`<P*3>{text}`) and `qa` (two fields).
+/// Two fresh prompts for the tiny model, saved in `dir`: `short` (`<P*3>{text}`) and `qa` (two fields, a deep
+/// prompt: keys and values of 4 virtual tokens in every layer besides its own prompt tokens).
 fn prompts(dir: &Path) -> (PathBuf, PathBuf) {
     let model = tiny_model();
     let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let deep = ProviderConfig::Prefix { num_virtual_tokens: 4, projection: None, init: Default::default() };
     let mut out = Vec::new();
-    for (name, template, seed) in
-        [("short", "<P*3>{text}", 3), ("qa", "<P*2>{context}\nВопрос: {question}\nОтвет:<P>", 4)]
-    {
+    for (name, template, seed, provider) in [
+        ("short", "<P*3>{text}", 3, ProviderConfig::default()),
+        ("qa", "<P*2>{context}\nВопрос: {question}\nОтвет:<P>", 4, deep),
+    ] {
         let path = dir.join(name);
         if !path.exists() {
             let format = PromptFormat::compile(template, &tok).unwrap();
-            let prompt = seeded(seed, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
+            let prompt = seeded(seed, || Prompt::new(format, provider, &model)).unwrap();
             prompt.save_pretrained(&path).unwrap();
         }
         out.push(path);
