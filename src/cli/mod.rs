@@ -6,6 +6,7 @@ mod eval;
 mod export;
 mod generate;
 mod hub;
+mod inspect;
 mod rsg;
 mod serve;
 
@@ -125,6 +126,13 @@ pub enum Command {
     /// may hold no prompt tokens of its own), PROMPT_TUNING for a prompt whose tokens all come first (<P*N>{text}).
     /// The other way needs no command: a PEFT adapter folder is taken wherever a prompt is.
     Export(export::ExportArgs),
+    /// Show what a prompt's soft tokens are near: per token its nearest vocabulary tokens (cosine), its norm
+    /// against the vocabulary's norms, and for a training run's folder how far it moved from where it started
+    /// (rebuilt from the run's config) at every checkpoint.
+    ///
+    /// `ruprompts inspect runs/danetqa` (the model the prompt names), `ruprompts inspect DIR --model demo --json`.
+    /// A deep prompt's virtual tokens are keys and values, not embeddings: they get norms and distances only.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Where a model is loaded.
@@ -246,6 +254,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rsg(args) => rsg::run_rsg(args),
         #[cfg(feature = "hub")]
         Command::Export(args) => export::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Push(args) => hub::push(args),
         #[cfg(feature = "hub")]
         Command::Pull(args) => hub::pull(args),

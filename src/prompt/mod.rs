@@ -2,6 +2,7 @@
 //! to the tokenizer and turns token ids into input embeddings for the frozen model.
 
 mod inject;
+mod inspect;
 mod io;
 mod multi;
 mod peft;
@@ -11,6 +12,7 @@ use anyhow::{ensure, Result};
 use tch::{nn, Tensor};
 
 pub use inject::{inject, DeepRows, Injected, Injection};
+pub use inspect::{inspect, Inspection};
 pub use io::{PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
 pub use multi::MultiPrompt;
 pub use peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};

@@ -15,4 +15,5 @@ pub use dataset::{DatasetConfig, Splits};
 pub use objective::{choice_loss, encode_items, ChoiceExample, Examples, Objective};
 pub use optim::{AdamW, AdamWConfig};
 pub use schedule::{ScheduleConfig, ScheduleKind};
+pub use setup::initial_prompt;
 pub use trainer::{resume_config, train, TrainOptions, TrainReport, CONFIG_FILE};

@@ -70,6 +70,22 @@ impl Reading {
     }
 }
 
+/// The prompt a run of `config` starts from: the provider initialised with the run's seed, or the parameters of
+/// `prompt_provider.init_from`. Deterministic, so the start of a finished run can be rebuilt (`ruprompts inspect`).
+pub fn initial_prompt(config: &TrainConfig, model: &Gpt2, tokenizer: &Tokenizer) -> Result<Prompt> {
+    let format = PromptFormat::compile(&config.prompt_format.template, tokenizer).context("prompt_format.template")?;
+    let section = &config.prompt_provider;
+    let mut prompt = crate::rng::seeded(config.training.seed, || Prompt::new(format, section.provider.clone(), model))
+        .context("prompt_provider")?;
+    if let Some(source) = &section.init_from {
+        let what = "prompt_provider.init_from";
+        let dir = crate::resolve::prompt_dir(source, what)?;
+        let start = Prompt::load(&dir, model.device()).with_context(|| format!("{what}: {}", source.display()))?;
+        prompt.set_state(&start.state()).with_context(|| format!("{what}: cannot start from {}", source.display()))?;
+    }
+    Ok(prompt)
+}
+
 /// Reads and encodes the data of `config` for a fresh prompt; warnings (rows left out) go to `progress`.
 pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: &dyn Progress) -> Result<Setup<'a>> {
     ensure!(
@@ -81,16 +97,7 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
         Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
         None => backbone.tokenizer.clone(),
     };
-    let format = PromptFormat::compile(&config.prompt_format.template, &tokenizer).context("prompt_format.template")?;
-    let section = &config.prompt_provider;
-    let mut prompt = crate::rng::seeded(config.training.seed, || Prompt::new(format, section.provider.clone(), model))
-        .context("prompt_provider")?;
-    if let Some(source) = &section.init_from {
-        let what = "prompt_provider.init_from";
-        let dir = crate::resolve::prompt_dir(source, what)?;
-        let start = Prompt::load(&dir, model.device()).with_context(|| format!("{what}: {}", source.display()))?;
-        prompt.set_state(&start.state()).with_context(|| format!("{what}: cannot start from {}", source.display()))?;
-    }
+    let mut prompt = initial_prompt(config, model, &tokenizer)?;
     // As given in the config (`demo`, a directory, a Hub id): `ruprompts generate` finds the model by it.
     prompt.pretrained_model_name = Some(config.model.path.to_string_lossy().into_owned());
     let token_id = prompt.add_token(&mut tokenizer)?;
