@@ -1,9 +1,11 @@
-"""Runs our side and the Python side (ruPrompts + transformers) of every workload on identical work, alternating
+"""Runs our side and the Python side (ruPrompts + transformers; PEFT for prefix tuning) of every workload on identical work, alternating
 (ours, Python, ours, Python, ...), and writes the medians, the ratios and the agreement checks to bench/results.md.
 Standard library only. Normally started by bench/run.sh, which installs and builds what this needs.
 
 Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
   train-tensor, train-lstm   prompt-tuning steps: 8 rows x 128 tokens, <P*20>, AdamW; steps/s
+  train-prefix               the same with a 20-token deep prompt (keys and values in every layer; PEFT prefix
+                             tuning on the Python side)
   score-danetqa, score-parus multiple-choice scoring of N items; items/s (Python: naive per-candidate forward)
   score-terra-5shot          the same with five fixed demonstrations before each TERRa item (shared prefix)
   score-muserc               MuSeRC answer options (items of one question share paragraph and question)
@@ -23,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 PYTHON = os.path.join(ROOT, ".cache", "bench-venv", "bin", "python")
 OURS = os.path.join(ROOT, "target", "release", "examples", "bench_vs_python")
-WORKLOADS = ["train-tensor", "train-lstm", "score-danetqa", "score-parus", "score-terra-5shot", "score-muserc",
+WORKLOADS = ["train-tensor", "train-lstm", "train-prefix", "score-danetqa", "score-parus", "score-terra-5shot", "score-muserc",
              "generate-1", "generate-8", "beam-1", "beam-8"]
 SHAPES = {
     "small": "ruGPT-3-small shape (12 layers, d 768, 12 heads, vocab 50264), random weights",
@@ -132,7 +134,7 @@ def main():
         f"Model: {SHAPES[args.shape]}. {args.threads} threads on both sides (torch.set_num_threads / "
         f"tch::set_num_threads, OMP_NUM_THREADS). Median of {args.runs} runs per side, run alternately (ours, Python, "
         f"ours, Python, ...), each in a fresh process. Training: {args.steps} AdamW steps on 8 rows × 128 tokens with "
-        f"a 20-token prompt (tensor or BiLSTM provider), the last 16 tokens labelled, model in eval mode (no dropout) "
+        f"a 20-token prompt (tensor or BiLSTM provider; train-prefix: 20 virtual tokens of keys and values in every layer, PEFT's PREFIX_TUNING on the Python side), the last 16 tokens labelled, model in eval mode (no dropout) "
         f"on both sides; the first step is not timed. Scoring: {args.items} items of each task (zero-shot; "
         f"TERRa 5-shot: the same five train items, first_n, before each; MuSeRC: answer options in file order), sum "
         f"of the answer's log-probs, Python scoring each candidate with its own forward as ruPrompts/transformers "

@@ -68,6 +68,20 @@ def load(spec, kind):
     return model, provider, prompt_id
 
 
+def load_prefix(spec):
+    """The model under PEFT prefix tuning (20 virtual tokens, no projection) holding the shared initial keys and
+    values; PEFT's own forward prepends them in every layer."""
+    from peft import PrefixTuningConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    model, _, _ = load(spec, None)
+    model = get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=spec["prompt_length"]))
+    model.eval()
+    state = load_file(os.path.join(spec["work"], "init_prefix.safetensors"))
+    model.prompt_encoder["default"].load_state_dict(state)
+    return model
+
+
 def with_prompt(spec, rows, prompt_id):
     import torch
 
@@ -77,11 +91,16 @@ def with_prompt(spec, rows, prompt_id):
 def train(spec, kind, steps):
     import torch
 
-    model, provider, prompt_id = load(spec, kind)
-    ids = with_prompt(spec, spec["train"]["ids"], prompt_id)
+    if kind == "prefix":
+        # The virtual tokens are no part of PEFT's input: the text rows alone.
+        model = load_prefix(spec)
+        ids, params = torch.tensor(spec["train"]["ids"]), [p for p in model.parameters() if p.requires_grad]
+    else:
+        model, provider, prompt_id = load(spec, kind)
+        ids, params = with_prompt(spec, spec["train"]["ids"], prompt_id), provider.parameters()
     labels = torch.full_like(ids, -100)
     labels[:, -spec["train"]["labelled"]:] = ids[:, -spec["train"]["labelled"]:]
-    opt = torch.optim.AdamW(provider.parameters(), lr=spec["train"]["lr"], weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=spec["train"]["lr"], weight_decay=0.0)
     losses, cold = [], 0.0
     for step in range(steps):
         opt.zero_grad()
@@ -152,6 +171,7 @@ def run(args):
     workloads = {
         "train-tensor": (lambda: train(spec, "tensor", args.steps), "steps/s"),
         "train-lstm": (lambda: train(spec, "lstm", args.steps), "steps/s"),
+        "train-prefix": (lambda: train(spec, "prefix", args.steps), "steps/s"),
         **{f"score-{name}": ((lambda name=name: score(spec, name)), "items/s") for name in spec["score"]},
         "generate-1": (lambda: generation(spec, 1), "tokens/s"),
         "generate-8": (lambda: generation(spec, 8), "tokens/s"),

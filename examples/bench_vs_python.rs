@@ -7,7 +7,7 @@
 //!
 //! `cargo run --release --example bench_vs_python -- prepare --model DIR --work DIR [--items N]`
 //! `cargo run --release --example bench_vs_python -- run WORKLOAD --work DIR [--threads N] [--steps N]`
-//! with WORKLOAD one of train-tensor, train-lstm, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8.
+//! with WORKLOAD one of train-tensor, train-lstm, train-prefix, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -168,18 +168,25 @@ fn passages(tok: &Tokenizer, rows: usize, len: usize) -> Result<Vec<Vec<i64>>> {
 fn provider(kind: &str) -> ProviderConfig {
     match kind {
         "lstm" => ProviderConfig::Lstm { hidden_dim: None, input_dim: None, num_layers: 2 },
+        "prefix" => {
+            ProviderConfig::Prefix { num_virtual_tokens: PROMPT as i64, projection: None, init: Default::default() }
+        }
         _ => ProviderConfig::default(),
     }
 }
 
-fn prefix_format() -> Result<PromptFormat> {
+/// `<P*20>{text}`; for a deep prompt `{text}`, its 20 virtual tokens going first (the same token ids).
+fn prefix_format(kind: &str) -> Result<PromptFormat> {
+    if kind == "prefix" {
+        return Ok(PromptFormat::from_compiled("{text}", "{text}")?);
+    }
     let compiled = format!("{}{{text}}", ruprompts::format::PROMPT_TOKEN.repeat(PROMPT));
     Ok(PromptFormat::from_compiled(&format!("<P*{PROMPT}>{{text}}"), &compiled)?)
 }
 
-/// The prompt of `kind` (tensor, lstm) with the initial weights `prepare` wrote.
+/// The prompt of `kind` (tensor, lstm, prefix) with the initial weights `prepare` wrote.
 fn load_prompt(model: &Gpt2, work: &Path, kind: &str) -> Result<Prompt> {
-    let mut prompt = Prompt::new(prefix_format()?, provider(kind), model)?;
+    let mut prompt = Prompt::new(prefix_format(kind)?, provider(kind), model)?;
     let state = Tensor::read_safetensors(work.join(format!("init_{kind}.safetensors")))?;
     prompt.set_state(&state)?;
     Ok(prompt)
@@ -189,8 +196,8 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
     std::fs::create_dir_all(work)?;
     let model = Gpt2::from_dir(model_dir, Kind::Float, Device::Cpu)?;
     let tok = Tokenizer::from_dir(model_dir)?;
-    for (seed, kind) in [(1, "tensor"), (2, "lstm")] {
-        let prompt = ruprompts::rng::seeded(seed, || Prompt::new(prefix_format()?, provider(kind), &model))?;
+    for (seed, kind) in [(1, "tensor"), (2, "lstm"), (3, "prefix")] {
+        let prompt = ruprompts::rng::seeded(seed, || Prompt::new(prefix_format(kind)?, provider(kind), &model))?;
         let vars: Vec<(String, Tensor)> = prompt.var_store().variables().into_iter().collect();
         let named: Vec<(&str, &Tensor)> = vars.iter().map(|(n, t)| (n.as_str(), t)).collect();
         Tensor::write_safetensors(&named, work.join(format!("init_{kind}.safetensors")))?;
@@ -302,6 +309,7 @@ fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     let ((rate, cold, check), unit) = match workload {
         "train-tensor" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),
         "train-lstm" => (train(&model, &spec, work, "lstm", steps)?, "steps/s"),
+        "train-prefix" => (train(&model, &spec, work, "prefix", steps)?, "steps/s"),
         w if w.starts_with("score-") => {
             let name = &w["score-".len()..];
             (score(&model, &Tokenizer::from_dir(&dir)?, name, n(name))?, "items/s")

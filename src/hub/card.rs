@@ -137,13 +137,23 @@ pub fn model_card(repo: &RepoId, prompt: &Prompt, report: Option<&Report>) -> St
         let args: Vec<String> = fields.iter().map(|f| format!("--field {f}=\"…\"")).collect();
         format!("ruprompts generate --prompt {id} {}", args.join(" "))
     };
+    // ruPrompts has no deep prompts: for those, PEFT is the Python route.
+    let python = match prompt.virtual_tokens() {
+        0 => format!(
+            "With Python ruPrompts (it reads `prompt.json` and `prompt_provider.bin`):\n\n```python\nfrom ruprompts \
+             import Prompt\nprompt = Prompt.from_pretrained(\"{id}\")\n```\n"
+        ),
+        n => format!(
+            "A deep prompt: before the format come {n} virtual tokens whose keys and values every layer reads \
+             (prefix tuning). Python ruPrompts has no such prompts; `ruprompts export --peft {id} OUT` writes a PEFT \
+             PREFIX_TUNING adapter when the format has no prompt tokens of its own.\n"
+        ),
+    };
     let mut card = format!(
         "---\n{yaml}---\n\n# {id}\n\nA soft prompt{on}, trained with ruprompts (continuous prompt tuning, compatible with \
          [ruPrompts](https://github.com/ai-forever/ru-prompts)): the language model stays frozen; only the prompt's {} \
          parameters (a {} provider) were trained.\n\n## Format\n\n```\n{template}\n```\n\nEach `<P>` is a trained \
-         embedding; each `{{field}}` is filled from the input.\n\n## Use\n\n```sh\n{run}\n```\n\nWith Python ruPrompts \
-         (it reads `prompt.json` and `prompt_provider.bin`):\n\n```python\nfrom ruprompts import Prompt\n\
-         prompt = Prompt.from_pretrained(\"{id}\")\n```\n",
+         embedding; each `{{field}}` is filled from the input.\n\n## Use\n\n```sh\n{run}\n```\n\n{python}",
         prompt.num_parameters(),
         prompt.provider_config().name(),
     );
