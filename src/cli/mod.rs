@@ -252,9 +252,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Rsg(args) => rsg::run_rsg(args),
-        #[cfg(feature = "hub")]
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),
+        #[cfg(feature = "hub")]
         Command::Push(args) => hub::push(args),
         #[cfg(feature = "hub")]
         Command::Pull(args) => hub::pull(args),
