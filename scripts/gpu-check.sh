@@ -23,8 +23,9 @@ device=${GPU_CHECK_DEVICE:-cuda}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bin=.gpu-check/bin
-# The parity tests that compare with transformers' reference outputs; their tolerances scale for CUDA (tests/common).
-tests=(gpt2_parity score generate)
+# The parity tests that compare with transformers' (and PEFT's) reference outputs; their tolerances scale for CUDA
+# (tests/common).
+tests=(gpt2_parity score generate prefix_parity)
 
 prepare() {
     [ -n "${LIBTORCH_USE_PYTORCH:-}" ] || bash scripts/setup.sh

@@ -66,12 +66,22 @@ fn greedy_generation_with_the_python_prompt_matches_ruprompts() {
 fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_sampling_or_beams() {
     let model = tiny_model();
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
-    // Two input-layer prompts and a deep one (keys and values in every layer, and tokens of its own) in one batch.
+    // Two input-layer prompts and two deep ones (keys and values in every layer; one with tokens of its own, one
+    // projected and of another length) in one batch.
     let deep = ProviderConfig::Prefix { num_virtual_tokens: 3, projection: None, init: Default::default() };
     let prompts = [
         ("sum", "<P*3>{text}<P*2>", ProviderConfig::default()),
         ("qa", "<P>Вопрос:</P>{question}<P*2>", ProviderConfig::default()),
         ("deep", "{text}<P*2>", deep),
+        (
+            "deep2",
+            "{question}",
+            ProviderConfig::Prefix {
+                num_virtual_tokens: 2,
+                projection: Some(ruprompts::provider::Projection { hidden_dim: Some(8) }),
+                init: Default::default(),
+            },
+        ),
     ]
     .into_iter()
     .map(|(key, t, provider)| {
@@ -91,6 +101,7 @@ fn a_row_decodes_the_same_alone_and_in_a_mixed_batch_greedy_sampling_or_beams() 
         row("deep", "text", "Учёные нашли в лесах Амазонии новый вид бабочек."),
         row("sum", "text", "Кот."),
         row("deep", "text", "Кот."),
+        row("deep2", "question", "Где живут пингвины?"),
     ];
     let injections = multi.injections();
     let sampled = |use_cache| GenerationConfig {

@@ -182,7 +182,7 @@ fn peft_prefix_adapters_import_and_export() {
         ours.save_peft(out.path()).unwrap();
         let read = |d: &std::path::Path| Tensor::read_safetensors(d.join(PEFT_WEIGHTS_FILE)).unwrap().remove(0).1;
         let diff = max_abs_diff(&read(out.path()), &read(&dir));
-        assert!(diff <= 1e-5, "{name}: exported keys and values differ by {diff}");
+        assert!(diff <= tol(1e-5), "{name}: exported keys and values differ by {diff}");
         let config = |d: &std::path::Path| -> Value {
             serde_json::from_str(&std::fs::read_to_string(d.join(PEFT_CONFIG_FILE)).unwrap()).unwrap()
         };

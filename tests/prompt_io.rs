@@ -354,6 +354,10 @@ fn deep_prompts_round_trip_and_export_from_the_command_line() {
         let other = seeded_deep(6, template, projection);
         assert!(max_abs_diff(&logits_of(&other, &model, text), &logits_of(&prompt, &model, text)) > 1e-3, "{template}");
     }
+    // A phrase beside the prefix starts from its tokens' embeddings, as with a tensor prompt.
+    let phrase = deep("<P>Ответ:</P>{text}", None);
+    let ids = Tensor::from_slice(&tok.encode_ids("Ответ:").unwrap()).to_device(model.device());
+    assert!(phrase.embeddings().equal(&model.token_embeddings().index_select(0, &ids)));
     let with_tokens = deep("<P*2>{text}", None);
     let err = with_tokens.save_peft(tempfile::tempdir().unwrap().path()).unwrap_err().to_string();
     assert!(err.contains("has 2 prompt tokens of its own besides the prefix"), "{err}");
