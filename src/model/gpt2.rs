@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
 use super::gpt2_config::{Activation, Gpt2Config};
+use super::mask::{attention_bias, position_ids};
 use super::weights::StateDict;
 
 /// HF `Conv1D`: `y = x @ W + b`, its `W` (stored `[in, out]` in checkpoints) kept transposed, `[out, in]`.
@@ -186,7 +187,7 @@ impl Gpt2 {
     /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`.
     pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
         let config = Gpt2Config::from_file(&dir.join("config.json"))?;
-        let sd = StateDict::load(dir, &config, kind, device)?;
+        let sd = StateDict::load(dir, &config.layout(), kind, device)?;
         Self::from_state_dict(config, sd, kind, device)
     }
 
@@ -198,7 +199,7 @@ impl Gpt2 {
         let (kind, device) = tensors.first().map_or((Kind::Float, Device::Cpu), |(_, t)| (t.kind(), t.device()));
         let origin = std::path::PathBuf::from("<memory>");
         let named = tensors.into_iter().map(|(n, t)| (n, origin.clone(), t)).collect();
-        let sd = StateDict::from_named(named, origin, &config, kind, device)?;
+        let sd = StateDict::from_named(named, origin, &config.layout(), kind, device)?;
         Self::from_state_dict(config, sd, kind, device)
     }
 
@@ -350,8 +351,8 @@ impl Gpt2 {
         let positions = position_ids(mask.as_ref(), b, past, t, self.device);
         let mut x = embeds + Tensor::embedding(&self.wpe, &positions, -1, false, false);
         // Plain causal attention needs no mask tensor; padding, a cache offset or queries from a later position do.
-        let attn_mask =
-            (mask.is_some() || past > 0 || from > 0).then(|| attention_bias(mask.as_ref(), b, past, t, self.device));
+        let attn_mask = (mask.is_some() || past > 0 || from > 0)
+            .then(|| attention_bias(mask.as_ref(), b, past, t, None, self.device));
         // The last block's queries start at `from`.
         let tail_mask = attn_mask.as_ref().map(|m| m.narrow(2, from, t - from));
         let last = self.blocks.len().saturating_sub(1);
@@ -411,28 +412,4 @@ impl Gpt2 {
         let logits = self.lm_logits(&h.index_select(0, &keep));
         logits.cross_entropy_for_logits(&targets.index_select(0, &keep))
     }
-}
-
-/// Position ids `[B, T]` for the `T` new tokens: a token's position is the number of real tokens before it in
-/// its row, so padding (on the left of a batch, or between a shared prefix and the rest of a row) shifts nothing;
-/// padding before the first real token gets position 0. Without a mask, `past..past+T`.
-fn position_ids(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Device) -> Tensor {
-    match mask {
-        None => Tensor::arange_start(past, past + t, (Kind::Int64, device)).unsqueeze(0).expand([b, t], false),
-        Some(m) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1).narrow(1, past, t).clamp_min(0),
-    }
-}
-
-/// Bool attention mask `[B, 1, T, past+T]`: causal, blind to padded keys. Every position may always see
-/// itself, so no row is fully masked (which would turn padded rows into NaN and leak through the values).
-fn attention_bias(mask: Option<&Tensor>, b: i64, past: i64, t: i64, device: Device) -> Tensor {
-    let s = past + t;
-    let q = Tensor::arange_start(past, s, (Kind::Int64, device)).unsqueeze(1);
-    let k = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0);
-    let causal = k.le_tensor(&q);
-    let allowed = match mask {
-        Some(m) => causal.unsqueeze(0).logical_and(&m.ne(0).unsqueeze(1)),
-        None => causal.unsqueeze(0).expand([b, t, s], false),
-    };
-    allowed.logical_or(&k.eq_tensor(&q).unsqueeze(0)).unsqueeze(1)
 }

@@ -171,6 +171,20 @@ impl Gpt2Config {
         shapes
     }
 
+    /// The weights' names and shapes, for loading.
+    pub fn layout(&self) -> super::weights::Layout {
+        super::weights::Layout {
+            shapes: self.expected_shapes(),
+            strip: "transformer.",
+            tied: self.tie_word_embeddings,
+            sizes: format!(
+                "n_embd={}, n_layer={}, vocab_size={}, n_positions={}",
+                self.n_embd, self.n_layer, self.vocab_size, self.n_positions
+            ),
+            layers: format!("n_layer={}, tie_word_embeddings={}", self.n_layer, self.tie_word_embeddings),
+        }
+    }
+
     /// Number of parameters (tied embeddings counted once).
     pub fn num_parameters(&self) -> i64 {
         self.expected_shapes().iter().map(|(_, s)| s.iter().product::<i64>()).sum()

@@ -10,15 +10,30 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
-use super::gpt2_config::Gpt2Config;
-
 /// Weight file layouts we read, in the order Hugging Face prefers them.
 const CANDIDATES: [&str; 4] =
     ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"];
 
-/// Buffers that old GPT-2 checkpoints store beside the weights (causal-mask constants); never needed.
+/// Buffers that old checkpoints store beside the weights (GPT-2's causal-mask constants, rotary frequencies);
+/// never needed.
 fn is_ignored_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name.ends_with(".rotary_emb.inv_freq")
+}
+
+/// What an architecture's `config.json` says the weights are: every tensor's name and shape, and how to name
+/// the config's sizes in messages.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Names as the model reads them, after `strip`.
+    pub shapes: Vec<(String, Vec<i64>)>,
+    /// A prefix checkpoints put before every name (`transformer.` for GPT-2), dropped where present.
+    pub strip: &'static str,
+    /// The LM head shares the embeddings: a stored `lm_head.weight` is dropped.
+    pub tied: bool,
+    /// The config's sizes, for messages: `n_embd=768, n_layer=12, …`.
+    pub sizes: String,
+    /// The config's layer count and tying, for a missing tensor's message.
+    pub layers: String,
 }
 
 /// The checked weights of one checkpoint, keyed by name without the `transformer.` prefix.
@@ -30,28 +45,28 @@ pub struct StateDict {
 
 impl StateDict {
     /// Loads the weights found in `dir`, converted to `kind` on `device`, and checks names and shapes
-    /// against `config`. A tied checkpoint's stored `lm_head.weight` is dropped.
-    pub fn load(dir: &Path, config: &Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
+    /// against `layout`. A tied checkpoint's stored `lm_head.weight` is dropped.
+    pub fn load(dir: &Path, layout: &Layout, kind: Kind, device: Device) -> Result<Self> {
         let source = CANDIDATES
             .iter()
             .map(|name| dir.join(name))
             .find(|p| p.is_file())
             .ok_or_else(|| anyhow!("no weights in {}: expected one of {}", dir.display(), CANDIDATES.join(", ")))?;
-        Self::from_named(read_any(&source)?, source, config, kind, device)
+        Self::from_named(read_any(&source)?, source, layout, kind, device)
     }
 
     /// Checks tensors already in memory (`(name, origin, tensor)`, HF names) as [`StateDict::load`] does.
     pub fn from_named(
         raw: Vec<(String, PathBuf, Tensor)>,
         source: PathBuf,
-        config: &Gpt2Config,
+        layout: &Layout,
         kind: Kind,
         device: Device,
     ) -> Result<Self> {
         let mut tensors = HashMap::with_capacity(raw.len());
         for (name, file, tensor) in raw {
-            let name = name.strip_prefix("transformer.").unwrap_or(&name).to_string();
-            if is_ignored_buffer(&name) || (name == "lm_head.weight" && config.tie_word_embeddings) {
+            let name = name.strip_prefix(layout.strip).unwrap_or(&name).to_string();
+            if is_ignored_buffer(&name) || (name == "lm_head.weight" && layout.tied) {
                 continue;
             }
             let tensor = tensor
@@ -60,7 +75,7 @@ impl StateDict {
                 .with_context(|| format!("{}: cannot move tensor '{name}' to {device:?}", file.display()))?;
             tensors.insert(name, (file, tensor));
         }
-        check_shapes(&tensors, config, &source)?;
+        check_shapes(&tensors, layout, &source)?;
         let tensors = tensors.into_iter().map(|(name, (_, t))| (name, t)).collect();
         Ok(Self { tensors, source })
     }
@@ -73,31 +88,27 @@ impl StateDict {
 
 /// Every expected tensor present with the right shape, and nothing unexpected (a checkpoint of another size
 /// shows up as extra layers or wrong widths).
-fn check_shapes(tensors: &HashMap<String, (PathBuf, Tensor)>, config: &Gpt2Config, source: &Path) -> Result<()> {
-    let expected = config.expected_shapes();
+fn check_shapes(tensors: &HashMap<String, (PathBuf, Tensor)>, layout: &Layout, source: &Path) -> Result<()> {
+    let expected = &layout.shapes;
     let missing: Vec<&str> =
         expected.iter().filter(|(n, _)| !tensors.contains_key(n)).map(|(n, _)| n.as_str()).collect();
     if let Some(first) = missing.first() {
         bail!(
-            "{}: tensor '{first}' is missing ({} missing in all; config.json: n_layer={}, tie_word_embeddings={})",
+            "{}: tensor '{first}' is missing ({} missing in all; config.json: {})",
             source.display(),
             missing.len(),
-            config.n_layer,
-            config.tie_word_embeddings
+            layout.layers
         );
     }
-    for (name, shape) in &expected {
+    for (name, shape) in expected {
         let (file, tensor) = &tensors[name];
         if &tensor.size() != shape {
             bail!(
-                "{}: tensor '{name}' has shape {:?} but config.json (n_embd={}, n_layer={}, vocab_size={}, \
-                 n_positions={}) implies {:?}: the weights belong to another model size",
+                "{}: tensor '{name}' has shape {:?} but config.json ({}) implies {:?}: the weights belong to another \
+                 model size",
                 file.display(),
                 tensor.size(),
-                config.n_embd,
-                config.n_layer,
-                config.vocab_size,
-                config.n_positions,
+                layout.sizes,
                 shape
             );
         }
@@ -106,11 +117,11 @@ fn check_shapes(tensors: &HashMap<String, (PathBuf, Tensor)>, config: &Gpt2Confi
     let mut unexpected: Vec<&String> = tensors.keys().filter(|n| !known.contains(n.as_str())).collect();
     if !unexpected.is_empty() {
         unexpected.sort();
+        let layers = layout.layers.split(',').next().unwrap_or_default();
         bail!(
-            "{}: unexpected tensors {:?} (config.json says n_layer={}): the weights belong to another model",
+            "{}: unexpected tensors {:?} (config.json says {layers}): the weights belong to another model",
             source.display(),
-            unexpected,
-            config.n_layer
+            unexpected
         );
     }
     Ok(())

@@ -1,0 +1,308 @@
+//! The Llama family (Llama 2/3/3.x, Mistral, Qwen2) in tch, loading Hugging Face checkpoints by their own tensor
+//! names: RMSNorm, rotary positions (default, linear, dynamic and llama3 scaling), grouped-query attention, SwiGLU,
+//! Qwen2's q/k/v biases, sliding windows, tied or untied LM head. Frozen like [`super::Gpt2`]: weights never
+//! require gradients, and positions come from the padding mask the same way.
+
+use std::path::Path;
+
+use anyhow::{ensure, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::cache::{KvCache, LayerKv};
+use super::deep::DeepKv;
+use super::llama_config::{LlamaConfig, Rope};
+use super::mask::{attention_bias, position_ids};
+use super::weights::StateDict;
+
+#[derive(Debug)]
+struct Linear {
+    /// `[out, in]`.
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(sd: &mut StateDict, prefix: &str, bias: bool) -> Result<Self> {
+        let weight = sd.take(&format!("{prefix}.weight"))?;
+        let bias = bias.then(|| sd.take(&format!("{prefix}.bias"))).transpose()?;
+        Ok(Self { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// RMSNorm as transformers computes it: in f32, scaled, cast back, times the weight.
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = x.to_kind(Kind::Float);
+        let variance = h.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        &self.weight * (h * (variance + self.eps).rsqrt()).to_kind(x.kind())
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    window: Option<i64>,
+    layer: i64,
+}
+
+/// Rotates half the head dimensions: `[-x2, x1]`.
+fn rotate_half(x: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    Tensor::cat(&[-x.narrow(3, half, half), x.narrow(3, 0, half)], 3)
+}
+
+impl Attention {
+    /// `x: [B, T, d]` → `[B, T - from, d]`; `cos`/`sin: [B, 1, T, head_dim]`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        mask: Option<&Tensor>,
+        cache: Option<&mut LayerKv>,
+        from: i64,
+        deep: Option<&DeepKv>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().expect("attention input is [B, T, d]");
+        let split = |z: Tensor, heads: i64| z.view([b, t, heads, self.head_dim]).transpose(1, 2);
+        let rope = |z: &Tensor| z * cos + rotate_half(z) * sin;
+        let q = rope(&split(self.q.forward(x), self.heads)).narrow(2, from, t - from);
+        let k = rope(&split(self.k.forward(x), self.kv_heads));
+        let v = split(self.v.forward(x), self.kv_heads);
+        // A deep prompt's keys are cache keys: given after the rotation, as PEFT's prefix is.
+        let (k, v) = match deep {
+            Some(deep) => {
+                let flat = |z: &Tensor| z.transpose(1, 2).reshape([b, t, self.kv_heads * self.head_dim]);
+                let (k, v) = deep.apply(self.layer, &flat(&k), &flat(&v));
+                (split(k, self.kv_heads), split(v, self.kv_heads))
+            }
+            None => (k, v),
+        };
+        let (k, v) = match cache {
+            Some(layer) => layer.append(k, v),
+            None => (k, v),
+        };
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let gqa = self.kv_heads != self.heads;
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, mask.is_none(), scale, gqa);
+        self.o.forward(&y.transpose(1, 2).reshape([b, t - from, self.heads * self.head_dim]))
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down.forward(&(self.gate.forward(x).silu() * self.up.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A frozen Llama-family causal LM.
+#[derive(Debug)]
+pub struct Llama {
+    config: LlamaConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when tied to the embeddings.
+    lm_head: Option<Tensor>,
+    rope: Rope,
+    kind: Kind,
+    device: Device,
+}
+
+impl Llama {
+    /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`.
+    pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let mut sd = StateDict::load(dir, &config.layout(), kind, device)?;
+        let eps = config.rms_norm_eps;
+        let norm = |sd: &mut StateDict, name: &str| -> Result<RmsNorm> { Ok(RmsNorm { weight: sd.take(name)?, eps }) };
+        let (qkv_bias, o_bias) = config.attention_biases();
+        let mut blocks = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let m = format!("{p}.mlp");
+            blocks.push(Block {
+                input_norm: norm(&mut sd, &format!("{p}.input_layernorm.weight"))?,
+                attn: Attention {
+                    q: Linear::load(&mut sd, &format!("{a}.q_proj"), qkv_bias)?,
+                    k: Linear::load(&mut sd, &format!("{a}.k_proj"), qkv_bias)?,
+                    v: Linear::load(&mut sd, &format!("{a}.v_proj"), qkv_bias)?,
+                    o: Linear::load(&mut sd, &format!("{a}.o_proj"), o_bias)?,
+                    heads: config.num_attention_heads,
+                    kv_heads: config.kv_heads(),
+                    head_dim: config.head_dim(),
+                    window: config.window(i),
+                    layer: i,
+                },
+                post_norm: norm(&mut sd, &format!("{p}.post_attention_layernorm.weight"))?,
+                mlp: Mlp {
+                    gate: Linear::load(&mut sd, &format!("{m}.gate_proj"), config.mlp_bias)?,
+                    up: Linear::load(&mut sd, &format!("{m}.up_proj"), config.mlp_bias)?,
+                    down: Linear::load(&mut sd, &format!("{m}.down_proj"), config.mlp_bias)?,
+                },
+            });
+        }
+        Ok(Self {
+            embed: sd.take("model.embed_tokens.weight")?,
+            norm: norm(&mut sd, "model.norm.weight")?,
+            lm_head: if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) },
+            rope: config.rope()?,
+            blocks,
+            config,
+            kind,
+            device,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// An empty KV cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.blocks.len())
+    }
+
+    /// Token embeddings of `ids: [B, T]` → `[B, T, d]`; an id outside the embedding matrix is an error.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let ids = ids.to_device(self.device);
+        if ids.numel() > 0 {
+            let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+            ensure!(
+                lo >= 0 && hi < self.config.vocab_size,
+                "token id {} is outside the embedding matrix (vocab_size={})",
+                if lo < 0 { lo } else { hi },
+                self.config.vocab_size
+            );
+        }
+        Ok(Tensor::embedding(&self.embed, &ids, -1, false, false))
+    }
+
+    /// Inverse rotary frequencies `[head_dim / 2]` (f32) for a call whose largest position is `max_position`, as
+    /// transformers computes them (dynamic scaling grows the base once the sequence passes the window).
+    fn inv_freq(&self, max_position: i64) -> Tensor {
+        let dim = self.config.head_dim();
+        let exponents =
+            Tensor::arange_start_step(0, dim, 2, (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / dim as f64;
+        let mut base = self.config.rope_theta;
+        if let Rope::Dynamic { factor } = self.rope {
+            let max = self.config.max_position_embeddings as f64;
+            let seq_len = ((max_position + 1) as f64).max(max);
+            base *= (factor * seq_len / max - (factor - 1.0)).powf(dim as f64 / (dim as f64 - 2.0));
+        }
+        let inv = (Tensor::from(base).to_kind(Kind::Float).pow(&exponents)).reciprocal();
+        match self.rope {
+            Rope::Linear { factor } => inv / factor,
+            Rope::Llama3 { factor, low, high, original } => {
+                let (low_wavelen, high_wavelen) = (original as f64 / low, original as f64 / high);
+                let wavelen = inv.reciprocal() * (2.0 * std::f64::consts::PI);
+                let scaled = inv.where_self(&wavelen.le(low_wavelen), &(&inv / factor));
+                let smooth = (wavelen.reciprocal() * original as f64 - low) / (high - low);
+                let smoothed: Tensor = (smooth.ones_like() - &smooth) * &scaled / factor + &smooth * &scaled;
+                let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
+                smoothed.where_self(&medium, &scaled)
+            }
+            Rope::Default | Rope::Dynamic { .. } => inv,
+        }
+    }
+
+    /// `cos`, `sin`: `[B, 1, T, head_dim]` in the model's dtype, for position ids `[B, T]`.
+    fn rotary(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let max_position = if positions.numel() > 0 { positions.max().int64_value(&[]) } else { 0 };
+        let inv = self.inv_freq(max_position).to_device(self.device);
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        (emb.cos().to_kind(self.kind).unsqueeze(1), emb.sin().to_kind(self.kind).unsqueeze(1))
+    }
+
+    /// The final hidden states `[B, T - from, d]` of positions `from..` of embeddings `[B, T, d]` (see
+    /// [`super::Gpt2::forward_from`]: the same mask, cache and position conventions).
+    pub fn forward_from(
+        &self,
+        embeds: &Tensor,
+        deep: Option<&DeepKv>,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        from: i64,
+    ) -> Result<Tensor> {
+        let embeds = embeds.to_device(self.device).to_kind(self.kind);
+        let (b, t, _) = embeds.size3()?;
+        ensure!((0..t.max(1)).contains(&from), "hidden states from position {from} of a {t}-token input");
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let mask = attention_mask.map(|m| m.to_device(self.device));
+        if let Some(m) = &mask {
+            ensure!(m.size() == [b, past + t], "attention mask must be [{b}, {}], got {:?}", past + t, m.size());
+        }
+        let positions = position_ids(mask.as_ref(), b, past, t, self.device);
+        let (cos, sin) = self.rotary(&positions);
+        // Plain causal attention needs no mask tensor; padding, a cache offset, queries from a later position or a
+        // sliding window do. One mask per distinct window.
+        let needs_mask = mask.is_some() || past > 0 || from > 0;
+        let mut masks: Vec<(Option<i64>, Option<Tensor>)> = Vec::new();
+        for window in self.blocks.iter().map(|b| b.attn.window) {
+            if !masks.iter().any(|(w, _)| *w == window) {
+                let m = (needs_mask || window.is_some())
+                    .then(|| attention_bias(mask.as_ref(), b, past, t, window, self.device));
+                masks.push((window, m));
+            }
+        }
+        let mut x = embeds;
+        let last = self.blocks.len().saturating_sub(1);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
+            let from = if i == last { from } else { 0 };
+            let full = &masks.iter().find(|(w, _)| *w == block.attn.window).expect("made above").1;
+            let layer_mask = full.as_ref().map(|m| m.narrow(2, from, t - from));
+            let attended = block.attn.forward(
+                &block.input_norm.forward(&x),
+                (&cos, &sin),
+                layer_mask.as_ref(),
+                layer_cache,
+                from,
+                deep,
+            );
+            let h = x.narrow(1, from, t - from) + attended;
+            x = &h + block.mlp.forward(&block.post_norm.forward(&h));
+        }
+        if self.blocks.is_empty() {
+            x = x.narrow(1, from, t - from);
+        }
+        Ok(self.norm.forward(&x))
+    }
+
+    /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`.
+    pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.lm_head.as_ref().unwrap_or(&self.embed).tr()).to_kind(Kind::Float)
+    }
+}
