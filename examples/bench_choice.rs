@@ -12,12 +12,12 @@ mod common;
 
 use anyhow::Result;
 use ruprompts::eval::Candidate;
-use ruprompts::model::{pad, Gpt2, Side};
+use ruprompts::model::{pad, Model, Side};
 use ruprompts::train::{choice_loss, ChoiceExample};
 use tch::{Kind, Tensor};
 
 /// `items` items of a `context`-token context (the prompt first) and `k` candidates of `a` tokens, gold 0.
-fn workload(model: &Gpt2, prompt_id: i64, items: usize, context: usize, k: usize, a: usize) -> Vec<ChoiceExample> {
+fn workload(model: &Model, prompt_id: i64, items: usize, context: usize, k: usize, a: usize) -> Vec<ChoiceExample> {
     let vocab = model.config().vocab_size;
     let random =
         |n: usize| Vec::<i64>::try_from(Tensor::randint(vocab, [n as i64], (Kind::Int64, tch::Device::Cpu))).unwrap();
@@ -37,7 +37,7 @@ fn workload(model: &Gpt2, prompt_id: i64, items: usize, context: usize, k: usize
 
 /// The naive loss: every candidate row (context + answer) through the model, answer log-probs summed per row.
 fn naive_loss(
-    model: &Gpt2,
+    model: &Model,
     prompt: &ruprompts::prompt::Prompt,
     prompt_id: i64,
     examples: &[ChoiceExample],
@@ -66,7 +66,7 @@ fn naive_loss(
     Ok(Tensor::stack(&losses, 0).mean(Kind::Float))
 }
 
-fn step_seconds(model: &Gpt2, examples: &[ChoiceExample], naive: bool, steps: usize) -> Result<f64> {
+fn step_seconds(model: &Model, examples: &[ChoiceExample], naive: bool, steps: usize) -> Result<f64> {
     let (prompt, prompt_id) = common::prefix_prompt(model, common::PROMPT)?;
     let refs: Vec<&ChoiceExample> = examples.iter().collect();
     common::timed_steps(&prompt, steps, || {

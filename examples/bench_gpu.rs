@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use ruprompts::eval::{score_shared_many, Candidate};
-use ruprompts::model::{Gpt2, Gpt2Config};
+use ruprompts::model::{Gpt2Config, Model};
 use tch::Kind;
 
 const SCORE_CONTEXT: usize = 250;
@@ -33,7 +33,7 @@ fn shape(name: &str) -> Result<Gpt2Config> {
 
 /// Scored items per second: `SCORE_ITEMS` contexts a batch, each with two one-token candidates (mean of `runs`
 /// batches after one warm-up batch).
-fn scoring_rate(model: &Gpt2, runs: usize) -> Result<f64> {
+fn scoring_rate(model: &Model, runs: usize) -> Result<f64> {
     let (prompt, token_id) = common::prefix_prompt(model, common::PROMPT)?;
     let vocab = model.config().vocab_size;
     let contexts: Vec<Vec<i64>> = (0..SCORE_ITEMS)
@@ -75,7 +75,7 @@ fn main() -> Result<()> {
     println!("|---|---:|---:|---:|---:|");
     let tok = common::tokenizers()?.into_iter().nth(1).expect("two tokenizers");
     for &(label, kind) in kinds {
-        let model = ruprompts::rng::seeded(0, || Gpt2::random(config.clone(), kind, device))?;
+        let model = ruprompts::rng::seeded(0, || Model::random(config.clone(), kind, device))?;
         let train = 1.0 / common::train_step_seconds(&model, false, steps)?;
         let score = scoring_rate(&model, steps)?;
         let decode = |batch: usize| -> Result<f64> {

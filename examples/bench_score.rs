@@ -12,16 +12,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 use ruprompts::eval::{score_naive, score_shared, score_shared_many, Candidate, Scored};
-use ruprompts::model::Gpt2;
+use ruprompts::model::Model;
 
 /// Token ids that look like text of `len` tokens (deterministic, inside the vocabulary).
-fn text(model: &Gpt2, seed: usize, len: usize) -> Vec<i64> {
+fn text(model: &Model, seed: usize, len: usize) -> Vec<i64> {
     let vocab = model.config().vocab_size as usize;
     (0..len).map(|i| ((seed * 7919 + i * 104729 + 17) % vocab) as i64).collect()
 }
 
 /// (context, candidates) of one example of the given shape.
-fn example(model: &Gpt2, task: &str, i: usize, prompt_id: i64, prompt_len: usize) -> (Vec<i64>, Vec<Candidate>) {
+fn example(model: &Model, task: &str, i: usize, prompt_id: i64, prompt_len: usize) -> (Vec<i64>, Vec<Candidate>) {
     let (context_len, answers): (usize, Vec<usize>) = match task {
         "DaNetQA" => (120, vec![1, 1]),
         _ => (25, vec![12, 12]),

@@ -1,7 +1,7 @@
 //! Training-step speed on CPU (or `--device cuda`): the tiny fixture model and a ruGPT-3-small-shaped model with
 //! random weights (12 layers, d=768, vocab 50264; speed does not depend on weight values), batch 8 × 128 tokens,
 //! a 20-token tensor prompt, 16 labelled tokens per row (a short target, as in classification and most text2text).
-//! Compares our loss ([`Gpt2::loss`]: the last block from the first labelled position on, the vocabulary projection
+//! Compares our loss ([`Model::loss`]: the last block from the first labelled position on, the vocabulary projection
 //! at labelled positions only) with the full forward and projection at every position that transformers' `labels=`
 //! loss (and so ruPrompts) computes. Same run, side by side.
 //!

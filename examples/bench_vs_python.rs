@@ -17,7 +17,7 @@ use ruprompts::data::{read_rows, Record};
 use ruprompts::eval::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::Gpt2;
+use ruprompts::model::Model;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -131,7 +131,7 @@ fn muserc_questions(rows: &[Record]) -> Result<Vec<Record>> {
 }
 
 fn classifier<'a>(
-    model: &'a Gpt2,
+    model: &'a Model,
     tok: &'a Tokenizer,
     format: &'a PromptFormat,
     trunc: Option<&'a str>,
@@ -185,7 +185,7 @@ fn prefix_format(kind: &str) -> Result<PromptFormat> {
 }
 
 /// The prompt of `kind` (tensor, lstm, prefix) with the initial weights `prepare` wrote.
-fn load_prompt(model: &Gpt2, work: &Path, kind: &str) -> Result<Prompt> {
+fn load_prompt(model: &Model, work: &Path, kind: &str) -> Result<Prompt> {
     let mut prompt = Prompt::new(prefix_format(kind)?, provider(kind), model)?;
     let state = Tensor::read_safetensors(work.join(format!("init_{kind}.safetensors")))?;
     prompt.set_state(&state)?;
@@ -194,7 +194,7 @@ fn load_prompt(model: &Gpt2, work: &Path, kind: &str) -> Result<Prompt> {
 
 fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
     std::fs::create_dir_all(work)?;
-    let model = Gpt2::from_dir(model_dir, Kind::Float, Device::Cpu)?;
+    let model = Model::from_dir(model_dir, Kind::Float, Device::Cpu)?;
     let tok = Tokenizer::from_dir(model_dir)?;
     for (seed, kind) in [(1, "tensor"), (2, "lstm"), (3, "prefix")] {
         let prompt = ruprompts::rng::seeded(seed, || Prompt::new(prefix_format(kind)?, provider(kind), &model))?;
@@ -231,7 +231,7 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
 /// (units per second after the first, seconds to the end of the first, what was computed).
 type Timed = (f64, f64, Value);
 
-fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> Result<Timed> {
+fn train(model: &Model, spec: &Value, work: &Path, kind: &str, steps: usize) -> Result<Timed> {
     let prompt = load_prompt(model, work, kind)?;
     let mut opt = AdamW::new(
         AdamWConfig { lr: LR, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0 },
@@ -258,7 +258,7 @@ fn train(model: &Gpt2, spec: &Value, work: &Path, kind: &str, steps: usize) -> R
     Ok(((steps - 1) as f64 / first.elapsed().as_secs_f64(), cold, json!({ "losses": losses })))
 }
 
-fn score(model: &Gpt2, tok: &Tokenizer, workload: &str, n: usize) -> Result<Timed> {
+fn score(model: &Model, tok: &Tokenizer, workload: &str, n: usize) -> Result<Timed> {
     let (formats, items) = items(workload, n)?;
     let format = PromptFormat::compile(formats.zero_shot(), tok)?;
     let c = classifier(model, tok, &format, formats.truncation_field.as_deref());
@@ -270,7 +270,7 @@ fn score(model: &Gpt2, tok: &Tokenizer, workload: &str, n: usize) -> Result<Time
 }
 
 fn generation(
-    model: &Gpt2,
+    model: &Model,
     tok: &Tokenizer,
     spec: &Value,
     work: &Path,
@@ -304,7 +304,7 @@ fn generation(
 fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     let spec: Value = serde_json::from_str(&std::fs::read_to_string(work.join("spec.json"))?)?;
     let dir = PathBuf::from(spec["model"].as_str().context("spec.json: model")?);
-    let model = Gpt2::from_dir(&dir, Kind::Float, Device::Cpu)?;
+    let model = Model::from_dir(&dir, Kind::Float, Device::Cpu)?;
     let n = |task: &str| spec["score"][task].as_array().map_or(0, Vec::len);
     let ((rate, cold, check), unit) = match workload {
         "train-tensor" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),

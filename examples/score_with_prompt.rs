@@ -7,14 +7,14 @@
 
 use anyhow::{ensure, Context, Result};
 use ruprompts::format::PromptFormat;
-use ruprompts::model::{Gpt2, Input};
+use ruprompts::model::{Input, Model};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
 use tch::{Device, Kind, Tensor};
 
 /// Sum of log-probabilities of `ids[context_len..]` given what precedes them, for input embeddings `embeds [1, T, d]`.
-fn continuation_log_prob(model: &Gpt2, embeds: &Tensor, ids: &[i64], context_len: usize) -> Result<f64> {
+fn continuation_log_prob(model: &Model, embeds: &Tensor, ids: &[i64], context_len: usize) -> Result<f64> {
     let hidden = tch::no_grad(|| model.forward(Input::Embeds(embeds), None, None))?;
     let logp = model.lm_logits(&hidden).log_softmax(-1, Kind::Float).get(0);
     let n = (ids.len() - context_len) as i64;
@@ -24,7 +24,7 @@ fn continuation_log_prob(model: &Gpt2, embeds: &Tensor, ids: &[i64], context_len
 
 /// Scores of every candidate after `context` (already formatted text), with `prompt` injected when given.
 fn scores(
-    model: &Gpt2,
+    model: &Model,
     tok: &Tokenizer,
     prompt: Option<(&Prompt, i64)>,
     context: &str,
@@ -58,7 +58,7 @@ fn main() -> Result<()> {
         "no model in {} (run `ruprompts demo` first, or pass a model directory)",
         dir.display()
     );
-    let model = Gpt2::from_dir(&dir, Kind::Float, Device::cuda_if_available())?;
+    let model = Model::from_dir(&dir, Kind::Float, Device::cuda_if_available())?;
     let mut tok = Tokenizer::from_dir(&dir)?;
 
     // A format: 3 trainable tokens, the question, then a trainable phrase initialised from "Ответ:".

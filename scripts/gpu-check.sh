@@ -25,7 +25,7 @@ cd "$root"
 bin=.gpu-check/bin
 # The parity tests that compare with transformers' (and PEFT's) reference outputs; their tolerances scale for CUDA
 # (tests/common).
-tests=(gpt2_parity score generate prefix_parity)
+tests=(gpt2_parity score generate prefix_parity llama_parity)
 
 prepare() {
     [ -n "${LIBTORCH_USE_PYTORCH:-}" ] || bash scripts/setup.sh

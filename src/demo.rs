@@ -14,7 +14,7 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::AddedToken;
 
-use crate::model::{Gpt2, Gpt2Config, Input};
+use crate::model::{Gpt2Config, Input, Model};
 use crate::progress::Progress;
 
 const CORPUS_GZ: &[u8] = include_bytes!("../assets/corpus_ru.txt.gz");
@@ -104,7 +104,7 @@ fn pretrain(
             (name, var)
         })
         .collect();
-    let model = Gpt2::from_tensors(config.clone(), params)?;
+    let model = Model::from_tensors(config.clone(), params)?;
     let mut opt = nn::AdamW::default().build(&vs, spec.learning_rate)?;
     let stream = Tensor::from_slice(tokens).to_device(device);
     let span = tokens.len() as i64 - spec.seq_len;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::*;
 use ruprompts::fs::DirLock;
-use ruprompts::model::{Backbone, Gpt2, ModelSource};
+use ruprompts::model::{Backbone, Model, ModelSource};
 use ruprompts::progress::Silent;
 use ruprompts::train::{train, TrainConfig, TrainOptions};
 use tch::Tensor;
@@ -116,7 +116,8 @@ fn a_diverging_run_stops_with_an_error_and_saves_no_prompt() {
         }
     }
     let fixture = Backbone::load_local(&source).unwrap();
-    let model = Gpt2::from_tensors(fixture.model.config().clone(), tensors).unwrap();
+    let gpt2 = ruprompts::model::Gpt2Config::from_file(&model_dir().join("config.json")).unwrap();
+    let model = Model::from_tensors(gpt2, tensors).unwrap();
     let poisoned = Backbone { model, ..fixture };
     let err = train(&config, &poisoned, &TrainOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.starts_with("update 1: the loss is NaN"), "{err}");

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use ruprompts::demo::{build_tiny_model, TinyModelSpec};
-use ruprompts::model::{Gpt2, Input};
+use ruprompts::model::{Input, Model};
 use ruprompts::progress::Silent;
 use ruprompts::tokenizer::{SpecialTokens, Tokenizer};
 use tch::{Device, Kind, Tensor};
@@ -29,8 +29,8 @@ fn demo_model_is_built_atomically_and_loads_like_a_checkpoint() {
     assert_eq!(tok.decode(&ids).unwrap(), text);
     assert!(ids.len() < text.chars().count() / 2, "a trained BPE merges Russian: {} tokens", ids.len());
 
-    let model = Gpt2::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
-    assert_eq!(model.config().num_parameters(), 244_480);
+    let model = Model::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
+    assert_eq!(model.num_parameters(), 244_480);
     let input = Tensor::from_slice(&ids).unsqueeze(0);
     let loss = tch::no_grad(|| model.lm_loss(&model.forward(Input::Ids(&input), None, None).unwrap(), &input));
     assert!(loss.double_value(&[]) < report.initial_loss, "the saved weights are the pretrained ones");

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ruprompts::model::{Gpt2, Input};
+use ruprompts::model::{Input, Model};
 use tch::{Kind, Tensor};
 
 const CASES: [&str; 3] = ["short", "batch", "long"];
@@ -24,7 +24,7 @@ fn real_positions_diff(a: &Tensor, b: &Tensor, lengths: &[i64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn logits_of(model: &Gpt2, ids: &Tensor, mask: &Tensor) -> Tensor {
+fn logits_of(model: &Model, ids: &Tensor, mask: &Tensor) -> Tensor {
     let hidden = tch::no_grad(|| model.forward(Input::Ids(ids), Some(mask), None)).unwrap();
     model.lm_logits(&hidden)
 }
@@ -73,7 +73,7 @@ fn lm_loss_matches_transformers() {
 #[test]
 fn pytorch_bin_weights_give_the_same_logits() {
     let st = tiny_model();
-    let bin = Gpt2::from_dir(&fixture("tiny-gpt2-ru-bin"), Kind::Float, device()).unwrap();
+    let bin = Model::from_dir(&fixture("tiny-gpt2-ru-bin"), Kind::Float, device()).unwrap();
     let reference = load_json("reference/gpt2.json");
     let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
     let diff = real_positions_diff(&logits_of(&st, &ids, &mask), &logits_of(&bin, &ids, &mask), &lengths);
@@ -251,7 +251,7 @@ fn half_precision_backbones_agree_with_f32() {
     let (ids, mask, lengths) = case_inputs(&reference["cases"]["batch"]);
     let f32_logits = logits_of(&tiny_model(), &ids, &mask);
     for kind in [Kind::BFloat16, Kind::Half] {
-        let model = Gpt2::from_dir(&model_dir(), kind, device()).unwrap();
+        let model = Model::from_dir(&model_dir(), kind, device()).unwrap();
         assert_eq!(model.token_embeddings().kind(), kind);
         let logits = logits_of(&model, &ids, &mask);
         assert_eq!(logits.kind(), Kind::Float);

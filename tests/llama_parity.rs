@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ruprompts::model::Llama;
+use ruprompts::model::{Input, Model};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
@@ -25,17 +25,13 @@ fn logits_reference(name: &str) -> Tensor {
         .1
 }
 
-fn model(name: &str) -> Llama {
+fn model(name: &str) -> Model {
     init();
-    Llama::from_dir(&fixture(&format!("llama-family/{name}")), Kind::Float, device()).unwrap()
+    Model::from_dir(&fixture(&format!("llama-family/{name}")), Kind::Float, device()).unwrap()
 }
 
-fn logits(model: &Llama, ids: &Tensor, mask: &Tensor) -> Tensor {
-    tch::no_grad(|| {
-        let embeds = model.embed(ids).unwrap();
-        let hidden = model.forward_from(&embeds, None, Some(&mask.to_device(device())), None, 0).unwrap();
-        model.lm_logits(&hidden)
-    })
+fn logits(model: &Model, ids: &Tensor, mask: &Tensor) -> Tensor {
+    tch::no_grad(|| model.lm_logits(&model.forward(Input::Ids(ids), Some(&mask.to_device(device())), None).unwrap()))
 }
 
 #[test]
@@ -75,16 +71,15 @@ fn logits_and_loss_match_transformers_on_padded_batches() {
 }
 
 /// Greedy decoding of the left-padded batch: with the cache one new token a step, without it the whole rows again.
-fn greedy(model: &Llama, ids: &Tensor, mask: &Tensor, steps: usize, use_cache: bool) -> Vec<Vec<i64>> {
+fn greedy(model: &Model, ids: &Tensor, mask: &Tensor, steps: usize, use_cache: bool) -> Vec<Vec<i64>> {
     let _guard = tch::no_grad_guard();
     let (mut ids, mut mask) = (ids.to_device(device()), mask.to_device(device()));
     let mut cache = use_cache.then(|| model.new_cache());
     let mut input = ids.shallow_clone();
     let mut out = vec![Vec::new(); ids.size()[0] as usize];
     for _ in 0..steps {
-        let embeds = model.embed(&input).unwrap();
-        let t = embeds.size()[1];
-        let hidden = model.forward_from(&embeds, None, Some(&mask), cache.as_mut(), t - 1).unwrap();
+        let t = input.size()[1];
+        let hidden = model.forward_from(Input::Ids(&input), Some(&mask), cache.as_mut(), t - 1).unwrap();
         let next = model.lm_logits(&hidden.select(1, 0)).argmax(-1, false);
         for (row, id) in Vec::<i64>::try_from(&next).unwrap().into_iter().enumerate() {
             out[row].push(id);
@@ -114,4 +109,83 @@ fn greedy_ids_match_transformers_with_and_without_the_cache() {
             );
         }
     }
+}
+
+/// A prompt trained on a Llama-family model saves, loads and gives the same logits to the bit; a deep prompt on a
+/// grouped-query model is refused with the reason, and an unknown architecture names the supported ones.
+#[test]
+fn prompts_on_llama_family_models_round_trip_and_errors_name_the_cause() {
+    use ruprompts::format::PromptFormat;
+    use ruprompts::prompt::Prompt;
+    use ruprompts::provider::ProviderConfig;
+    use ruprompts::tokenizer::Tokenizer;
+
+    let dir = fixture("llama-family/tiny-qwen2");
+    let model = model("tiny-qwen2");
+    let mut tok = Tokenizer::from_dir(&dir).unwrap();
+    let format = PromptFormat::compile("<P*3>{text}<P>Ответ:</P>", &tok).unwrap();
+    let prompt = ruprompts::rng::seeded(3, || Prompt::new(format.clone(), ProviderConfig::default(), &model)).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let row = serde_json::json!({ "text": "Кот спит." }).as_object().unwrap().clone();
+    let ids = Tensor::from_slice(&tok.encode_ids(&prompt.format().format(&row).unwrap().text).unwrap()).unsqueeze(0);
+    let logits_of = |p: &Prompt| {
+        tch::no_grad(|| {
+            model.lm_logits(&model.forward(p.embed(&model, &ids, id).unwrap().input(), None, None).unwrap())
+        })
+    };
+    let saved = tempfile::tempdir().unwrap();
+    prompt.save_pretrained(saved.path()).unwrap();
+    let loaded = Prompt::from_pretrained(saved.path(), device()).unwrap();
+    assert!(logits_of(&loaded).equal(&logits_of(&prompt)));
+
+    let deep = ProviderConfig::Prefix { num_virtual_tokens: 2, projection: None, init: Default::default() };
+    let err = Prompt::new(format, deep, &model).unwrap_err().to_string();
+    assert!(err.contains("grouped-query attention (keys of size 32, embeddings of 64) are not supported yet"), "{err}");
+
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("config.json"), r#"{"model_type": "falcon", "vocab_size": 10}"#).unwrap();
+    let err = Model::from_dir(other.path(), Kind::Float, device()).unwrap_err().to_string();
+    assert!(err.contains("model_type 'falcon' is not supported; ruprompts runs gpt2, llama, mistral, qwen2"), "{err}");
+}
+
+/// `ruprompts train`, `eval` and `generate` on a Mistral-family checkpoint folder.
+#[test]
+fn the_command_line_trains_evaluates_and_generates_on_a_mistral_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let model_path = format!("model.path={}", fixture("llama-family/tiny-mistral").display());
+    let data = format!("dataset.dir={}", fixture("rsg/DaNetQA").display());
+    let run = format!("output_dir={}", out.display());
+    let config = repo().join("examples/configs/danetqa.yaml");
+    let args = [
+        &model_path,
+        &data,
+        &run,
+        "training.max_steps=8",
+        "training.eval_every=4",
+        "training.save_every=4",
+        "scheduler.warmup_steps=2",
+    ];
+    let (ok, stdout, stderr) = ruprompts(&[&["train", config.to_str().unwrap()], &args[..]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("8 updates of 8"), "{stdout}");
+    let (ok, stdout, stderr) = ruprompts(&[&["eval", "--config", config.to_str().unwrap()], &args[..]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("| DaNetQA | tuned | accuracy |"), "{stdout}");
+    let mistral = fixture("llama-family/tiny-mistral");
+    let (ok, stdout, stderr) = ruprompts(&[
+        "generate",
+        "--prompt",
+        out.to_str().unwrap(),
+        "--model",
+        mistral.to_str().unwrap(),
+        "--max-new-tokens",
+        "4",
+        "--field",
+        "passage=Москва — столица России.",
+        "--field",
+        "question=Москва столица?",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("{\"generated\":["), "{stdout}");
 }

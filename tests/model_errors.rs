@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use ruprompts::model::{Gpt2, Gpt2Config, Input};
+use ruprompts::model::{Gpt2Config, Input, Model};
 use tch::{Device, Kind, Tensor};
 
 /// A writable copy of a fixture model directory.
@@ -20,7 +20,7 @@ fn copy_model(name: &str) -> tempfile::TempDir {
 }
 
 fn load_err(dir: &Path) -> String {
-    format!("{:#}", Gpt2::from_dir(dir, Kind::Float, Device::Cpu).unwrap_err())
+    format!("{:#}", Model::from_dir(dir, Kind::Float, Device::Cpu).unwrap_err())
 }
 
 fn edit_config(dir: &Path, key: &str, value: serde_json::Value) {
@@ -79,9 +79,13 @@ fn config_and_weights_of_different_sizes() {
 #[test]
 fn unsupported_architecture_and_malformed_config() {
     let dir = copy_model("tiny-gpt2-ru");
+    edit_config(dir.path(), "model_type", "falcon".into());
+    let err = load_err(dir.path());
+    assert!(err.contains("config.json: model_type 'falcon' is not supported; ruprompts runs gpt2, llama"), "{err}");
+    // A supported family whose config lacks that family's fields.
     edit_config(dir.path(), "model_type", "llama".into());
     let err = load_err(dir.path());
-    assert!(err.contains("config.json") && err.contains("model_type='llama'"), "{err}");
+    assert!(err.contains("is not a Llama-family config: missing field `hidden_size`"), "{err}");
     std::fs::write(dir.path().join("config.json"), r#"{"n_embd": 64}"#).unwrap();
     let err = load_err(dir.path());
     assert!(err.contains("config.json is not a valid GPT-2 config") && err.contains("vocab_size"), "{err}");
@@ -105,9 +109,9 @@ fn sharded_safetensors_checkpoint() {
     let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
     std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
 
-    let sharded = Gpt2::from_dir(dir.path(), Kind::Float, Device::Cpu).unwrap();
+    let sharded = Model::from_dir(dir.path(), Kind::Float, Device::Cpu).unwrap();
     let ids = Tensor::from_slice(&[409i64, 278, 332]).unsqueeze(0);
-    let logits = |m: &Gpt2| tch::no_grad(|| m.lm_logits(&m.forward(Input::Ids(&ids), None, None).unwrap()));
+    let logits = |m: &Model| tch::no_grad(|| m.lm_logits(&m.forward(Input::Ids(&ids), None, None).unwrap()));
     assert_eq!(max_abs_diff(&logits(&sharded), &logits(&tiny_model())), 0.0);
 
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
@@ -148,9 +152,9 @@ fn real_rugpt3_small_config_loads_although_it_has_n_ctx_and_n_positions() {
 fn models_built_in_code_check_their_config_too() {
     let mut config = Gpt2Config::from_file(&model_dir().join("config.json")).unwrap();
     config.n_head = 0;
-    let err = format!("{:#}", Gpt2::random(config.clone(), Kind::Float, Device::Cpu).unwrap_err());
+    let err = format!("{:#}", Model::random(config.clone(), Kind::Float, Device::Cpu).unwrap_err());
     assert_eq!(err, "the model config: n_head=0 must be positive");
     config.n_head = 3;
-    let err = format!("{:#}", Gpt2::from_tensors(config, Vec::new()).unwrap_err());
+    let err = format!("{:#}", Model::from_tensors(config, Vec::new()).unwrap_err());
     assert_eq!(err, "the model config: n_embd=64 is not divisible by n_head=3");
 }

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::Gpt2;
+use ruprompts::model::Model;
 use ruprompts::prompt::{Prompt, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
 use ruprompts::provider::{Projection, ProviderConfig};
 use ruprompts::tokenizer::Tokenizer;
@@ -21,9 +21,9 @@ fn reference() -> Value {
     load_json("reference/peft/prefix.json")
 }
 
-fn demo_model() -> Gpt2 {
+fn demo_model() -> Model {
     init();
-    Gpt2::from_dir(&fixture("demo-model"), Kind::Float, device()).unwrap()
+    Model::from_dir(&fixture("demo-model"), Kind::Float, device()).unwrap()
 }
 
 fn tensors(file: &str) -> Vec<(String, Tensor)> {
@@ -49,7 +49,7 @@ fn provider(case: &Value) -> ProviderConfig {
 }
 
 /// A `{text}` prompt with the case's PEFT encoder parameters, its token added to the tokenizer.
-fn prompt(model: &Gpt2, name: &str) -> (Prompt, Tokenizer, i64) {
+fn prompt(model: &Model, name: &str) -> (Prompt, Tokenizer, i64) {
     let mut tok = Tokenizer::from_dir(&fixture("demo-model")).unwrap();
     let format = PromptFormat::compile("{text}", &tok).unwrap();
     let mut prompt = Prompt::new(format, provider(&reference()["cases"][name]), model).unwrap();
@@ -82,7 +82,7 @@ fn rows(padded: &Value, labels: Option<&Value>, virtual_tokens: usize, id: i64) 
 }
 
 /// Logits of the real positions of PEFT's batch, ours shifted past the virtual tokens.
-fn check_logits(model: &Gpt2, prompt: &Prompt, id: i64, padded: &Value, theirs: &Tensor, what: &str) {
+fn check_logits(model: &Model, prompt: &Prompt, id: i64, padded: &Value, theirs: &Tensor, what: &str) {
     let n = prompt.virtual_tokens() as usize;
     let (ids, mask, _) = rows(padded, None, n, id);
     let mask = mask.to_device(device());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use ruprompts::format::PromptFormat;
-use ruprompts::model::{Gpt2, Gpt2Config, Input};
+use ruprompts::model::{Gpt2Config, Input, Model};
 use ruprompts::prompt::{
     Prompt, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE,
 };
@@ -36,7 +36,7 @@ fn file_names(dir: &Path) -> Vec<String> {
 }
 
 /// Logits of `text` formatted into the prompt (its token added to a fresh tokenizer).
-fn logits_of(prompt: &Prompt, model: &Gpt2, text: &str) -> Tensor {
+fn logits_of(prompt: &Prompt, model: &Model, text: &str) -> Tensor {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let row = serde_json::json!({ "text": text }).as_object().unwrap().clone();
@@ -49,7 +49,7 @@ fn logits_of(prompt: &Prompt, model: &Gpt2, text: &str) -> Tensor {
 }
 
 /// Loss of the fixture's `item0` under the ruPrompts reference prompt `spec`.
-fn item0_loss(prompt: &Prompt, model: &Gpt2, ids: &[i64], labels: &[i64]) -> f64 {
+fn item0_loss(prompt: &Prompt, model: &Model, ids: &[i64], labels: &[i64]) -> f64 {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let embeds = prompt.embed(model, &Tensor::from_slice(ids).unsqueeze(0), id).unwrap();
@@ -164,10 +164,10 @@ fn save_then_load_gives_bitwise_identical_logits_and_full_state_for_every_provid
 }
 
 /// A randomly initialised GPT-2 with another embedding size than the fixture's.
-fn model_with_embedding_size(n_embd: i64) -> Gpt2 {
+fn model_with_embedding_size(n_embd: i64) -> Model {
     let mut config = Gpt2Config::from_file(&model_dir().join("config.json")).unwrap();
     config.n_embd = n_embd;
-    Gpt2::random(config, Kind::Float, Device::Cpu).unwrap()
+    Model::random(config, Kind::Float, Device::Cpu).unwrap()
 }
 
 #[test]

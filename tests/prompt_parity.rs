@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use ruprompts::format::PromptFormat;
-use ruprompts::model::{Gpt2, Input};
+use ruprompts::model::{Input, Model};
 use ruprompts::prompt::{MultiPrompt, Prompt};
 use ruprompts::provider::{ProviderConfig, TensorInit};
 use ruprompts::rng::seeded;
@@ -24,7 +24,7 @@ fn tensor_named(all: &[(String, Tensor)], name: &str) -> Tensor {
 }
 
 /// Mean LM loss of `ids` under `labels` with the prompt injected.
-fn prompt_loss(model: &Gpt2, embeds: &Tensor, labels: &[i64]) -> Tensor {
+fn prompt_loss(model: &Model, embeds: &Tensor, labels: &[i64]) -> Tensor {
     let hidden = model.forward(Input::Embeds(embeds), None, None).unwrap();
     model.lm_loss(&hidden, &Tensor::from_slice(labels).unsqueeze(0))
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ruprompts::device::DeviceChoice;
 use ruprompts::format::{PromptFormat, PROMPT_TOKEN};
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::{Gpt2, Gpt2Config};
+use ruprompts::model::{Gpt2Config, Model};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -56,11 +56,11 @@ pub fn repo_file(path: &str) -> std::path::PathBuf {
 }
 
 /// The tiny fixture model and a ruGPT-3-small-shaped one with random weights, with their table names.
-pub fn models(device: Device) -> Result<[(&'static str, Gpt2); 2]> {
+pub fn models(device: Device) -> Result<[(&'static str, Model); 2]> {
     let fixtures = repo_file("tests/fixtures");
-    let tiny = Gpt2::from_dir(&fixtures.join("tiny-gpt2-ru"), Kind::Float, device)?;
+    let tiny = Model::from_dir(&fixtures.join("tiny-gpt2-ru"), Kind::Float, device)?;
     let config = Gpt2Config::from_file(&fixtures.join("rugpt3/config.json"))?;
-    let small = ruprompts::rng::seeded(0, || Gpt2::random(config, Kind::Float, device))?;
+    let small = ruprompts::rng::seeded(0, || Model::random(config, Kind::Float, device))?;
     Ok([("tiny (2×64, vocab 2000)", tiny), ("ruGPT-3-small shape (12×768, vocab 50264)", small)])
 }
 
@@ -71,7 +71,7 @@ pub fn tokenizers() -> Result<[Tokenizer; 2]> {
 }
 
 /// A `length`-token tensor prompt before a `{text}` field; its token id is the vocabulary size, as in ruPrompts.
-pub fn prefix_prompt(model: &Gpt2, length: usize) -> Result<(Prompt, i64)> {
+pub fn prefix_prompt(model: &Model, length: usize) -> Result<(Prompt, i64)> {
     let compiled = format!("{}{{text}}", PROMPT_TOKEN.repeat(length));
     let format = PromptFormat::from_compiled(&format!("<P*{length}>{{text}}"), &compiled)?;
     Ok((Prompt::new(format, ProviderConfig::default(), model)?, model.config().vocab_size))
@@ -88,8 +88,8 @@ pub const GEN_TEXT: usize = 12;
 
 /// Mean seconds per training step (forward, backward, AdamW) over `steps`, after one warm-up step; the loss
 /// projects every position to the vocabulary (`full_projection`, as transformers' `labels=` loss does) or only
-/// the labelled ones ([`Gpt2::loss`], ours).
-pub fn train_step_seconds(model: &Gpt2, full_projection: bool, steps: usize) -> Result<f64> {
+/// the labelled ones ([`Model::loss`], ours).
+pub fn train_step_seconds(model: &Model, full_projection: bool, steps: usize) -> Result<f64> {
     let (prompt, prompt_id) = prefix_prompt(model, PROMPT)?;
     let device = model.device();
     let vocab = model.config().vocab_size;
@@ -140,7 +140,7 @@ pub fn timed_steps(prompt: &Prompt, steps: usize, mut loss: impl FnMut() -> Resu
 /// Seconds to generate `new_tokens` for each of `batch` prompt + text rows (after one warm-up run), greedily or
 /// with `num_beams` beams.
 pub fn generation_seconds(
-    model: &Gpt2,
+    model: &Model,
     tok: &Tokenizer,
     batch: usize,
     new_tokens: usize,

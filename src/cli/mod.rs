@@ -20,7 +20,7 @@ use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
-use crate::model::{Backbone, Gpt2, Gpt2Config, ModelSource};
+use crate::model::{Backbone, Gpt2Config, Model, ModelSource};
 use crate::provider::{Projection, ProviderConfig};
 use crate::resolve;
 use crate::tokenizer::Tokenizer;
@@ -391,19 +391,12 @@ fn run_params(args: ParamsArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(dir: &Path, model: &Gpt2, tokenizer: &Tokenizer) {
+fn print_summary(dir: &Path, model: &Model, tokenizer: &Tokenizer) {
     let c = model.config();
     let special = tokenizer.special();
     let name = |id: Option<u32>| id.map_or("-".to_string(), |i| i.to_string());
     println!("model        {}", dir.display());
-    println!(
-        "architecture GPT-2: {} layers, d_model {}, {} heads, MLP {}, {}",
-        c.n_layer,
-        c.n_embd,
-        c.n_head,
-        c.inner_dim(),
-        c.activation_function
-    );
+    println!("architecture {}", model.describe());
     println!(
         "vocabulary   {} embeddings; tokenizer {} tokens (bos {}, eos {}, pad {}, unk {})",
         c.vocab_size,
@@ -416,7 +409,7 @@ fn print_summary(dir: &Path, model: &Gpt2, tokenizer: &Tokenizer) {
     println!("context      {} positions", c.n_positions);
     println!(
         "parameters   {} (frozen), {:?} on {:?}",
-        group_thousands(c.num_parameters()),
+        group_thousands(model.num_parameters()),
         model.kind(),
         model.device()
     );

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{best, candidate_score, score_naive, score_shared_many, shared_batches, Candidate, ScoreMode, Scored};
 use crate::data::{Origin, TooLong};
 use crate::format::{Formatted, PromptFormat, Row, CANDIDATE_SLOT};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::prompt::Injection;
 use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
@@ -125,7 +125,7 @@ fn split(
 /// A frozen model, its tokenizer (prompt tokens added), a format and the prompt injections (none zero-shot).
 #[derive(Debug)]
 pub struct Classifier<'a> {
-    pub model: &'a Gpt2,
+    pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     pub format: &'a PromptFormat,
     pub injections: &'a [Injection<'a>],

@@ -6,7 +6,7 @@
 use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::model::{pad, Gpt2, Side};
+use crate::model::{pad, Model, Side};
 use crate::prompt::{inject, Injection};
 
 /// A candidate continuation of a context: the answer that is scored, then the rest of the formatted text
@@ -32,7 +32,7 @@ pub struct Scored {
 /// Log-probabilities `[K]` of the `targets` that are in the vocabulary, given the hidden states `hidden: [N, d]`
 /// that predict them (one each), and which targets those are (prompt tokens are outside the vocabulary and never
 /// predicted). Differentiable: training backpropagates through it.
-fn target_logprob_tensor(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> (Tensor, Vec<bool>) {
+fn target_logprob_tensor(model: &Model, hidden: &Tensor, targets: &[i64]) -> (Tensor, Vec<bool>) {
     let vocab = model.config().vocab_size;
     let real: Vec<bool> = targets.iter().map(|t| (0..vocab).contains(t)).collect();
     let keep: Vec<i64> = (0..targets.len() as i64).filter(|&i| real[i as usize]).collect();
@@ -48,7 +48,7 @@ fn target_logprob_tensor(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> (Ten
 }
 
 /// [`target_logprob_tensor`] as numbers: `None` for targets outside the vocabulary.
-fn target_logprobs(model: &Gpt2, hidden: &Tensor, targets: &[i64]) -> Result<Vec<Option<f64>>> {
+fn target_logprobs(model: &Model, hidden: &Tensor, targets: &[i64]) -> Result<Vec<Option<f64>>> {
     let (picked, real) = target_logprob_tensor(model, hidden, targets);
     let mut values = Vec::<f64>::try_from(picked.to_kind(Kind::Double))?.into_iter();
     Ok(real.iter().map(|&r| if r { values.next() } else { None }).collect())
@@ -74,7 +74,7 @@ fn accumulate(scored: &mut Scored, logprobs: &[Option<f64>], answer: std::ops::R
 /// The reference: one forward over context + answer + suffix per candidate. With `whole_text` false only the
 /// answer is scored (`text_*` stay 0): the other positions are never projected to the vocabulary.
 pub fn score_naive(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     context: &[i64],
     candidates: &[Candidate],
@@ -125,7 +125,7 @@ fn slice_injections<'a>(injections: &[Injection<'a>], ids: &[i64], taken: &mut [
 /// when every answer is one token and only answers are scored). Same numbers as [`score_naive`] up to float
 /// rounding.
 pub fn score_shared(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     context: &[i64],
     candidates: &[Candidate],
@@ -140,7 +140,7 @@ pub fn score_shared(
 /// batch continuing from its own context's cache row. Requests of similar context length waste the least on
 /// padding; every context must hold the same number of each prompt's tokens (the same format).
 pub fn score_shared_many(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     requests: &[(&[i64], &[Candidate])],
     whole_text: bool,
@@ -168,7 +168,7 @@ pub fn score_shared_many(
 /// flow back through (to the prompt's embeddings): the same shared-context pass as [`score_shared_many`], so
 /// training's `choice` objective optimises exactly the numbers the evaluator ranks.
 pub fn answer_logprob_sums(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     requests: &[(&[i64], &[Candidate])],
 ) -> Result<Tensor> {
@@ -195,7 +195,7 @@ struct SharedPass {
 /// The pass behind [`score_shared_many`] and [`answer_logprob_sums`] (`None` when no request has candidates);
 /// it records gradients unless the caller turned them off.
 fn shared_pass(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     requests: &[(&[i64], &[Candidate])],
     whole_text: bool,
@@ -265,7 +265,7 @@ struct ContextStage {
 
 /// The contexts as one left-padded batch (so they all end at the same position).
 fn plain_contexts(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     contexts: &[&[i64]],
     whole_text: bool,
@@ -376,7 +376,7 @@ fn prefix_groups(contexts: &[&[i64]], prompt_ids: &[i64], room: usize) -> Option
 /// then every context's rest continuing from its group's cache row (left-padded again: padding may sit between
 /// prefix and rest, which positions and the mask skip). All rests end at the same position, as plain contexts do.
 fn prefixed_contexts(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     contexts: &[&[i64]],
     whole_text: bool,
@@ -492,7 +492,7 @@ fn select(t: &Tensor, index: &[i64], device: tch::Device) -> Tensor {
 /// `cache` (one context row per candidate row, `context_mask` likewise; the contexts used the first `taken`
 /// rows of each prompt).
 fn continue_batch(
-    model: &Gpt2,
+    model: &Model,
     injections: &[Injection],
     taken: &[i64],
     mut cache: crate::model::KvCache,

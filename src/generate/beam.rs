@@ -13,7 +13,7 @@ use super::decode::{histories, Batch, Generated, Stops};
 use super::logits::{finite, Processors, Row};
 use super::settings::EarlyStopping;
 use super::GenerationConfig;
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::prompt::Injection;
 
 /// transformers' stand-in for "impossible": added to a hypothesis that ended, so it does not run on.
@@ -47,7 +47,7 @@ struct Candidate {
 
 /// [`super::generate`] with `num_beams` > 1, on checked arguments.
 pub(super) fn search(
-    model: &Gpt2,
+    model: &Model,
     inputs: &[Vec<i64>],
     injections: &[Injection],
     config: &GenerationConfig,

@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use super::decode::{histories, Stops};
 use super::logits::{next_tokens, Processors, Row, Streams};
 use super::GenerationConfig;
-use crate::model::{pad, Gpt2, Input, KvCache, Side};
+use crate::model::{pad, Input, KvCache, Model, Side};
 use crate::prompt::{inject, Injection};
 use crate::tokenizer::Tokenizer;
 
@@ -60,7 +60,7 @@ struct Active<K> {
 
 /// The running batch.
 pub struct Batcher<'a, K> {
-    model: &'a Gpt2,
+    model: &'a Model,
     tokenizer: &'a Tokenizer,
     injections: &'a [Injection<'a>],
     cache: KvCache,
@@ -72,7 +72,7 @@ pub struct Batcher<'a, K> {
 }
 
 impl<'a, K: Clone + PartialEq> Batcher<'a, K> {
-    pub fn new(model: &'a Gpt2, tokenizer: &'a Tokenizer, injections: &'a [Injection<'a>]) -> Self {
+    pub fn new(model: &'a Model, tokenizer: &'a Tokenizer, injections: &'a [Injection<'a>]) -> Self {
         Self {
             model,
             tokenizer,

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::logits::{next_tokens, Processors, Row, Streams};
 use super::GenerationConfig;
-use crate::model::{pad, Gpt2, KvCache, Side};
+use crate::model::{pad, KvCache, Model, Side};
 use crate::prompt::{inject, Injected, Injection};
 use crate::tokenizer::Tokenizer;
 
@@ -37,7 +37,7 @@ pub type Watch<'a> = dyn FnMut(&[Generated]) -> Result<ControlFlow<()>> + 'a;
 /// computed once by the caller. `tokenizer` turns bad words into tokens and new tokens into text for stop
 /// strings. Returns `num_return_sequences` outputs per input, in input order (beam search: best first).
 pub fn generate(
-    model: &Gpt2,
+    model: &Model,
     tokenizer: &Tokenizer,
     inputs: &[Vec<i64>],
     injections: &[Injection],
@@ -49,7 +49,7 @@ pub fn generate(
 /// [`generate`], telling `watch` the outputs after each new token (greedy decoding and sampling; beam search
 /// settles its outputs only at the end and tells nothing).
 pub fn generate_watched(
-    model: &Gpt2,
+    model: &Model,
     tokenizer: &Tokenizer,
     inputs: &[Vec<i64>],
     injections: &[Injection],
@@ -133,7 +133,7 @@ pub(super) fn histories(inputs: &[&Vec<i64>], new: &[&[i64]]) -> Vec<Vec<i64>> {
 
 /// Greedy decoding or sampling, on checked arguments.
 fn decode(
-    model: &Gpt2,
+    model: &Model,
     inputs: &[Vec<i64>],
     injections: &[Injection],
     config: &GenerationConfig,
@@ -175,7 +175,7 @@ fn decode(
 /// Rows decoded together: left-padded into one batch whose first forward reads them with the prompts injected;
 /// after that each step feeds one new token per row through the KV cache, or without it re-reads every row whole.
 pub(super) struct Batch<'a> {
-    model: &'a Gpt2,
+    model: &'a Model,
     injections: &'a [Injection<'a>],
     ids: Tensor,
     mask: Tensor,
@@ -185,7 +185,7 @@ pub(super) struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    pub fn new(model: &'a Gpt2, rows: &[&Vec<i64>], injections: &'a [Injection<'a>], use_cache: bool) -> Result<Self> {
+    pub fn new(model: &'a Model, rows: &[&Vec<i64>], injections: &'a [Injection<'a>], use_cache: bool) -> Result<Self> {
         let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
         let (ids, mask) = pad(&slices, 0, Side::Left);
         let (ids, mask) = (ids.to_device(model.device()), mask.to_device(model.device()));

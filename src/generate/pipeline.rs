@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{cut_at_stop, generate_watched, Generated, GenerationConfig};
 use crate::format::{PromptFormat, Row};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::progress::Progress;
 use crate::prompt::{MultiPrompt, Prompt};
 use crate::tokenizer::Tokenizer;
@@ -77,7 +77,7 @@ impl Prompts {
 
 /// A frozen model, its tokenizer (with the prompt tokens added) and the prompts.
 pub struct Pipeline<'a> {
-    pub model: &'a Gpt2,
+    pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     pub prompts: &'a Prompts,
     /// Hears that an input was cut to fit the model.

@@ -156,20 +156,8 @@ impl Block {
 
 /// Replaced keys and values, if any (see [`DeepKv`]).
 type Deep<'a> = Option<&'a DeepKv>;
-
-/// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
-#[derive(Debug, Clone, Copy)]
-pub enum Input<'a> {
-    /// `[B, T]` int64 token ids.
-    Ids(&'a Tensor),
-    /// `[B, T, d]` embeddings (e.g. from [`Gpt2::embed`] with prompt rows replaced), any float dtype.
-    Embeds(&'a Tensor),
-    /// Embeddings, and keys and values that replace the model's own at some positions in every layer (a deep
-    /// prompt's virtual tokens).
-    Deep(&'a Tensor, &'a DeepKv),
-}
-
-/// A frozen GPT-2 language model.
+/// GPT-2's transformer: learned positions, LayerNorm, Conv1D layers; one implementation behind
+/// [`super::Model`].
 #[derive(Debug)]
 pub struct Gpt2 {
     config: Gpt2Config,
@@ -179,33 +167,31 @@ pub struct Gpt2 {
     ln_f: LayerNorm,
     /// `None` when tied to `wte` (the usual case).
     lm_head: Option<Tensor>,
-    kind: Kind,
     device: Device,
 }
 
 impl Gpt2 {
-    /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`.
-    pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
-        let config = Gpt2Config::from_file(&dir.join("config.json"))?;
+    /// Loads the weights of `config` from a Hugging Face model directory, in `kind` on `device`.
+    pub(super) fn from_dir(dir: &Path, config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
         let sd = StateDict::load(dir, &config.layout(), kind, device)?;
-        Self::from_state_dict(config, sd, kind, device)
+        Self::from_state_dict(config, sd, device)
     }
 
     /// Builds a model from in-memory tensors named as in a HF checkpoint (checked like files are). Tensors
     /// that require grad stay trainable: the demo pretrains its tiny backbone this way. Checkpoints loaded
     /// from disk never require grad.
-    pub fn from_tensors(config: Gpt2Config, tensors: Vec<(String, Tensor)>) -> Result<Self> {
+    pub(super) fn from_tensors(config: Gpt2Config, tensors: Vec<(String, Tensor)>) -> Result<Self> {
         config.validate().context("the model config")?;
         let (kind, device) = tensors.first().map_or((Kind::Float, Device::Cpu), |(_, t)| (t.kind(), t.device()));
         let origin = std::path::PathBuf::from("<memory>");
         let named = tensors.into_iter().map(|(n, t)| (n, origin.clone(), t)).collect();
         let sd = StateDict::from_named(named, origin, &config.layout(), kind, device)?;
-        Self::from_state_dict(config, sd, kind, device)
+        Self::from_state_dict(config, sd, device)
     }
 
     /// A model of `config`'s shapes with random weights (normal, std 0.02, as GPT-2 initialises them), for
     /// benchmarks and shape tests: speed does not depend on the weights' values.
-    pub fn random(config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
+    pub(super) fn random(config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
         config.validate().context("the model config")?;
         let tensors = crate::rng::unseeded(|| {
             config
@@ -219,7 +205,7 @@ impl Gpt2 {
         Self::from_tensors(config, tensors)
     }
 
-    fn from_state_dict(config: Gpt2Config, mut sd: StateDict, kind: Kind, device: Device) -> Result<Self> {
+    fn from_state_dict(config: Gpt2Config, mut sd: StateDict, device: Device) -> Result<Self> {
         let blocks = (0..config.n_layer).map(|i| Block::load(&mut sd, i, &config)).collect::<Result<Vec<_>>>()?;
         Ok(Self {
             wte: sd.take("wte.weight")?,
@@ -228,188 +214,58 @@ impl Gpt2 {
             lm_head: if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) },
             blocks,
             config,
-            kind,
             device,
         })
-    }
-
-    /// An empty KV cache sized for this model.
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.blocks.len())
     }
 
     pub fn config(&self) -> &Gpt2Config {
         &self.config
     }
 
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// dtype of the weights (and of hidden states).
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    /// The token embedding matrix `[vocab, d]` (providers initialise soft prompts from its rows).
-    pub fn token_embeddings(&self) -> &Tensor {
+    /// The token embedding matrix `[vocab, d]`.
+    pub(super) fn embeddings(&self) -> &Tensor {
         &self.wte
     }
 
-    /// Token embeddings of `ids: [B, T]` → `[B, T, d]`. An id outside the embedding matrix is an error (ruPrompts
-    /// gives prompt tokens the id `vocab_size`: they must be replaced by prompt embeddings, not looked up).
-    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let ids = ids.to_device(self.device);
-        if ids.numel() > 0 {
-            let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
-            ensure!(
-                lo >= 0 && hi < self.config.vocab_size,
-                "token id {} is outside the embedding matrix (vocab_size={})",
-                if lo < 0 { lo } else { hi },
-                self.config.vocab_size
-            );
-        }
-        Ok(Tensor::embedding(&self.wte, &ids, -1, false, false))
+    /// The LM head `[vocab, d]` (the embeddings when tied).
+    pub(super) fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
     }
 
-    /// Runs the transformer and returns the final hidden states `[B, T, d]` (after `ln_f`).
-    ///
-    /// `attention_mask: [B, past + T]` (1 = real token, 0 = padding) covers the cached positions too; padding
-    /// may sit on the left, the right or both. Position ids count real tokens from the first one, so a
-    /// left-padded row gets the same positions as the row without padding. With `cache`, keys and values are
-    /// appended to it, and `T` new positions follow the cached ones.
-    pub fn forward(
+    /// The final hidden states `[B, T - from, d]` of positions `from..` of `embeds: [B, T, d]` (in the model's
+    /// dtype, on its device), as [`super::Model::forward_from`] describes.
+    pub(super) fn forward_from(
         &self,
-        input: Input<'_>,
-        attention_mask: Option<&Tensor>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
-        self.forward_from(input, attention_mask, cache, 0)
-    }
-
-    /// [`Gpt2::forward`] returning only the hidden states of positions `from..` (`[B, T - from, d]`): the last
-    /// block computes its attention output and MLP there alone (keys, values and the cache still cover every
-    /// position), which spares ~9/12 of that block elsewhere. For callers that read the last states only, or
-    /// the labelled tail of a training batch.
-    pub fn forward_from(
-        &self,
-        input: Input<'_>,
-        attention_mask: Option<&Tensor>,
+        embeds: Tensor,
+        deep: Option<&DeepKv>,
+        mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         from: i64,
     ) -> Result<Tensor> {
-        let (input, deep) = match input {
-            Input::Deep(embeds, deep) => {
-                let width = 2 * self.config.n_layer * self.config.n_embd;
-                ensure!(
-                    deep.width() == width,
-                    "a deep prompt of width {} (layers · 2 · embedding size) cannot run on this model: it has {} \
-                     layers of size {} (width {width})",
-                    deep.width(),
-                    self.config.n_layer,
-                    self.config.n_embd
-                );
-                (Input::Embeds(embeds), Some(deep.prepared(self.device, self.kind)))
-            }
-            other => (other, None),
-        };
-        let embeds = match input {
-            Input::Ids(ids) => {
-                ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
-                self.embed(ids)?
-            }
-            Input::Deep(..) => unreachable!("unwrapped above"),
-            Input::Embeds(e) => {
-                ensure!(
-                    e.dim() == 3 && e.size()[2] == self.config.n_embd,
-                    "input embeddings must be [batch, seq, {}], got {:?}",
-                    self.config.n_embd,
-                    e.size()
-                );
-                e.to_device(self.device).to_kind(self.kind)
-            }
-        };
         let (b, t, _) = embeds.size3()?;
-        ensure!((0..t.max(1)).contains(&from), "hidden states from position {from} of a {t}-token input");
         let past = cache.as_ref().map_or(0, |c| c.len());
-        if let Some(c) = cache.as_ref() {
-            ensure!(c.is_empty() || c.batch_size() == b, "KV cache holds batch {}, input has {b}", c.batch_size());
-        }
         ensure!(
             past + t <= self.config.n_positions,
             "sequence of {} tokens exceeds the model's context window n_positions={}",
             past + t,
             self.config.n_positions
         );
-        let mask = match attention_mask {
-            Some(m) => {
-                ensure!(m.size() == [b, past + t], "attention mask must be [{b}, {}], got {:?}", past + t, m.size());
-                Some(m.to_device(self.device))
-            }
-            None => None,
-        };
-        let positions = position_ids(mask.as_ref(), b, past, t, self.device);
+        let positions = position_ids(mask, b, past, t, self.device);
         let mut x = embeds + Tensor::embedding(&self.wpe, &positions, -1, false, false);
         // Plain causal attention needs no mask tensor; padding, a cache offset or queries from a later position do.
-        let attn_mask = (mask.is_some() || past > 0 || from > 0)
-            .then(|| attention_bias(mask.as_ref(), b, past, t, None, self.device));
+        let attn_mask =
+            (mask.is_some() || past > 0 || from > 0).then(|| attention_bias(mask, b, past, t, None, self.device));
         // The last block's queries start at `from`.
         let tail_mask = attn_mask.as_ref().map(|m| m.narrow(2, from, t - from));
         let last = self.blocks.len().saturating_sub(1);
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             let (from, mask) = if i == last { (from, tail_mask.as_ref()) } else { (0, attn_mask.as_ref()) };
-            x = block.forward(&x, mask, layer_cache, from, deep.as_ref());
+            x = block.forward(&x, mask, layer_cache, from, deep);
         }
         if self.blocks.is_empty() {
             x = x.narrow(1, from, t - from);
         }
         Ok(self.ln_f.forward(&x))
-    }
-
-    /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
-    /// should select them first: the projection is the largest matmul of the model.
-    pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.matmul(&self.lm_head.as_ref().unwrap_or(&self.wte).tr()).to_kind(Kind::Float)
-    }
-
-    /// [`Gpt2::lm_logits`] of the next token of each decoding row, `hidden: [rows, d]` → `[rows, vocab]`. CPU BLAS
-    /// multiplies a few rows by the `[vocab, d]` matrix much faster as W·hᵀ than as h·Wᵀ (8 rows × 50k tokens on
-    /// 2 cores: 23 vs 63 ms, libtorch 2.11); past ~128 rows the usual order wins. Decoding alone uses it, so
-    /// training and scoring keep their numbers.
-    pub fn next_token_logits(&self, hidden: &Tensor) -> Tensor {
-        let weight = self.lm_head.as_ref().unwrap_or(&self.wte);
-        let rows = hidden.size().first().copied().unwrap_or(0);
-        if self.device == Device::Cpu && hidden.dim() == 2 && (2..=128).contains(&rows) && weight.size()[0] >= 16384 {
-            return weight.mm(&hidden.tr()).tr().contiguous().to_kind(Kind::Float);
-        }
-        self.lm_logits(hidden)
-    }
-
-    /// [`Gpt2::lm_loss`] of `labels` for `input`, with the last block run from the first position that predicts
-    /// a label on (see [`Gpt2::forward_from`]): the same loss for less arithmetic, which is what training wants.
-    /// A deep prompt's virtual tokens predict nothing (see [`DeepKv`]).
-    pub fn loss(&self, input: Input<'_>, attention_mask: Option<&Tensor>, labels: &Tensor) -> Result<Tensor> {
-        let labels = &match input {
-            Input::Deep(_, deep) => deep.unlabel_followers(labels),
-            _ => labels.shallow_clone(),
-        };
-        let labelled = Vec::<bool>::try_from(labels.ne(-100).any_dim(0, false))?;
-        let from = labelled.iter().position(|&l| l).map_or(0, |first| first.saturating_sub(1)) as i64;
-        let hidden = self.forward_from(input, attention_mask, None, from)?;
-        let t = labels.size()[1];
-        Ok(self.lm_loss(&hidden, &labels.narrow(1, from, t - from)))
-    }
-
-    /// Mean next-token cross-entropy of `labels: [B, T]` (−100 = ignored), shifted inside like HF's
-    /// `labels=` argument. Only labelled positions are projected to the vocabulary.
-    pub fn lm_loss(&self, hidden: &Tensor, labels: &Tensor) -> Tensor {
-        let d = self.config.n_embd;
-        let t = hidden.size()[1];
-        let h = hidden.narrow(1, 0, t - 1).reshape([-1, d]);
-        let targets = labels.narrow(1, 1, t - 1).reshape([-1]).to_device(self.device);
-        let keep = targets.ne(-100).nonzero().squeeze_dim(1);
-        let logits = self.lm_logits(&h.index_select(0, &keep));
-        logits.cross_entropy_for_logits(&targets.index_select(0, &keep))
     }
 }

@@ -1,11 +1,11 @@
 //! The Llama family (Llama 2/3/3.x, Mistral, Qwen2) in tch, loading Hugging Face checkpoints by their own tensor
 //! names: RMSNorm, rotary positions (default, linear, dynamic and llama3 scaling), grouped-query attention, SwiGLU,
-//! Qwen2's q/k/v biases, sliding windows, tied or untied LM head. Frozen like [`super::Gpt2`]: weights never
+//! Qwen2's q/k/v biases, sliding windows, tied or untied LM head. Frozen like GPT-2: weights never
 //! require gradients, and positions come from the padding mask the same way.
 
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{KvCache, LayerKv};
@@ -125,7 +125,7 @@ struct Block {
     mlp: Mlp,
 }
 
-/// A frozen Llama-family causal LM.
+/// The Llama family's transformer; one implementation behind [`super::Model`].
 #[derive(Debug)]
 pub struct Llama {
     config: LlamaConfig,
@@ -140,9 +140,8 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`.
-    pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
-        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+    /// Loads the weights of `config` from a Hugging Face model directory, in `kind` on `device`.
+    pub(super) fn from_dir(dir: &Path, config: LlamaConfig, kind: Kind, device: Device) -> Result<Self> {
         let mut sd = StateDict::load(dir, &config.layout(), kind, device)?;
         let eps = config.rms_norm_eps;
         let norm = |sd: &mut StateDict, name: &str| -> Result<RmsNorm> { Ok(RmsNorm { weight: sd.take(name)?, eps }) };
@@ -189,24 +188,18 @@ impl Llama {
         &self.config
     }
 
-    /// An empty KV cache sized for this model.
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.blocks.len())
+    pub(super) fn rope(&self) -> Rope {
+        self.rope
     }
 
-    /// Token embeddings of `ids: [B, T]` → `[B, T, d]`; an id outside the embedding matrix is an error.
-    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        let ids = ids.to_device(self.device);
-        if ids.numel() > 0 {
-            let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
-            ensure!(
-                lo >= 0 && hi < self.config.vocab_size,
-                "token id {} is outside the embedding matrix (vocab_size={})",
-                if lo < 0 { lo } else { hi },
-                self.config.vocab_size
-            );
-        }
-        Ok(Tensor::embedding(&self.embed, &ids, -1, false, false))
+    /// The token embedding matrix `[vocab, d]`.
+    pub(super) fn embeddings(&self) -> &Tensor {
+        &self.embed
+    }
+
+    /// The LM head `[vocab, d]` (the embeddings when tied).
+    pub(super) fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     /// Inverse rotary frequencies `[head_dim / 2]` (f32) for a call whose largest position is `max_position`, as
@@ -246,25 +239,19 @@ impl Llama {
         (emb.cos().to_kind(self.kind).unsqueeze(1), emb.sin().to_kind(self.kind).unsqueeze(1))
     }
 
-    /// The final hidden states `[B, T - from, d]` of positions `from..` of embeddings `[B, T, d]` (see
-    /// [`super::Gpt2::forward_from`]: the same mask, cache and position conventions).
-    pub fn forward_from(
+    /// The final hidden states `[B, T - from, d]` of positions `from..` of `embeds: [B, T, d]` (in the model's
+    /// dtype, on its device), as [`super::Model::forward_from`] describes.
+    pub(super) fn forward_from(
         &self,
-        embeds: &Tensor,
+        embeds: Tensor,
         deep: Option<&DeepKv>,
-        attention_mask: Option<&Tensor>,
+        mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         from: i64,
     ) -> Result<Tensor> {
-        let embeds = embeds.to_device(self.device).to_kind(self.kind);
         let (b, t, _) = embeds.size3()?;
-        ensure!((0..t.max(1)).contains(&from), "hidden states from position {from} of a {t}-token input");
         let past = cache.as_ref().map_or(0, |c| c.len());
-        let mask = attention_mask.map(|m| m.to_device(self.device));
-        if let Some(m) = &mask {
-            ensure!(m.size() == [b, past + t], "attention mask must be [{b}, {}], got {:?}", past + t, m.size());
-        }
-        let positions = position_ids(mask.as_ref(), b, past, t, self.device);
+        let positions = position_ids(mask, b, past, t, self.device);
         let (cos, sin) = self.rotary(&positions);
         // Plain causal attention needs no mask tensor; padding, a cache offset, queries from a later position or a
         // sliding window do. One mask per distinct window.
@@ -272,8 +259,7 @@ impl Llama {
         let mut masks: Vec<(Option<i64>, Option<Tensor>)> = Vec::new();
         for window in self.blocks.iter().map(|b| b.attn.window) {
             if !masks.iter().any(|(w, _)| *w == window) {
-                let m = (needs_mask || window.is_some())
-                    .then(|| attention_bias(mask.as_ref(), b, past, t, window, self.device));
+                let m = (needs_mask || window.is_some()).then(|| attention_bias(mask, b, past, t, window, self.device));
                 masks.push((window, m));
             }
         }
@@ -299,10 +285,5 @@ impl Llama {
             x = x.narrow(1, from, t - from);
         }
         Ok(self.norm.forward(&x))
-    }
-
-    /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`.
-    pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.matmul(&self.lm_head.as_ref().unwrap_or(&self.embed).tr()).to_kind(Kind::Float)
     }
 }

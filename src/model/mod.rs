@@ -1,4 +1,4 @@
-//! The frozen backbone: a GPT-2-architecture causal LM loaded from a Hugging Face checkpoint directory.
+//! The frozen backbone: a causal LM (GPT-2 or the Llama family) loaded from a Hugging Face checkpoint directory.
 
 mod cache;
 mod deep;
@@ -6,6 +6,7 @@ mod gpt2;
 mod gpt2_config;
 mod llama;
 mod llama_config;
+mod lm;
 mod mask;
 mod pad;
 mod source;
@@ -13,9 +14,8 @@ mod weights;
 
 pub use cache::KvCache;
 pub use deep::DeepKv;
-pub use gpt2::{Gpt2, Input};
 pub use gpt2_config::{Activation, Gpt2Config};
-pub use llama::Llama;
 pub use llama_config::{Family, LlamaConfig, Rope, RopeScaling};
+pub use lm::{Dims, Input, Model, SUPPORTED};
 pub use pad::{pad, Side};
 pub use source::{Backbone, ModelSource};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::Gpt2;
+use super::Model;
 use crate::device::{DType, DeviceChoice};
 use crate::tokenizer::Tokenizer;
 
@@ -40,7 +40,7 @@ pub struct Backbone {
     pub source: ModelSource,
     /// The folder it was loaded from.
     pub dir: PathBuf,
-    pub model: Gpt2,
+    pub model: Model,
     pub tokenizer: Tokenizer,
 }
 
@@ -49,7 +49,7 @@ impl Backbone {
     /// folder: this never downloads or builds anything.
     pub fn load(source: &ModelSource, dir: &Path) -> Result<Self> {
         ensure!(dir.is_dir(), "no folder {} (model.path, --model)", dir.display());
-        let model = Gpt2::from_dir(dir, source.dtype.kind(), source.device.resolve()?)
+        let model = Model::from_dir(dir, source.dtype.kind(), source.device.resolve()?)
             .with_context(|| format!("cannot load the model in {}", dir.display()))?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         Ok(Self { source: source.clone(), dir: dir.to_path_buf(), model, tokenizer })

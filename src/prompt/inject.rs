@@ -5,7 +5,7 @@
 use anyhow::{bail, ensure, Result};
 use tch::{Kind, Tensor};
 
-use crate::model::{DeepKv, Gpt2, Input};
+use crate::model::{DeepKv, Input, Model};
 
 /// One prompt to inject: its token id and one copy's rows, one per prompt token.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl Injected {
 /// use different prompts; several copies are the prompt repeated, as around every few-shot demonstration); any
 /// other count is an error naming the row. Each provider output is computed once by the caller and shared by all
 /// rows, so gradients from every row reach it.
-pub fn inject(model: &Gpt2, ids: &Tensor, prompts: &[Injection]) -> Result<Injected> {
+pub fn inject(model: &Model, ids: &Tensor, prompts: &[Injection]) -> Result<Injected> {
     ensure!(ids.dim() == 2, "input ids must be [batch, seq], got {:?}", ids.size());
     let ids = ids.to_device(model.device());
     let masks: Vec<Tensor> = prompts.iter().map(|p| ids.eq(p.token_id)).collect();

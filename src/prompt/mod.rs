@@ -18,7 +18,7 @@ pub use multi::MultiPrompt;
 pub use peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
 
 use crate::format::PromptFormat;
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::provider::{Provider, ProviderConfig, ProviderInit};
 use crate::tokenizer::Tokenizer;
 
@@ -39,7 +39,7 @@ pub struct Prompt {
 impl Prompt {
     /// A fresh prompt for `model`: the provider is initialised from the model's embeddings and the format's
     /// phrase tokens, on the model's device. A deep prompt's virtual tokens go ahead of the format.
-    pub fn new(format: PromptFormat, provider_config: ProviderConfig, model: &Gpt2) -> Result<Self> {
+    pub fn new(format: PromptFormat, provider_config: ProviderConfig, model: &Model) -> Result<Self> {
         let virtual_tokens = provider_config.virtual_tokens();
         ensure!(virtual_tokens >= 0, "prompt_provider.num_virtual_tokens must not be negative");
         let format = format.with_leading_prompt_tokens(virtual_tokens as usize);
@@ -49,7 +49,12 @@ impl Prompt {
             length as i64 <= positions,
             "the format has {length} prompt tokens, more than the model's {positions} positions (n_positions)"
         );
-        let (d, layers) = (model.config().n_embd, model.config().n_layer);
+        let (d, layers, kv) = (model.config().n_embd, model.config().n_layer, model.config().kv_dim);
+        ensure!(
+            virtual_tokens == 0 || kv == d,
+            "deep prompts on a model with grouped-query attention (keys of size {kv}, embeddings of {d}) are not \
+             supported yet; use an input-layer provider (tensor, lstm, mlp)"
+        );
         Self::build(format, provider_config, d, layers, model.device(), Some(model.token_embeddings()))
     }
 
@@ -186,7 +191,7 @@ impl Prompt {
     }
 
     /// What the model reads for `ids` with this prompt injected at `token_id` (see [`inject`]).
-    pub fn embed(&self, model: &Gpt2, ids: &Tensor, token_id: i64) -> Result<Injected> {
+    pub fn embed(&self, model: &Model, ids: &Tensor, token_id: i64) -> Result<Injected> {
         inject(model, ids, &[self.injection(token_id)])
     }
 }

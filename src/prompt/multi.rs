@@ -5,7 +5,7 @@ use anyhow::{anyhow, ensure, Result};
 use tch::Tensor;
 
 use super::{inject, Injected, Injection, Prompt};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug)]
@@ -44,7 +44,7 @@ impl MultiPrompt {
     }
 
     /// What the model reads for `ids` with every prompt injected where its tokens are; rows may mix keys.
-    pub fn embed(&self, model: &Gpt2, ids: &Tensor) -> Result<Injected> {
+    pub fn embed(&self, model: &Model, ids: &Tensor) -> Result<Injected> {
         inject(model, ids, &self.injections())
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::metrics::Metrics;
 use crate::generate::{generate, Batcher, Job, Update};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::prompt::MultiPrompt;
 use crate::tokenizer::Tokenizer;
 
@@ -57,7 +57,7 @@ pub struct Engine {
 impl Engine {
     /// Starts the thread; it ends once every sender of `queue` is gone and its jobs are done.
     pub fn start(
-        model: Gpt2,
+        model: Model,
         tokenizer: Tokenizer,
         prompts: Option<MultiPrompt>,
         limits: Limits,
@@ -84,7 +84,7 @@ struct Running {
 }
 
 fn run(
-    model: &Gpt2,
+    model: &Model,
     tokenizer: &Tokenizer,
     prompts: Option<&MultiPrompt>,
     limits: Limits,
@@ -189,7 +189,7 @@ fn run(
 
 /// Decodes one beam-search job by itself and sends its tokens and ends.
 fn beams(
-    model: &Gpt2,
+    model: &Model,
     tokenizer: &Tokenizer,
     injections: &[crate::prompt::Injection],
     s: Submission,
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn a_panic_while_decoding_fails_its_job_and_the_engine_goes_on() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gpt2-ru");
-        let model = Gpt2::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
+        let model = Model::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
         let tokenizer = Tokenizer::from_dir(&dir).unwrap();
         let limits = Limits { max_batch: 8, max_batch_tokens: 10_000 };
         let engine = Engine::start(model, tokenizer, None, limits, Metrics::default()).unwrap();

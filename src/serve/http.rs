@@ -28,7 +28,7 @@ use super::engine::{Engine, Event, Limits, Submission};
 use super::inputs::{Models, Prepared};
 use super::metrics::Metrics;
 use crate::generate::{cut_at_stop, settled, GenerationConfig, Job, TokenLogprobs, Update};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::prompt::MultiPrompt;
 use crate::tokenizer::Tokenizer;
 
@@ -36,7 +36,7 @@ use crate::tokenizer::Tokenizer;
 pub struct Served {
     /// The model's id in the API (`model` of a request without a prompt).
     pub base: String,
-    pub model: Gpt2,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     /// Prompts by key; their tokens are added to `tokenizer` already.
     pub prompts: Option<MultiPrompt>,

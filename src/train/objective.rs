@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use crate::data::{Example, TooLong, TooLongPolicy, IGNORE};
 use crate::eval::{answer_logprob_sums, shared_batches, Candidate, Classifier, Request, ScoreMode, TaskItem};
-use crate::model::Gpt2;
+use crate::model::Model;
 use crate::prompt::Injection;
 
 /// The `objective` section of a training config.
@@ -166,7 +166,7 @@ fn gold_sequence(example: &ChoiceExample, eos: Option<i64>) -> Example {
 
 /// The `choice` loss of `examples`: the mean over items of −log softmax(score / normalizer)[gold], the
 /// candidates of all items scored in one shared-context pass.
-pub fn choice_loss(model: &Gpt2, injections: &[Injection], examples: &[&ChoiceExample]) -> Result<Tensor> {
+pub fn choice_loss(model: &Model, injections: &[Injection], examples: &[&ChoiceExample]) -> Result<Tensor> {
     ensure!(!examples.is_empty(), "an empty batch");
     let requests: Vec<(&[i64], &[Candidate])> =
         examples.iter().map(|e| (e.context.as_slice(), e.candidates.as_slice())).collect();

@@ -13,14 +13,14 @@ use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record, IGNO
 use crate::eval::fewshot::choose;
 use crate::eval::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
-use crate::model::{Backbone, Gpt2};
+use crate::model::{Backbone, Model};
 use crate::progress::Progress;
 use crate::prompt::{Injection, Prompt};
 use crate::tokenizer::Tokenizer;
 
 /// Everything the loop needs, built from the config.
 pub(super) struct Setup<'a> {
-    pub model: &'a Gpt2,
+    pub model: &'a Model,
     pub prompt: Prompt,
     pub tokenizer: Tokenizer,
     pub token_id: i64,
@@ -51,7 +51,7 @@ impl Reading {
     /// The evaluator's classifier for `format` with `injections` (none to tokenize only).
     fn classifier<'a>(
         &'a self,
-        model: &'a Gpt2,
+        model: &'a Model,
         tokenizer: &'a Tokenizer,
         format: &'a PromptFormat,
         injections: &'a [Injection<'a>],
@@ -72,7 +72,7 @@ impl Reading {
 
 /// The prompt a run of `config` starts from: the provider initialised with the run's seed, or the parameters of
 /// `prompt_provider.init_from`. Deterministic, so the start of a finished run can be rebuilt (`ruprompts inspect`).
-pub fn initial_prompt(config: &TrainConfig, model: &Gpt2, tokenizer: &Tokenizer) -> Result<Prompt> {
+pub fn initial_prompt(config: &TrainConfig, model: &Model, tokenizer: &Tokenizer) -> Result<Prompt> {
     let format = PromptFormat::compile(&config.prompt_format.template, tokenizer).context("prompt_format.template")?;
     let section = &config.prompt_provider;
     let mut prompt = crate::rng::seeded(config.training.seed, || Prompt::new(format, section.provider.clone(), model))

@@ -82,9 +82,9 @@ pub fn tol(cpu: f64) -> f64 {
 }
 
 /// The fixture model in f32 on the test device.
-pub fn tiny_model() -> ruprompts::model::Gpt2 {
+pub fn tiny_model() -> ruprompts::model::Model {
     init();
-    ruprompts::model::Gpt2::from_dir(&model_dir(), Kind::Float, device()).unwrap()
+    ruprompts::model::Model::from_dir(&model_dir(), Kind::Float, device()).unwrap()
 }
 
 /// A named tensor of `reference/gpt2_tensors.safetensors`.
@@ -166,7 +166,7 @@ output_dir: {out}
 }
 
 /// The logits of the fixture model on one TERRa row formatted by `prompt`.
-pub fn terra_logits(prompt: &ruprompts::prompt::Prompt, model: &ruprompts::model::Gpt2) -> Tensor {
+pub fn terra_logits(prompt: &ruprompts::prompt::Prompt, model: &ruprompts::model::Model) -> Tensor {
     let mut tok = ruprompts::tokenizer::Tokenizer::from_dir(&model_dir()).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let row = serde_json::json!({"premise": "Кошка спит.", "hypothesis": "Кошка бодрствует"});
