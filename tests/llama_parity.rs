@@ -112,7 +112,7 @@ fn greedy_ids_match_transformers_with_and_without_the_cache() {
 }
 
 /// A prompt trained on a Llama-family model saves, loads and gives the same logits to the bit; a deep prompt on a
-/// grouped-query model is refused with the reason, and an unknown architecture names the supported ones.
+/// grouped-query model has keys of the key/value width, and an unknown architecture names the supported ones.
 #[test]
 fn prompts_on_llama_family_models_round_trip_and_errors_name_the_cause() {
     use ruprompts::format::PromptFormat;
@@ -124,7 +124,7 @@ fn prompts_on_llama_family_models_round_trip_and_errors_name_the_cause() {
     let model = model("tiny-qwen2");
     let mut tok = Tokenizer::from_dir(&dir).unwrap();
     let format = PromptFormat::compile("<P*3>{text}<P>Ответ:</P>", &tok).unwrap();
-    let prompt = ruprompts::rng::seeded(3, || Prompt::new(format.clone(), ProviderConfig::default(), &model)).unwrap();
+    let prompt = ruprompts::rng::seeded(3, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let row = serde_json::json!({ "text": "Кот спит." }).as_object().unwrap().clone();
     let ids = Tensor::from_slice(&tok.encode_ids(&prompt.format().format(&row).unwrap().text).unwrap()).unsqueeze(0);
@@ -138,9 +138,15 @@ fn prompts_on_llama_family_models_round_trip_and_errors_name_the_cause() {
     let loaded = Prompt::from_pretrained(saved.path(), device()).unwrap();
     assert!(logits_of(&loaded).equal(&logits_of(&prompt)));
 
+    // A deep prompt on this grouped-query model is sized by its key width (2 key/value heads × 16), as PEFT sizes it.
     let deep = ProviderConfig::Prefix { num_virtual_tokens: 2, projection: None, init: Default::default() };
-    let err = Prompt::new(format, deep, &model).unwrap_err().to_string();
-    assert!(err.contains("grouped-query attention (keys of size 32, embeddings of 64) are not supported yet"), "{err}");
+    let deep = Prompt::new(PromptFormat::compile("{text}", &tok).unwrap(), deep, &model).unwrap();
+    assert_eq!(deep.prefix().unwrap().size(), [2, 2 * 2 * 32]);
+    let exported = tempfile::tempdir().unwrap();
+    deep.save_peft(exported.path()).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(exported.path().join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((config["token_dim"].as_i64(), config["num_layers"].as_i64()), (Some(32), Some(2)));
 
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("config.json"), r#"{"model_type": "falcon", "vocab_size": 10}"#).unwrap();
@@ -188,4 +194,47 @@ fn the_command_line_trains_evaluates_and_generates_on_a_mistral_checkpoint() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("{\"generated\":["), "{stdout}");
+}
+
+/// PEFT's prefix on the grouped-query Qwen2 (`reference/peft-qwen2`): its logits, and its greedy ids of each text
+/// alone, which ours give in one batch. (In a left-padded batch PEFT keeps the prefix ahead of the padding, where
+/// Qwen2's sliding window can lose it in short rows; ours keeps it next to the text, so padding changes nothing.)
+#[test]
+fn a_peft_prefix_on_a_grouped_query_model_matches_peft() {
+    use ruprompts::generate::{generate, GenerationConfig};
+    use ruprompts::prompt::Prompt;
+    use ruprompts::tokenizer::Tokenizer;
+
+    let spec = reference();
+    let model = model("tiny-qwen2");
+    let mut tok = Tokenizer::from_dir(&fixture("llama-family/tiny-qwen2")).unwrap();
+    let prompt = Prompt::load(&fixture("reference/peft-qwen2"), device()).unwrap();
+    let id = prompt.add_token(&mut tok).unwrap();
+    let n = prompt.virtual_tokens() as usize;
+    // The virtual tokens right before each row's text; right padding after it.
+    let rows: Vec<Vec<i64>> =
+        i64_rows(&spec["right"]["input_ids"]).iter().map(|r| [vec![id; n], r.clone()].concat()).collect();
+    let masks: Vec<Vec<i64>> =
+        i64_rows(&spec["right"]["attention_mask"]).iter().map(|m| [vec![1; n], m.clone()].concat()).collect();
+    let (ids, mask) = (ids_tensor(&rows), ids_tensor(&masks).to_device(device()));
+    let ours = tch::no_grad(|| {
+        let injected = prompt.embed(&model, &ids, id).unwrap();
+        model.lm_logits(&model.forward(injected.input(), Some(&mask), None).unwrap())
+    });
+    let t = ids.size()[1] - n as i64;
+    let real = mask.narrow(1, n as i64, t).unsqueeze(-1).to_kind(Kind::Float);
+    let theirs = logits_reference("qwen2-prefix.right_logits").to_device(device());
+    let diff = max_abs_diff(&(ours.narrow(1, n as i64, t) * &real), &(theirs * &real));
+    assert!(diff <= tol(1e-4), "logits differ by {diff}");
+
+    let texts: Vec<&str> = spec["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let inputs: Vec<Vec<i64>> = texts.iter().map(|t| [vec![id; n], tok.encode_ids(t).unwrap()].concat()).collect();
+    let theirs = i64_rows(&spec["qwen2_prefix"]["generated"]);
+    for use_cache in [true, false] {
+        let config =
+            GenerationConfig { max_new_tokens: theirs[0].len(), eos_token_id: None, use_cache, ..Default::default() };
+        let out = tch::no_grad(|| generate(&model, &tok, &inputs, &[prompt.injection(id)], &config)).unwrap();
+        let ours: Vec<Vec<i64>> = out.iter().map(|o| o[0].new_ids.clone()).collect();
+        assert_eq!(ours, theirs, "use_cache={use_cache}");
+    }
 }

@@ -379,7 +379,9 @@ fn run_params(args: ParamsArgs) -> Result<()> {
                 format!("projection: [{prompt_length}, {d}] through hidden {}", p.hidden_dim.unwrap_or(d)),
             ),
         };
-        let count = group_thousands(provider.num_parameters(input_tokens, embedding_dim, num_layers.unwrap_or(0)));
+        // GPT-2 shapes: keys as wide as the embeddings.
+        let layers = num_layers.unwrap_or(0);
+        let count = group_thousands(provider.num_parameters(input_tokens, embedding_dim, layers, embedding_dim));
         println!("  {name:<7} {count:>14}  ({detail})");
     }
     if num_layers.is_none() {

@@ -85,12 +85,13 @@ pub fn inject(model: &Model, ids: &Tensor, prompts: &[Injection]) -> Result<Inje
     let mut table_rows = 0;
     for (prompt, mask) in prompts.iter().zip(&masks) {
         let [length, dim] = prompt.embeddings.size()[..] else { bail!("prompt {} is not [length, dim]", prompt.name) };
-        ensure!(
-            dim == model.config().n_embd,
-            "the prompt {} has embedding size {dim} but the model has {}",
-            prompt.name,
-            model.config().n_embd
-        );
+        let d = model.config().n_embd;
+        // A prefix alone has no input rows: its rows' embeddings are never read, whatever their width.
+        let all_virtual = match &prompt.deep {
+            Some(deep) => bool::try_from(deep.virtual_.all())?,
+            None => false,
+        };
+        ensure!(all_virtual || dim == d, "the prompt {} has embedding size {dim} but the model has {d}", prompt.name);
         let counts = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64))?;
         let mut copies = 0;
         for (row, &count) in counts.iter().enumerate() {
@@ -105,15 +106,18 @@ pub fn inject(model: &Model, ids: &Tensor, prompts: &[Injection]) -> Result<Inje
         if copies == 0 {
             continue;
         }
-        let source = prompt.embeddings.to_device(model.device()).to_kind(model.kind()).repeat([copies, 1]);
+        let source = match all_virtual {
+            true => Tensor::zeros([copies * length, d], (model.kind(), model.device())),
+            false => prompt.embeddings.to_device(model.device()).to_kind(model.kind()).repeat([copies, 1]),
+        };
         embeds = embeds.masked_scatter(&mask.unsqueeze(-1), &source);
         if let Some(deep) = &prompt.deep {
-            let (layers, width) = (model.config().n_layer, deep.values.size()[1]);
+            let (layers, kv, width) = (model.config().n_layer, model.config().kv_dim, deep.values.size()[1]);
             ensure!(
-                width == 2 * layers * dim,
-                "the deep prompt {} has keys and values for {} layers but the model has {layers}",
-                prompt.name,
-                width / (2 * dim)
+                width == 2 * layers * kv,
+                "the deep prompt {} has {width} keys and values per token but the model needs 2 · {layers} layers · \
+                 {kv}",
+                prompt.name
             );
             // Occurrence j of the prompt token (row-major, as masked_scatter fills) is row j mod C of its copy.
             let device = model.device();

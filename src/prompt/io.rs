@@ -48,6 +48,9 @@ struct ConfigJson {
     /// Ours only, for deep prompts: the backbone's transformer layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     num_layers: Option<i64>,
+    /// Ours only, for deep prompts on models with grouped-query attention: the key width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kv_dim: Option<i64>,
     #[serde(default)]
     pretrained_model_name: Option<String>,
     #[serde(default)]
@@ -86,9 +89,11 @@ impl Prompt {
                 compiled_template: self.format.compiled_template(),
             },
             config: ConfigJson {
-                embedding_dim: Some(self.embedding_dim),
+                embedding_dim: Some(self.shape.embedding_dim),
                 prompt_length: Some(self.format.prompt_length() as i64),
-                num_layers: (self.virtual_tokens() > 0).then_some(self.num_layers),
+                num_layers: (self.virtual_tokens() > 0).then_some(self.shape.num_layers),
+                kv_dim: (self.virtual_tokens() > 0 && self.shape.kv_dim != self.shape.embedding_dim)
+                    .then_some(self.shape.kv_dim),
                 pretrained_model_name: self.pretrained_model_name.clone(),
                 is_safe: false,
             },
@@ -152,7 +157,9 @@ impl Prompt {
                 .num_layers
                 .ok_or_else(|| anyhow!("{}: config.num_layers is missing", json_path.display()))?,
         };
-        let mut prompt = Prompt::build(format, provider, embedding_dim, num_layers, device, None)?;
+        let kv_dim = json.config.kv_dim.unwrap_or(embedding_dim);
+        let shape = super::Shape { embedding_dim, num_layers, kv_dim };
+        let mut prompt = Prompt::build(format, provider, shape, device, None)?;
         prompt.pretrained_model_name = json.config.pretrained_model_name;
         prompt.set_state(&state).with_context(|| format!("cannot load the prompt in {}", dir.display()))?;
         Ok(prompt)

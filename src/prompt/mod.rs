@@ -22,6 +22,16 @@ use crate::model::Model;
 use crate::provider::{Provider, ProviderConfig, ProviderInit};
 use crate::tokenizer::Tokenizer;
 
+/// The sizes of the backbone a prompt is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub embedding_dim: i64,
+    /// Transformer layers (a deep prompt has keys and values for each).
+    pub num_layers: i64,
+    /// Width of one layer's keys for one position: the embedding size, or less with grouped-query attention.
+    pub kv_dim: i64,
+}
+
 /// A trainable prompt. Its parameters live in their own `VarStore`, apart from the frozen backbone's tensors.
 #[derive(Debug)]
 pub struct Prompt {
@@ -29,9 +39,7 @@ pub struct Prompt {
     provider_config: ProviderConfig,
     vs: nn::VarStore,
     provider: Box<dyn Provider>,
-    embedding_dim: i64,
-    /// Transformer layers of the backbone (a deep prompt has keys and values for each).
-    num_layers: i64,
+    shape: Shape,
     /// The backbone this prompt was made for (`config.pretrained_model_name` in `prompt.json`).
     pub pretrained_model_name: Option<String>,
 }
@@ -49,13 +57,9 @@ impl Prompt {
             length as i64 <= positions,
             "the format has {length} prompt tokens, more than the model's {positions} positions (n_positions)"
         );
-        let (d, layers, kv) = (model.config().n_embd, model.config().n_layer, model.config().kv_dim);
-        ensure!(
-            virtual_tokens == 0 || kv == d,
-            "deep prompts on a model with grouped-query attention (keys of size {kv}, embeddings of {d}) are not \
-             supported yet; use an input-layer provider (tensor, lstm, mlp)"
-        );
-        Self::build(format, provider_config, d, layers, model.device(), Some(model.token_embeddings()))
+        let c = model.config();
+        let shape = Shape { embedding_dim: c.n_embd, num_layers: c.n_layer, kv_dim: c.kv_dim };
+        Self::build(format, provider_config, shape, model.device(), Some(model.token_embeddings()))
     }
 
     /// `format` holds a deep prompt's virtual tokens already; `embeddings` is `None` when the parameters are about
@@ -63,8 +67,7 @@ impl Prompt {
     fn build(
         format: PromptFormat,
         provider_config: ProviderConfig,
-        embedding_dim: i64,
-        num_layers: i64,
+        shape: Shape,
         device: tch::Device,
         embeddings: Option<&Tensor>,
     ) -> Result<Self> {
@@ -82,13 +85,14 @@ impl Prompt {
         let vs = nn::VarStore::new(device);
         let init = ProviderInit {
             prompt_length: format.prompt_length() as i64 - virtual_tokens,
-            embedding_dim,
-            num_layers,
+            embedding_dim: shape.embedding_dim,
+            num_layers: shape.num_layers,
+            kv_dim: shape.kv_dim,
             embeddings,
             init_tokens: &shifted,
         };
         let provider = crate::rng::unseeded(|| tch::no_grad(|| provider_config.build(vs.root(), &init)))?;
-        Ok(Self { format, provider_config, vs, provider, embedding_dim, num_layers, pretrained_model_name: None })
+        Ok(Self { format, provider_config, vs, provider, shape, pretrained_model_name: None })
     }
 
     pub fn format(&self) -> &PromptFormat {
@@ -109,11 +113,11 @@ impl Prompt {
     }
 
     pub fn embedding_dim(&self) -> i64 {
-        self.embedding_dim
+        self.shape.embedding_dim
     }
 
-    pub fn num_layers(&self) -> i64 {
-        self.num_layers
+    pub fn shape(&self) -> Shape {
+        self.shape
     }
 
     /// A deep prompt's virtual tokens (0 for an input-layer prompt).
@@ -124,7 +128,8 @@ impl Prompt {
     /// Number of trainable parameters.
     pub fn num_parameters(&self) -> i64 {
         let input_tokens = self.format.prompt_length() as i64 - self.virtual_tokens();
-        self.provider_config.num_parameters(input_tokens, self.embedding_dim, self.num_layers)
+        let Shape { embedding_dim, num_layers, kv_dim } = self.shape;
+        self.provider_config.num_parameters(input_tokens, embedding_dim, num_layers, kv_dim)
     }
 
     /// The provider's parameters by their PyTorch names, detached copies (what [`Prompt::set_state`] takes).
@@ -184,7 +189,7 @@ impl Prompt {
         let (n, l) = (prefix.size()[0], embeddings.size()[0]);
         let options = (embeddings.kind(), embeddings.device());
         let width = prefix.size()[1];
-        let embeddings = Tensor::cat(&[Tensor::zeros([n, self.embedding_dim], options), embeddings], 0);
+        let embeddings = Tensor::cat(&[Tensor::zeros([n, self.shape.embedding_dim], options), embeddings], 0);
         let values = Tensor::cat(&[prefix, Tensor::zeros([l, width], options)], 0);
         let virtual_ = Tensor::arange(n + l, (tch::Kind::Int64, options.1)).lt(n);
         Injection { name, token_id, embeddings, deep: Some(DeepRows { values, virtual_ }) }

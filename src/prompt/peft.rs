@@ -61,7 +61,7 @@ impl Prompt {
             "revision": null,
             "inference_mode": true,
             "num_virtual_tokens": self.format.prompt_length(),
-            "token_dim": self.embedding_dim,
+            "token_dim": self.shape.embedding_dim,
             "num_transformer_submodules": 1,
             "num_attention_heads": null,
             "num_layers": null,
@@ -87,8 +87,8 @@ impl Prompt {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         write_atomic(&dir.join(PEFT_WEIGHTS_FILE), |p| Ok(Tensor::write_safetensors(&[(PEFT_KEY, &weights)], p)?))?;
         let (projection, hidden) = match self.provider_config {
-            ProviderConfig::Prefix { projection: Some(p), .. } => (true, p.hidden_dim.unwrap_or(self.embedding_dim)),
-            _ => (false, self.embedding_dim),
+            ProviderConfig::Prefix { projection: Some(p), .. } => (true, p.hidden_dim.unwrap_or(self.shape.kv_dim)),
+            _ => (false, self.shape.kv_dim),
         };
         // PEFT fills num_attention_heads from the base model when it is null.
         let config = serde_json::json!({
@@ -98,10 +98,10 @@ impl Prompt {
             "revision": null,
             "inference_mode": true,
             "num_virtual_tokens": self.virtual_tokens(),
-            "token_dim": self.embedding_dim,
+            "token_dim": self.shape.kv_dim,
             "num_transformer_submodules": 1,
             "num_attention_heads": null,
-            "num_layers": self.num_layers,
+            "num_layers": self.shape.num_layers,
             "encoder_hidden_size": hidden,
             "prefix_projection": projection,
             "init_weights": null,
@@ -158,7 +158,8 @@ impl Prompt {
             format.template(),
             format.prompt_length()
         );
-        let mut prompt = Prompt::build(format, ProviderConfig::default(), dim, 0, device, None)?;
+        let shape = super::Shape { embedding_dim: dim, num_layers: 0, kv_dim: dim };
+        let mut prompt = Prompt::build(format, ProviderConfig::default(), shape, device, None)?;
         prompt.pretrained_model_name = config.base_model_name_or_path;
         prompt.set_state(&[("weights".to_string(), weights)])?;
         Ok(prompt)
@@ -194,7 +195,9 @@ impl Prompt {
         );
         let provider = ProviderConfig::Prefix { num_virtual_tokens: n, projection: None, init: Default::default() };
         let format = format.with_leading_prompt_tokens(n as usize);
-        let mut prompt = Prompt::build(format, provider, dim, layers, device, None)?;
+        // PEFT's token_dim is the key width; a prefix has no input rows, so the embedding size is not needed.
+        let shape = super::Shape { embedding_dim: dim, num_layers: layers, kv_dim: dim };
+        let mut prompt = Prompt::build(format, provider, shape, device, None)?;
         prompt.pretrained_model_name = config.base_model_name_or_path.clone();
         prompt.set_state(&[("embedding.weight".to_string(), weights)])?;
         Ok(prompt)

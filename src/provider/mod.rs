@@ -23,8 +23,8 @@ pub trait Provider: std::fmt::Debug + Send {
     /// The prompt embeddings `[prompt_len, d_model]` (f32).
     fn forward(&self) -> Tensor;
 
-    /// A deep prompt's keys and values `[num_virtual_tokens, layers·2·d_model]` (f32), laid out as PEFT's
-    /// prefix encoder returns them: per virtual token, layer `i`'s key at `2i·d` and its value at `(2i+1)·d`.
+    /// A deep prompt's keys and values `[num_virtual_tokens, layers·2·k]` (f32, `k` the key width), laid out as
+    /// PEFT's prefix encoder returns them: per virtual token, layer `i`'s key at `2i·k` and its value at `(2i+1)·k`.
     fn prefix(&self) -> Option<Tensor> {
         None
     }
@@ -38,6 +38,8 @@ pub struct ProviderInit<'a> {
     pub embedding_dim: i64,
     /// Transformer layers of the backbone (a deep prompt has keys and values for each).
     pub num_layers: i64,
+    /// Width of one layer's keys for one position (the embedding size, or less with grouped-query attention).
+    pub kv_dim: i64,
     /// The backbone's token embeddings `[vocab, d]`; `None` when parameters will be loaded right after.
     pub embeddings: Option<&'a Tensor>,
     /// Prompt position → token id whose embedding initialises it (from `<P>phrase</P>`).
@@ -127,9 +129,9 @@ impl ProviderConfig {
     }
 
     /// Trainable parameters of this provider for a prompt of `prompt_length` input-layer tokens on a backbone of
-    /// `embedding_dim` and `num_layers`, counted from the layer shapes without allocating them (13B-sized BiLSTMs
-    /// are gigabytes).
-    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64, num_layers: i64) -> i64 {
+    /// `embedding_dim`, `num_layers` and keys of `kv_dim`, counted from the layer shapes without allocating them
+    /// (13B-sized BiLSTMs are gigabytes).
+    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64, num_layers: i64, kv_dim: i64) -> i64 {
         let (l, d) = (prompt_length, embedding_dim);
         let linear = |i: i64, o: i64| i * o + o;
         match *self {
@@ -146,12 +148,12 @@ impl ProviderConfig {
                 l * d + linear(d, h) + linear(h, h) + linear(h, d)
             }
             Self::Prefix { num_virtual_tokens: n, projection, .. } => {
-                let width = num_layers * 2 * d;
+                let (k, width) = (kv_dim, num_layers * 2 * kv_dim);
                 let keys = match projection {
                     None => n * width,
                     Some(Projection { hidden_dim }) => {
-                        let h = hidden_dim.unwrap_or(d);
-                        n * d + linear(d, h) + linear(h, width)
+                        let h = hidden_dim.unwrap_or(k);
+                        n * k + linear(k, h) + linear(h, width)
                     }
                 };
                 keys + l * d
@@ -197,18 +199,19 @@ mod tests {
         ];
         let no_phrases = BTreeMap::new();
         for config in configs {
-            for (l, d, layers) in [(1, 8, 2), (5, 12, 3)] {
+            for (l, d, layers, kv) in [(1, 8, 2, 8), (5, 12, 3, 4)] {
                 let vs = nn::VarStore::new(tch::Device::Cpu);
                 let init = ProviderInit {
                     prompt_length: l,
                     embedding_dim: d,
                     num_layers: layers,
+                    kv_dim: kv,
                     embeddings: None,
                     init_tokens: &no_phrases,
                 };
                 crate::rng::unseeded(|| config.build(vs.root(), &init)).unwrap();
                 let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-                assert_eq!(config.num_parameters(l, d, layers), built, "{config:?} L={l} d={d}");
+                assert_eq!(config.num_parameters(l, d, layers, kv), built, "{config:?} L={l} d={d} kv={kv}");
             }
         }
     }

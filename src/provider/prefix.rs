@@ -14,7 +14,7 @@ use super::{Provider, ProviderInit, TensorInit};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Projection {
-    /// Default: the backbone's embedding size (PEFT's default too).
+    /// Default: the key width (the backbone's embedding size without grouped-query attention), PEFT's default.
     #[serde(default)]
     pub hidden_dim: Option<i64>,
 }
@@ -45,18 +45,19 @@ impl PrefixProvider {
         tokens: TensorInit,
     ) -> Result<Self> {
         ensure!(num_virtual_tokens >= 1, "prompt_provider.num_virtual_tokens must be at least 1");
-        let (n, d) = (num_virtual_tokens, init.embedding_dim);
-        let width = init.num_layers * 2 * d;
+        // PEFT sizes everything by the key width (`token_dim`): the embedding size, less with grouped-query attention.
+        let (n, d, k) = (num_virtual_tokens, init.embedding_dim, init.kv_dim);
+        let width = init.num_layers * 2 * k;
         let normal = nn::Init::Randn { mean: 0.0, stdev: 1.0 };
         let keys = match projection {
             None => Keys::Plain((&path / "embedding").var("weight", &[n, width], normal)),
             Some(Projection { hidden_dim }) => {
-                let h = hidden_dim.unwrap_or(d);
+                let h = hidden_dim.unwrap_or(k);
                 ensure!(h > 0, "prompt_provider.projection.hidden_dim must be positive");
-                let embedding = (&path / "embedding").var("weight", &[n, d], normal);
+                let embedding = (&path / "embedding").var("weight", &[n, k], normal);
                 let t = &path / "transform";
                 let transform = nn::seq()
-                    .add(nn::linear(&t / "0", d, h, Default::default()))
+                    .add(nn::linear(&t / "0", k, h, Default::default()))
                     .add_fn(|x| x.tanh())
                     .add(nn::linear(&t / "2", h, width, Default::default()));
                 Keys::Projected { embedding, transform }
