@@ -181,7 +181,7 @@ impl Gpt2Config {
                 "n_embd={}, n_layer={}, vocab_size={}, n_positions={}",
                 self.n_embd, self.n_layer, self.vocab_size, self.n_positions
             ),
-            layers: format!("n_layer={}, tie_word_embeddings={}", self.n_layer, self.tie_word_embeddings),
+            layers: format!("n_layer={}", self.n_layer),
         }
     }
 

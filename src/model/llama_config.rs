@@ -247,10 +247,7 @@ impl LlamaConfig {
                 self.kv_heads(),
                 self.vocab_size
             ),
-            layers: format!(
-                "num_hidden_layers={}, tie_word_embeddings={}",
-                self.num_hidden_layers, self.tie_word_embeddings
-            ),
+            layers: format!("num_hidden_layers={}", self.num_hidden_layers),
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct Layout {
     pub tied: bool,
     /// The config's sizes, for messages: `n_embd=768, n_layer=12, …`.
     pub sizes: String,
-    /// The config's layer count and tying, for a missing tensor's message.
+    /// The config's layer count, for messages: `n_layer=12`.
     pub layers: String,
 }
 
@@ -94,10 +94,11 @@ fn check_shapes(tensors: &HashMap<String, (PathBuf, Tensor)>, layout: &Layout, s
         expected.iter().filter(|(n, _)| !tensors.contains_key(n)).map(|(n, _)| n.as_str()).collect();
     if let Some(first) = missing.first() {
         bail!(
-            "{}: tensor '{first}' is missing ({} missing in all; config.json: {})",
+            "{}: tensor '{first}' is missing ({} missing in all; config.json: {}, tie_word_embeddings={})",
             source.display(),
             missing.len(),
-            layout.layers
+            layout.layers,
+            layout.tied
         );
     }
     for (name, shape) in expected {
@@ -117,11 +118,11 @@ fn check_shapes(tensors: &HashMap<String, (PathBuf, Tensor)>, layout: &Layout, s
     let mut unexpected: Vec<&String> = tensors.keys().filter(|n| !known.contains(n.as_str())).collect();
     if !unexpected.is_empty() {
         unexpected.sort();
-        let layers = layout.layers.split(',').next().unwrap_or_default();
         bail!(
-            "{}: unexpected tensors {:?} (config.json says {layers}): the weights belong to another model",
+            "{}: unexpected tensors {:?} (config.json says {}): the weights belong to another model",
             source.display(),
-            unexpected
+            unexpected,
+            layout.layers
         );
     }
     Ok(())

@@ -116,10 +116,6 @@ impl Prompt {
         self.shape.embedding_dim
     }
 
-    pub fn shape(&self) -> Shape {
-        self.shape
-    }
-
     /// A deep prompt's virtual tokens (0 for an input-layer prompt).
     pub fn virtual_tokens(&self) -> i64 {
         self.provider_config.virtual_tokens()
