@@ -45,7 +45,7 @@
 //! let token = prompt.add_token(&mut tokenizer)?;
 //! // The log-probabilities of two answers after the formatted question, the prompt injected.
 //! let row = serde_json::json!({"question": "Москва — столица России?"});
-//! let context = tokenizer.encode_ids(&prompt.format().format(row.as_object().unwrap())?.text)?;
+//! let context = tokenizer.encode_sequence_ids(&prompt.format().format(row.as_object().unwrap())?.text)?;
 //! let answers = [" да", " нет"].map(|a| Candidate { answer: tokenizer.encode_ids(a).unwrap(), suffix: vec![] });
 //! let scored = score_shared(&model, &[prompt.injection(token)], &context, &answers, false)?;
 //! assert!(scored.iter().all(|s| s.answer_tokens == 1 && s.answer_logprob < 0.0));

@@ -40,8 +40,8 @@ fn logits_and_loss_match_transformers_on_padded_batches() {
     for name in MODELS {
         let model = model(name);
         let (ids, mask) = (
-            ids_tensor(&i64_rows(&spec["right"]["input_ids"])),
-            ids_tensor(&i64_rows(&spec["right"]["attention_mask"])),
+            ids_tensor(&i64_rows(&spec["models"][name]["right"]["input_ids"])),
+            ids_tensor(&i64_rows(&spec["models"][name]["right"]["attention_mask"])),
         );
         let ours = logits(&model, &ids, &mask);
         let real = mask.to_device(device()).unsqueeze(-1).to_kind(Kind::Float);
@@ -50,7 +50,7 @@ fn logits_and_loss_match_transformers_on_padded_batches() {
         assert!(diff <= tol(1e-4), "{name}: right-padded logits differ by {diff}");
 
         // The LM loss: every real token after the first, predicted by the position before it.
-        let labels = ids_tensor(&i64_rows(&spec["labels"])).to_device(device());
+        let labels = ids_tensor(&i64_rows(&spec["models"][name]["labels"])).to_device(device());
         let t = ids.size()[1];
         let loss = ours.narrow(1, 0, t - 1).reshape([-1, ours.size()[2]]).cross_entropy_loss::<Tensor>(
             &labels.narrow(1, 1, t - 1).reshape([-1]),
@@ -62,8 +62,10 @@ fn logits_and_loss_match_transformers_on_padded_batches() {
         let expected = spec["models"][name]["loss"].as_f64().unwrap();
         assert!((loss.double_value(&[]) - expected).abs() <= tol(1e-5), "{name}: loss {loss} vs {expected}");
 
-        let (ids, mask) =
-            (ids_tensor(&i64_rows(&spec["left"]["input_ids"])), ids_tensor(&i64_rows(&spec["left"]["attention_mask"])));
+        let (ids, mask) = (
+            ids_tensor(&i64_rows(&spec["models"][name]["left"]["input_ids"])),
+            ids_tensor(&i64_rows(&spec["models"][name]["left"]["attention_mask"])),
+        );
         let last = logits(&model, &ids, &mask).select(1, -1);
         let diff = max_abs_diff(&last, &logits_reference(&format!("{name}.left_last_logits")));
         assert!(diff <= tol(1e-4), "{name}: left-padded last logits differ by {diff}");
@@ -95,9 +97,9 @@ fn greedy(model: &Model, ids: &Tensor, mask: &Tensor, steps: usize, use_cache: b
 #[test]
 fn greedy_ids_match_transformers_with_and_without_the_cache() {
     let spec = reference();
-    let (ids, mask) =
-        (ids_tensor(&i64_rows(&spec["left"]["input_ids"])), ids_tensor(&i64_rows(&spec["left"]["attention_mask"])));
     for name in MODELS {
+        let left = &spec["models"][name]["left"];
+        let (ids, mask) = (ids_tensor(&i64_rows(&left["input_ids"])), ids_tensor(&i64_rows(&left["attention_mask"])));
         let model = model(name);
         for use_cache in [true, false] {
             let theirs =
@@ -127,7 +129,8 @@ fn prompts_on_llama_family_models_round_trip_and_errors_name_the_cause() {
     let prompt = ruprompts::rng::seeded(3, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let row = serde_json::json!({ "text": "Кот спит." }).as_object().unwrap().clone();
-    let ids = Tensor::from_slice(&tok.encode_ids(&prompt.format().format(&row).unwrap().text).unwrap()).unsqueeze(0);
+    let ids =
+        Tensor::from_slice(&tok.encode_sequence_ids(&prompt.format().format(&row).unwrap().text).unwrap()).unsqueeze(0);
     let logits_of = |p: &Prompt| {
         tch::no_grad(|| {
             model.lm_logits(&model.forward(p.embed(&model, &ids, id).unwrap().input(), None, None).unwrap())
@@ -154,46 +157,49 @@ fn prompts_on_llama_family_models_round_trip_and_errors_name_the_cause() {
     assert!(err.contains("model_type 'falcon' is not supported; ruprompts runs gpt2, llama, mistral, qwen2"), "{err}");
 }
 
-/// `ruprompts train`, `eval` and `generate` on a Mistral-family checkpoint folder.
+/// `ruprompts train`, `eval` and `generate` on a Llama-, a Mistral- and a Qwen2-family checkpoint folder, each
+/// with its family's tokenizer (BOS added or not).
 #[test]
-fn the_command_line_trains_evaluates_and_generates_on_a_mistral_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    let model_path = format!("model.path={}", fixture("llama-family/tiny-mistral").display());
-    let data = format!("dataset.dir={}", fixture("rsg/DaNetQA").display());
-    let run = format!("output_dir={}", out.display());
-    let config = repo().join("examples/configs/danetqa.yaml");
-    let args = [
-        &model_path,
-        &data,
-        &run,
-        "training.max_steps=8",
-        "training.eval_every=4",
-        "training.save_every=4",
-        "scheduler.warmup_steps=2",
-    ];
-    let (ok, stdout, stderr) = ruprompts(&[&["train", config.to_str().unwrap()], &args[..]].concat());
-    assert!(ok, "{stderr}");
-    assert!(stdout.contains("8 updates of 8"), "{stdout}");
-    let (ok, stdout, stderr) = ruprompts(&[&["eval", "--config", config.to_str().unwrap()], &args[..]].concat());
-    assert!(ok, "{stderr}");
-    assert!(stdout.contains("| DaNetQA | tuned | accuracy |"), "{stdout}");
-    let mistral = fixture("llama-family/tiny-mistral");
-    let (ok, stdout, stderr) = ruprompts(&[
-        "generate",
-        "--prompt",
-        out.to_str().unwrap(),
-        "--model",
-        mistral.to_str().unwrap(),
-        "--max-new-tokens",
-        "4",
-        "--field",
-        "passage=Москва — столица России.",
-        "--field",
-        "question=Москва столица?",
-    ]);
-    assert!(ok, "{stderr}");
-    assert!(stdout.starts_with("{\"generated\":["), "{stdout}");
+fn the_command_line_trains_evaluates_and_generates_on_llama_mistral_and_qwen2_checkpoints() {
+    for name in ["tiny-llama", "tiny-mistral", "tiny-qwen2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let folder = fixture(&format!("llama-family/{name}"));
+        let model_path = format!("model.path={}", folder.display());
+        let data = format!("dataset.dir={}", fixture("rsg/DaNetQA").display());
+        let run = format!("output_dir={}", out.display());
+        let config = repo().join("examples/configs/danetqa.yaml");
+        let args = [
+            &model_path,
+            &data,
+            &run,
+            "training.max_steps=8",
+            "training.eval_every=4",
+            "training.save_every=4",
+            "scheduler.warmup_steps=2",
+        ];
+        let (ok, stdout, stderr) = ruprompts(&[&["train", config.to_str().unwrap()], &args[..]].concat());
+        assert!(ok, "{name}: {stderr}");
+        assert!(stdout.contains("8 updates of 8"), "{name}: {stdout}");
+        let (ok, stdout, stderr) = ruprompts(&[&["eval", "--config", config.to_str().unwrap()], &args[..]].concat());
+        assert!(ok, "{name}: {stderr}");
+        assert!(stdout.contains("| DaNetQA | tuned | accuracy |"), "{name}: {stdout}");
+        let (ok, stdout, stderr) = ruprompts(&[
+            "generate",
+            "--prompt",
+            out.to_str().unwrap(),
+            "--model",
+            folder.to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--field",
+            "passage=Москва — столица России.",
+            "--field",
+            "question=Москва столица?",
+        ]);
+        assert!(ok, "{name}: {stderr}");
+        assert!(stdout.starts_with("{\"generated\":["), "{name}: {stdout}");
+    }
 }
 
 /// PEFT's prefix on the grouped-query Qwen2 (`reference/peft-qwen2`): its logits, and its greedy ids of each text
@@ -212,10 +218,14 @@ fn a_peft_prefix_on_a_grouped_query_model_matches_peft() {
     let id = prompt.add_token(&mut tok).unwrap();
     let n = prompt.virtual_tokens() as usize;
     // The virtual tokens right before each row's text; right padding after it.
-    let rows: Vec<Vec<i64>> =
-        i64_rows(&spec["right"]["input_ids"]).iter().map(|r| [vec![id; n], r.clone()].concat()).collect();
-    let masks: Vec<Vec<i64>> =
-        i64_rows(&spec["right"]["attention_mask"]).iter().map(|m| [vec![1; n], m.clone()].concat()).collect();
+    let rows: Vec<Vec<i64>> = i64_rows(&spec["models"]["tiny-qwen2"]["right"]["input_ids"])
+        .iter()
+        .map(|r| [vec![id; n], r.clone()].concat())
+        .collect();
+    let masks: Vec<Vec<i64>> = i64_rows(&spec["models"]["tiny-qwen2"]["right"]["attention_mask"])
+        .iter()
+        .map(|m| [vec![1; n], m.clone()].concat())
+        .collect();
     let (ids, mask) = (ids_tensor(&rows), ids_tensor(&masks).to_device(device()));
     let ours = tch::no_grad(|| {
         let injected = prompt.embed(&model, &ids, id).unwrap();
@@ -228,7 +238,8 @@ fn a_peft_prefix_on_a_grouped_query_model_matches_peft() {
     assert!(diff <= tol(1e-4), "logits differ by {diff}");
 
     let texts: Vec<&str> = spec["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let inputs: Vec<Vec<i64>> = texts.iter().map(|t| [vec![id; n], tok.encode_ids(t).unwrap()].concat()).collect();
+    let inputs: Vec<Vec<i64>> =
+        texts.iter().map(|t| [vec![id; n], tok.encode_sequence_ids(t).unwrap()].concat()).collect();
     let theirs = i64_rows(&spec["qwen2_prefix"]["generated"]);
     for use_cache in [true, false] {
         let config =

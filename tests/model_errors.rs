@@ -11,12 +11,7 @@ use tch::{Device, Kind, Tensor};
 /// A writable copy of a fixture model directory.
 fn copy_model(name: &str) -> tempfile::TempDir {
     init();
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
-    dir
+    copy_fixture(name)
 }
 
 fn load_err(dir: &Path) -> String {
@@ -24,10 +19,7 @@ fn load_err(dir: &Path) -> String {
 }
 
 fn edit_config(dir: &Path, key: &str, value: serde_json::Value) {
-    let path = dir.join("config.json");
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    config[key] = value;
-    std::fs::write(path, config.to_string()).unwrap();
+    edit_json(&dir.join("config.json"), key, value);
 }
 
 #[test]

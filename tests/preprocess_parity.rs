@@ -14,7 +14,7 @@ fn record(row: &serde_json::Value, line: usize) -> Record {
 fn setup(spec: &serde_json::Value) -> (PromptFormat, Tokenizer) {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let format = PromptFormat::compile(spec["template"].as_str().unwrap(), &tok).unwrap();
-    assert_eq!(tok.add_tokens(&[format.prompt_token()]).unwrap(), [2000]);
+    assert_eq!(tok.add_prompt_tokens(&[format.prompt_token()]).unwrap(), [2000]);
     (format, tok)
 }
 
@@ -110,7 +110,7 @@ fn rows_that_cannot_be_encoded_are_named() {
 fn classification_targets_are_verbalized_labels() {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let format = PromptFormat::compile("<P*2>{premise} Вопрос: {hypothesis}? Ответ:", &tok).unwrap();
-    tok.add_tokens(&[format.prompt_token()]).unwrap();
+    tok.add_prompt_tokens(&[format.prompt_token()]).unwrap();
     let verbalizers = [("entailment", " да"), ("not_entailment", " нет")];
     let config = PreprocessConfig::Classification {
         label_field: "label".into(),
@@ -130,4 +130,25 @@ fn classification_targets_are_verbalized_labels() {
     let bad = serde_json::json!({"premise": "а", "hypothesis": "б", "label": "neutral"});
     let err = pre.encode(&record(&bad, 9)).unwrap_err().to_string();
     assert_eq!(err, "items.jsonl:9: label \"neutral\" has no verbalizer (known: entailment, not_entailment)");
+}
+
+/// On a tokenizer that adds a BOS (the Mistral kind in `tokenizers/`), a row is encoded as AutoTokenizer encodes
+/// the formatted text (ruPrompts' `tokenizer(text)`: BOS included), with the format's leading prompt tokens moved
+/// before the BOS (as PEFT puts virtual tokens); the labels still cover the target and EOS exactly.
+#[test]
+fn rows_on_a_bos_tokenizer_start_with_the_prompt_tokens_then_the_bos() {
+    let mut tok = Tokenizer::from_dir(&fixture("tokenizers/mistral")).unwrap();
+    let format = PromptFormat::compile("<P*2>{text}<P>", &tok).unwrap();
+    let p = i64::from(tok.add_prompt_tokens(&[format.prompt_token()]).unwrap()[0]);
+    let config = text2text(None, 1 << 20);
+    let preprocessor = Preprocessor::new(&format, &tok, &config).unwrap();
+    let row = serde_json::json!({"text": "Кот спит?", "summary": " Да, спит."});
+    let ex = preprocessor.encode(&record(&row, 1)).unwrap();
+    let (bos, eos) = (i64::from(tok.special().bos.unwrap()), i64::from(tok.special().eos.unwrap()));
+    assert_eq!(ex.input_ids[..3], [p, p, bos]);
+    assert_eq!(ex.input_ids.iter().filter(|&&t| t == p).count(), 3);
+    assert_eq!((ex.input_ids.last(), ex.input_ids.iter().filter(|&&t| t == bos).count()), (Some(&eos), 1));
+    let start = ex.labels.iter().position(|&l| l != ruprompts::data::IGNORE).unwrap();
+    assert_eq!(ex.labels[start..], ex.input_ids[start..]);
+    assert_eq!(tok.decode_after(&ex.input_ids[..start], &ex.input_ids[start..]).unwrap(), " Да, спит.</s>");
 }

@@ -25,24 +25,28 @@ struct Server {
 
 impl Server {
     /// `ruprompts serve` on the tiny model with the prompts `short` (`<P*3>{text}`) and `qa` (two fields, deep) in
-    /// `dir`, on a free port.
+    /// `dir`.
     fn start(dir: &Path, extra: &[&str]) -> Self {
         let (short, qa) = prompts(dir);
+        Self::start_on(&model_dir(), &[("short", &short), ("qa", &qa)], extra)
+    }
+
+    /// `ruprompts serve` on `model` (served as `tiny`) with `prompts` (name, folder), on a free port.
+    fn start_on(model: &Path, prompts: &[(&str, &Path)], extra: &[&str]) -> Self {
         let mut args = vec![
             "serve".to_string(),
             "--model".into(),
-            model_dir().to_string_lossy().into_owned(),
+            model.to_string_lossy().into_owned(),
             "--served-model-name".into(),
             "tiny".into(),
-            "--prompt".into(),
-            format!("short={}", short.display()),
-            "--prompt".into(),
-            format!("qa={}", qa.display()),
             "--port".into(),
             "0".into(),
             "--device".into(),
             "cpu".into(),
         ];
+        for (name, path) in prompts {
+            args.extend(["--prompt".to_string(), format!("{name}={}", path.display())]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
             .args(&args)
@@ -174,6 +178,72 @@ fn mixed_requests() -> Vec<Value> {
                         "temperature": 0.7, "top_p": 0.9, "seed": 11, "stop": ["о"]}));
     }
     out
+}
+
+/// On the Llama-, Mistral- and Qwen2-family checkpoints: the bare model's completion of each reference text is
+/// transformers' greedy continuation (the server encodes as AutoTokenizer, BOS included, and decodes after the
+/// prompt), and prompted rows (a tensor prompt, and a deep one whose virtual tokens go before the BOS) answer the
+/// same alone and batched with the others.
+#[test]
+fn llama_family_checkpoints_are_served() {
+    let reference = load_json("reference/llama_family.json");
+    for name in ["tiny-llama", "tiny-mistral", "tiny-qwen2"] {
+        let folder = fixture(&format!("llama-family/{name}"));
+        let model = ruprompts::model::Model::from_dir(&folder, tch::Kind::Float, tch::Device::Cpu).unwrap();
+        let tok = Tokenizer::from_dir(&folder).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let deep = ProviderConfig::Prefix { num_virtual_tokens: 2, projection: None, init: Default::default() };
+        let mut paths = Vec::new();
+        for (prompt, template, provider) in
+            [("tensor", "<P*3>{text}", ProviderConfig::default()), ("deep", "{text}<P>Ответ:</P>", deep)]
+        {
+            let format = PromptFormat::compile(template, &tok).unwrap();
+            let path = dir.path().join(prompt);
+            seeded(5, || Prompt::new(format, provider, &model)).unwrap().save_pretrained(&path).unwrap();
+            paths.push(path);
+        }
+        let server = Server::start_on(&folder, &[("tensor", &paths[0]), ("deep", &paths[1])], &["--max-batch", "8"]);
+
+        let spec = &reference["models"][name];
+        let eos = tok.special().eos.map(i64::from);
+        let sources = reference["texts"].as_array().unwrap();
+        let mut said = 0;
+        for (r, (row, mask)) in
+            i64_rows(&spec["left"]["input_ids"]).iter().zip(i64_rows(&spec["left"]["attention_mask"])).enumerate()
+        {
+            let input: Vec<i64> = row.iter().zip(&mask).filter(|(_, &m)| m == 1).map(|(&t, _)| t).collect();
+            let greedy = &i64_rows(&spec["use_cache_True"])[r];
+            let until_eos: Vec<i64> = greedy.iter().copied().take_while(|&t| Some(t) != eos).collect();
+            let body = json!({"model": "tiny", "prompt": sources[r], "max_tokens": greedy.len(), "temperature": 0});
+            let (status, answer) = server.complete(&body);
+            assert_eq!(status, 200, "{name}: {answer}");
+            let expected = tok.decode_after(&input, &until_eos).unwrap();
+            assert_eq!(answer["choices"][0]["text"], expected, "{name}, text {r}");
+            said += expected.chars().count();
+            assert_eq!(answer["usage"]["prompt_tokens"], input.len(), "{name}, text {r}");
+        }
+        // (Ids past the tokenizer's 1000 tokens decode to nothing: the texts compared must not all be empty.)
+        assert!(said > 5, "{name}: the greedy continuations say {said} chars");
+
+        let requests: Vec<Value> = sources
+            .iter()
+            .flat_map(|t| {
+                [
+                    json!({"model": "tensor", "prompt": t, "max_tokens": 5, "temperature": 0}),
+                    json!({"model": "deep", "prompt": t, "max_tokens": 4, "temperature": 0.9, "seed": 2}),
+                    json!({"model": "tiny", "prompt": t, "max_tokens": 6, "temperature": 0}),
+                ]
+            })
+            .collect();
+        let alone: Vec<Value> = requests.iter().map(|r| server.complete(r).1).collect();
+        let together: Vec<Value> = std::thread::scope(|s| {
+            let handles: Vec<_> = requests.iter().map(|r| s.spawn(|| server.complete(r).1)).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(texts(a), texts(b), "{name}: {}", requests[i]);
+        }
+    }
 }
 
 #[test]

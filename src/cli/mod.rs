@@ -454,10 +454,11 @@ fn run_demo(args: DemoArgs) -> Result<()> {
     println!("\ngreedy continuations ({} new tokens at most):", args.max_new_tokens);
     let eos = tokenizer.special().eos.map(i64::from);
     let config = GenerationConfig { max_new_tokens: args.max_new_tokens, eos_token_id: eos, ..Default::default() };
-    let inputs = prompts.iter().map(|p| tokenizer.encode_ids(p)).collect::<Result<Vec<_>>>()?;
-    for (prompt, out) in prompts.iter().zip(generate(&model, &tokenizer, &inputs, &[], &config)?) {
+    let inputs = prompts.iter().map(|p| tokenizer.encode_sequence_ids(p)).collect::<Result<Vec<_>>>()?;
+    let outputs = generate(&model, &tokenizer, &inputs, &[], &config)?;
+    for ((prompt, input), out) in prompts.iter().zip(&inputs).zip(outputs) {
         let new_ids: Vec<i64> = out[0].new_ids.iter().copied().filter(|&id| Some(id) != eos).collect();
-        println!("  {prompt} ▸ {}", tokenizer.decode(&new_ids)?);
+        println!("  {prompt} ▸ {}", tokenizer.decode_after(input, &new_ids)?);
     }
     Ok(())
 }

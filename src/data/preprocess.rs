@@ -169,7 +169,7 @@ impl<'a> Preprocessor<'a> {
     pub fn encode_with_target(&self, record: &Record, target: &str) -> Result<Example> {
         let formatted = self.format.format(&record.row).with_context(|| record.origin.to_string())?;
         let text = format!("{}{target}{}", formatted.text, self.eos);
-        let enc = self.tokenizer.encode(&text)?;
+        let enc = self.tokenizer.encode_sequence(&text)?;
         let token_at = |char_pos: usize| {
             enc.char_to_token(char_pos, 0).ok_or_else(|| anyhow!("{}: no token at char {char_pos}", record.origin))
         };

@@ -111,7 +111,7 @@ fn split(
         ),
         None => (formatted.text.as_str(), candidate, ""),
     };
-    let encoding = tokenizer.encode(&format!("{prefix}{before}"))?;
+    let encoding = tokenizer.encode_sequence(&format!("{prefix}{before}"))?;
     let ids: Vec<i64> = encoding.get_ids().iter().map(|&id| i64::from(id)).collect();
     let (shift, before_chars) = (prefix.chars().count(), before.chars().count());
     let token_at = |c: usize| if c >= before_chars { Some(ids.len()) } else { encoding.char_to_token(shift + c, 0) };

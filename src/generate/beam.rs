@@ -98,7 +98,7 @@ pub(super) fn search(
                 })
                 .collect();
             let search = &mut searches[i];
-            let from = advance(search, &candidates, step + 1, last_step, config, stops)?;
+            let from = advance(search, &inputs[i], &candidates, step + 1, last_step, config, stops)?;
             if last_step || search.done(config) {
                 continue;
             }
@@ -139,6 +139,7 @@ impl Search {
 /// new running hypothesis continues.
 fn advance(
     search: &mut Search,
+    input: &[i64],
     candidates: &[Candidate],
     length: usize,
     last_step: bool,
@@ -158,7 +159,7 @@ fn advance(
             h
         })
         .collect();
-    let ended = extended.iter().map(|h| Ok(last_step || stops.hit(&h.ids)?)).collect::<Result<Vec<bool>>>()?;
+    let ended = extended.iter().map(|h| Ok(last_step || stops.hit(input, &h.ids)?)).collect::<Result<Vec<bool>>>()?;
     // Finished: the ended among the first num_beams, unless nothing may join any more.
     if !search.done(config) {
         let divisor = (length as f64).powf(lp) as f32;

@@ -317,7 +317,7 @@ fn choose<K>(
         }
         active.new[seq].push(id);
         heard.push(Update::Token { seq, id, logprobs: logprobs.as_ref().map(|l| l[seq].clone()) });
-        let stopped = stops.hit(&active.new[seq])?;
+        let stopped = stops.hit(&active.job.input, &active.new[seq])?;
         if stopped || active.new[seq].len() >= config.max_new_tokens {
             active.finished[seq] = true;
             heard.push(Update::Finished { seq, stopped });

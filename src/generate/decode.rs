@@ -95,15 +95,15 @@ impl<'a> Stops<'a> {
         Self { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings }
     }
 
-    /// Whether a row whose new tokens are `new_ids` has ended.
-    pub fn hit(&self, new_ids: &[i64]) -> Result<bool> {
+    /// Whether a row of `input` whose new tokens are `new_ids` has ended.
+    pub fn hit(&self, input: &[i64], new_ids: &[i64]) -> Result<bool> {
         if new_ids.last().is_some_and(|&t| Some(t) == self.eos) {
             return Ok(true);
         }
         if self.strings.is_empty() {
             return Ok(false);
         }
-        let text = self.tokenizer.decode(new_ids)?;
+        let text = self.tokenizer.decode_after(input, new_ids)?;
         Ok(self.strings.iter().any(|s| text.contains(s.as_str())))
     }
 }
@@ -162,7 +162,7 @@ fn decode(
             }
             out[r].new_ids.push(token);
             out[r].scores.push(score);
-            finished[r] = stops.hit(&out[r].new_ids)?;
+            finished[r] = stops.hit(rows[r], &out[r].new_ids)?;
         }
         if watch(&out)?.is_break() || finished.iter().all(|&f| f) {
             break;

@@ -144,13 +144,20 @@ impl Pipeline<'_> {
         for (i, request) in requests.iter().enumerate() {
             let name = request.origin.clone().unwrap_or_else(|| format!("input {}", i + 1));
             let (text, head) = self.input_text(task, request).map_err(|e| anyhow!("{name}: {e:#}"))?;
-            let mut ids = self.tokenizer.encode_ids(&text)?;
+            let encoding = self.tokenizer.encode_sequence(&text)?;
+            let mut ids: Vec<i64> = encoding.get_ids().iter().map(|&t| i64::from(t)).collect();
             ensure!(!ids.is_empty(), "{name} is empty");
             let room = window.saturating_sub(config.max_new_tokens);
             if ids.len() > room {
+                // Prompt tokens and the tokenizer's specials (BOS) stay; the first text tokens go.
+                let kept: Vec<bool> = ids
+                    .iter()
+                    .zip(encoding.get_special_tokens_mask())
+                    .map(|(t, &special)| special == 1 || prompt_ids.contains(t))
+                    .collect();
                 let prompt_tokens = ids.iter().filter(|t| prompt_ids.contains(t)).count();
                 ensure!(
-                    prompt_tokens < room,
+                    kept.iter().filter(|&&k| k).count() < room,
                     "{name}: the prompt's {prompt_tokens} tokens and {} new tokens do not fit the model's {window} positions",
                     config.max_new_tokens
                 );
@@ -158,9 +165,10 @@ impl Pipeline<'_> {
                 let warning =
                     format!("{name}: {} tokens do not fit; dropping the first {excess} text tokens", ids.len());
                 self.progress.warn(&warning);
-                ids.retain(|t| {
-                    let drop = excess > 0 && !prompt_ids.contains(t);
-                    excess -= usize::from(drop);
+                let mut at = 0;
+                ids.retain(|_| {
+                    let drop = excess > 0 && !kept[at];
+                    (excess, at) = (excess - usize::from(drop), at + 1);
                     !drop
                 });
             }
@@ -168,7 +176,7 @@ impl Pipeline<'_> {
             heads.push(head);
         }
         let n = config.num_return_sequences;
-        let text = |head: &str, g: &Generated| self.text(head, g, config);
+        let text = |r: usize, g: &Generated| self.text(&heads[r], &inputs[r], g, config);
         let outputs = generate_watched(
             self.model,
             self.tokenizer,
@@ -177,8 +185,7 @@ impl Pipeline<'_> {
             config,
             &mut |rows| match watch.as_mut() {
                 Some(watch) => {
-                    let texts =
-                        rows.iter().enumerate().map(|(r, g)| text(&heads[r / n], g)).collect::<Result<Vec<_>>>()?;
+                    let texts = rows.iter().enumerate().map(|(r, g)| text(r / n, g)).collect::<Result<Vec<_>>>()?;
                     watch(&texts)
                 }
                 None => Ok(ControlFlow::Continue(())),
@@ -186,16 +193,16 @@ impl Pipeline<'_> {
         )?;
         outputs
             .into_iter()
-            .zip(&heads)
-            .map(|(sequences, head)| {
-                sequences.iter().map(|g| Ok(Output { text: text(head, g)?, score: g.sequence_score })).collect()
+            .enumerate()
+            .map(|(r, sequences)| {
+                sequences.iter().map(|g| Ok(Output { text: text(r, g)?, score: g.sequence_score })).collect()
             })
             .collect()
     }
 
-    /// What `g` says after `head`: its new tokens as text, eos left out, cut before a stop string.
-    fn text(&self, head: &str, g: &Generated, config: &GenerationConfig) -> Result<String> {
+    /// What `g` says after `head`: its new tokens as text after `input`, eos left out, cut before a stop string.
+    fn text(&self, head: &str, input: &[i64], g: &Generated, config: &GenerationConfig) -> Result<String> {
         let ids: Vec<i64> = g.new_ids.iter().copied().filter(|&t| Some(t) != config.eos_token_id).collect();
-        Ok(format!("{head}{}", cut_at_stop(&self.tokenizer.decode(&ids)?, &config.stop_strings)))
+        Ok(format!("{head}{}", cut_at_stop(&self.tokenizer.decode_after(input, &ids)?, &config.stop_strings)))
     }
 }

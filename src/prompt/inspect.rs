@@ -126,7 +126,7 @@ pub fn inspect(
             let nearest = Vec::<i64>::try_from(ids.get(row as i64))?
                 .into_iter()
                 .zip(Vec::<f64>::try_from(values.get(row as i64))?)
-                .map(|(id, cosine)| Ok(Neighbour { id, token: tokenizer.decode(&[id])?, cosine }))
+                .map(|(id, cosine)| Ok(Neighbour { id, token: tokenizer.decode_token(id)?, cosine }))
                 .collect::<Result<Vec<_>>>()?;
             let below = sorted.partition_point(|&n| n < norm) as f64 / sorted.len() as f64;
             let index = tokens.len();

@@ -172,7 +172,7 @@ impl Prompt {
 
     /// Adds the prompt token to `tokenizer` (a normal added token, like ruPrompts) and returns its id.
     pub fn add_token(&self, tokenizer: &mut Tokenizer) -> Result<i64> {
-        Ok(i64::from(tokenizer.add_tokens(&[self.format.prompt_token()])?[0]))
+        Ok(i64::from(tokenizer.add_prompt_tokens(&[self.format.prompt_token()])?[0]))
     }
 
     /// This prompt's rows, computed now, ready to inject at `token_id`: a deep prompt's virtual tokens (zero

@@ -226,7 +226,7 @@ async fn tokenize(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesR
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match state.models.tokenizer.encode_ids(&request.prompt) {
+    match state.models.tokenizer.encode_sequence_ids(&request.prompt) {
         Ok(tokens) => {
             Json(json!({"count": tokens.len(), "max_model_len": state.models.window, "tokens": tokens})).into_response()
         }
@@ -579,11 +579,12 @@ impl Answer {
         }
     }
 
-    /// What sequence `index` says: its new tokens without eos, cut before a stop string.
+    /// What sequence `index` says: its new tokens without eos as text after its prompt, cut before a stop string.
     fn completion(&self, index: usize) -> Result<String, ApiError> {
         let ids: Vec<i64> =
             self.sequences[index].ids.iter().copied().filter(|&t| Some(t) != self.plan.config.eos_token_id).collect();
-        let text = self.tokenizer.decode(&ids).map_err(|e| ApiError::internal(format!("{e:#}")))?;
+        let input = &self.plan.prompts[index / self.n()].ids;
+        let text = self.tokenizer.decode_after(input, &ids).map_err(|e| ApiError::internal(format!("{e:#}")))?;
         Ok(cut_at_stop(&text, &self.plan.config.stop_strings).to_string())
     }
 
@@ -652,7 +653,7 @@ impl Answer {
 
     /// OpenAI's logprobs of `tokens`, their text offsets counted from `offset`.
     fn logprobs_of(&self, tokens: &[(i64, Option<TokenLogprobs>)], offset: usize) -> Logprobs {
-        let text = |id: i64| self.tokenizer.decode(&[id]).unwrap_or_default();
+        let text = |id: i64| self.tokenizer.decode_token(id).unwrap_or_default();
         let mut out = Logprobs::default();
         let mut at = offset;
         for (id, lp) in tokens {

@@ -150,7 +150,7 @@ impl Models {
             PromptInput::Text(text) => {
                 // Tokenized whole, as training and evaluation tokenize a formatted row.
                 let whole = format!("{before}{text}{after}");
-                let encoding = self.tokenizer.encode(&whole).map_err(internal)?;
+                let encoding = self.tokenizer.encode_sequence(&whole).map_err(internal)?;
                 let start = before.chars().count();
                 let end = start + text.chars().count();
                 let offsets = encoding.get_offsets();
@@ -165,7 +165,12 @@ impl Models {
                 {
                     return Err(bad(format!("token id {id} is not one of the model's {} tokens", self.vocab)));
                 }
-                let head = self.tokenizer.encode_ids(&before).map_err(internal)?;
+                // Given ids are used as they are (no BOS added, as OpenAI-compatible servers do); a format's text
+                // before them starts the sequence.
+                let head = match before.is_empty() {
+                    true => Vec::new(),
+                    false => self.tokenizer.encode_sequence_ids(&before).map_err(internal)?,
+                };
                 let tail = self.tokenizer.encode_ids(&after).map_err(internal)?;
                 let text = self.tokenizer.decode(given).map_err(internal)?;
                 ([head.as_slice(), given, &tail].concat(), head.len()..head.len() + given.len(), text)

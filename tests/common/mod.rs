@@ -56,6 +56,23 @@ pub fn init() {
     tch::set_num_threads(1);
 }
 
+/// A writable copy of a fixture folder's files.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// Sets `key` of the JSON object in `path` to `value`.
+pub fn edit_json(path: &std::path::Path, key: &str, value: Value) {
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json[key] = value;
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
 pub fn load_json(path: &str) -> Value {
     let path = fixture(path);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
