@@ -30,18 +30,27 @@ WORKLOADS = ["train-tensor", "train-lstm", "train-prefix", "score-danetqa", "sco
 SHAPES = {
     "small": "ruGPT-3-small shape (12 layers, d 768, 12 heads, vocab 50264), random weights",
     "tiny": "the tiny fixture model (2 layers, d 64, vocab 2000)",
+    "qwen2-0.5b": "Qwen2.5-0.5B shape (Qwen2ForCausalLM: 24 layers, d 896, 14 query and 2 key/value heads, SwiGLU 4864, "
+                  "vocab 151936, tied embeddings; bench/qwen2-0.5b.json), random weights, with the Qwen2-kind fixture "
+                  "tokenizer (tests/fixtures/tokenizers/qwen2, 1000 tokens)",
+}
+# Random-weight models: (folder under .cache/bench, config.json, tokenizer folder).
+RANDOM = {
+    "small": ("rugpt3small-random", os.path.join(FIXTURES, "rugpt3", "config.json"), os.path.join(FIXTURES, "rugpt3")),
+    "qwen2-0.5b": ("qwen2-0.5b-random", os.path.join(ROOT, "bench", "qwen2-0.5b.json"),
+                   os.path.join(FIXTURES, "tokenizers", "qwen2")),
 }
 
 
 def model_dir(shape):
     if shape == "tiny":
         return os.path.join(FIXTURES, "tiny-gpt2-ru")
-    path = os.path.join(ROOT, ".cache", "bench", "rugpt3small-random")
+    name, config, tokenizer = RANDOM[shape]
+    path = os.path.join(ROOT, ".cache", "bench", name)
     if not os.path.isdir(path):
-        print("making the ruGPT-3-small-shaped model with random weights in", path, flush=True)
-        tokenizer = os.path.join(FIXTURES, "rugpt3")
-        subprocess.run([PYTHON, os.path.join(ROOT, "bench", "python_side.py"), "make-model", "--config",
-                        os.path.join(tokenizer, "config.json"), "--tokenizer", tokenizer, "--out", path], check=True)
+        print(f"making the {shape}-shaped model with random weights in", path, flush=True)
+        subprocess.run([PYTHON, os.path.join(ROOT, "bench", "python_side.py"), "make-model", "--config", config,
+                        "--tokenizer", tokenizer, "--out", path], check=True)
     return path
 
 
@@ -106,8 +115,10 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="training steps per run (the first is not timed)")
     parser.add_argument("--items", type=int, default=16, help="items per scoring task (the first is not timed)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    parser.add_argument("--out", help="the report (default bench/results.md; bench/results-SHAPE.md for other shapes)")
     args = parser.parse_args()
+    name = "results.md" if args.shape == "small" else f"results-{args.shape}.md"
+    args.out = args.out or os.path.join(ROOT, "bench", name)
 
     model = model_dir(args.shape)
     work = os.path.join(ROOT, ".cache", "bench", f"work-{args.shape}")
@@ -155,7 +166,9 @@ def main():
             f"**{o['throughput'] / p['throughput']:.2f}×** | {o['cold_start_s']:.1f} / {p['cold_start_s']:.1f} | "
             f"{o['peak_rss_mib']:.0f} / {p['peak_rss_mib']:.0f} | {o['peak_rss_mib'] / p['peak_rss_mib']:.2f} | "
             f"{'yes' if ok else '**no**'}: {detail} |")
-    lines += ["", f"Reproduce: `bash bench/run.sh --shape {args.shape} --runs {args.runs} --threads {args.threads}`.", ""]
+    extra = "" if args.workloads == ",".join(WORKLOADS) else f" --workloads {args.workloads}"
+    lines += ["", f"Reproduce: `bash bench/run.sh --shape {args.shape} --runs {args.runs} --threads {args.threads} "
+                  f"--steps {args.steps}{extra}`.", ""]
     text = "\n".join(lines)
     tmp = args.out + ".part"
     with open(tmp, "w") as f:

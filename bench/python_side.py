@@ -29,10 +29,13 @@ def peak_rss_mib():
 
 def make_model(args):
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config.from_json_file(args.config))
+    with open(args.config) as f:
+        fields = json.load(f)
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     tmp = args.out + ".part"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
@@ -47,11 +50,11 @@ def load(spec, kind):
     weights, and the prompt's token id."""
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ruprompts import LSTMPromptProvider, Prompt, PromptFormat, TensorPromptProvider
 
-    model = GPT2LMHeadModel.from_pretrained(spec["model"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], torch_dtype=torch.float32)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -152,3 +152,23 @@ fn cli_errors_name_the_problem() {
     let (ok, _, stderr) = ruprompts(&["info", "x", "--dtype", "f64"]);
     assert!(!ok && stderr.contains("invalid value 'f64'"), "{stderr}");
 }
+
+/// Output piped into a reader that has gone (`| head`) ends the program quietly, as SIGPIPE ends other tools,
+/// not with a panic on the closed stdout.
+#[test]
+fn a_closed_stdout_ends_the_program_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+        .args(["params", "--prompt-length", "20", "--embedding-dim", "768", "--num-layers", "24"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
+}

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::prompt::{Prompt, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
-use crate::resolve;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -15,7 +14,8 @@ pub struct ExportArgs {
     /// `PeftModel.from_pretrained(model, OUT)`.
     #[arg(long)]
     pub peft: bool,
-    /// The prompt: a folder (ours, ruPrompts' or a PEFT adapter) or a Hub id owner/name[@rev].
+    /// The prompt: a folder (ours, ruPrompts' or a PEFT adapter), a Hub id owner/name[@rev] or the name of a
+    /// prompt ruPrompts published (pretrained_prompts/).
     pub prompt: PathBuf,
     /// The folder to write into (created if needed; other files in it are left alone).
     pub out: PathBuf,
@@ -23,7 +23,7 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs) -> Result<()> {
     anyhow::ensure!(args.peft, "say which layout to export to: --peft (the only one so far)");
-    let dir = resolve::prompt_dir(&args.prompt, "the prompt")?;
+    let dir = super::generate::prompt_folder(&args.prompt.to_string_lossy(), "the prompt")?;
     let prompt =
         Prompt::load(&dir, tch::Device::Cpu).with_context(|| format!("the prompt {}", args.prompt.display()))?;
     prompt

@@ -118,16 +118,22 @@ fn resolve_prompt(spec: &str) -> Result<(Option<String>, PathBuf)> {
         Some((k, d)) => (Some(k.to_string()), d),
         None => (None, spec),
     };
-    let path = match published(spec)? {
+    Ok((key, prompt_folder(name, "--prompt")?))
+}
+
+/// The folder of a prompt named by a folder, a Hub id owner/name[@rev] or the name of a prompt ruPrompts
+/// published; `what` names the argument in errors.
+pub(super) fn prompt_folder(name: &str, what: &str) -> Result<PathBuf> {
+    let path = match published(name)? {
         Some(e) => PathBuf::from(format!("{}@{}", e.hub, e.revision)),
         // A bare name that is neither a folder nor published: say what the names are.
         None if !name.contains('/') && !Path::new(name).exists() => bail!(
-            "no folder {name} (--prompt), and no prompt ruPrompts published is called that ({})",
+            "no folder {name} ({what}), and no prompt ruPrompts published is called that ({})",
             catalogue::names().collect::<Vec<_>>().join(", ")
         ),
         None => PathBuf::from(name),
     };
-    Ok((key, resolve::prompt_dir(&path, "--prompt")?))
+    resolve::prompt_dir(&path, what)
 }
 
 /// A `--prompt` value's key and the prompt it names, loaded on `device`; errors name the value.

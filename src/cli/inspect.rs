@@ -15,7 +15,8 @@ use crate::train::{checkpoint, initial_prompt, TrainConfig, CONFIG_FILE};
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The prompt: a training run's output_dir (its config and checkpoints give where each token started and how
-    /// far it moved), any prompt folder (ours, ruPrompts', a PEFT adapter) or a Hub id owner/name[@rev].
+    /// far it moved), any prompt folder (ours, ruPrompts', a PEFT adapter), a Hub id owner/name[@rev] or the name
+    /// of a prompt ruPrompts published.
     pub prompt: PathBuf,
     /// The model whose vocabulary the tokens are compared with (default: the one the prompt names; `demo` works).
     #[arg(long)]
@@ -30,7 +31,7 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> Result<()> {
     anyhow::ensure!(args.top >= 1, "--top must be at least 1");
-    let dir = resolve::prompt_dir(&args.prompt, "the prompt")?;
+    let dir = super::generate::prompt_folder(&args.prompt.to_string_lossy(), "the prompt")?;
     let prompt =
         Prompt::load(&dir, tch::Device::Cpu).with_context(|| format!("the prompt {}", args.prompt.display()))?;
     let model_path = match (&args.model, &prompt.pretrained_model_name) {

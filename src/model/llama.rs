@@ -135,6 +135,8 @@ pub struct Llama {
     /// `None` when tied to the embeddings.
     lm_head: Option<Tensor>,
     rope: Rope,
+    /// The inverse rotary frequencies on the device, for every rope but dynamic (whose depend on the call).
+    fixed_inv_freq: Option<Tensor>,
     kind: Kind,
     device: Device,
 }
@@ -172,16 +174,21 @@ impl Llama {
                 },
             });
         }
-        Ok(Self {
+        let mut llama = Self {
             embed: sd.take("model.embed_tokens.weight")?,
             norm: norm(&mut sd, "model.norm.weight")?,
             lm_head: if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) },
             rope: config.rope()?,
+            fixed_inv_freq: None,
             blocks,
             config,
             kind,
             device,
-        })
+        };
+        if !matches!(llama.rope, Rope::Dynamic { .. }) {
+            llama.fixed_inv_freq = Some(llama.inv_freq(0).to_device(device));
+        }
+        Ok(llama)
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -232,8 +239,13 @@ impl Llama {
 
     /// `cos`, `sin`: `[B, 1, T, head_dim]` in the model's dtype, for position ids `[B, T]`.
     fn rotary(&self, positions: &Tensor) -> (Tensor, Tensor) {
-        let max_position = if positions.numel() > 0 { positions.max().int64_value(&[]) } else { 0 };
-        let inv = self.inv_freq(max_position).to_device(self.device);
+        let inv = match &self.fixed_inv_freq {
+            Some(inv) => inv.shallow_clone(),
+            None => {
+                let max_position = if positions.numel() > 0 { positions.max().int64_value(&[]) } else { 0 };
+                self.inv_freq(max_position).to_device(self.device)
+            }
+        };
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv.view([1, 1, -1]);
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
         (emb.cos().to_kind(self.kind).unsqueeze(1), emb.sin().to_kind(self.kind).unsqueeze(1))
