@@ -249,3 +249,37 @@ fn a_peft_prefix_on_a_grouped_query_model_matches_peft() {
         assert_eq!(ours, theirs, "use_cache={use_cache}");
     }
 }
+
+/// lm-evaluation-harness' log-likelihood on each family: the context encoded as a model input (BOS where the
+/// tokenizer adds one), the continuation's own tokens after it. Ours equals transformers' through the naive scorer
+/// (one forward, as transformers) and the shared-context one. The shared one is checked within the model's
+/// positions, the evaluator's limit: past them a dynamic rope rescales with the length of each pass, so a context
+/// run before its answers rotates as transformers' own cache would, not as one whole forward.
+#[test]
+fn continuation_logprobs_match_transformers() {
+    use ruprompts::eval::{score_naive, score_shared, Candidate};
+    use ruprompts::tokenizer::Tokenizer;
+
+    let spec = reference();
+    let mut checked = 0;
+    for name in MODELS {
+        let model = model(name);
+        let tok = Tokenizer::from_dir(&fixture(&format!("llama-family/{name}"))).unwrap();
+        for case in spec["models"][name]["continuations"].as_array().unwrap() {
+            let context = tok.encode_sequence_ids(case["context"].as_str().unwrap()).unwrap();
+            let answer = tok.encode_ids(case["continuation"].as_str().unwrap()).unwrap();
+            assert_eq!((&context, &answer), (&i64_vec(&case["context_ids"]), &i64_vec(&case["continuation_ids"])));
+            let within = context.len() + answer.len() <= model.config().n_positions as usize;
+            let candidates = [Candidate { answer, suffix: vec![] }];
+            let theirs = case["logprob"].as_f64().unwrap();
+            let naive = score_naive(&model, &[], &context, &candidates, false).unwrap()[0].answer_logprob;
+            assert!((naive - theirs).abs() <= tol(1e-4), "{name} {case}: {naive} vs {theirs}");
+            if within {
+                let shared = score_shared(&model, &[], &context, &candidates, false).unwrap()[0].answer_logprob;
+                assert!((shared - theirs).abs() <= tol(1e-4), "{name} {case}: shared {shared} vs {theirs}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 9, "{checked} shared-scorer cases");
+}
