@@ -11,6 +11,7 @@ Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
   score-muserc               MuSeRC answer options (items of one question share paragraph and question)
   generate-1, generate-8     greedy, 64 new tokens after <P*20> + 24 tokens; tokens/s
   beam-1, beam-8             the same with 4 beams (the best returned); new tokens of the inputs per second
+  <scoring or generation>-int8  ours with int8 weights (--quantize int8) against Python's f32
 """
 import argparse
 import json
@@ -80,6 +81,9 @@ def check(workload, ours, python):
     key = "predictions" if workload.startswith("score") else "generated"
     same = sum(x == y for x, y in zip(a[key], b[key]))
     what = "items predicted alike" if key == "predictions" else "rows generated alike"
+    if workload.endswith("-int8"):
+        # int8 weights against f32: agreement is reported, not required (quality is checked in tests/quantize.rs).
+        return True, f"int8 vs f32: {same}/{len(a[key])} {what}"
     return same == len(a[key]) == len(b[key]), f"{same}/{len(a[key])} {what}"
 
 

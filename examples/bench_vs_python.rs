@@ -7,7 +7,8 @@
 //!
 //! `cargo run --release --example bench_vs_python -- prepare --model DIR --work DIR [--items N]`
 //! `cargo run --release --example bench_vs_python -- run WORKLOAD --work DIR [--threads N] [--steps N]`
-//! with WORKLOAD one of train-tensor, train-lstm, train-prefix, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8.
+//! with WORKLOAD one of train-tensor, train-lstm, train-prefix, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8;
+//! `-int8` after a scoring or generation workload runs it with int8 weights (`Model::quantize`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,7 +18,7 @@ use ruprompts::data::{read_rows, Record};
 use ruprompts::eval::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::Model;
+use ruprompts::model::{Model, Quantize};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -304,9 +305,17 @@ fn generation(
 fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     let spec: Value = serde_json::from_str(&std::fs::read_to_string(work.join("spec.json"))?)?;
     let dir = PathBuf::from(spec["model"].as_str().context("spec.json: model")?);
-    let model = Model::from_dir(&dir, Kind::Float, Device::Cpu)?;
+    let mut model = Model::from_dir(&dir, Kind::Float, Device::Cpu)?;
+    // `<workload>-int8`: the same work with the blocks' linear layers in int8 (Python stays in f32).
+    let base = match workload.strip_suffix("-int8") {
+        Some(base) => {
+            model.quantize(Quantize::Int8)?;
+            base
+        }
+        None => workload,
+    };
     let n = |task: &str| spec["score"][task].as_array().map_or(0, Vec::len);
-    let ((rate, cold, check), unit) = match workload {
+    let ((rate, cold, check), unit) = match base {
         "train-tensor" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),
         "train-lstm" => (train(&model, &spec, work, "lstm", steps)?, "steps/s"),
         "train-prefix" => (train(&model, &spec, work, "prefix", steps)?, "steps/s"),

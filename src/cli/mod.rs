@@ -20,7 +20,7 @@ use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
-use crate::model::{Backbone, Gpt2Config, Model, ModelSource};
+use crate::model::{Backbone, Gpt2Config, Model, ModelSource, Quantize};
 use crate::provider::{Projection, ProviderConfig};
 use crate::resolve;
 use crate::tokenizer::Tokenizer;
@@ -144,12 +144,16 @@ pub struct Placement {
     /// Precision of the frozen weights; log-probabilities are always computed in f32.
     #[arg(long, value_enum, default_value_t = DType::F32)]
     pub dtype: DType,
+    /// Store the model's linear layers as int8 (a quarter of f32's bytes: faster decoding on CPU); for scoring,
+    /// generation and serving, not training.
+    #[arg(long, value_enum, default_value_t = Quantize::None)]
+    pub quantize: Quantize,
 }
 
 impl Placement {
     /// The model at `path` (a folder, a Hub id or `demo`) placed as asked.
     pub fn model(&self, path: PathBuf) -> ModelSource {
-        ModelSource { path, revision: None, dtype: self.dtype, device: self.device }
+        ModelSource { path, revision: None, dtype: self.dtype, device: self.device, quantize: self.quantize }
     }
 }
 

@@ -63,7 +63,7 @@ pub fn evaluate_generation(
     let fingerprint = fingerprint(
         &[
             &model_dir.display().to_string(),
-            &format!("{:?}", backbone.source.dtype),
+            &backbone.weights(),
             &prompt.format().compiled_template(),
             &request.data.display().to_string(),
             &data_len,
@@ -111,7 +111,7 @@ pub fn evaluate_generation(
 
     write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, references)?;
     let report = Report {
-        model: backbone.source.path.display().to_string(),
+        model: super::evaluate::model_name(backbone),
         mode: "greedy generation".into(),
         tasks: vec![TaskResult {
             task: request.name.clone(),

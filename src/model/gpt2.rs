@@ -13,13 +13,14 @@ use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
 use super::gpt2_config::{Activation, Gpt2Config};
 use super::mask::{attention_bias, position_ids};
+use super::quant::Weight;
 use super::weights::StateDict;
 
 /// HF `Conv1D`: `y = x @ W + b`, its `W` (stored `[in, out]` in checkpoints) kept transposed, `[out, in]`.
 #[derive(Debug)]
 struct Conv1D {
     /// `[out, in]`, contiguous.
-    weight: Tensor,
+    weight: Weight,
     bias: Tensor,
 }
 
@@ -28,8 +29,14 @@ const FEW_ROWS: i64 = 64;
 
 impl Conv1D {
     fn load(sd: &mut StateDict, prefix: &str) -> Result<Self> {
-        let weight = sd.take(&format!("{prefix}.weight"))?.tr().contiguous();
+        let weight = Weight::Dense(sd.take(&format!("{prefix}.weight"))?.tr().contiguous());
         Ok(Self { weight, bias: sd.take(&format!("{prefix}.bias"))? })
+    }
+
+    fn quantize(&mut self) {
+        if let Some(dense) = self.weight.dense() {
+            self.weight = Weight::int8(dense);
+        }
     }
 
     /// `[.., in] -> [.., out]` over the flattened rows. CPU BLAS runs a few rows (decoding steps) ~2× faster as
@@ -38,12 +45,13 @@ impl Conv1D {
     fn forward(&self, x: &Tensor) -> Tensor {
         let mut out_shape = x.size();
         let input_dim = *out_shape.last().expect("Conv1D input has at least one dimension");
-        *out_shape.last_mut().unwrap() = self.weight.size()[0];
+        *out_shape.last_mut().unwrap() = self.bias.size()[0];
         let rows = x.reshape([-1, input_dim]);
-        let y = if rows.device() == Device::Cpu && rows.size()[0] <= FEW_ROWS {
-            self.bias.unsqueeze(1).addmm(&self.weight, &rows.tr()).tr()
-        } else {
-            rows.linear(&self.weight, Some(&self.bias))
+        let y = match self.weight.dense() {
+            Some(w) if rows.device() == Device::Cpu && rows.size()[0] <= FEW_ROWS => {
+                self.bias.unsqueeze(1).addmm(w, &rows.tr()).tr()
+            }
+            _ => self.weight.linear(&rows, Some(&self.bias)),
         };
         y.reshape(out_shape)
     }
@@ -225,6 +233,15 @@ impl Gpt2 {
     /// The token embedding matrix `[vocab, d]`.
     pub(super) fn embeddings(&self) -> &Tensor {
         &self.wte
+    }
+
+    /// Stores every block's linear layers as int8 (embeddings, norms and the head stay as loaded).
+    pub(super) fn quantize_int8(&mut self) {
+        for b in &mut self.blocks {
+            for layer in [&mut b.attn.c_attn, &mut b.attn.c_proj, &mut b.mlp.c_fc, &mut b.mlp.c_proj] {
+                layer.quantize();
+            }
+        }
     }
 
     /// The LM head `[vocab, d]` (the embeddings when tied).

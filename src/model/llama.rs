@@ -12,24 +12,35 @@ use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
 use super::llama_config::{LlamaConfig, Rope};
 use super::mask::{attention_bias, position_ids};
+use super::quant::Weight;
 use super::weights::StateDict;
 
 #[derive(Debug)]
 struct Linear {
     /// `[out, in]`.
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     fn load(sd: &mut StateDict, prefix: &str, bias: bool) -> Result<Self> {
-        let weight = sd.take(&format!("{prefix}.weight"))?;
+        let weight = Weight::Dense(sd.take(&format!("{prefix}.weight"))?);
         let bias = bias.then(|| sd.take(&format!("{prefix}.bias"))).transpose()?;
         Ok(Self { weight, bias })
     }
 
+    fn quantize(&mut self) {
+        if let Some(dense) = self.weight.dense() {
+            self.weight = Weight::int8(dense);
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let mut shape = x.size();
+        let input_dim = *shape.last().expect("a linear layer's input has at least one dimension");
+        let y = self.weight.linear(&x.reshape([-1, input_dim]), self.bias.as_ref());
+        *shape.last_mut().unwrap() = y.size()[1];
+        y.reshape(shape)
     }
 }
 
@@ -202,6 +213,16 @@ impl Llama {
     /// The token embedding matrix `[vocab, d]`.
     pub(super) fn embeddings(&self) -> &Tensor {
         &self.embed
+    }
+
+    /// Stores every block's linear layers as int8 (embeddings, norms and the head stay as loaded).
+    pub(super) fn quantize_int8(&mut self) {
+        for b in &mut self.blocks {
+            let (a, m) = (&mut b.attn, &mut b.mlp);
+            for layer in [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut m.gate, &mut m.up, &mut m.down] {
+                layer.quantize();
+            }
+        }
     }
 
     /// The LM head `[vocab, d]` (the embeddings when tied).

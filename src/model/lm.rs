@@ -14,6 +14,7 @@ use super::gpt2::Gpt2;
 use super::gpt2_config::Gpt2Config;
 use super::llama::Llama;
 use super::llama_config::LlamaConfig;
+use super::quant::{check_int8, Quantize, Weight};
 
 /// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +56,9 @@ pub struct Model {
     dims: Dims,
     kind: Kind,
     device: Device,
+    quantized: Quantize,
+    /// The LM head in int8 once quantized (the embeddings stay as loaded: lookups and prompts read them).
+    head_int8: Option<Weight>,
 }
 
 /// The architectures `from_dir` reads, by `model_type`.
@@ -113,7 +117,7 @@ impl Model {
             n_layer: c.n_layer,
             kv_dim: c.n_embd,
         };
-        Self { arch: Arch::Gpt2(model), dims, kind, device }
+        Self { arch: Arch::Gpt2(model), dims, kind, device, quantized: Quantize::None, head_int8: None }
     }
 
     fn llama(model: Llama, kind: Kind, device: Device) -> Self {
@@ -125,7 +129,7 @@ impl Model {
             n_layer: c.num_hidden_layers,
             kv_dim: c.kv_heads() * c.head_dim(),
         };
-        Self { arch: Arch::Llama(model), dims, kind, device }
+        Self { arch: Arch::Llama(model), dims, kind, device, quantized: Quantize::None, head_int8: None }
     }
 
     pub fn config(&self) -> &Dims {
@@ -174,6 +178,29 @@ impl Model {
     /// An empty KV cache sized for this model.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.dims.n_layer as usize)
+    }
+
+    /// Stores the blocks' linear layers and the LM head as `to` asks, for inference: scoring, generation and
+    /// serving.
+    /// Gradients do not flow through int8 weights, so training refuses a quantized model.
+    pub fn quantize(&mut self, to: Quantize) -> Result<()> {
+        if to == self.quantized {
+            return Ok(());
+        }
+        ensure!(self.quantized == Quantize::None, "the model is already stored as {}", self.quantized);
+        check_int8(self.device)?;
+        match &mut self.arch {
+            Arch::Gpt2(m) => m.quantize_int8(),
+            Arch::Llama(m) => m.quantize_int8(),
+        }
+        self.head_int8 = Some(Weight::int8(self.head()));
+        self.quantized = to;
+        Ok(())
+    }
+
+    /// How the blocks' linear layers are stored.
+    pub fn quantized(&self) -> Quantize {
+        self.quantized
     }
 
     pub fn device(&self) -> Device {
@@ -296,7 +323,15 @@ impl Model {
     /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
     /// should select them first: the projection is the largest matmul of the model.
     pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.matmul(&self.head().tr()).to_kind(Kind::Float)
+        match &self.head_int8 {
+            Some(head) => {
+                let mut shape = hidden.size();
+                let rows = hidden.reshape([-1, *shape.last().expect("hidden states have a width")]);
+                *shape.last_mut().unwrap() = self.dims.vocab_size;
+                head.linear(&rows, None).reshape(shape).to_kind(Kind::Float)
+            }
+            None => hidden.matmul(&self.head().tr()).to_kind(Kind::Float),
+        }
     }
 
     /// [`Model::lm_logits`] of the next token of each decoding row, `hidden: [rows, d]` → `[rows, vocab]`. CPU
@@ -306,7 +341,12 @@ impl Model {
     pub fn next_token_logits(&self, hidden: &Tensor) -> Tensor {
         let weight = self.head();
         let rows = hidden.size().first().copied().unwrap_or(0);
-        if self.device == Device::Cpu && hidden.dim() == 2 && (2..=128).contains(&rows) && weight.size()[0] >= 16384 {
+        if self.head_int8.is_none()
+            && self.device == Device::Cpu
+            && hidden.dim() == 2
+            && (2..=128).contains(&rows)
+            && weight.size()[0] >= 16384
+        {
             return weight.mm(&hidden.tr()).tr().contiguous().to_kind(Kind::Float);
         }
         self.lm_logits(hidden)

@@ -9,6 +9,7 @@ mod llama_config;
 mod lm;
 mod mask;
 mod pad;
+mod quant;
 mod source;
 mod weights;
 
@@ -18,4 +19,5 @@ pub use gpt2_config::{Activation, Gpt2Config};
 pub use llama_config::{Family, LlamaConfig, Rope, RopeScaling};
 pub use lm::{Dims, Input, Model, SUPPORTED};
 pub use pad::{pad, Side};
+pub use quant::Quantize;
 pub use source::{Backbone, ModelSource};

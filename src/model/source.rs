@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::Model;
+use super::{Model, Quantize};
 use crate::device::{DType, DeviceChoice};
 use crate::tokenizer::Tokenizer;
 
@@ -25,12 +25,25 @@ pub struct ModelSource {
     pub dtype: DType,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// Store the blocks' linear layers as int8 for inference (`none` | `int8`); training refuses it.
+    #[serde(default, skip_serializing_if = "is_none")]
+    pub quantize: Quantize,
+}
+
+fn is_none(q: &Quantize) -> bool {
+    *q == Quantize::None
 }
 
 impl ModelSource {
     /// A local folder with the default dtype and device.
     pub fn local(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), revision: None, dtype: DType::default(), device: DeviceChoice::default() }
+        Self {
+            path: path.into(),
+            revision: None,
+            dtype: DType::default(),
+            device: DeviceChoice::default(),
+            quantize: Quantize::None,
+        }
     }
 }
 
@@ -49,10 +62,20 @@ impl Backbone {
     /// folder: this never downloads or builds anything.
     pub fn load(source: &ModelSource, dir: &Path) -> Result<Self> {
         ensure!(dir.is_dir(), "no folder {} (model.path, --model)", dir.display());
-        let model = Model::from_dir(dir, source.dtype.kind(), source.device.resolve()?)
+        let mut model = Model::from_dir(dir, source.dtype.kind(), source.device.resolve()?)
             .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+        model.quantize(source.quantize).context("model.quantize (--quantize)")?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         Ok(Self { source: source.clone(), dir: dir.to_path_buf(), model, tokenizer })
+    }
+
+    /// How the frozen weights are held, for cache fingerprints and reports: the dtype (`F32`), and `int8` when the
+    /// linear layers are quantized.
+    pub fn weights(&self) -> String {
+        match self.model.quantized() {
+            Quantize::None => format!("{:?}", self.source.dtype),
+            q => format!("{:?} {q}", self.source.dtype),
+        }
     }
 
     /// Loads `source.path` as a local folder ([`Self::load`]).

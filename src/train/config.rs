@@ -14,7 +14,7 @@ use crate::config::Validate;
 use crate::data::PreprocessConfig;
 use crate::eval::fewshot::FewShotConfig;
 use crate::eval::{TaskFile, TaskFormats};
-use crate::model::ModelSource;
+use crate::model::{ModelSource, Quantize};
 use crate::provider::ProviderConfig;
 
 /// Everything a training run needs.
@@ -189,6 +189,16 @@ impl TrainConfig {
 impl Validate for TrainConfig {
     fn check(&self) -> std::result::Result<(), (String, String)> {
         let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+        if self.model.quantize != Quantize::None {
+            return bad(
+                "model.quantize",
+                format!(
+                    "{} weights are for scoring, generation and serving; training needs the model's own weights \
+                     (gradients do not flow through quantized layers): drop it",
+                    self.model.quantize
+                ),
+            );
+        }
         let t = &self.training;
         let counts = [
             ("training.batch_size", Some(t.batch_size)),

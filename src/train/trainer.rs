@@ -17,7 +17,7 @@ use super::{FinalPrompt, LOSS_METRIC};
 use crate::data::epoch_batches;
 use crate::fs::write_atomic;
 use crate::fs::DirLock;
-use crate::model::Backbone;
+use crate::model::{Backbone, Quantize};
 use crate::progress::Progress;
 use crate::prompt::PROMPT_FILE;
 
@@ -70,6 +70,11 @@ pub fn train(
     progress: &dyn Progress,
 ) -> Result<TrainReport> {
     config.validate()?;
+    ensure!(
+        backbone.model.quantized() == Quantize::None,
+        "the model is stored as {}: training needs its own weights (gradients do not flow through quantized layers)",
+        backbone.model.quantized()
+    );
     let setup = setup(config, backbone, progress)?;
     let (lock, resume_from) = open_output(&config.output_dir, options)?;
     let out = &config.output_dir;
