@@ -244,6 +244,20 @@ fn missing_or_malformed_prompt_files_are_named() {
     let empty = tempfile::tempdir().unwrap();
     let err = format!("{:#}", Prompt::from_pretrained(empty.path(), Device::Cpu).unwrap_err());
     assert!(err.starts_with(&format!("cannot read {}", empty.path().join(PROMPT_FILE).display())), "{err}");
+
+    // Sizes out of range (the fuzz test found a negative one reaching an allocation) are refused by name.
+    let all = [PROMPT_FILE, WEIGHTS_FILE, TORCH_FILE];
+    for (value, expected) in
+        [(-3, "config.embedding_dim is -3; expected 1 to 1048576"), (1i64 << 40, "is 1099511627776")]
+    {
+        let dir = copy_only(&python_prompt("prompt_tensor"), &all);
+        let path = dir.path().join(PROMPT_FILE);
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["config"]["embedding_dim"] = value.into();
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = format!("{:#}", Prompt::from_pretrained(dir.path(), Device::Cpu).unwrap_err());
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]

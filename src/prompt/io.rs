@@ -23,6 +23,9 @@ const TORCH_ARCHIVE: &str = "prompt_provider";
 /// Every provider parameter by its PyTorch name, for resuming training.
 pub const STATE_FILE: &str = "provider_state.safetensors";
 
+/// The largest width or layer count a prompt file may give (real models are far below it).
+const MAX_SIZE: i64 = 1 << 20;
+
 #[derive(Debug, Serialize, Deserialize)]
 struct PromptJson {
     format: FormatJson,
@@ -158,6 +161,18 @@ impl Prompt {
                 .ok_or_else(|| anyhow!("{}: config.num_layers is missing", json_path.display()))?,
         };
         let kv_dim = json.config.kv_dim.unwrap_or(embedding_dim);
+        // Sizes the provider allocates from: a corrupt file is an error here, not a failed allocation. (A prompt
+        // without virtual tokens has no layers of its own: 0.)
+        let deep = provider.virtual_tokens() > 0;
+        for (key, value, least) in
+            [("embedding_dim", embedding_dim, 1), ("kv_dim", kv_dim, 1), ("num_layers", num_layers, i64::from(deep))]
+        {
+            ensure!(
+                (least..=MAX_SIZE).contains(&value),
+                "{}: config.{key} is {value}; expected {least} to {MAX_SIZE}",
+                json_path.display()
+            );
+        }
         let shape = super::Shape { embedding_dim, num_layers, kv_dim };
         let mut prompt = Prompt::build(format, provider, shape, device, None)?;
         prompt.pretrained_model_name = json.config.pretrained_model_name;
