@@ -247,12 +247,23 @@ fn ids_of(encoding: &Encoding) -> Vec<i64> {
     encoding.get_ids().iter().map(|&id| i64::from(id)).collect()
 }
 
-/// transformers' `clean_up_tokenization`: spaces before punctuation and English contractions removed.
+/// transformers' `clean_up_tokenization` replacements, in its order: spaces before punctuation and English
+/// contractions.
+const CLEAN_UP: [(&str, &str); 10] = [
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+];
+
 fn clean_up_tokenization(text: &str) -> String {
-    [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s")]
-        .iter()
-        .chain(&[(" 've", "'ve"), (" 're", "'re")])
-        .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+    CLEAN_UP.iter().fold(text.to_string(), |t, (from, to)| t.replace(from, to))
 }
 
 /// The transformers tokenizer class a folder loads as, as far as it changes the result.

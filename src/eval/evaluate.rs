@@ -274,7 +274,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         write_submission(task, &items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
     }
     let report = Report {
-        model: model_name(backbone),
+        model: backbone.name(),
         mode: request.mode.name().to_string(),
         tasks: vec![TaskResult {
             task: task.name().into(),
@@ -395,12 +395,4 @@ pub fn write_submission(task: &EvalTask, items: &[TaskItem], predictions: &[usiz
     let lines: String = task.submission(items, predictions)?.iter().map(|v: &Value| format!("{v}\n")).collect();
     write_atomic(&path, |p| Ok(std::fs::write(p, lines)?))?;
     Ok(path)
-}
-
-/// The model as reports name it: its path, and `(int8)` when its linear layers are quantized.
-pub(super) fn model_name(backbone: &Backbone) -> String {
-    match backbone.model.quantized() {
-        crate::model::Quantize::None => backbone.source.path.display().to_string(),
-        q => format!("{} ({q})", backbone.source.path.display()),
-    }
 }

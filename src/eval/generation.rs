@@ -111,7 +111,7 @@ pub fn evaluate_generation(
 
     write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, references)?;
     let report = Report {
-        model: super::evaluate::model_name(backbone),
+        model: backbone.name(),
         mode: "greedy generation".into(),
         tasks: vec![TaskResult {
             task: request.name.clone(),

@@ -36,11 +36,7 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let mut shape = x.size();
-        let input_dim = *shape.last().expect("a linear layer's input has at least one dimension");
-        let y = self.weight.linear(&x.reshape([-1, input_dim]), self.bias.as_ref());
-        *shape.last_mut().unwrap() = y.size()[1];
-        y.reshape(shape)
+        self.weight.linear(x, self.bias.as_ref())
     }
 }
 

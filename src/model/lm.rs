@@ -56,8 +56,8 @@ pub struct Model {
     dims: Dims,
     kind: Kind,
     device: Device,
-    quantized: Quantize,
-    /// The LM head in int8 once quantized (the embeddings stay as loaded: lookups and prompts read them).
+    /// The LM head in int8 once quantized (the embeddings stay as loaded: lookups and prompts read them); its
+    /// presence is what [`Model::quantized`] reports.
     head_int8: Option<Weight>,
 }
 
@@ -117,7 +117,7 @@ impl Model {
             n_layer: c.n_layer,
             kv_dim: c.n_embd,
         };
-        Self { arch: Arch::Gpt2(model), dims, kind, device, quantized: Quantize::None, head_int8: None }
+        Self { arch: Arch::Gpt2(model), dims, kind, device, head_int8: None }
     }
 
     fn llama(model: Llama, kind: Kind, device: Device) -> Self {
@@ -129,7 +129,7 @@ impl Model {
             n_layer: c.num_hidden_layers,
             kv_dim: c.kv_heads() * c.head_dim(),
         };
-        Self { arch: Arch::Llama(model), dims, kind, device, quantized: Quantize::None, head_int8: None }
+        Self { arch: Arch::Llama(model), dims, kind, device, head_int8: None }
     }
 
     pub fn config(&self) -> &Dims {
@@ -184,23 +184,25 @@ impl Model {
     /// serving.
     /// Gradients do not flow through int8 weights, so training refuses a quantized model.
     pub fn quantize(&mut self, to: Quantize) -> Result<()> {
-        if to == self.quantized {
+        if to == self.quantized() {
             return Ok(());
         }
-        ensure!(self.quantized == Quantize::None, "the model is already stored as {}", self.quantized);
+        ensure!(self.quantized() == Quantize::None, "the model is already stored as {}", self.quantized());
         check_int8(self.device)?;
         match &mut self.arch {
             Arch::Gpt2(m) => m.quantize_int8(),
             Arch::Llama(m) => m.quantize_int8(),
         }
         self.head_int8 = Some(Weight::int8(self.head()));
-        self.quantized = to;
         Ok(())
     }
 
     /// How the blocks' linear layers are stored.
     pub fn quantized(&self) -> Quantize {
-        self.quantized
+        match self.head_int8 {
+            Some(_) => Quantize::Int8,
+            None => Quantize::None,
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -324,12 +326,7 @@ impl Model {
     /// should select them first: the projection is the largest matmul of the model.
     pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
         match &self.head_int8 {
-            Some(head) => {
-                let mut shape = hidden.size();
-                let rows = hidden.reshape([-1, *shape.last().expect("hidden states have a width")]);
-                *shape.last_mut().unwrap() = self.dims.vocab_size;
-                head.linear(&rows, None).reshape(shape).to_kind(Kind::Float)
-            }
+            Some(head) => head.linear(hidden, None).to_kind(Kind::Float),
             None => hidden.matmul(&self.head().tr()).to_kind(Kind::Float),
         }
     }

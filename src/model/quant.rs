@@ -56,24 +56,28 @@ impl Weight {
         Weight::Int8 { values: Tensor::cat(&values, 0).contiguous(), scales: Tensor::cat(&scales, 0) }
     }
 
-    /// `rows: [n, in]` times the weight's transpose, plus `bias`: `[n, out]` in the rows' dtype.
-    pub fn linear(&self, rows: &Tensor, bias: Option<&Tensor>) -> Tensor {
-        match self {
-            Weight::Dense(w) => rows.linear(w, bias),
-            // Many rows (scoring, a prompt's first pass) are arithmetic-bound, where libtorch's int8 kernel is
-            // slower than a dense GEMM: the rows meet the weight dequantized for this call.
-            Weight::Int8 { values, scales } if rows.size()[0] > INT8_KERNEL_ROWS => {
-                let dense = values.to_kind(rows.kind()) * scales.to_kind(rows.kind()).unsqueeze(1);
-                rows.linear(&dense, bias)
+    /// `x: [.., in]` times the weight's transpose, plus `bias`: `[.., out]` in `x`'s dtype.
+    pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let (values, scales) = match self {
+            Weight::Dense(w) => return x.linear(w, bias),
+            Weight::Int8 { values, scales } => (values, scales),
+        };
+        let mut shape = x.size();
+        let rows = x.reshape([-1, *shape.last().expect("a linear layer's input has a width")]);
+        // Many rows (scoring, a prompt's first pass) are arithmetic-bound, where libtorch's int8 kernel is slower
+        // than a dense GEMM: the rows meet the weight dequantized for this call.
+        let y = if rows.size()[0] > INT8_KERNEL_ROWS {
+            let dense = values.to_kind(x.kind()) * scales.to_kind(x.kind()).unsqueeze(1);
+            rows.linear(&dense, bias)
+        } else {
+            let y = rows.to_kind(Kind::BFloat16).internal_weight_int8pack_mm(values, scales).to_kind(x.kind());
+            match bias {
+                Some(b) => y + b,
+                None => y,
             }
-            Weight::Int8 { values, scales } => {
-                let y = rows.to_kind(Kind::BFloat16).internal_weight_int8pack_mm(values, scales).to_kind(rows.kind());
-                match bias {
-                    Some(b) => y + b,
-                    None => y,
-                }
-            }
-        }
+        };
+        *shape.last_mut().unwrap() = y.size()[1];
+        y.reshape(shape)
     }
 
     /// The dense weight, if the layer is not quantized.

@@ -78,6 +78,14 @@ impl Backbone {
         }
     }
 
+    /// The model as reports name it: its path, and `(int8)` when its linear layers are quantized.
+    pub fn name(&self) -> String {
+        match self.model.quantized() {
+            Quantize::None => self.source.path.display().to_string(),
+            q => format!("{} ({q})", self.source.path.display()),
+        }
+    }
+
     /// Loads `source.path` as a local folder ([`Self::load`]).
     pub fn load_local(source: &ModelSource) -> Result<Self> {
         Self::load(source, &source.path)
