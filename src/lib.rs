@@ -58,6 +58,7 @@ pub mod config;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod format;
 pub mod fs;

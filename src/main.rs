@@ -5,12 +5,26 @@ fn main() {
     if !matches!(cli.command, ruprompts::cli::Command::Serve(_)) {
         end_quietly_on_closed_stdout();
     }
-    if let Err(err) = ruprompts::cli::run(cli) {
-        if err.is::<ruprompts::cli::Interrupted>() {
-            std::process::exit(130);
+    let session = match ruprompts::dist::init() {
+        Ok(session) => session,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(1);
         }
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    };
+    if let Err(err) = ruprompts::cli::run(cli) {
+        let code = if err.is::<ruprompts::cli::Interrupted>() { 130 } else { 1 };
+        let ranks = ruprompts::dist::Ranks::world();
+        if ranks.size > 1 {
+            // Every rank's error is shown, and the job ends: the other ranks would wait in their next collective.
+            eprintln!("error (rank {} of {}): {err:#}", ranks.rank, ranks.size);
+            ranks.abort(code);
+        }
+        if code == 1 {
+            eprintln!("error: {err:#}");
+        }
+        session.end();
+        std::process::exit(code);
     }
 }
 

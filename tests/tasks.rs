@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use ruprompts::data::read_rows;
-use ruprompts::eval::{evaluate, EvalRequest, RsgTask, ScoreMode, TaskFormats, REPORT_JSON};
+use ruprompts::eval::{evaluate, EvalRequest, RsgTask, ScoreMode, Shard, TaskFormats, REPORT_JSON};
 use ruprompts::format::{PromptFormat, CANDIDATE_SLOT};
 use ruprompts::model::{Backbone, ModelSource};
 use ruprompts::progress::Silent;
@@ -203,10 +203,11 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         submission: Some(dir.path().join("submission")),
         log_samples: false,
         fewshot: Default::default(),
+        shard: Shard::All,
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {
-        let report = evaluate(&backbone, &request(task, &format!("{task:?}")), &Silent).unwrap();
+        let report = evaluate(&backbone, &request(task, &format!("{task:?}")), &Silent).unwrap().unwrap();
         let t = &report.tasks[0];
         assert_eq!((t.task.as_str(), t.items), (task.name(), 6.min(t.items)));
         assert!(t.metrics.iter().all(|m| (0.0..=1.0).contains(&m.zero_shot) || m.metric == "mcc"));
@@ -214,16 +215,30 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
     }
     // The cache: a rerun reads every item from it; a damaged cache line is scored again, same report.
     let terra = request(RsgTask::Terra, "terra");
-    let first = evaluate(&backbone, &terra, &Silent).unwrap();
+    let first = evaluate(&backbone, &terra, &Silent).unwrap().unwrap();
     let cache = dir.path().join("terra/cache/TERRa-zero-shot.jsonl");
     let lines: Vec<String> = std::fs::read_to_string(&cache).unwrap().lines().map(String::from).collect();
     assert_eq!(lines.len(), 6);
     std::fs::write(&cache, format!("{}\n{}\n{{\"fingerp", lines[0], lines[1])).unwrap();
-    assert_eq!(evaluate(&backbone, &terra, &Silent).unwrap(), first);
+    assert_eq!(evaluate(&backbone, &terra, &Silent).unwrap().unwrap(), first);
     assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 6);
     // Naive scoring (its own cache folder) gives the same report.
     let naive = EvalRequest { naive: true, batch_size: 1, out: dir.path().join("terra-naive"), ..terra.clone() };
-    assert_eq!(evaluate(&backbone, &naive, &Silent).unwrap().tasks, first.tasks);
+    assert_eq!(evaluate(&backbone, &naive, &Silent).unwrap().unwrap().tasks, first.tasks);
+    // Three shards, each scoring every third item into its own folder, then the merge: the same report. A merge
+    // before the last shard has run names what is missing.
+    let sharded = |shard| EvalRequest { shard, out: dir.path().join("terra-sharded"), ..terra.clone() };
+    for index in 0..3 {
+        if index == 2 {
+            let err = evaluate(&backbone, &sharded(Shard::Merge), &Silent).unwrap_err();
+            assert!(format!("{err:#}").contains("--merge: 2 of 6 items of TERRa zero-shot have no result"), "{err:#}");
+        }
+        assert!(evaluate(&backbone, &sharded(Shard::Part { index, count: 3 }), &Silent).unwrap().is_none());
+        let part = dir.path().join(format!("terra-sharded/shards/{index}-of-3/cache/TERRa-zero-shot.jsonl"));
+        assert_eq!(std::fs::read_to_string(part).unwrap().lines().count(), 2);
+    }
+    let merged = evaluate(&backbone, &sharded(Shard::Merge), &Silent).unwrap().unwrap();
+    assert_eq!(merged, first);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("terra").join(REPORT_JSON)).unwrap()).unwrap();
     assert_eq!(json["tasks"][0]["metrics"][0]["metric"], "accuracy");

@@ -11,13 +11,15 @@ use super::bars::Bars;
 use super::decoding::DecodingArgs;
 use super::Placement;
 use crate::data::{split_file, PreprocessConfig};
+use crate::dist::Ranks;
 use crate::eval::fewshot::{FewShotConfig, Sampler};
 use crate::eval::{
-    evaluate, evaluate_generation, EvalRequest, EvalTask, FewShot, GenerationRequest, RsgTask, ScoreMode, TaskFile,
-    TaskFormats, PREDICTIONS_FILE,
+    evaluate, evaluate_generation, EvalRequest, EvalTask, FewShot, GenerationRequest, RsgTask, ScoreMode, Shard,
+    TaskFile, TaskFormats, PREDICTIONS_FILE,
 };
 use crate::generate::GenerationConfig;
 use crate::model::ModelSource;
+use crate::progress::{Progress, Silent};
 use crate::resolve;
 use crate::train::TrainConfig;
 
@@ -96,6 +98,15 @@ pub struct EvalArgs {
     /// (`1,2,3`) score each k-shot setting once per seed, and the report gives the spread over them.
     #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
     pub fewshot_seed: Vec<u64>,
+    /// Score only part `i` of `n` of the items (every n-th, from the i-th, counting from 0) into
+    /// <out>/shards/i-of-n/, for a job scheduler (Slurm arrays, Kubernetes jobs) to run the parts at once; then
+    /// the same command with --merge writes the report. Under mpirun each rank is a part by itself.
+    #[arg(long, value_name = "i/n", conflicts_with = "merge")]
+    pub shard: Option<Shard>,
+    /// Write the report from the results of every --shard part under <out>/shards/ (computing nothing: items no
+    /// part has scored are an error). The report is the one an unsharded run writes.
+    #[arg(long)]
+    pub merge: bool,
     #[command(flatten)]
     pub placement: Placement,
     /// How text-to-text configs decode (the prediction is each row's first output: the best beam under beam
@@ -124,21 +135,39 @@ pub fn run(args: EvalArgs) -> Result<()> {
              this evaluation scores answers"
         ),
     }
+    // Under mpirun, rank 0 alone shows progress and the report.
     let bars = Bars::default();
-    let backbone = resolve::backbone(&model, &bars).context("model")?;
-    match job {
-        Job::Classify(request) => {
-            let report = evaluate(&backbone, &request, &bars)?;
-            println!("{}", report.markdown());
-            println!("report written to {}", request.out.display());
-        }
+    let progress: &dyn Progress = if Ranks::world().is_root() { &bars } else { &Silent };
+    let backbone = resolve::backbone(&model, progress).context("model")?;
+    let (report, out, written) = match job {
+        Job::Classify(request) => (evaluate(&backbone, &request, progress)?, request.out, "report".to_string()),
         Job::Generate(request) => {
-            let report = evaluate_generation(&backbone, &request, &bars)?;
-            println!("{}", report.markdown());
-            println!("report and {PREDICTIONS_FILE} written to {}", request.out.display());
+            let report = evaluate_generation(&backbone, &request, progress)?;
+            (report, request.out, format!("report and {PREDICTIONS_FILE}"))
         }
+    };
+    match (report, args.shard) {
+        (Some(report), _) => {
+            println!("{}", report.markdown());
+            println!("{written} written to {}", out.display());
+        }
+        (None, Some(shard)) => println!(
+            "shard {shard}: its results are in {}; once every shard is done, run the same command with --merge \
+             for the report",
+            shard.folder(&out).display()
+        ),
+        (None, None) => {}
     }
     Ok(())
+}
+
+/// The part of the items this run scores: `--shard`, `--merge`, or all.
+fn shard(args: &EvalArgs) -> Shard {
+    match (args.shard, args.merge) {
+        (Some(shard), _) => shard,
+        (None, true) => Shard::Merge,
+        (None, false) => Shard::All,
+    }
 }
 
 /// `eval --config`: the config's model, validation split, verbalizers and the prompt trained into its output_dir.
@@ -174,6 +203,7 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
             batch_size: args.batch_size,
             limit: args.limit,
             out,
+            shard: shard(args),
         };
         return Ok((model, Job::Generate(Box::new(request))));
     }
@@ -282,6 +312,7 @@ fn classify_request(
         submission: args.submission.clone(),
         log_samples: args.log_samples,
         fewshot,
+        shard: shard(args),
     }
 }
 

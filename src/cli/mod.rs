@@ -18,9 +18,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::demo::{self, TinyModelSpec};
 use crate::device::{DType, DeviceChoice};
+use crate::dist::Ranks;
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
 use crate::model::{Backbone, Gpt2Config, Model, ModelSource, Quantize};
+use crate::progress::{Progress, Silent};
 use crate::provider::{Projection, ProviderConfig};
 use crate::resolve;
 use crate::tokenizer::Tokenizer;
@@ -283,10 +285,16 @@ fn run_train(args: TrainArgs) -> Result<()> {
         (None, Some(path)) => (TrainConfig::load(path, &args.overrides)?, false),
         (None, None) => bail!("give a config file, or --resume OUTPUT_DIR"),
     };
+    // Under mpirun, rank 0 alone shows progress and the summary.
+    let root = Ranks::world().is_root();
     let bars = Bars::default();
-    let backbone = resolve::backbone(&config.model, &bars).context("model.path")?;
+    let progress: &dyn Progress = if root { &bars } else { &Silent };
+    let backbone = resolve::backbone(&config.model, progress).context("model.path")?;
     let options = TrainOptions { resume, overwrite: args.overwrite, max_updates_now: args.max_updates_now };
-    let report = train::train(&config, &backbone, &options, &bars)?;
+    let report = train::train(&config, &backbone, &options, progress)?;
+    if !root {
+        return Ok(());
+    }
     println!(
         "{} updates of {} ({} trainable parameters) in {:.1} s, {:.2} updates/s",
         report.steps,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::fewshot::{self, FewShotConfig};
-use super::run::{fingerprint, scores_cached, CachedRun};
+use super::run::{across_ranks, fingerprint, scores_cached, CachedRun, Shard};
 use super::{best, stats, EvalTask, ItemScores, Shot};
 use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
 use crate::data::read_rows;
@@ -46,6 +46,8 @@ pub struct EvalRequest {
     pub log_samples: bool,
     /// The k-shot settings scored besides zero-shot, and how their demonstrations are drawn.
     pub fewshot: FewShot,
+    /// The items this process scores (all of them unless sharded).
+    pub shard: Shard,
 }
 
 /// Few-shot settings: each `k` of `ks` (0 is zero-shot, always scored) with demonstrations drawn as `config`
@@ -94,8 +96,18 @@ fn content_free(format: &PromptFormat) -> Row {
 }
 
 /// Evaluates `request` on `backbone`, writes the report (and the submission file when asked) and returns it;
-/// each setting's scoring reports to `progress`.
-pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progress) -> Result<Report> {
+/// each setting's scoring reports to `progress`. A shard (`request.shard`, or an MPI rank other than 0) writes
+/// its items' scores and returns `None`.
+pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progress) -> Result<Option<Report>> {
+    across_ranks(request.shard, |shard| evaluate_shard(backbone, request, shard, progress))
+}
+
+fn evaluate_shard(
+    backbone: &Backbone,
+    request: &EvalRequest,
+    shard: Shard,
+    progress: &dyn Progress,
+) -> Result<Option<Report>> {
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
     let device = model.device();
     anyhow::ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
@@ -131,8 +143,9 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         }
     }
     // The folder is made and held only once the request has proved it can be evaluated.
-    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
+    let folder = shard.folder(&request.out);
+    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    let _lock = DirLock::acquire(&folder, "the evaluation folder")?;
 
     let prompt = request
         .prompt
@@ -155,7 +168,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
                  format: &PromptFormat,
                  prompt: Option<&Prompt>,
                  shots: Option<(usize, u64)>|
-     -> Result<Setting> {
+     -> Result<Option<Setting>> {
         let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
         let classifier = Classifier {
             model,
@@ -196,11 +209,11 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
             ],
             prompt,
         )?;
-        let cache = request.out.join("cache").join(format!("{}-{name}.jsonl", task.name()));
+        let cache = format!("cache/{}-{name}.jsonl", task.name());
         let what = format!("{} {name}", task.name());
-        let run =
-            CachedRun { cache: &cache, fingerprint: &fingerprint, batch: request.batch_size, progress, what: &what };
-        let scores = scores_cached(&classifier, items, &content_free(format), &run)?;
+        let (out, batch) = (&request.out, request.batch_size);
+        let run = CachedRun { out, cache: &cache, shard, fingerprint: &fingerprint, batch, progress, what: &what };
+        let Some(scores) = scores_cached(&classifier, items, &content_free(format), &run)? else { return Ok(None) };
         let contexts = if request.log_samples {
             let token = format.prompt_token();
             items
@@ -210,7 +223,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         } else {
             Vec::new()
         };
-        Ok(Setting { name, group: group.to_string(), shots: k, scores, contexts })
+        Ok(Some(Setting { name, group: group.to_string(), shots: k, scores, contexts }))
     };
     let mut settings = vec![score("zero-shot".into(), "zero-shot", &zero_shot, None, None)?];
     for (j, template) in request.formats.zero_shot.all()[1..].iter().enumerate() {
@@ -235,6 +248,8 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
     // Tuned (zero-shot) comes last: the headline compares it with zero-shot.
     let tuned = prompt.as_ref().map(|p| score("tuned".into(), "tuned", p.format(), Some(p), None)).transpose()?;
     settings.extend(tuned);
+    // A part has scored its items into its folder: the merge makes the report.
+    let Some(settings) = settings.into_iter().collect::<Option<Vec<Setting>>>() else { return Ok(None) };
     if request.log_samples {
         write_samples(request, &items, &settings)?;
     }
@@ -290,7 +305,7 @@ pub fn evaluate(backbone: &Backbone, request: &EvalRequest, progress: &dyn Progr
         }],
     };
     report.write(&request.out)?;
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// The spread of each metric under `mode` over the settings of every group with more than one.

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::overlap::{bleu, chrf};
-use super::run::{fingerprint, CachedRun};
+use super::run::{across_ranks, fingerprint, CachedRun, Shard};
 use crate::data::{read_rows, Record};
 use crate::format::Row;
 use crate::fs::{write_atomic, DirLock};
@@ -35,15 +35,27 @@ pub struct GenerationRequest {
     pub limit: Option<usize>,
     /// Folder for predictions.jsonl, the report and the cache.
     pub out: PathBuf,
+    /// The rows this process generates for (all of them unless sharded).
+    pub shard: Shard,
 }
 
 /// Generates for every row with `backbone`, writes predictions.jsonl and the report, and returns the report;
-/// generation reports to `progress`.
+/// generation reports to `progress`. A shard (`request.shard`, or an MPI rank other than 0) writes its rows'
+/// predictions and returns `None`.
 pub fn evaluate_generation(
     backbone: &Backbone,
     request: &GenerationRequest,
     progress: &dyn Progress,
-) -> Result<Report> {
+) -> Result<Option<Report>> {
+    across_ranks(request.shard, |shard| generate_shard(backbone, request, shard, progress))
+}
+
+fn generate_shard(
+    backbone: &Backbone,
+    request: &GenerationRequest,
+    shard: Shard,
+    progress: &dyn Progress,
+) -> Result<Option<Report>> {
     ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
     ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
     let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
@@ -84,19 +96,21 @@ pub fn evaluate_generation(
     let mut config = request.decoding.clone();
     config.eos_token_id = config.eos_token_id.or(tokenizer.special().eos.map(i64::from));
     // The folder is made and held only once the prompt and the rows have loaded.
-    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    let _lock = DirLock::acquire(&request.out, "the evaluation folder")?;
+    let folder = shard.folder(&request.out);
+    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    let _lock = DirLock::acquire(&folder, "the evaluation folder")?;
     let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts: &prompts, progress };
-    let cache = request.out.join("cache/generation.jsonl");
     let run = CachedRun {
-        cache: &cache,
+        out: &request.out,
+        cache: "cache/generation.jsonl",
+        shard,
         fingerprint: &fingerprint,
         batch: request.batch_size,
         progress,
         what: &format!("{} generating", request.name),
     };
     let lengths: Vec<usize> = sources.iter().map(String::len).collect();
-    let predictions: Vec<String> = run.run(
+    let predictions = run.run(
         &lengths,
         |_, _: &String| true,
         |chunk| {
@@ -108,7 +122,7 @@ pub fn evaluate_generation(
                 .collect())
         },
     )?;
-
+    let Some(predictions) = predictions else { return Ok(None) };
     write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, references)?;
     let report = Report {
         model: backbone.name(),
@@ -130,7 +144,7 @@ pub fn evaluate_generation(
         }],
     };
     report.write(&request.out)?;
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// The generation requests of a split (the format's fields of each row, which says where it came from) and the

@@ -24,7 +24,7 @@ pub use classify::{Classifier, Item, ItemScores, Request, Shot};
 pub use evaluate::{evaluate, write_submission, EvalRequest, FewShot};
 pub use formats::TaskFormats;
 pub use generation::{evaluate_generation, GenerationRequest, PREDICTIONS_FILE};
-pub use run::fingerprint;
+pub use run::{across_ranks, fingerprint, Shard};
 pub use score::{answer_logprob_sums, score_naive, score_shared, score_shared_many, shared_batches, Candidate, Scored};
 pub use taskfile::{CandidatesSpec, EvalTask, GoldSpec, TaskFile, TaskMetric, Templates};
 pub use tasks::{label_key, Metric, RsgTask, TaskItem};

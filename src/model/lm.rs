@@ -353,15 +353,28 @@ impl Model {
     /// a label on (see [`Model::forward_from`]): the same loss for less arithmetic, which is what training wants.
     /// A deep prompt's virtual tokens predict nothing (see [`DeepKv`]).
     pub fn loss(&self, input: Input<'_>, attention_mask: Option<&Tensor>, labels: &Tensor) -> Result<Tensor> {
-        let labels = &match input {
-            Input::Deep(_, deep) => deep.unlabel_followers(labels),
-            _ => labels.shallow_clone(),
-        };
+        let labels = &Self::loss_labels(input, labels);
         let labelled = Vec::<bool>::try_from(labels.ne(-100).any_dim(0, false))?;
         let from = labelled.iter().position(|&l| l).map_or(0, |first| first.saturating_sub(1)) as i64;
         let hidden = self.forward_from(input, attention_mask, None, from)?;
         let t = labels.size()[1];
         Ok(self.lm_loss(&hidden, &labels.narrow(1, from, t - from)))
+    }
+
+    /// How many targets [`Model::loss`] averages over for `labels` (those after the first position, less the
+    /// followers of a deep prompt's virtual tokens): data-parallel training weighs each rank's mean by it.
+    pub fn loss_targets(input: Input<'_>, labels: &Tensor) -> i64 {
+        let labels = Self::loss_labels(input, labels);
+        let t = labels.size()[1];
+        labels.narrow(1, 1, (t - 1).max(0)).ne(-100).sum(Kind::Int64).int64_value(&[])
+    }
+
+    /// The labels [`Model::loss`] learns: a deep prompt's virtual tokens predict nothing (see [`DeepKv`]).
+    fn loss_labels(input: Input<'_>, labels: &Tensor) -> Tensor {
+        match input {
+            Input::Deep(_, deep) => deep.unlabel_followers(labels),
+            _ => labels.shallow_clone(),
+        }
     }
 
     /// Mean next-token cross-entropy of `labels: [B, T]` (−100 = ignored), shifted inside like HF's

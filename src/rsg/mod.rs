@@ -8,13 +8,14 @@ mod table;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use table::{task_score, total_score, Benchmark, TaskOutcome};
 
 use crate::data::split_file;
-use crate::eval::{evaluate, EvalRequest, RsgTask, TaskFormats};
+use crate::dist::Ranks;
+use crate::eval::{evaluate, EvalRequest, Report, RsgTask, Shard, TaskFormats};
 use crate::fs::{write_atomic, DirLock};
 use crate::model::Backbone;
 use crate::progress::Progress;
@@ -66,6 +67,13 @@ const OUTCOME_FILE: &str = "outcome.json";
 /// Runs the benchmark on `backbone` (the model `request.model` names) and writes report.{md,json,svg} into
 /// `request.out`.
 pub fn run(backbone: &Backbone, request: &RsgRequest, progress: &dyn Progress) -> Result<Benchmark> {
+    let ranks = Ranks::world();
+    ensure!(
+        ranks.size == 1,
+        "`ruprompts rsg` runs in one process ({} MPI ranks here): under mpirun, train and evaluate each task with \
+         `ruprompts train` and `ruprompts eval`, which split their work over the ranks",
+        ranks.size
+    );
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
     let _lock = DirLock::acquire(&request.out, "the benchmark folder")?;
     let config_dir = match &request.config_dir {
@@ -209,8 +217,9 @@ fn run_task(
             submission,
             log_samples: false,
             fewshot: Default::default(),
+            shard: Shard::All,
         };
-        let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
+        let report = whole(evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?)?;
         if request.submission {
             let test = find_split(&data_dir, &["test"])?;
             evaluate(backbone, &eval(test, "test", Some(request.out.join("submission"))), progress)
@@ -254,8 +263,16 @@ fn run_lidirus(
         submission: request.submission.then(|| request.out.join("submission")),
         log_samples: false,
         fewshot: Default::default(),
+        shard: Shard::All,
     };
-    kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
+    kept_or(request, RsgTask::Lidirus, fingerprint, || {
+        whole(evaluate(backbone, &eval, progress).context("evaluation")?)
+    })
+}
+
+/// The report of an unsharded evaluation (the benchmark runs in one process).
+fn whole(report: Option<Report>) -> Result<Report> {
+    report.context("the evaluation was sharded and made no report")
 }
 
 /// The outcome of `task` kept in its folder under `fingerprint` (unless a submission is asked, which needs the

@@ -6,6 +6,8 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::dist::Ranks;
+
 /// The `optimizer` section of a config (PyTorch's defaults, except `lr`, which every config sets).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +112,38 @@ impl AdamW {
                 let _ = g.g_mul_(&coef);
             }
             total.to_kind(Kind::Double).double_value(&[])
+        })
+    }
+
+    /// Sums every parameter's gradient over `ranks` (data-parallel training), all flattened into one all-reduce:
+    /// afterwards every rank holds the same gradients and so takes the same step. A rank whose share of the batch
+    /// was empty adds zeros.
+    pub fn sum_gradients(&mut self, ranks: &Ranks) -> Result<()> {
+        if ranks.size == 1 {
+            return Ok(());
+        }
+        tch::no_grad(|| -> Result<()> {
+            let params = || self.params.iter().map(|(_, p, _, _)| p);
+            let missing: Vec<&Tensor> = params().filter(|p| !p.grad().defined()).collect();
+            if !missing.is_empty() {
+                // Gives those parameters zero gradients (a backward of 0 × Σ p), which the sum then fills.
+                tch::with_grad(|| {
+                    let sums: Vec<Tensor> = missing.iter().map(|p| p.sum(Kind::Float)).collect();
+                    (Tensor::stack(&sums, 0).sum(Kind::Float) * 0.0).backward()
+                });
+            }
+            let grads: Vec<Tensor> = params().map(|p| p.grad()).collect();
+            let flat: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).flatten(0, -1)).collect();
+            let mut values = Vec::<f32>::try_from(Tensor::cat(&flat, 0).to_device(tch::Device::Cpu))?;
+            ranks.sum_f32(&mut values);
+            let mut offset = 0;
+            for mut g in grads {
+                let n = g.numel();
+                let summed = Tensor::from_slice(&values[offset..offset + n]).view_(g.size());
+                g.copy_(&summed.to_kind(g.kind()).to_device(g.device()));
+                offset += n;
+            }
+            Ok(())
         })
     }
 

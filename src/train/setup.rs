@@ -9,7 +9,8 @@ use tch::Tensor;
 
 use super::objective::{choice_loss, encode_items, Examples};
 use super::TrainConfig;
-use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record, IGNORE};
+use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record};
+use crate::dist::Ranks;
 use crate::eval::fewshot::choose;
 use crate::eval::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
@@ -210,46 +211,52 @@ fn task_choices(
 }
 
 impl Setup<'_> {
-    /// Mean loss of the examples at `indices` of `examples` under the prompt (graph kept for backward).
-    pub fn loss(&self, examples: &Examples, indices: &[usize]) -> Result<Tensor> {
+    /// Mean loss of the examples at `indices` of `examples` under the prompt (graph kept for backward), and what
+    /// it is the mean over: the target tokens of sequences, the items of choices. An empty `indices` (a rank's
+    /// share of a short batch) is `None`.
+    pub fn loss(&self, examples: &Examples, indices: &[usize]) -> Result<Option<(Tensor, f64)>> {
+        if indices.is_empty() {
+            return Ok(None);
+        }
         let device = self.model.device();
-        match examples {
+        let loss = match examples {
             Examples::Sequences(all) => {
                 let picked: Vec<&Example> = indices.iter().map(|&i| &all[i]).collect();
                 let batch = collate(&picked, self.pad_id);
                 let embeds = self.prompt.embed(self.model, &batch.input_ids.to_device(device), self.token_id)?;
-                self.model.loss(embeds.input(), Some(&batch.attention_mask.to_device(device)), &batch.labels)
+                let labels = &batch.labels;
+                let loss = self.model.loss(embeds.input(), Some(&batch.attention_mask.to_device(device)), labels)?;
+                (loss, Model::loss_targets(embeds.input(), &labels.to_device(device)) as f64)
             }
             Examples::Choices(all) => {
                 let picked: Vec<_> = indices.iter().map(|&i| &all[i]).collect();
-                choice_loss(self.model, &[self.prompt.injection(self.token_id)], &picked)
+                let loss = choice_loss(self.model, &[self.prompt.injection(self.token_id)], &picked)?;
+                (loss, indices.len() as f64)
             }
-        }
+        };
+        Ok(Some(loss))
     }
 
     /// The validation loss: token-weighted for sequences (every target token counts once), item-weighted for
-    /// choices; `None` without validation data.
-    pub fn eval_loss(&self, batch_size: usize) -> Result<Option<f64>> {
+    /// choices; `None` without validation data. The batches are split among `ranks` and the sums added up.
+    pub fn eval_loss(&self, batch_size: usize, ranks: &Ranks) -> Result<Option<f64>> {
         if self.validation.is_empty() {
             return Ok(None);
         }
-        let (mut sum, mut weight) = (0.0, 0usize);
+        // Σ mean × weight, and Σ weight.
+        let mut totals = [0.0; 2];
         tch::no_grad(|| -> Result<()> {
             let all: Vec<usize> = (0..self.validation.len()).collect();
-            for chunk in all.chunks(batch_size.max(1)) {
-                let n = match &self.validation {
-                    // Labelled targets after the shift that the loss applies.
-                    Examples::Sequences(e) => {
-                        chunk.iter().map(|&i| e[i].labels[1..].iter().filter(|&&l| l != IGNORE).count()).sum()
-                    }
-                    Examples::Choices(_) => chunk.len(),
-                };
-                sum += self.loss(&self.validation, chunk)?.double_value(&[]) * n as f64;
-                weight += n;
+            for chunk in all.chunks(batch_size.max(1)).skip(ranks.rank).step_by(ranks.size) {
+                if let Some((loss, weight)) = self.loss(&self.validation, chunk)? {
+                    totals[0] += loss.double_value(&[]) * weight;
+                    totals[1] += weight;
+                }
             }
             Ok(())
         })?;
-        Ok(Some(sum / weight.max(1) as f64))
+        ranks.sum_f64(&mut totals);
+        Ok(Some(totals[0] / totals[1].max(1.0)))
     }
 
     /// The task's official metrics on the validation items, scored by the evaluator with the prompt as it stands

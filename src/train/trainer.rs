@@ -15,6 +15,7 @@ use super::AdamW;
 use super::TrainConfig;
 use super::{FinalPrompt, LOSS_METRIC};
 use crate::data::epoch_batches;
+use crate::dist::Ranks;
 use crate::fs::write_atomic;
 use crate::fs::DirLock;
 use crate::model::{Backbone, Quantize};
@@ -62,7 +63,8 @@ const RUN_FILES: [&str; 5] = [CONFIG_FILE, METRICS_FILE, PLOT_FILE, TRAINER_STAT
 
 /// Runs (or resumes) the training that `config` describes on `backbone` (the model `config.model` names,
 /// loaded by the caller), reporting to `progress`. Nothing is written before the config is valid and the data is
-/// encoded.
+/// encoded. Under `mpirun` every rank calls this: each takes its share of every batch, the gradients are summed
+/// over the ranks, and rank 0 alone writes the output folder.
 pub fn train(
     config: &TrainConfig,
     backbone: &Backbone,
@@ -76,10 +78,13 @@ pub fn train(
         backbone.model.quantized()
     );
     let setup = setup(config, backbone, progress)?;
-    let (lock, resume_from) = open_output(&config.output_dir, options)?;
+    let ranks = Ranks::world();
+    let (lock, resume_from) = open_output_on_root(&config.output_dir, options, &ranks)?;
     let out = &config.output_dir;
-    let mut trainer = Trainer::start(config, setup, resume_from)?;
-    write_atomic(&out.join(CONFIG_FILE), |p| Ok(std::fs::write(p, serde_yaml::to_string(config)?)?))?;
+    let mut trainer = Trainer::start(config, setup, resume_from, ranks)?;
+    if ranks.is_root() {
+        write_atomic(&out.join(CONFIG_FILE), |p| Ok(std::fs::write(p, serde_yaml::to_string(config)?)?))?;
+    }
     progress.start("training", trainer.total as u64, trainer.state.step as u64);
     let start = Instant::now();
     let first = trainer.state.step;
@@ -107,6 +112,28 @@ pub fn train(
         stopped_early: trainer.state.stopped_early,
         trainable_parameters: trainer.setup.prompt.num_parameters(),
     })
+}
+
+/// [`open_output`] on rank 0, which tells the other ranks the checkpoint to resume from; they hold no lock.
+fn open_output_on_root(out: &Path, options: &TrainOptions, ranks: &Ranks) -> Result<(Option<DirLock>, Option<usize>)> {
+    const NONE: i64 = -1;
+    const FAILED: i64 = -2;
+    if !ranks.is_root() {
+        return match ranks.broadcast_i64(0) {
+            FAILED => bail!("rank 0 could not open output_dir {} (its error says why)", out.display()),
+            NONE => Ok((None, None)),
+            step => Ok((None, Some(step as usize))),
+        };
+    }
+    let opened = open_output(out, options);
+    let code = match &opened {
+        Ok((_, Some(step))) => *step as i64,
+        Ok((_, None)) => NONE,
+        Err(_) => FAILED,
+    };
+    ranks.broadcast_i64(code);
+    let (lock, resume_from) = opened?;
+    Ok((Some(lock), resume_from))
 }
 
 /// Creates and locks `out`, and says which checkpoint to resume from. Without `resume`, a folder that already
@@ -158,7 +185,9 @@ struct Trainer<'a> {
     batches_per_epoch: usize,
     lengths: Vec<usize>,
     epoch_cache: Option<(usize, Vec<Vec<usize>>)>,
-    log: crate::fs::JsonLines,
+    /// The metrics log, written by rank 0 alone.
+    log: Option<crate::fs::JsonLines>,
+    ranks: Ranks,
     losses: Vec<f64>,
     window: Vec<f64>,
     last_eval: Option<f64>,
@@ -167,7 +196,7 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// The optimizer over the prompt's parameters, restored from checkpoint `resume_from` when given; the
     /// metrics log opened (and, on a fresh run, the eval loss before training logged as step 0).
-    fn start(config: &'a TrainConfig, mut setup: Setup<'a>, resume_from: Option<usize>) -> Result<Self> {
+    fn start(config: &'a TrainConfig, mut setup: Setup<'a>, resume_from: Option<usize>, ranks: Ranks) -> Result<Self> {
         let t = &config.training;
         let out = &config.output_dir;
         let lengths = setup.train.lengths();
@@ -203,9 +232,9 @@ impl<'a> Trainer<'a> {
                 state.total_steps
             );
         }
-        let log = run_log::open_log(out, resume_from)?;
+        let log = ranks.is_root().then(|| run_log::open_log(out, resume_from)).transpose()?;
         if resume_from.is_none() {
-            if let Some(record) = validation_record(&setup, 0, t.batch_size)? {
+            if let (Some(record), Some(log)) = (validation_record(&setup, 0, t.batch_size, &ranks)?, &log) {
                 log.append(&record.line)?;
             }
         }
@@ -219,6 +248,7 @@ impl<'a> Trainer<'a> {
             lengths,
             epoch_cache: None,
             log,
+            ranks,
             losses: Vec::new(),
             window: Vec::new(),
             last_eval: None,
@@ -226,7 +256,9 @@ impl<'a> Trainer<'a> {
     }
 
     /// One update: `grad_accumulation` batches forward and backward, clipping, AdamW. A loss or gradient that is
-    /// not finite stops the run before the prompt is changed by it.
+    /// not finite stops the run before the prompt is changed by it. With several ranks each runs its slice of
+    /// every batch, its mean weighted by its share of the batch's targets, and the gradients are summed: the
+    /// update is the one a single process makes on the whole batch.
     fn step(&mut self) -> Result<Update> {
         let t = &self.config.training;
         let step = self.state.step;
@@ -238,12 +270,23 @@ impl<'a> Trainer<'a> {
             if self.epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 self.epoch_cache = Some((epoch, epoch_batches(&self.lengths, t.batch_size, t.seed, epoch as u64)));
             }
-            let indices = &self.epoch_cache.as_ref().expect("just set").1[micro % self.batches_per_epoch];
-            let loss = self.setup.loss(&self.setup.train, indices)?;
-            let loss = loss / t.grad_accumulation as f64;
-            loss.backward();
-            loss_value += loss.double_value(&[]);
+            let batch = &self.epoch_cache.as_ref().expect("just set").1[micro % self.batches_per_epoch];
+            let (size, rank) = (self.ranks.size, self.ranks.rank);
+            let share = &batch[rank * batch.len() / size..(rank + 1) * batch.len() / size];
+            let loss = self.setup.loss(&self.setup.train, share)?;
+            let mut weights = [loss.as_ref().map_or(0.0, |(_, w)| *w)];
+            let local = weights[0];
+            self.ranks.sum_f64(&mut weights);
+            if let Some((loss, _)) = loss {
+                let loss = loss * (local / weights[0]) / t.grad_accumulation as f64;
+                loss.backward();
+                loss_value += loss.double_value(&[]);
+            }
         }
+        let mut summed = [loss_value];
+        self.ranks.sum_f64(&mut summed);
+        let loss_value = summed[0];
+        self.optimizer.sum_gradients(&self.ranks)?;
         let grad_norm = self.optimizer.clip_grad_norm(t.max_grad_norm.unwrap_or(f64::INFINITY));
         ensure!(
             loss_value.is_finite() && grad_norm.is_finite(),
@@ -278,14 +321,17 @@ impl<'a> Trainer<'a> {
             let mean = self.window.iter().sum::<f64>() / self.window.len() as f64;
             let epoch = (step * t.grad_accumulation) as f64 / self.batches_per_epoch as f64;
             let (lr, grad_norm) = (update.lr, update.grad_norm);
-            self.log
-                .append(&json!({ "step": step, "epoch": epoch, "loss": mean, "lr": lr, "grad_norm": grad_norm }))?;
+            if let Some(log) = &self.log {
+                log.append(&json!({ "step": step, "epoch": epoch, "loss": mean, "lr": lr, "grad_norm": grad_norm }))?;
+            }
             self.window.clear();
         }
         let mut improved = false;
         if t.eval_every.is_some_and(|n| step % n == 0) || done {
-            if let Some(record) = validation_record(&self.setup, step, t.batch_size)? {
-                self.log.append(&record.line)?;
+            if let Some(record) = validation_record(&self.setup, step, t.batch_size, &self.ranks)? {
+                if let Some(log) = &self.log {
+                    log.append(&record.line)?;
+                }
                 self.last_eval = Some(record.loss);
                 let metric = self.config.eval_metric();
                 let value = if metric == LOSS_METRIC { Some(record.loss) } else { record.metric(metric) };
@@ -305,7 +351,8 @@ impl<'a> Trainer<'a> {
             }
         }
         // The best prompt is always a checkpoint, whatever save_every says.
-        if t.save_every.is_some_and(|n| step % n == 0) || done || improved || self.state.stopped_early {
+        let save = t.save_every.is_some_and(|n| step % n == 0) || done || improved || self.state.stopped_early;
+        if save && self.ranks.is_root() {
             checkpoint::save(out, &self.setup.prompt, &self.optimizer, &self.state)?;
             checkpoint::prune(out, t.save_total_limit, self.state.best_step)?;
         }
@@ -316,6 +363,9 @@ impl<'a> Trainer<'a> {
     /// run is complete; a checkpoint to resume from when it stopped early on purpose.
     fn finish(&mut self) -> Result<()> {
         let out = &self.config.output_dir;
+        if !self.ranks.is_root() {
+            return Ok(());
+        }
         if self.state.step < self.total && !self.state.stopped_early {
             if !checkpoint::list(out)?.contains(&self.state.step) {
                 checkpoint::save(out, &self.setup.prompt, &self.optimizer, &self.state)?;
@@ -350,8 +400,8 @@ impl ValidationRecord {
 
 /// The eval loss and (for a task) its metrics at `step`, as `{"step", "eval_loss", "eval_<metric>"…}`; `None`
 /// without validation data.
-fn validation_record(setup: &Setup, step: usize, batch_size: usize) -> Result<Option<ValidationRecord>> {
-    let Some(loss) = setup.eval_loss(batch_size)? else { return Ok(None) };
+fn validation_record(setup: &Setup, step: usize, batch_size: usize, ranks: &Ranks) -> Result<Option<ValidationRecord>> {
+    let Some(loss) = setup.eval_loss(batch_size, ranks)? else { return Ok(None) };
     let metrics = setup.metrics(batch_size)?.unwrap_or_default();
     let mut line = json!({ "step": step, "eval_loss": loss });
     for m in &metrics {
