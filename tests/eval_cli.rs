@@ -217,19 +217,23 @@ output_dir: {d}/run
     .unwrap();
     let config = TrainConfig::load(&config_path, &[]).unwrap();
     train(&config, &backbone(&config), &TrainOptions::default(), &Silent).unwrap();
-    let eval = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
+    let eval_into = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let result = Command::new(env!("CARGO_BIN_EXE_ruprompts"))
             .args(["eval", "--config", config_path.to_str().unwrap(), "--max-new-tokens", "8", "--batch-size", "5"])
+            .args(["--out", out.to_str().unwrap()])
             .args(extra)
             .env("OMP_NUM_THREADS", "1")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = dir.path().join("run/eval");
-        (
-            serde_json::from_str::<Report>(&std::fs::read_to_string(out.join(REPORT_JSON)).unwrap()).unwrap(),
-            std::fs::read_to_string(out.join(PREDICTIONS_FILE)).unwrap(),
-        )
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let report = std::fs::read_to_string(out.join(REPORT_JSON)).ok();
+        let report = report.map(|r| serde_json::from_str::<Report>(&r).unwrap());
+        (report, std::fs::read_to_string(out.join(PREDICTIONS_FILE)).ok(), String::from_utf8(result.stdout).unwrap())
+    };
+    let eval = |extra: &[&str]| {
+        let (report, predictions, _) = eval_into("run/eval", extra);
+        (report.unwrap(), predictions.unwrap())
     };
     let (report, predictions) = eval(&[]);
     let lines: Vec<Value> = predictions.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -247,7 +251,14 @@ output_dir: {d}/run
     assert_eq!(chrf_row.tuned, Some(overlap::chrf(&generated, &references)));
     assert_eq!(bleu_row.tuned, Some(overlap::bleu(&generated, &references)));
     // A second run takes every prediction from the cache: same report, same file.
-    assert_eq!(eval(&[]), (report, predictions));
+    assert_eq!(eval(&[]), (report.clone(), predictions.clone()));
+    // Two shards (every other row each), then the merge: the same report and predictions.
+    for shard in ["0/2", "1/2"] {
+        let (report, _, stdout) = eval_into("sharded", &["--shard", shard]);
+        assert!(report.is_none() && stdout.contains(&format!("shard {shard}: its results are in")), "{stdout}");
+    }
+    let (merged, merged_predictions, _) = eval_into("sharded", &["--merge"]);
+    assert_eq!((merged.unwrap(), merged_predictions.unwrap()), (report, predictions));
     // Beam search, as `generate` decodes it: the prediction is the best beam (the cache is keyed by the settings).
     let (_, beamed) = eval(&["--num-beams", "3", "--no-repeat-ngram-size", "2"]);
     let first: Value = serde_json::from_str(beamed.lines().next().unwrap()).unwrap();
@@ -263,6 +274,23 @@ output_dir: {d}/run
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(first["prediction"].as_str().unwrap(), line["generated"][0].as_str().unwrap().trim());
+}
+
+#[test]
+fn shards_that_do_not_exist_or_have_not_run_are_refused() {
+    let task = repo().join("examples/tasks/sentiment.yaml");
+    let (model, out) = (model_dir(), tempfile::tempdir().unwrap());
+    let base = ["eval", "--task-file", task.to_str().unwrap(), "--model", model.to_str().unwrap(), "--out"];
+    let base = [&base[..], &[out.path().to_str().unwrap()]].concat();
+    for (extra, message) in [
+        (&["--shard", "2/2"][..], "shard 2 of 2 does not exist: shards run from 0 to 1"),
+        (&["--shard", "half"], "`half` is not a shard: write i/n, e.g. 0/4 for the first of 4"),
+        (&["--shard", "0/2", "--merge"], "cannot be used with"),
+        (&["--merge"], "holds no shards: run each with --shard i/n first"),
+    ] {
+        let (ok, _, stderr) = ruprompts(&[&base[..], extra].concat());
+        assert!(!ok && stderr.contains(message), "{extra:?}: {stderr}");
+    }
 }
 
 #[test]
