@@ -146,8 +146,8 @@ pub struct Placement {
     /// Precision of the frozen weights; log-probabilities are always computed in f32.
     #[arg(long, value_enum, default_value_t = DType::F32)]
     pub dtype: DType,
-    /// Store the model's linear layers as int8 (a quarter of f32's bytes: faster decoding on CPU); for scoring,
-    /// generation and serving, not training.
+    /// Store the model's linear layers as int8 (a quarter of f32's bytes) or int4 (an eighth, CPU only): faster
+    /// decoding on CPU; for scoring, generation and serving, not training.
     #[arg(long, value_enum, default_value_t = Quantize::None)]
     pub quantize: Quantize,
 }

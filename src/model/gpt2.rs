@@ -13,7 +13,7 @@ use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
 use super::gpt2_config::{Activation, Gpt2Config};
 use super::mask::{attention_bias, position_ids};
-use super::quant::Weight;
+use super::quant::{quantize_all, Quantize, Weight};
 use super::weights::StateDict;
 
 /// HF `Conv1D`: `y = x @ W + b`, its `W` (stored `[in, out]` in checkpoints) kept transposed, `[out, in]`.
@@ -31,12 +31,6 @@ impl Conv1D {
     fn load(sd: &mut StateDict, prefix: &str) -> Result<Self> {
         let weight = Weight::Dense(sd.take(&format!("{prefix}.weight"))?.tr().contiguous());
         Ok(Self { weight, bias: sd.take(&format!("{prefix}.bias"))? })
-    }
-
-    fn quantize(&mut self) {
-        if let Some(dense) = self.weight.dense() {
-            self.weight = Weight::int8(dense);
-        }
     }
 
     /// `[.., in] -> [.., out]` over the flattened rows. CPU BLAS runs a few rows (decoding steps) ~2× faster as
@@ -235,13 +229,15 @@ impl Gpt2 {
         &self.wte
     }
 
-    /// Stores every block's linear layers as int8 (embeddings, norms and the head stay as loaded).
-    pub(super) fn quantize_int8(&mut self) {
+    /// Stores every block's linear layers as `to` says (embeddings, norms and the head stay as loaded).
+    pub(super) fn quantize_blocks(&mut self, to: Quantize) -> Result<()> {
+        let mut weights = Vec::new();
         for b in &mut self.blocks {
             for layer in [&mut b.attn.c_attn, &mut b.attn.c_proj, &mut b.mlp.c_fc, &mut b.mlp.c_proj] {
-                layer.quantize();
+                weights.push(&mut layer.weight);
             }
         }
+        quantize_all(weights, to)
     }
 
     /// The LM head `[vocab, d]` (the embeddings when tied).

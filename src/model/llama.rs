@@ -12,7 +12,7 @@ use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
 use super::llama_config::{LlamaConfig, Rope};
 use super::mask::{attention_bias, position_ids};
-use super::quant::Weight;
+use super::quant::{quantize_all, Quantize, Weight};
 use super::weights::StateDict;
 
 #[derive(Debug)]
@@ -27,12 +27,6 @@ impl Linear {
         let weight = Weight::Dense(sd.take(&format!("{prefix}.weight"))?);
         let bias = bias.then(|| sd.take(&format!("{prefix}.bias"))).transpose()?;
         Ok(Self { weight, bias })
-    }
-
-    fn quantize(&mut self) {
-        if let Some(dense) = self.weight.dense() {
-            self.weight = Weight::int8(dense);
-        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -211,14 +205,16 @@ impl Llama {
         &self.embed
     }
 
-    /// Stores every block's linear layers as int8 (embeddings, norms and the head stay as loaded).
-    pub(super) fn quantize_int8(&mut self) {
+    /// Stores every block's linear layers as `to` says (embeddings, norms and the head stay as loaded).
+    pub(super) fn quantize_blocks(&mut self, to: Quantize) -> Result<()> {
+        let mut weights = Vec::new();
         for b in &mut self.blocks {
             let (a, m) = (&mut b.attn, &mut b.mlp);
             for layer in [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut m.gate, &mut m.up, &mut m.down] {
-                layer.quantize();
+                weights.push(&mut layer.weight);
             }
         }
+        quantize_all(weights, to)
     }
 
     /// The LM head `[vocab, d]` (the embeddings when tied).

@@ -14,7 +14,7 @@ use super::gpt2::Gpt2;
 use super::gpt2_config::Gpt2Config;
 use super::llama::Llama;
 use super::llama_config::LlamaConfig;
-use super::quant::{check_int8, Quantize, Weight};
+use super::quant::{self, Quantize, Weight};
 
 /// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
 #[derive(Debug, Clone, Copy)]
@@ -56,9 +56,9 @@ pub struct Model {
     dims: Dims,
     kind: Kind,
     device: Device,
-    /// The LM head in int8 once quantized (the embeddings stay as loaded: lookups and prompts read them); its
-    /// presence is what [`Model::quantized`] reports.
-    head_int8: Option<Weight>,
+    /// The LM head once quantized (the embeddings stay as loaded: lookups and prompts read them); its form is
+    /// what [`Model::quantized`] reports.
+    head_quantized: Option<Weight>,
 }
 
 /// The architectures `from_dir` reads, by `model_type`.
@@ -117,7 +117,7 @@ impl Model {
             n_layer: c.n_layer,
             kv_dim: c.n_embd,
         };
-        Self { arch: Arch::Gpt2(model), dims, kind, device, head_int8: None }
+        Self { arch: Arch::Gpt2(model), dims, kind, device, head_quantized: None }
     }
 
     fn llama(model: Llama, kind: Kind, device: Device) -> Self {
@@ -129,7 +129,7 @@ impl Model {
             n_layer: c.num_hidden_layers,
             kv_dim: c.kv_heads() * c.head_dim(),
         };
-        Self { arch: Arch::Llama(model), dims, kind, device, head_int8: None }
+        Self { arch: Arch::Llama(model), dims, kind, device, head_quantized: None }
     }
 
     pub fn config(&self) -> &Dims {
@@ -182,27 +182,26 @@ impl Model {
 
     /// Stores the blocks' linear layers and the LM head as `to` asks, for inference: scoring, generation and
     /// serving.
-    /// Gradients do not flow through int8 weights, so training refuses a quantized model.
+    /// Gradients do not flow through quantized weights, so training refuses a quantized model.
     pub fn quantize(&mut self, to: Quantize) -> Result<()> {
         if to == self.quantized() {
             return Ok(());
         }
         ensure!(self.quantized() == Quantize::None, "the model is already stored as {}", self.quantized());
-        check_int8(self.device)?;
+        quant::check(to, self.device)?;
+        // Nothing changes until every layer is quantized: int4 refuses some widths.
+        let head = Weight::quantized(self.head(), to)?;
         match &mut self.arch {
-            Arch::Gpt2(m) => m.quantize_int8(),
-            Arch::Llama(m) => m.quantize_int8(),
+            Arch::Gpt2(m) => m.quantize_blocks(to)?,
+            Arch::Llama(m) => m.quantize_blocks(to)?,
         }
-        self.head_int8 = Some(Weight::int8(self.head()));
+        self.head_quantized = Some(head);
         Ok(())
     }
 
     /// How the blocks' linear layers are stored.
     pub fn quantized(&self) -> Quantize {
-        match self.head_int8 {
-            Some(_) => Quantize::Int8,
-            None => Quantize::None,
-        }
+        self.head_quantized.as_ref().map_or(Quantize::None, Weight::form)
     }
 
     pub fn device(&self) -> Device {
@@ -325,7 +324,7 @@ impl Model {
     /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
     /// should select them first: the projection is the largest matmul of the model.
     pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
-        match &self.head_int8 {
+        match &self.head_quantized {
             Some(head) => head.linear(hidden, None).to_kind(Kind::Float),
             None => hidden.matmul(&self.head().tr()).to_kind(Kind::Float),
         }
@@ -338,7 +337,7 @@ impl Model {
     pub fn next_token_logits(&self, hidden: &Tensor) -> Tensor {
         let weight = self.head();
         let rows = hidden.size().first().copied().unwrap_or(0);
-        if self.head_int8.is_none()
+        if self.head_quantized.is_none()
             && self.device == Device::Cpu
             && hidden.dim() == 2
             && (2..=128).contains(&rows)

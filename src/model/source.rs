@@ -25,7 +25,7 @@ pub struct ModelSource {
     pub dtype: DType,
     #[serde(default)]
     pub device: DeviceChoice,
-    /// Store the blocks' linear layers as int8 for inference (`none` | `int8`); training refuses it.
+    /// Store the blocks' linear layers quantized for inference (`none` | `int8` | `int4`); training refuses it.
     #[serde(default, skip_serializing_if = "is_none")]
     pub quantize: Quantize,
 }
@@ -69,8 +69,8 @@ impl Backbone {
         Ok(Self { source: source.clone(), dir: dir.to_path_buf(), model, tokenizer })
     }
 
-    /// How the frozen weights are held, for cache fingerprints and reports: the dtype (`F32`), and `int8` when the
-    /// linear layers are quantized.
+    /// How the frozen weights are held, for cache fingerprints and reports: the dtype (`F32`), and `int8` or
+    /// `int4` when the linear layers are quantized.
     pub fn weights(&self) -> String {
         match self.model.quantized() {
             Quantize::None => format!("{:?}", self.source.dtype),
@@ -78,7 +78,7 @@ impl Backbone {
         }
     }
 
-    /// The model as reports name it: its path, and `(int8)` when its linear layers are quantized.
+    /// The model as reports name it: its path, and `(int8)`/`(int4)` when its linear layers are quantized.
     pub fn name(&self) -> String {
         match self.model.quantized() {
             Quantize::None => self.source.path.display().to_string(),
