@@ -11,7 +11,7 @@ Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
   score-muserc               MuSeRC answer options (items of one question share paragraph and question)
   generate-1, generate-8     greedy, 64 new tokens after <P*20> + 24 tokens; tokens/s
   beam-1, beam-8             the same with 4 beams (the best returned); new tokens of the inputs per second
-  <scoring or generation>-int8  ours with int8 weights (--quantize int8) against Python's f32
+  <scoring or generation>-int8  ours with int8 weights (--quantize int8) against Python's f32; -int4 likewise
 """
 import argparse
 import json
@@ -81,10 +81,21 @@ def check(workload, ours, python):
     key = "predictions" if workload.startswith("score") else "generated"
     same = sum(x == y for x, y in zip(a[key], b[key]))
     what = "items predicted alike" if key == "predictions" else "rows generated alike"
-    if workload.endswith("-int8"):
-        # int8 weights against f32: agreement is reported, not required (quality is checked in tests/quantize.rs).
-        return True, f"int8 vs f32: {same}/{len(a[key])} {what}"
+    if workload.endswith(("-int8", "-int4")):
+        # Quantized weights against f32: agreement is reported, not required (quality is checked in
+        # tests/quantize.rs).
+        return True, f"{workload[-4:]} vs f32: {same}/{len(a[key])} {what}"
     return same == len(a[key]) == len(b[key]), f"{same}/{len(a[key])} {what}"
+
+
+def read_bandwidth(threads):
+    """GB/s of reading 1 GiB of f32 with `threads` threads (torch's sum, best of 5): the bound that decoding one row
+    at a time meets, since it reads every weight once per token."""
+    code = ("import time, torch; torch.set_num_threads(%d); x = torch.ones(2**28); x.sum(); best = 1e9\n"
+            "for _ in range(5):\n t = time.perf_counter(); x.sum(); best = min(best, time.perf_counter() - t)\n"
+            "print(2**30 / best / 1e9)" % threads)
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
 
 
 def machine():
@@ -124,6 +135,7 @@ def main():
     name = "results.md" if args.shape == "small" else f"results-{args.shape}.md"
     args.out = args.out or os.path.join(ROOT, "bench", name)
 
+    bandwidth = read_bandwidth(args.threads)
     model = model_dir(args.shape)
     work = os.path.join(ROOT, ".cache", "bench", f"work-{args.shape}")
     subprocess.run([OURS, "prepare", "--model", model, "--work", work, "--items", str(args.items)], check=True)
@@ -145,6 +157,10 @@ def main():
         "# Side-by-side: ruprompts (Rust) vs Python ruPrompts + transformers",
         "",
         f"Machine: {machine()}",
+        "",
+        f"Memory: reading 1 GiB of f32 with {args.threads} threads ran at {bandwidth:.1f} GB/s (torch's sum, best of 5, "
+        f"before the runs): decoding one row reads every weight once per token, so that over the weights' bytes is "
+        f"the bound for generate-1.",
         "",
         f"Model: {SHAPES[args.shape]}. {args.threads} threads on both sides (torch.set_num_threads / "
         f"tch::set_num_threads, OMP_NUM_THREADS). Median of {args.runs} runs per side, run alternately (ours, Python, "

@@ -181,8 +181,8 @@ def run(args):
         "beam-1": (lambda: generation(spec, 1, num_beams=4), "tokens/s"),
         "beam-8": (lambda: generation(spec, 8, num_beams=4), "tokens/s"),
     }
-    # `<workload>-int8` is ours with int8 weights: the Python stack runs the same work in f32.
-    work, unit = workloads[args.workload.removesuffix("-int8")]
+    # `<workload>-int8` (or -int4) is ours with quantized weights: the Python stack runs the same work in f32.
+    work, unit = workloads[args.workload.removesuffix("-int8").removesuffix("-int4")]
     rate, cold, check = work()
     print(json.dumps({
         "side": "python", "workload": args.workload, "throughput": rate, "unit": unit, "cold_start_s": cold,

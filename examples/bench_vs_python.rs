@@ -8,7 +8,7 @@
 //! `cargo run --release --example bench_vs_python -- prepare --model DIR --work DIR [--items N]`
 //! `cargo run --release --example bench_vs_python -- run WORKLOAD --work DIR [--threads N] [--steps N]`
 //! with WORKLOAD one of train-tensor, train-lstm, train-prefix, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8;
-//! `-int8` after a scoring or generation workload runs it with int8 weights (`Model::quantize`).
+//! `-int8` (or `-int4`) after a scoring or generation workload runs it with quantized weights (`Model::quantize`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -306,10 +306,13 @@ fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     let spec: Value = serde_json::from_str(&std::fs::read_to_string(work.join("spec.json"))?)?;
     let dir = PathBuf::from(spec["model"].as_str().context("spec.json: model")?);
     let mut model = Model::from_dir(&dir, Kind::Float, Device::Cpu)?;
-    // `<workload>-int8`: the same work with the blocks' linear layers in int8 (Python stays in f32).
-    let base = match workload.strip_suffix("-int8") {
-        Some(base) => {
-            model.quantize(Quantize::Int8)?;
+    // `<workload>-int8` / `-int4`: the same work with the linear layers quantized (Python stays in f32).
+    let quantized = [("-int8", Quantize::Int8), ("-int4", Quantize::Int4)]
+        .into_iter()
+        .find_map(|(suffix, q)| workload.strip_suffix(suffix).map(|base| (base, q)));
+    let base = match quantized {
+        Some((base, q)) => {
+            model.quantize(q)?;
             base
         }
         None => workload,

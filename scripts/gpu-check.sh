@@ -24,8 +24,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bin=.gpu-check/bin
 # The parity tests that compare with transformers' (and PEFT's) reference outputs; their tolerances scale for CUDA
-# (tests/common).
-tests=(gpt2_parity score generate prefix_parity llama_parity)
+# (tests/common). device_map splits a model between the CPU and the GPU.
+tests=(gpt2_parity score generate prefix_parity llama_parity device_map)
 
 prepare() {
     [ -n "${LIBTORCH_USE_PYTORCH:-}" ] || bash scripts/setup.sh

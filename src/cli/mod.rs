@@ -17,7 +17,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::demo::{self, TinyModelSpec};
-use crate::device::{DType, DeviceChoice};
+use crate::device::{DType, DeviceChoice, DeviceMap};
 use crate::dist::Ranks;
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
@@ -150,12 +150,24 @@ pub struct Placement {
     /// decoding on CPU; for scoring, generation and serving, not training.
     #[arg(long, value_enum, default_value_t = Quantize::None)]
     pub quantize: Quantize,
+    /// Spread the model's blocks over devices: `auto` (the visible GPUs, by free memory) or one device per block,
+    /// e.g. `cuda:0,cuda:0,cuda:1,cuda:1`; the embeddings go with the first block, the head with the last.
+    #[arg(long, value_name = "auto|DEVICE,...")]
+    pub device_map: Option<DeviceMap>,
 }
 
 impl Placement {
     /// The model at `path` (a folder, a Hub id or `demo`) placed as asked.
     pub fn model(&self, path: PathBuf) -> ModelSource {
-        ModelSource { path, revision: None, dtype: self.dtype, device: self.device, quantize: self.quantize }
+        let device_map = self.device_map.clone();
+        ModelSource {
+            path,
+            revision: None,
+            dtype: self.dtype,
+            device: self.device,
+            quantize: self.quantize,
+            device_map,
+        }
     }
 }
 

@@ -62,8 +62,10 @@ impl DeepKv {
     /// `k, v: [B, T, d]` of `layer` with the given positions replaced (gradients reach the table).
     pub(super) fn apply(&self, layer: i64, k: &Tensor, v: &Tensor) -> (Tensor, Tensor) {
         let d = k.size()[2];
-        let at = [Some(self.rows.shallow_clone()), Some(self.cols.shallow_clone())];
-        let pick = |offset: i64| self.table.narrow(1, offset, d).index_select(0, &self.index);
+        // On the layer's device, which a device map may make another than the model's first.
+        let on = |t: &Tensor| t.to_device(k.device());
+        let at = [Some(on(&self.rows)), Some(on(&self.cols))];
+        let pick = |offset: i64| on(&self.table.narrow(1, offset, d).index_select(0, &self.index));
         (k.index_put(&at, &pick(2 * layer * d), false), v.index_put(&at, &pick((2 * layer + 1) * d), false))
     }
 }

@@ -14,7 +14,7 @@ use super::deep::DeepKv;
 use super::gpt2_config::{Activation, Gpt2Config};
 use super::mask::{attention_bias, position_ids};
 use super::quant::{quantize_all, Quantize, Weight};
-use super::weights::StateDict;
+use super::weights::{staging, StateDict};
 
 /// HF `Conv1D`: `y = x @ W + b`, its `W` (stored `[in, out]` in checkpoints) kept transposed, `[out, in]`.
 #[derive(Debug)]
@@ -173,10 +173,18 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Loads the weights of `config` from a Hugging Face model directory, in `kind` on `device`.
-    pub(super) fn from_dir(dir: &Path, config: Gpt2Config, kind: Kind, device: Device) -> Result<Self> {
-        let sd = StateDict::load(dir, &config.layout(), kind, device)?;
-        Self::from_state_dict(config, sd, device)
+    /// Loads the weights of `config` from a Hugging Face model directory, in `kind` on `device`, or block `i` on
+    /// `blocks[i]` when a device map gives them (the embeddings on `device`, the final norm and the head with the
+    /// last block).
+    pub(super) fn from_dir(
+        dir: &Path,
+        config: Gpt2Config,
+        kind: Kind,
+        device: Device,
+        blocks: &[Device],
+    ) -> Result<Self> {
+        let sd = StateDict::load(dir, &config.layout(), kind, staging(device, blocks))?;
+        Self::from_state_dict(config, sd, device, blocks)
     }
 
     /// Builds a model from in-memory tensors named as in a HF checkpoint (checked like files are). Tensors
@@ -188,7 +196,7 @@ impl Gpt2 {
         let origin = std::path::PathBuf::from("<memory>");
         let named = tensors.into_iter().map(|(n, t)| (n, origin.clone(), t)).collect();
         let sd = StateDict::from_named(named, origin, &config.layout(), kind, device)?;
-        Self::from_state_dict(config, sd, device)
+        Self::from_state_dict(config, sd, device, &[])
     }
 
     /// A model of `config`'s shapes with random weights (normal, std 0.02, as GPT-2 initialises them), for
@@ -207,17 +215,17 @@ impl Gpt2 {
         Self::from_tensors(config, tensors)
     }
 
-    fn from_state_dict(config: Gpt2Config, mut sd: StateDict, device: Device) -> Result<Self> {
-        let blocks = (0..config.n_layer).map(|i| Block::load(&mut sd, i, &config)).collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            wte: sd.take("wte.weight")?,
-            wpe: sd.take("wpe.weight")?,
-            ln_f: LayerNorm::load(&mut sd, "ln_f", config.layer_norm_epsilon)?,
-            lm_head: if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) },
-            blocks,
-            config,
-            device,
-        })
+    fn from_state_dict(config: Gpt2Config, mut sd: StateDict, device: Device, places: &[Device]) -> Result<Self> {
+        let mut blocks = Vec::new();
+        for i in 0..config.n_layer {
+            sd.place = places.get(i as usize).copied();
+            blocks.push(Block::load(&mut sd, i, &config)?);
+        }
+        sd.place = places.last().copied();
+        let ln_f = LayerNorm::load(&mut sd, "ln_f", config.layer_norm_epsilon)?;
+        let lm_head = if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) };
+        sd.place = places.first().copied();
+        Ok(Self { wte: sd.take("wte.weight")?, wpe: sd.take("wpe.weight")?, ln_f, lm_head, blocks, config, device })
     }
 
     pub fn config(&self) -> &Gpt2Config {
@@ -274,11 +282,14 @@ impl Gpt2 {
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             let (from, mask) = if i == last { (from, tail_mask.as_ref()) } else { (0, attn_mask.as_ref()) };
-            x = block.forward(&x, mask, layer_cache, from, deep);
+            // Under a device map the activations follow the blocks (a no-op on one device).
+            let device = block.ln_1.weight.device();
+            let mask = mask.map(|m| m.to_device(device));
+            x = block.forward(&x.to_device(device), mask.as_ref(), layer_cache, from, deep);
         }
         if self.blocks.is_empty() {
             x = x.narrow(1, from, t - from);
         }
-        Ok(self.ln_f.forward(&x))
+        Ok(self.ln_f.forward(&x.to_device(self.ln_f.weight.device())).to_device(self.device))
     }
 }

@@ -13,7 +13,7 @@ use super::deep::DeepKv;
 use super::llama_config::{LlamaConfig, Rope};
 use super::mask::{attention_bias, position_ids};
 use super::quant::{quantize_all, Quantize, Weight};
-use super::weights::StateDict;
+use super::weights::{staging, StateDict};
 
 #[derive(Debug)]
 struct Linear {
@@ -143,14 +143,23 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Loads the weights of `config` from a Hugging Face model directory, in `kind` on `device`.
-    pub(super) fn from_dir(dir: &Path, config: LlamaConfig, kind: Kind, device: Device) -> Result<Self> {
-        let mut sd = StateDict::load(dir, &config.layout(), kind, device)?;
+    /// Loads the weights of `config` from a Hugging Face model directory, in `kind` on `device`, or block `i` on
+    /// `places[i]` when a device map gives them (the embeddings on `device`, the final norm and the head with the
+    /// last block).
+    pub(super) fn from_dir(
+        dir: &Path,
+        config: LlamaConfig,
+        kind: Kind,
+        device: Device,
+        places: &[Device],
+    ) -> Result<Self> {
+        let mut sd = StateDict::load(dir, &config.layout(), kind, staging(device, places))?;
         let eps = config.rms_norm_eps;
         let norm = |sd: &mut StateDict, name: &str| -> Result<RmsNorm> { Ok(RmsNorm { weight: sd.take(name)?, eps }) };
         let (qkv_bias, o_bias) = config.attention_biases();
         let mut blocks = Vec::new();
         for i in 0..config.num_hidden_layers {
+            sd.place = places.get(i as usize).copied();
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");
             let m = format!("{p}.mlp");
@@ -175,10 +184,14 @@ impl Llama {
                 },
             });
         }
+        sd.place = places.last().copied();
+        let final_norm = norm(&mut sd, "model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) };
+        sd.place = places.first().copied();
         let mut llama = Self {
             embed: sd.take("model.embed_tokens.weight")?,
-            norm: norm(&mut sd, "model.norm.weight")?,
-            lm_head: if config.tie_word_embeddings { None } else { Some(sd.take("lm_head.weight")?) },
+            norm: final_norm,
+            lm_head,
             rope: config.rope()?,
             fixed_inv_freq: None,
             blocks,
@@ -294,10 +307,13 @@ impl Llama {
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(i));
             let from = if i == last { from } else { 0 };
             let full = &masks.iter().find(|(w, _)| *w == block.attn.window).expect("made above").1;
-            let layer_mask = full.as_ref().map(|m| m.narrow(2, from, t - from));
+            // Under a device map the activations follow the blocks (a no-op on one device).
+            let device = block.input_norm.weight.device();
+            let layer_mask = full.as_ref().map(|m| m.narrow(2, from, t - from).to_device(device));
+            x = x.to_device(device);
             let attended = block.attn.forward(
                 &block.input_norm.forward(&x),
-                (&cos, &sin),
+                (&cos.to_device(device), &sin.to_device(device)),
                 layer_mask.as_ref(),
                 layer_cache,
                 from,
@@ -309,6 +325,6 @@ impl Llama {
         if self.blocks.is_empty() {
             x = x.narrow(1, from, t - from);
         }
-        Ok(self.norm.forward(&x))
+        Ok(self.norm.forward(&x.to_device(self.norm.weight.device())).to_device(self.device))
     }
 }

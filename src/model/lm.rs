@@ -15,6 +15,7 @@ use super::gpt2_config::Gpt2Config;
 use super::llama::Llama;
 use super::llama_config::LlamaConfig;
 use super::quant::{self, Quantize, Weight};
+use crate::device::DeviceMap;
 
 /// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
 #[derive(Debug, Clone, Copy)]
@@ -74,18 +75,31 @@ impl Model {
     /// Loads `config.json` and the weights from a Hugging Face model directory, in `kind` on `device`; the
     /// architecture is `config.json`'s `model_type`.
     pub fn from_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
+        Self::from_dir_mapped(dir, kind, device, None)
+    }
+
+    /// [`Model::from_dir`] with the blocks spread over devices as `map` says (see [`DeviceMap`]). Inputs and
+    /// outputs stay on the first block's device ([`Model::device`]): the rest of the crate sees one device.
+    pub fn from_dir_mapped(dir: &Path, kind: Kind, device: Device, map: Option<&DeviceMap>) -> Result<Self> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let ModelType { model_type } =
             serde_json::from_str(&text).with_context(|| format!("{} is not a model config", path.display()))?;
+        let place = |blocks: i64| -> Result<(Vec<Device>, Device)> {
+            let blocks = map.map(|m| m.resolve(blocks as usize, device)).transpose()?.unwrap_or_default();
+            let device = blocks.first().copied().unwrap_or(device);
+            Ok((blocks, device))
+        };
         match model_type.as_deref().unwrap_or("gpt2") {
             "gpt2" => {
                 let config = Gpt2Config::from_file(&path)?;
-                Ok(Self::gpt2(Gpt2::from_dir(dir, config, kind, device)?, kind, device))
+                let (blocks, device) = place(config.n_layer)?;
+                Ok(Self::gpt2(Gpt2::from_dir(dir, config, kind, device, &blocks)?, kind, device))
             }
             "llama" | "mistral" | "qwen2" => {
                 let config = LlamaConfig::from_file(&path)?;
-                Ok(Self::llama(Llama::from_dir(dir, config, kind, device)?, kind, device))
+                let (blocks, device) = place(config.num_hidden_layers)?;
+                Ok(Self::llama(Llama::from_dir(dir, config, kind, device, &blocks)?, kind, device))
             }
             other => bail!(
                 "{}: model_type '{other}' is not supported; ruprompts runs {} (GPT-2, ruGPT-3, mGPT; Llama 2/3, \
@@ -324,10 +338,12 @@ impl Model {
     /// Projects hidden states `[.., d]` to f32 logits `[.., vocab]`. Callers that need only some positions
     /// should select them first: the projection is the largest matmul of the model.
     pub fn lm_logits(&self, hidden: &Tensor) -> Tensor {
-        match &self.head_quantized {
-            Some(head) => head.linear(hidden, None).to_kind(Kind::Float),
-            None => hidden.matmul(&self.head().tr()).to_kind(Kind::Float),
-        }
+        // The head sits with the last block under a device map; the logits come back to the hidden states' device.
+        let logits = match &self.head_quantized {
+            Some(head) => head.linear(&hidden.to_device(head.device()), None),
+            None => hidden.to_device(self.head().device()).matmul(&self.head().tr()),
+        };
+        logits.to_kind(Kind::Float).to_device(hidden.device())
     }
 
     /// [`Model::lm_logits`] of the next token of each decoding row, `hidden: [rows, d]` → `[rows, vocab]`. CPU

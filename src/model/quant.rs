@@ -73,6 +73,15 @@ impl Weight {
         }
     }
 
+    /// Where the weight lives.
+    pub fn device(&self) -> Device {
+        match self {
+            Weight::Dense(w) => w.device(),
+            Weight::Int8 { values, .. } => values.device(),
+            Weight::Int4 { packed, .. } => packed.device(),
+        }
+    }
+
     /// How the weight is stored.
     pub fn form(&self) -> Quantize {
         match self {

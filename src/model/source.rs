@@ -8,7 +8,7 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{Model, Quantize};
-use crate::device::{DType, DeviceChoice};
+use crate::device::{DType, DeviceChoice, DeviceMap};
 use crate::tokenizer::Tokenizer;
 
 /// The frozen backbone as a config names it.
@@ -28,6 +28,9 @@ pub struct ModelSource {
     /// Store the blocks' linear layers quantized for inference (`none` | `int8` | `int4`); training refuses it.
     #[serde(default, skip_serializing_if = "is_none")]
     pub quantize: Quantize,
+    /// Spread the blocks over several devices: `auto` (by free GPU memory) or one device per block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_map: Option<DeviceMap>,
 }
 
 fn is_none(q: &Quantize) -> bool {
@@ -43,6 +46,7 @@ impl ModelSource {
             dtype: DType::default(),
             device: DeviceChoice::default(),
             quantize: Quantize::None,
+            device_map: None,
         }
     }
 }
@@ -62,7 +66,8 @@ impl Backbone {
     /// folder: this never downloads or builds anything.
     pub fn load(source: &ModelSource, dir: &Path) -> Result<Self> {
         ensure!(dir.is_dir(), "no folder {} (model.path, --model)", dir.display());
-        let mut model = Model::from_dir(dir, source.dtype.kind(), source.device.resolve()?)
+        let map = source.device_map.as_ref();
+        let mut model = Model::from_dir_mapped(dir, source.dtype.kind(), source.device.resolve()?, map)
             .with_context(|| format!("cannot load the model in {}", dir.display()))?;
         model.quantize(source.quantize).context("model.quantize (--quantize)")?;
         let tokenizer = Tokenizer::from_dir(dir)?;

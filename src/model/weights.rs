@@ -41,6 +41,8 @@ pub struct StateDict {
     pub tensors: HashMap<String, Tensor>,
     /// The file (or index) the weights came from, for messages.
     pub source: PathBuf,
+    /// Where [`StateDict::take`] puts tensors: a device map places each block's on its own device.
+    pub place: Option<Device>,
 }
 
 impl StateDict {
@@ -77,12 +79,29 @@ impl StateDict {
         }
         check_shapes(&tensors, layout, &source)?;
         let tensors = tensors.into_iter().map(|(name, (_, t))| (name, t)).collect();
-        Ok(Self { tensors, source })
+        Ok(Self { tensors, source, place: None })
     }
 
     /// Takes a tensor out; `load` has already checked that every expected name is present.
     pub fn take(&mut self, name: &str) -> Result<Tensor> {
-        self.tensors.remove(name).ok_or_else(|| anyhow!("{}: tensor '{name}' missing", self.source.display()))
+        let tensor =
+            self.tensors.remove(name).ok_or_else(|| anyhow!("{}: tensor '{name}' missing", self.source.display()))?;
+        match self.place {
+            Some(device) => tensor
+                .f_to_device(device)
+                .with_context(|| format!("{}: cannot move tensor '{name}' to {device:?}", self.source.display())),
+            None => Ok(tensor),
+        }
+    }
+}
+
+/// Where a checkpoint is read to before its tensors are placed: `device`, or the CPU when a device map spreads
+/// the blocks (a model split because it fits no single device must not be read onto one).
+pub fn staging(device: Device, blocks: &[Device]) -> Device {
+    if blocks.iter().all(|d| *d == device) {
+        device
+    } else {
+        Device::Cpu
     }
 }
 
