@@ -151,3 +151,28 @@ fn int4_refuses_widths_it_cannot_group_and_changes_nothing() {
     assert!(log_probs(&model, &ids).equal(&before));
     model.quantize(Quantize::Int8).unwrap();
 }
+
+/// `eval --config` takes `--quantize` over the config's model (it once kept the config's f32 silently).
+#[test]
+fn eval_with_a_config_takes_the_quantize_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = terra_config(dir.path(), &dir.path().join("run"));
+    let config = config.to_str().unwrap();
+    let task = ["dataset.task=terra", "preprocessing.label_field=label"];
+    let (ok, _, stderr) =
+        ruprompts(&[&["train", config, "training.max_steps=2", "training.eval_every=null"][..], &task].concat());
+    assert!(ok, "{stderr}");
+    let out = dir.path().join("eval");
+    let (ok, _, stderr) = ruprompts(
+        &[
+            &["eval", "--config", config][..],
+            &task,
+            &["--quantize", "int4", "--limit", "4", "--out", out.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(report["model"].as_str().unwrap().ends_with("(int4)"), "{}", report["model"]);
+}

@@ -180,7 +180,11 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         prompt.display(),
         path.display()
     );
-    let model = args.model.clone().map_or_else(|| config.model.clone(), |m| args.placement.model(m));
+    // The config's model, or --model; either way the placement flags given go over it.
+    let model = args.placement.over(match &args.model {
+        Some(path) => ModelSource::local(path.clone()),
+        None => config.model.clone(),
+    });
     let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
         (Some(d), _, _) => d.clone(),
         (None, Some(v), _) => v.clone(),

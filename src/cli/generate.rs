@@ -165,7 +165,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "--stream prints tokens as they are decoded, but beam search settles its texts only at the end: drop \
          --stream or decode with --num-beams 1"
     );
-    let device = args.placement.device.resolve()?;
+    let device = args.placement.device().resolve()?;
     let mut loaded = args.prompt.iter().map(|spec| load_prompt(spec, device)).collect::<Result<Vec<_>>>()?;
     let bars = Bars::default();
     let named = entry.as_ref().map(|e| e.backbone.clone()).or_else(|| loaded[0].1.pretrained_model_name.clone());

@@ -137,19 +137,19 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
 }
 
-/// Where a model is loaded.
+/// Where a model is loaded. Flags not given keep a config's `model:` values (with --config), else the defaults.
 #[derive(Debug, Args)]
 pub struct Placement {
-    /// Device for the model: cpu, cuda, or auto (CUDA when available).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
-    /// Precision of the frozen weights; log-probabilities are always computed in f32.
-    #[arg(long, value_enum, default_value_t = DType::F32)]
-    pub dtype: DType,
+    /// Device for the model: cpu, cuda, or auto (CUDA when available) [default: auto].
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// Precision of the frozen weights; log-probabilities are always computed in f32 [default: f32].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DType>,
     /// Store the model's linear layers as int8 (a quarter of f32's bytes) or int4 (an eighth, CPU only): faster
-    /// decoding on CPU; for scoring, generation and serving, not training.
-    #[arg(long, value_enum, default_value_t = Quantize::None)]
-    pub quantize: Quantize,
+    /// decoding on CPU; for scoring, generation and serving, not training [default: none].
+    #[arg(long, value_enum)]
+    pub quantize: Option<Quantize>,
     /// Spread the model's blocks over devices: `auto` (the visible GPUs, by free memory) or one device per block,
     /// e.g. `cuda:0,cuda:0,cuda:1,cuda:1`; the embeddings go with the first block, the head with the last.
     #[arg(long, value_name = "auto|DEVICE,...")]
@@ -159,15 +159,23 @@ pub struct Placement {
 impl Placement {
     /// The model at `path` (a folder, a Hub id or `demo`) placed as asked.
     pub fn model(&self, path: PathBuf) -> ModelSource {
-        let device_map = self.device_map.clone();
+        self.over(ModelSource::local(path))
+    }
+
+    /// `source` with the flags given on the command line over its own values.
+    pub fn over(&self, source: ModelSource) -> ModelSource {
         ModelSource {
-            path,
-            revision: None,
-            dtype: self.dtype,
-            device: self.device,
-            quantize: self.quantize,
-            device_map,
+            dtype: self.dtype.unwrap_or(source.dtype),
+            device: self.device.unwrap_or(source.device),
+            quantize: self.quantize.unwrap_or(source.quantize),
+            device_map: self.device_map.clone().or(source.device_map),
+            ..source
         }
+    }
+
+    /// The device asked for (`auto` unless given).
+    pub fn device(&self) -> DeviceChoice {
+        self.device.unwrap_or_default()
     }
 }
 
@@ -457,7 +465,7 @@ fn run_demo(args: DemoArgs) -> Result<()> {
     let dir = args.model_dir.unwrap_or_else(demo::default_dir);
     let spec = TinyModelSpec { steps: args.steps, ..TinyModelSpec::default() };
     let start = Instant::now();
-    let device = args.placement.device.resolve()?;
+    let device = args.placement.device().resolve()?;
     if let Some(report) = demo::build_if_missing(&dir, &spec, args.rebuild, device, &Bars::default())? {
         println!(
             "trained a {}-token BPE tokenizer and pretrained {} steps in {:.1} s: loss {:.2} -> {:.2}\n",

@@ -58,7 +58,7 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     ensure!(args.max_batch >= 1 && args.max_n >= 1, "--max-batch and --max-n must be at least 1");
-    let device = args.placement.device.resolve()?;
+    let device = args.placement.device().resolve()?;
     let mut loaded = Vec::new();
     for spec in &args.prompt {
         ensure!(spec.contains('='), "--prompt {spec}: give each prompt a key, as KEY=DIR");
