@@ -186,3 +186,45 @@ fn two_ranks_evaluate_as_one_process_does() {
         assert_eq!(std::fs::read_to_string(part).unwrap().lines().count(), 12);
     }
 }
+
+/// The benchmark's table without its timings.
+fn table(out: &Path) -> Value {
+    let mut report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    for task in report["tasks"].as_array_mut().unwrap() {
+        task["seconds"] = 0.0.into();
+    }
+    report
+}
+
+#[test]
+fn two_ranks_run_the_benchmark_as_one_process_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = (model_dir(), fixture("rsg"));
+    // TERRa, then LiDiRus scored with TERRa's prompt (read from rank 0's outcome), and PARus's `choice` objective.
+    let args = |out: &str| -> Vec<String> {
+        let out = dir.path().join(out).display().to_string();
+        let args = [
+            "rsg",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--tasks",
+            "terra,lidirus,parus",
+            "--device",
+            "cpu",
+            "--out",
+            &out,
+            "training.max_steps=4",
+            "training.eval_every=2",
+            "scheduler.warmup_steps=1",
+        ];
+        args.iter().map(|s| s.to_string()).collect()
+    };
+    let (ok, _, err) = ruprompts(&strs(&args("one")));
+    assert!(ok, "{err}");
+    let out = run(mpirun(2, &strs(&args("two"))));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("report written to").count(), 1, "{stdout}");
+    assert_eq!(table(&dir.path().join("two")), table(&dir.path().join("one")));
+}

@@ -7,7 +7,9 @@ use clap::Args;
 
 use super::bars::Bars;
 use super::Placement;
+use crate::dist::Ranks;
 use crate::eval::RsgTask;
+use crate::progress::{Progress, Silent};
 use crate::resolve;
 use crate::rsg::{run, RsgRequest};
 
@@ -45,8 +47,10 @@ pub struct RsgArgs {
 pub fn run_rsg(args: RsgArgs) -> Result<()> {
     anyhow::ensure!(args.data.is_dir(), "--data {}: not a folder", args.data.display());
     anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    // Under mpirun, rank 0 alone shows progress and the table.
     let bars = Bars::default();
-    let backbone = resolve::backbone(&args.placement.model(args.model.clone()), &bars).context("model")?;
+    let progress: &dyn Progress = if Ranks::world().is_root() { &bars } else { &Silent };
+    let backbone = resolve::backbone(&args.placement.model(args.model.clone()), progress).context("model")?;
     let tasks = if args.tasks.is_empty() { RsgTask::ALL.to_vec() } else { args.tasks.clone() };
     let request = RsgRequest {
         model: args.model.display().to_string(),
@@ -58,7 +62,7 @@ pub fn run_rsg(args: RsgArgs) -> Result<()> {
         submission: args.submission,
         batch_size: args.batch_size,
     };
-    let bench = run(&backbone, &request, &bars)?;
+    let Some(bench) = run(&backbone, &request, progress)? else { return Ok(()) };
     println!("{}", bench.markdown());
     println!("report written to {}", request.out.display());
     let failed: Vec<&str> = bench.tasks.iter().filter(|t| t.error.is_some()).map(|t| t.task.name()).collect();

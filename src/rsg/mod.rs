@@ -8,7 +8,7 @@ mod table;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use table::{task_score, total_score, Benchmark, TaskOutcome};
@@ -65,21 +65,23 @@ struct Stored {
 const OUTCOME_FILE: &str = "outcome.json";
 
 /// Runs the benchmark on `backbone` (the model `request.model` names) and writes report.{md,json,svg} into
-/// `request.out`.
-pub fn run(backbone: &Backbone, request: &RsgRequest, progress: &dyn Progress) -> Result<Benchmark> {
+/// `request.out`. Under `mpirun` every rank runs it: training and evaluation split their work over the ranks, rank
+/// 0 alone writes and returns the benchmark (the others `None`), and a task that fails ends the job, since the
+/// ranks would otherwise part ways in their collective calls.
+pub fn run(backbone: &Backbone, request: &RsgRequest, progress: &dyn Progress) -> Result<Option<Benchmark>> {
     let ranks = Ranks::world();
-    ensure!(
-        ranks.size == 1,
-        "`ruprompts rsg` runs in one process ({} MPI ranks here): under mpirun, train and evaluate each task with \
-         `ruprompts train` and `ruprompts eval`, which split their work over the ranks",
-        ranks.size
-    );
-    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    let _lock = DirLock::acquire(&request.out, "the benchmark folder")?;
+    let _lock = if ranks.is_root() {
+        std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+        Some(DirLock::acquire(&request.out, "the benchmark folder")?)
+    } else {
+        None
+    };
     let config_dir = match &request.config_dir {
         Some(dir) => dir.clone(),
-        None => write_bundled_configs(&request.out.join("configs"))?,
+        None if ranks.is_root() => write_bundled_configs(&request.out.join("configs"))?,
+        None => request.out.join("configs"),
     };
+    ranks.barrier();
     // TERRa first: LiDiRus is scored with its prompt.
     let mut order = request.tasks.clone();
     order.sort_by_key(|t| (*t == RsgTask::Lidirus, RsgTask::ALL.iter().position(|x| x == t)));
@@ -88,26 +90,35 @@ pub fn run(backbone: &Backbone, request: &RsgRequest, progress: &dyn Progress) -
     for task in order {
         progress.warn(&format!("rsg: {}", task.name()));
         let started = Instant::now();
-        let outcome = run_task(backbone, request, &config_dir, task, progress).unwrap_or_else(|e| TaskOutcome {
-            task,
-            zero_shot: vec![],
-            tuned: vec![],
-            items: 0,
-            trainable_parameters: None,
-            seconds: started.elapsed().as_secs_f64(),
-            error: Some(format!("{e:#}")),
-        });
-        if let Some(e) = &outcome.error {
+        let outcome = match run_task(backbone, request, &config_dir, task, progress) {
+            Ok(outcome) => outcome,
+            Err(e) if ranks.size > 1 => return Err(e.context(format!("rsg: {}", task.name()))),
+            Err(e) => Some(TaskOutcome {
+                task,
+                zero_shot: vec![],
+                tuned: vec![],
+                items: 0,
+                trainable_parameters: None,
+                seconds: started.elapsed().as_secs_f64(),
+                error: Some(format!("{e:#}")),
+            }),
+        };
+        // Rank 0's outcome is on disk before any rank goes on (LiDiRus reads TERRa's).
+        ranks.barrier();
+        if let Some(e) = outcome.as_ref().and_then(|o| o.error.as_ref()) {
             progress.warn(&format!("rsg: {} failed: {e}", task.name()));
         }
-        outcomes.push(outcome);
+        outcomes.extend(outcome);
+    }
+    if !ranks.is_root() {
+        return Ok(None);
     }
     if request.submission {
         write_zip(&request.out.join("submission"), &request.out.join("submission.zip"))?;
     }
     let bench = Benchmark::new(request.model.clone(), outcomes);
     bench.write(&request.out)?;
-    Ok(bench)
+    Ok(Some(bench))
 }
 
 /// Writes the built-in configs into `dir` (replacing older copies) and returns it.
@@ -180,7 +191,7 @@ fn run_task(
     config_dir: &Path,
     task: RsgTask,
     progress: &dyn Progress,
-) -> Result<TaskOutcome> {
+) -> Result<Option<TaskOutcome>> {
     let task_out = request.out.join(task.name());
     std::fs::create_dir_all(&task_out).with_context(|| format!("cannot create {}", task_out.display()))?;
     if task == RsgTask::Lidirus {
@@ -219,7 +230,7 @@ fn run_task(
             fewshot: Default::default(),
             shard: Shard::All,
         };
-        let report = whole(evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?)?;
+        let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
         if request.submission {
             let test = find_split(&data_dir, &["test"])?;
             evaluate(backbone, &eval(test, "test", Some(request.out.join("submission"))), progress)
@@ -235,7 +246,7 @@ fn run_lidirus(
     request: &RsgRequest,
     config_dir: &Path,
     progress: &dyn Progress,
-) -> Result<TaskOutcome> {
+) -> Result<Option<TaskOutcome>> {
     let task_out = request.out.join(RsgTask::Lidirus.name());
     let terra_out = request.out.join(RsgTask::Terra.name());
     let terra = task_config(request, config_dir, RsgTask::Terra, &terra_out)?;
@@ -265,32 +276,27 @@ fn run_lidirus(
         fewshot: Default::default(),
         shard: Shard::All,
     };
-    kept_or(request, RsgTask::Lidirus, fingerprint, || {
-        whole(evaluate(backbone, &eval, progress).context("evaluation")?)
-    })
-}
-
-/// The report of an unsharded evaluation (the benchmark runs in one process).
-fn whole(report: Option<Report>) -> Result<Report> {
-    report.context("the evaluation was sharded and made no report")
+    kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
 }
 
 /// The outcome of `task` kept in its folder under `fingerprint` (unless a submission is asked, which needs the
 /// test predictions written), else the outcome of the report `work` makes, timed and kept for the next run.
+/// `None` on an MPI rank other than 0, whose evaluation makes no report.
 fn kept_or(
     request: &RsgRequest,
     task: RsgTask,
     fingerprint: String,
-    work: impl FnOnce() -> Result<crate::report::Report>,
-) -> Result<TaskOutcome> {
+    work: impl FnOnce() -> Result<Option<Report>>,
+) -> Result<Option<TaskOutcome>> {
     let task_out = request.out.join(task.name());
     if let Some(outcome) = stored(&task_out, &fingerprint).filter(|_| !request.submission) {
-        return Ok(outcome);
+        return Ok(Some(outcome));
     }
     let started = Instant::now();
-    let outcome = outcome_of(task, &work()?, started.elapsed().as_secs_f64());
+    let Some(report) = work()? else { return Ok(None) };
+    let outcome = outcome_of(task, &report, started.elapsed().as_secs_f64());
     store(&task_out, fingerprint, &outcome)?;
-    Ok(outcome)
+    Ok(Some(outcome))
 }
 
 /// A task's outcome from its evaluation report.

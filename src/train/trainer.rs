@@ -97,6 +97,8 @@ pub fn train(
     progress.finish();
     let seconds = start.elapsed().as_secs_f64();
     trainer.finish()?;
+    // Every rank returns once rank 0 has written the output (what follows may read the prompt back).
+    ranks.barrier();
     drop(lock);
     Ok(TrainReport {
         output_dir: out.clone(),
