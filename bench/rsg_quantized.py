@@ -31,10 +31,23 @@ def metrics(report):
     return {r["metric"]: (r["zero_shot"], r["tuned"]) for r in rows}
 
 
+def answer_logprobs(out):
+    """Every candidate's answer log-prob in an evaluation's caches, by (file, item, candidate)."""
+    found = {}
+    cache = os.path.join(out, "cache")
+    for name in sorted(os.listdir(cache)):
+        with open(os.path.join(cache, name)) as f:
+            for line in f:
+                record = json.loads(line)
+                for c, candidate in enumerate(record["result"]["candidates"]):
+                    found[(name, record["item"], c)] = candidate["answer_logprob"]
+    return found
+
+
 def main():
     work = tempfile.mkdtemp(prefix="rsg-quantized-")
     ruprompts("rsg", "--model", "demo", "--data", DATA, "--out", os.path.join(work, "rsg"))
-    results = {}
+    results, logprobs = {}, {}
     for task in TASKS:
         for form in FORMS:
             out = os.path.join(work, task, form)
@@ -47,6 +60,7 @@ def main():
                 config = os.path.join(work, "rsg", task, "prompt", "config.yaml")
                 ruprompts("eval", "--config", config, "--quantize", form, "--out", out)
             results[(task, form)] = metrics(os.path.join(out, "report.json"))
+            logprobs[(task, form)] = answer_logprobs(out)
     lines = [
         "# Every Russian SuperGLUE metric under int8 and int4 weights (tiny-model table)",
         "",
@@ -72,7 +86,13 @@ def main():
             row += [cells[(0, "int8")], cells[(0, "int4")], f"{100 * tuned:.1f}", cells[(1, "int8")],
                     cells[(1, "int4")]]
             lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Largest change: int8 {largest['int8']:.1f}, int4 {largest['int4']:.1f} (points ×100).", ""]
+    moved = {}
+    for form in ("int8", "int4"):
+        deltas = [abs(logprobs[(t, form)][k] - v) for t in TASKS for k, v in logprobs[(t, "none")].items()]
+        moved[form] = (max(deltas), len(deltas))
+    lines += ["", f"Largest change of a metric: int8 {largest['int8']:.1f}, int4 {largest['int4']:.1f} (points ×100). "
+              f"The scores under them did move: the largest change of a candidate's answer log-prob over the "
+              f"{moved['int8'][1]} scored is {moved['int8'][0]:.3f} with int8 and {moved['int4'][0]:.3f} with int4.", ""]
     text = "\n".join(lines)
     with open(os.path.join(ROOT, "bench", "results-rsg-quantized.md"), "w") as f:
         f.write(text)

@@ -42,6 +42,8 @@ impl Conv1D {
         *out_shape.last_mut().unwrap() = self.bias.size()[0];
         let rows = x.reshape([-1, input_dim]);
         let y = match self.weight.dense() {
+            // One row goes to `Weight::linear`'s bandwidth-bound product.
+            Some(_) if rows.size()[0] == 1 => self.weight.linear(&rows, Some(&self.bias)),
             Some(w) if rows.device() == Device::Cpu && rows.size()[0] <= FEW_ROWS => {
                 self.bias.unsqueeze(1).addmm(w, &rows.tr()).tr()
             }

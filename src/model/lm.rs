@@ -14,6 +14,7 @@ use super::gpt2::Gpt2;
 use super::gpt2_config::Gpt2Config;
 use super::llama::Llama;
 use super::llama_config::LlamaConfig;
+use super::gemv;
 use super::quant::{self, Quantize, Weight};
 use crate::device::DeviceMap;
 
@@ -353,6 +354,11 @@ impl Model {
     pub fn next_token_logits(&self, hidden: &Tensor) -> Tensor {
         let weight = self.head();
         let rows = hidden.size().first().copied().unwrap_or(0);
+        if self.head_quantized.is_none() && hidden.dim() == 2 && rows == 1 {
+            if let Some(logits) = gemv::row_times(weight, hidden, None) {
+                return logits;
+            }
+        }
         if self.head_quantized.is_none()
             && self.device == Device::Cpu
             && hidden.dim() == 2

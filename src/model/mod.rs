@@ -2,6 +2,7 @@
 
 mod cache;
 mod deep;
+mod gemv;
 mod gpt2;
 mod gpt2_config;
 mod llama;
@@ -19,5 +20,6 @@ pub use gpt2_config::{Activation, Gpt2Config};
 pub use llama_config::{Family, LlamaConfig, Rope, RopeScaling};
 pub use lm::{Dims, Input, Model, SUPPORTED};
 pub use pad::{pad, Side};
+pub use gemv::row_times;
 pub use quant::Quantize;
 pub use source::{Backbone, ModelSource};

@@ -6,6 +6,8 @@
 use std::fmt;
 
 use anyhow::{anyhow, ensure, Result};
+
+use super::gemv;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -133,6 +135,11 @@ impl Weight {
     /// `x: [.., in]` times the weight's transpose, plus `bias`: `[.., out]` in `x`'s dtype.
     pub fn linear(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
         if let Weight::Dense(w) = self {
+            // One row (decoding a token): the bandwidth-bound product of our own where it applies.
+            let one_row = x.size().iter().rev().skip(1).all(|&d| d == 1);
+            if let Some(y) = one_row.then(|| gemv::row_times(w, &x.reshape([1, -1]), bias)).flatten() {
+                return y.reshape(out_shape(x.size(), w.size()[0]));
+            }
             return x.linear(w, bias);
         }
         let mut shape = x.size();
