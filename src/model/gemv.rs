@@ -1,7 +1,11 @@
 //! One row times a dense f32 weight on the CPU, for decoding one token at a time: the product reads every weight
-//! once, so it is bound by memory bandwidth, and libtorch's BLAS call streams well below it (10.2 GB/s over a
-//! token's weights of ruGPT-3 small on 2 cores against 15.0 for this loop; `examples/bench_gemv.rs`). AVX2 and FMA
-//! when the CPU has them (checked at run time), else libtorch does the product.
+//! once, so it is bound by memory bandwidth, and libtorch's BLAS call streams well below it (`examples/bench_gemv.rs`
+//! measures both over a token's weights of ruGPT-3 small). AVX2 and FMA when the CPU has them (checked at run
+//! time), else libtorch does the product. The rows are split over libtorch's own OpenMP threads: threads of our own
+//! would compete for the cores with OpenMP's, which spin for a while after each libtorch call.
+
+use std::ffi::{c_int, c_uint, c_void};
+use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
 
@@ -17,7 +21,8 @@ pub fn row_times(w: &Tensor, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor
         && x.size()[1] == w.size()[1]
         && [w, x].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
         && !(w.requires_grad() || x.requires_grad())
-        && bias.is_none_or(|b| b.kind() == Kind::Float && b.device() == Device::Cpu && b.numel() == w.size()[0] as usize)
+        && bias
+            .is_none_or(|b| b.kind() == Kind::Float && b.device() == Device::Cpu && b.numel() == w.size()[0] as usize)
         && simd();
     if !applies {
         return None;
@@ -33,22 +38,73 @@ pub fn row_times(w: &Tensor, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor
             std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, out),
         )
     };
-    let threads = if out * width < SPLIT_WEIGHTS { 1 } else { tch::get_num_threads().max(1) as usize };
-    let per = out.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut chunks = dest.chunks_mut(per).zip(weights.chunks(per * width)).peekable();
-        while let Some((dest, weights)) = chunks.next() {
-            if chunks.peek().is_none() {
-                dot_rows(weights, row, dest);
-            } else {
-                s.spawn(move || dot_rows(weights, row, dest));
-            }
+    match omp().filter(|_| out * width >= SPLIT_WEIGHTS) {
+        Some(omp) => {
+            let job = Job { weights, row, dest: dest.as_mut_ptr(), rows: out, omp };
+            let threads = tch::get_num_threads().max(1) as c_uint;
+            // SAFETY: `job` outlives the parallel region, which returns only once every thread is done; the
+            // threads write disjoint rows of `dest`.
+            unsafe { (omp.parallel)(run_job, &job as *const Job as *mut c_void, threads, 0) };
         }
-    });
+        None => dot_rows(weights, row, dest),
+    }
     Some(match bias {
         Some(b) => y + b.view([1, -1]),
         None => y,
     })
+}
+
+/// The entry points of libtorch's OpenMP runtime that the split needs (libgomp's; Intel's runtime has them too).
+struct Omp {
+    /// `GOMP_parallel(fn, data, num_threads, flags)`: runs `fn(data)` on the team, this thread included.
+    parallel: unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint),
+    thread_num: unsafe extern "C" fn() -> c_int,
+    num_threads: unsafe extern "C" fn() -> c_int,
+}
+
+/// The runtime libtorch loaded, looked up once; `None` (one thread does the product) if it has not these names.
+fn omp() -> Option<&'static Omp> {
+    static OMP: OnceLock<Option<Omp>> = OnceLock::new();
+    OMP.get_or_init(|| {
+        let find = |name: &std::ffi::CStr| {
+            // SAFETY: a lookup in the symbols already loaded into the process.
+            let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!found.is_null()).then_some(found)
+        };
+        let (parallel, thread_num, num_threads) =
+            (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_num_threads")?);
+        // SAFETY: these are the OpenMP runtime's functions of those names, whose C signatures are the fields'.
+        unsafe {
+            Some(Omp {
+                parallel: std::mem::transmute::<*mut c_void, _>(parallel),
+                thread_num: std::mem::transmute::<*mut c_void, _>(thread_num),
+                num_threads: std::mem::transmute::<*mut c_void, _>(num_threads),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// One product as the OpenMP team shares it: each thread takes its block of rows.
+struct Job<'a> {
+    weights: &'a [f32],
+    row: &'a [f32],
+    dest: *mut f32,
+    rows: usize,
+    omp: &'a Omp,
+}
+
+extern "C" fn run_job(data: *mut c_void) {
+    // SAFETY: `row_times` passes a `Job` that lives until the parallel region ends.
+    let job = unsafe { &*(data as *const Job) };
+    // SAFETY: OpenMP's own queries, called inside its parallel region.
+    let (thread, threads) = unsafe { ((job.omp.thread_num)() as usize, (job.omp.num_threads)().max(1) as usize) };
+    let per = job.rows.div_ceil(threads);
+    let (start, end) = ((thread * per).min(job.rows), ((thread + 1) * per).min(job.rows));
+    let width = job.row.len();
+    // SAFETY: `dest` holds `rows` numbers, and each thread writes only its own block `start..end`.
+    let dest = unsafe { std::slice::from_raw_parts_mut(job.dest.add(start), end - start) };
+    dot_rows(&job.weights[start * width..end * width], job.row, dest);
 }
 
 fn simd() -> bool {
@@ -115,8 +171,11 @@ mod tests {
         if !simd() {
             return;
         }
-        // Widths with and without a tail past the 32-wide steps, and a product big enough to be split.
-        for (out, width) in [(5, 7), (48, 64), (300, 100), (2048, 1024)] {
+        // Widths with and without a tail past the 32-wide steps, and products big enough to be split over 3
+        // OpenMP threads (unevenly: 2,051 rows).
+        tch::set_num_threads(3);
+        assert!(omp().is_some(), "libtorch's OpenMP runtime is found, so big products are split");
+        for (out, width) in [(5, 7), (48, 64), (300, 100), (2048, 1024), (2051, 1024)] {
             let w = Tensor::randn([out, width], (Kind::Float, Device::Cpu));
             let x = Tensor::randn([1, width], (Kind::Float, Device::Cpu));
             let b = Tensor::randn([out], (Kind::Float, Device::Cpu));

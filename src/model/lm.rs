@@ -10,11 +10,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::cache::KvCache;
 use super::deep::DeepKv;
+use super::gemv;
 use super::gpt2::Gpt2;
 use super::gpt2_config::Gpt2Config;
 use super::llama::Llama;
 use super::llama_config::LlamaConfig;
-use super::gemv;
 use super::quant::{self, Quantize, Weight};
 use crate::device::DeviceMap;
 

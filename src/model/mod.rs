@@ -16,10 +16,10 @@ mod weights;
 
 pub use cache::KvCache;
 pub use deep::DeepKv;
+pub use gemv::row_times;
 pub use gpt2_config::{Activation, Gpt2Config};
 pub use llama_config::{Family, LlamaConfig, Rope, RopeScaling};
 pub use lm::{Dims, Input, Model, SUPPORTED};
 pub use pad::{pad, Side};
-pub use gemv::row_times;
 pub use quant::Quantize;
 pub use source::{Backbone, ModelSource};
