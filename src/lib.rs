@@ -7,6 +7,7 @@
 //! - [`data`] — rows of jsonl/csv/tsv files with their origin, preprocessing into examples, batching.
 //! - [`device`], [`rng`], [`fs`], [`progress`] — device and dtype choice; seeded draws from libtorch's one
 //!   generator; atomic files, run locks and resumable JSON-lines logs; how long work reports on itself.
+//! - [`dist`] — the job's processes: this one alone, or `mpirun`'s ranks (the `mpi` feature).
 //! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16) and
 //!   [`model::Backbone`], a model with its tokenizer loaded from a local folder.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
