@@ -54,12 +54,16 @@ pub fn row_times(w: &Tensor, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor
     })
 }
 
+/// `GOMP_parallel(fn, data, num_threads, flags)`: runs `fn(data)` on the team, this thread included.
+type Parallel = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint);
+/// `omp_get_thread_num()`, `omp_get_num_threads()`.
+type Query = unsafe extern "C" fn() -> c_int;
+
 /// The entry points of libtorch's OpenMP runtime that the split needs (libgomp's; Intel's runtime has them too).
 struct Omp {
-    /// `GOMP_parallel(fn, data, num_threads, flags)`: runs `fn(data)` on the team, this thread included.
-    parallel: unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint),
-    thread_num: unsafe extern "C" fn() -> c_int,
-    num_threads: unsafe extern "C" fn() -> c_int,
+    parallel: Parallel,
+    thread_num: Query,
+    num_threads: Query,
 }
 
 /// The runtime libtorch loaded, looked up once; `None` (one thread does the product) if it has not these names.
@@ -76,9 +80,9 @@ fn omp() -> Option<&'static Omp> {
         // SAFETY: these are the OpenMP runtime's functions of those names, whose C signatures are the fields'.
         unsafe {
             Some(Omp {
-                parallel: std::mem::transmute::<*mut c_void, _>(parallel),
-                thread_num: std::mem::transmute::<*mut c_void, _>(thread_num),
-                num_threads: std::mem::transmute::<*mut c_void, _>(num_threads),
+                parallel: std::mem::transmute::<*mut c_void, Parallel>(parallel),
+                thread_num: std::mem::transmute::<*mut c_void, Query>(thread_num),
+                num_threads: std::mem::transmute::<*mut c_void, Query>(num_threads),
             })
         }
     })
