@@ -15,6 +15,11 @@ const SPLIT_WEIGHTS: usize = 1 << 20;
 /// `x: [1, in]` times `w: [out, in]`ᵀ plus `bias`, as `[1, out]`, when this path applies: both f32, contiguous,
 /// on the CPU, no gradient wanted, and a CPU with AVX2 and FMA. `None` sends the caller to libtorch.
 pub fn row_times(w: &Tensor, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+    row_times_on(w, x, bias, tch::get_num_threads().max(1) as c_uint)
+}
+
+/// [`row_times`] with a product big enough split over `threads` OpenMP threads.
+fn row_times_on(w: &Tensor, x: &Tensor, bias: Option<&Tensor>, threads: c_uint) -> Option<Tensor> {
     let applies = x.dim() == 2
         && x.size()[0] == 1
         && w.dim() == 2
@@ -41,7 +46,6 @@ pub fn row_times(w: &Tensor, x: &Tensor, bias: Option<&Tensor>) -> Option<Tensor
     match omp().filter(|_| out * width >= SPLIT_WEIGHTS) {
         Some(omp) => {
             let job = Job { weights, row, dest: dest.as_mut_ptr(), rows: out, omp };
-            let threads = tch::get_num_threads().max(1) as c_uint;
             // SAFETY: `job` outlives the parallel region, which returns only once every thread is done; the
             // threads write disjoint rows of `dest`.
             unsafe { (omp.parallel)(run_job, &job as *const Job as *mut c_void, threads, 0) };
@@ -177,13 +181,12 @@ mod tests {
         }
         // Widths with and without a tail past the 32-wide steps, and products big enough to be split over 3
         // OpenMP threads (unevenly: 2,051 rows).
-        tch::set_num_threads(3);
         assert!(omp().is_some(), "libtorch's OpenMP runtime is found, so big products are split");
         for (out, width) in [(5, 7), (48, 64), (300, 100), (2048, 1024), (2051, 1024)] {
             let w = Tensor::randn([out, width], (Kind::Float, Device::Cpu));
             let x = Tensor::randn([1, width], (Kind::Float, Device::Cpu));
             let b = Tensor::randn([out], (Kind::Float, Device::Cpu));
-            let ours = row_times(&w, &x, Some(&b)).unwrap();
+            let ours = row_times_on(&w, &x, Some(&b), 3).unwrap();
             let theirs = x.linear(&w, Some(&b));
             let diff = (ours - theirs).abs().max().double_value(&[]);
             assert!(diff < 1e-4, "{out}×{width}: {diff}");
