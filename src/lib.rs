@@ -64,6 +64,7 @@ pub mod eval;
 pub mod format;
 pub mod fs;
 pub mod generate;
+pub mod gguf;
 pub mod hub;
 pub mod model;
 pub mod progress;

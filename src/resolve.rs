@@ -10,16 +10,29 @@ use crate::hub::RepoId;
 use crate::model::{Backbone, ModelSource};
 use crate::progress::Progress;
 
-/// The folder of the backbone `source` names: `demo` (built first when missing, reporting to `progress`), a
-/// local folder, or a Hub id (with `source.revision`) pulled into the cache.
+/// The folder (or GGUF file) of the backbone `source` names: `demo` (built first when missing, reporting to
+/// `progress`), a local folder or `.gguf` file, or a Hub id (with `source.revision`) pulled into the cache: a
+/// model repo, or one GGUF file of it (`owner/name/FILE.gguf`).
 pub fn model_dir(source: &ModelSource, progress: &dyn Progress) -> Result<PathBuf> {
     if source.path.as_os_str() == "demo" {
         return crate::demo::ensure_model(source.device.resolve()?, progress);
     }
+    if source.path.is_file() {
+        // A .gguf file is a checkpoint; any other file is refused with what is expected.
+        crate::gguf::checkpoint_file(&source.path)?;
+        return Ok(source.path.clone());
+    }
     let named = match &source.revision {
-        Some(rev) if !source.path.is_dir() => PathBuf::from(format!("{}@{rev}", source.path.display())),
+        Some(rev) if !source.path.exists() => PathBuf::from(format!("{}@{rev}", source.path.display())),
         _ => source.path.clone(),
     };
+    if !named.exists() {
+        if let Some((repo, file)) = RepoId::parse_gguf(&named.to_string_lossy()) {
+            let what =
+                format!("no file {} (model.path, --model), and as a Hub id {repo}, file {file}", named.display());
+            return pull_gguf(&repo, &file).map_err(|e| e.context(what));
+        }
+    }
     folder_or_hub(&named, "model.path, --model", pull_model)
 }
 
@@ -60,8 +73,18 @@ fn pull_prompt(repo: &RepoId) -> Result<PathBuf> {
     crate::hub::pull_prompt(repo)
 }
 
+#[cfg(feature = "hub")]
+fn pull_gguf(repo: &RepoId, file: &str) -> Result<PathBuf> {
+    crate::hub::pull_gguf(repo, file)
+}
+
 #[cfg(not(feature = "hub"))]
 fn pull_model(repo: &RepoId) -> Result<PathBuf> {
+    no_hub(repo)
+}
+
+#[cfg(not(feature = "hub"))]
+fn pull_gguf(repo: &RepoId, _file: &str) -> Result<PathBuf> {
     no_hub(repo)
 }
 

@@ -1,7 +1,7 @@
 //! Property tests: every parser of outside data gets random and mutated input and must answer with a value or an
 //! error, never a panic: YAML configs with overrides, jsonl/csv/tsv rows (plain and gzipped), `prompt.json`, the
-//! torch pickle of `prompt_provider.bin` and the safetensors header of `prompt_provider.safetensors`. (Templates are
-//! fuzzed beside their parser, in src/format.)
+//! torch pickle of `prompt_provider.bin`, the safetensors header of `prompt_provider.safetensors` and GGUF
+//! checkpoints. (Templates are fuzzed beside their parser, in src/format.)
 
 mod common;
 
@@ -162,6 +162,34 @@ proptest! {
             write_torch_zip(&mutate(&pickle_of(bin), &pickle_change), &bin_path);
             load(&[(PROMPT_FILE, json), (TORCH_FILE, &std::fs::read(&bin_path).unwrap())]);
             load(&[(PROMPT_FILE, json), (TORCH_FILE, &mutate(bin, &pickle_change))]);
+        });
+    }
+}
+
+/// The header, metadata and tensor table of a GGUF fixture (everything before its tensor data).
+fn gguf_fixture() -> (Vec<u8>, usize) {
+    let path = fixture("gguf/tiny-qwen2.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = ruprompts::gguf::Gguf::open(&path).unwrap();
+    let header = bytes.len() - file.tensors().iter().map(|t| file.bytes(t).len()).sum::<usize>();
+    (bytes, header)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Mutated GGUF headers (counts, lengths, types, dims, offsets, metadata values) and cut files load as a
+    /// model with its tokenizer, or fail with an error: never a panic.
+    #[test]
+    fn gguf_files_never_panic(change in edits()) {
+        thread_local!(static FIXTURE: (Vec<u8>, usize) = gguf_fixture());
+        FIXTURE.with(|(bytes, header)| {
+            let edits = (change.0.iter().map(|&(at, b)| (at % header, b)).collect(), change.1);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("mutated.gguf");
+            std::fs::write(&path, mutate(bytes, &edits)).unwrap();
+            let source = ruprompts::model::ModelSource::local(&path);
+            let _ = ruprompts::model::Backbone::load_local(&source);
         });
     }
 }

@@ -72,28 +72,6 @@ fn logits_and_loss_match_transformers_on_padded_batches() {
     }
 }
 
-/// Greedy decoding of the left-padded batch: with the cache one new token a step, without it the whole rows again.
-fn greedy(model: &Model, ids: &Tensor, mask: &Tensor, steps: usize, use_cache: bool) -> Vec<Vec<i64>> {
-    let _guard = tch::no_grad_guard();
-    let (mut ids, mut mask) = (ids.to_device(device()), mask.to_device(device()));
-    let mut cache = use_cache.then(|| model.new_cache());
-    let mut input = ids.shallow_clone();
-    let mut out = vec![Vec::new(); ids.size()[0] as usize];
-    for _ in 0..steps {
-        let t = input.size()[1];
-        let hidden = model.forward_from(Input::Ids(&input), Some(&mask), cache.as_mut(), t - 1).unwrap();
-        let next = model.lm_logits(&hidden.select(1, 0)).argmax(-1, false);
-        for (row, id) in Vec::<i64>::try_from(&next).unwrap().into_iter().enumerate() {
-            out[row].push(id);
-        }
-        let next = next.unsqueeze(1);
-        ids = Tensor::cat(&[&ids, &next], 1);
-        mask = Tensor::cat(&[&mask, &next.ones_like()], 1);
-        input = if use_cache { next } else { ids.shallow_clone() };
-    }
-    out
-}
-
 #[test]
 fn greedy_ids_match_transformers_with_and_without_the_cache() {
     let spec = reference();

@@ -365,7 +365,7 @@ fn run_params(args: ParamsArgs) -> Result<()> {
     let prompt_length = match (&args.format, args.prompt_length) {
         (Some(template), _) => {
             let dir = args.model.as_deref().context("--format needs --model: its tokenizer splits <P>phrase</P>")?;
-            let format = PromptFormat::compile(template, &Tokenizer::from_dir(dir)?)?;
+            let format = PromptFormat::compile(template, &Tokenizer::load(dir)?)?;
             has_phrases = !format.init_tokens().is_empty();
             format.prompt_length() as i64
         }

@@ -25,6 +25,26 @@ impl RepoId {
         (part(owner) && part(name)).then(|| Self { owner: owner.into(), name: name.into(), revision })
     }
 
+    /// A Hub id naming one GGUF file of a repo, `owner/name/FILE.gguf[@revision]` (FILE may be in folders), as
+    /// the repo and the file's path in it; `None` for anything else.
+    pub fn parse_gguf(text: &str) -> Option<(Self, String)> {
+        let (id, revision) = match text.split_once('@') {
+            Some((id, rev)) => (id, Some(rev)),
+            None => (text, None),
+        };
+        let mut parts = id.splitn(3, '/');
+        let (owner, name, file) = (parts.next()?, parts.next()?, parts.next()?);
+        let clean = file.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+        if !clean || !file.to_ascii_lowercase().ends_with(".gguf") {
+            return None;
+        }
+        let repo = Self::parse(&match revision {
+            Some(rev) => format!("{owner}/{name}@{rev}"),
+            None => format!("{owner}/{name}"),
+        })?;
+        Some((repo, file.to_string()))
+    }
+
     /// The revision, `main` when none was given.
     pub fn revision(&self) -> &str {
         self.revision.as_deref().unwrap_or("main")
@@ -56,6 +76,16 @@ mod tests {
         assert_eq!(RepoId::parse("ai-forever/rugpt3small_based_on_gpt2").unwrap().revision, None);
         for path in ["runs/terra/prompt", "./runs/x", "/abs/path", "runs", "a/b@", "../x/y", "a b/c"] {
             assert_eq!(RepoId::parse(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn gguf_file_ids_name_the_repo_and_the_file() {
+        let (repo, file) = RepoId::parse_gguf("bartowski/SmolLM2-135M-Instruct-GGUF/q/model-Q4_K.gguf@v2").unwrap();
+        assert_eq!(repo.to_string(), "bartowski/SmolLM2-135M-Instruct-GGUF@v2");
+        assert_eq!(file, "q/model-Q4_K.gguf");
+        for path in ["a/b", "a/b/c.bin", "a/b/../c.gguf", "/abs/x.gguf", "./a/b.gguf", "a//b.gguf", "a/b@/c.gguf"] {
+            assert_eq!(RepoId::parse_gguf(path), None, "{path}");
         }
     }
 }

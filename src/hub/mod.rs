@@ -22,6 +22,6 @@ pub use client::{client, offline, token};
 #[cfg(feature = "hub")]
 use client::{client_with_token, git_blob_sha1, sha256};
 #[cfg(feature = "hub")]
-pub use pull::{pull_model, pull_prompt};
+pub use pull::{pull_gguf, pull_model, pull_prompt};
 #[cfg(feature = "hub")]
 pub use push::{push, Pushed};

@@ -188,3 +188,9 @@ pub fn pull_model(repo: &RepoId) -> Result<PathBuf> {
     }
     Ok(dir)
 }
+
+/// One GGUF file of a model repo (`file` a path inside it), with nothing else: its metadata holds the config and
+/// the tokenizer. Returns the cached file.
+pub fn pull_gguf(repo: &RepoId, file: &str) -> Result<PathBuf> {
+    Ok(pull(repo, &[&[file]], &[])?.join(file))
+}

@@ -5,15 +5,17 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
+use super::gguf;
 use super::llama_config::{LlamaConfig, Rope};
 use super::mask::{attention_bias, position_ids};
 use super::quant::{quantize_all, Quantize, Weight};
 use super::weights::{staging, StateDict};
+use crate::gguf::Gguf;
 
 #[derive(Debug)]
 struct Linear {
@@ -153,7 +155,46 @@ impl Llama {
         device: Device,
         places: &[Device],
     ) -> Result<Self> {
-        let mut sd = StateDict::load(dir, &config.layout(), kind, staging(device, places))?;
+        let sd = StateDict::load(dir, &config.layout(), kind, staging(device, places))?;
+        Self::from_state_dict(sd, config, kind, device, places)
+    }
+
+    /// Loads the weights of `config` from a GGUF file (see [`super::gguf`]), placed as [`Llama::from_dir`] places
+    /// them. Rotary factors in the file (Llama 3.1's scaling) divide the frequencies, as llama.cpp applies them.
+    pub(super) fn from_gguf(
+        g: &Gguf,
+        config: LlamaConfig,
+        kind: Kind,
+        device: Device,
+        places: &[Device],
+    ) -> Result<Self> {
+        let (tensors, factors) = gguf::tensors(g, &config)?;
+        let staged = staging(device, places);
+        let sd = StateDict::from_named(tensors, g.path().to_path_buf(), &config.layout(), kind, staged)?;
+        let mut llama = Self::from_state_dict(sd, config, kind, device, places)?;
+        if let Some(factors) = factors {
+            let half = llama.config.head_dim() / 2;
+            ensure!(
+                factors.size() == [half],
+                "{}: {} has shape {:?}, but heads of {} need {half} factors",
+                g.path().display(),
+                gguf::ROPE_FACTORS,
+                factors.size(),
+                half * 2
+            );
+            let inv = llama.fixed_inv_freq.as_ref().context("rotary factors with dynamic scaling")?;
+            llama.fixed_inv_freq = Some(inv / factors.to_device(device));
+        }
+        Ok(llama)
+    }
+
+    fn from_state_dict(
+        mut sd: StateDict,
+        config: LlamaConfig,
+        kind: Kind,
+        device: Device,
+        places: &[Device],
+    ) -> Result<Self> {
         let eps = config.rms_norm_eps;
         let norm = |sd: &mut StateDict, name: &str| -> Result<RmsNorm> { Ok(RmsNorm { weight: sd.take(name)?, eps }) };
         let (qkv_bias, o_bias) = config.attention_biases();

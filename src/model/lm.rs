@@ -11,12 +11,14 @@ use tch::{Device, Kind, Tensor};
 use super::cache::KvCache;
 use super::deep::DeepKv;
 use super::gemv;
+use super::gguf;
 use super::gpt2::Gpt2;
 use super::gpt2_config::Gpt2Config;
 use super::llama::Llama;
 use super::llama_config::LlamaConfig;
 use super::quant::{self, Quantize, Weight};
 use crate::device::DeviceMap;
+use crate::gguf::Gguf;
 
 /// What the transformer reads: token ids, or embeddings that already contain injected soft prompts.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +65,14 @@ pub struct Model {
     head_quantized: Option<Weight>,
 }
 
+/// Each block's device under `map` (none without one), and the device inputs and outputs stay on: the first
+/// block's, or `device`.
+fn placement(map: Option<&DeviceMap>, blocks: i64, device: Device) -> Result<(Vec<Device>, Device)> {
+    let blocks = map.map(|m| m.resolve(blocks as usize, device)).transpose()?.unwrap_or_default();
+    let device = blocks.first().copied().unwrap_or(device);
+    Ok((blocks, device))
+}
+
 /// The architectures `from_dir` reads, by `model_type`.
 pub const SUPPORTED: [&str; 4] = ["gpt2", "llama", "mistral", "qwen2"];
 
@@ -86,11 +96,7 @@ impl Model {
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let ModelType { model_type } =
             serde_json::from_str(&text).with_context(|| format!("{} is not a model config", path.display()))?;
-        let place = |blocks: i64| -> Result<(Vec<Device>, Device)> {
-            let blocks = map.map(|m| m.resolve(blocks as usize, device)).transpose()?.unwrap_or_default();
-            let device = blocks.first().copied().unwrap_or(device);
-            Ok((blocks, device))
-        };
+        let place = |blocks: i64| placement(map, blocks, device);
         match model_type.as_deref().unwrap_or("gpt2") {
             "gpt2" => {
                 let config = Gpt2Config::from_file(&path)?;
@@ -109,6 +115,14 @@ impl Model {
                 SUPPORTED.join(", ")
             ),
         }
+    }
+
+    /// Loads a GGUF checkpoint (see [`super::gguf`] for the architectures read), dequantized to `kind` on
+    /// `device`, placed as [`Model::from_dir_mapped`] places a folder's.
+    pub fn from_gguf(g: &Gguf, kind: Kind, device: Device, map: Option<&DeviceMap>) -> Result<Self> {
+        let config = gguf::llama_config(g)?;
+        let (blocks, device) = placement(map, config.num_hidden_layers, device)?;
+        Ok(Self::llama(Llama::from_gguf(g, config, kind, device, &blocks)?, kind, device))
     }
 
     /// A GPT-2 built from in-memory tensors named as in a HF checkpoint (checked like files are). Tensors that

@@ -3,6 +3,7 @@
 mod cache;
 mod deep;
 mod gemv;
+mod gguf;
 mod gpt2;
 mod gpt2_config;
 mod llama;
@@ -17,6 +18,7 @@ mod weights;
 pub use cache::KvCache;
 pub use deep::DeepKv;
 pub use gemv::row_times;
+pub use gguf::ARCHITECTURES as GGUF_ARCHITECTURES;
 pub use gpt2_config::{Activation, Gpt2Config};
 pub use llama_config::{Family, LlamaConfig, Rope, RopeScaling};
 pub use lm::{Dims, Input, Model, SUPPORTED};

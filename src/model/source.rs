@@ -9,14 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{Model, Quantize};
 use crate::device::{DType, DeviceChoice, DeviceMap};
+use crate::gguf::{self, Gguf};
 use crate::tokenizer::Tokenizer;
 
 /// The frozen backbone as a config names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSource {
-    /// A Hugging Face model directory (config.json, weights, tokenizer), a Hub id (`owner/name`), or `demo` for
-    /// the bundled tiny Russian model (built on first use, as `ruprompts demo` does).
+    /// A Hugging Face model directory (config.json, weights, tokenizer), a `.gguf` file (or a folder holding one),
+    /// a Hub id (`owner/name`, or `owner/name/FILE.gguf` for one GGUF file of a repo), or `demo` for the bundled
+    /// tiny Russian model (built on first use, as `ruprompts demo` does).
     pub path: PathBuf,
     /// Revision of a Hub model id (branch, tag or commit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,27 +53,39 @@ impl ModelSource {
     }
 }
 
-/// A frozen model and its tokenizer, loaded from one folder.
+/// A frozen model and its tokenizer, loaded from one checkpoint.
 pub struct Backbone {
     /// How the config named it (what reports and saved prompts record).
     pub source: ModelSource,
-    /// The folder it was loaded from.
+    /// The folder or GGUF file it was loaded from.
     pub dir: PathBuf,
     pub model: Model,
     pub tokenizer: Tokenizer,
 }
 
 impl Backbone {
-    /// Loads the model in `dir` (dtype and device as `source` says) and its tokenizer. `dir` must be a local
-    /// folder: this never downloads or builds anything.
+    /// Loads the model in `dir` (dtype and device as `source` says) and its tokenizer. `dir` is a local Hugging
+    /// Face folder, a `.gguf` file, or a folder holding one (dequantized to the dtype on load): this never downloads
+    /// or builds anything.
     pub fn load(source: &ModelSource, dir: &Path) -> Result<Self> {
-        ensure!(dir.is_dir(), "no folder {} (model.path, --model)", dir.display());
+        ensure!(dir.exists(), "no folder or file {} (model.path, --model)", dir.display());
         let map = source.device_map.as_ref();
-        let mut model = Model::from_dir_mapped(dir, source.dtype.kind(), source.device.resolve()?, map)
-            .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+        let (kind, device) = (source.dtype.kind(), source.device.resolve()?);
+        let (mut model, tokenizer, dir) = match gguf::checkpoint_file(dir)? {
+            Some(file) => {
+                let g = Gguf::open(&file)?;
+                let model = Model::from_gguf(&g, kind, device, map)
+                    .with_context(|| format!("cannot load the model in {}", file.display()))?;
+                (model, Tokenizer::from_gguf(&g)?, file)
+            }
+            None => {
+                let model = Model::from_dir_mapped(dir, kind, device, map)
+                    .with_context(|| format!("cannot load the model in {}", dir.display()))?;
+                (model, Tokenizer::from_dir(dir)?, dir.to_path_buf())
+            }
+        };
         model.quantize(source.quantize).context("model.quantize (--quantize)")?;
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        Ok(Self { source: source.clone(), dir: dir.to_path_buf(), model, tokenizer })
+        Ok(Self { source: source.clone(), dir, model, tokenizer })
     }
 
     /// How the frozen weights are held, for cache fingerprints and reports: the dtype (`F32`), and `int8` or

@@ -95,7 +95,7 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
     );
     let model = &backbone.model;
     let mut tokenizer = match &config.tokenizer {
-        Some(dir) => Tokenizer::from_dir(dir).context("tokenizer")?,
+        Some(dir) => Tokenizer::load(dir).context("tokenizer")?,
         None => backbone.tokenizer.clone(),
     };
     let mut prompt = initial_prompt(config, model, &tokenizer)?;

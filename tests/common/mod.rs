@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use ruprompts::model::{Input, Model};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -203,4 +204,26 @@ pub fn write_torch_zip(pickle: &[u8], path: &std::path::Path) {
     zip.start_file("prompt_provider/data/0", options).unwrap();
     zip.write_all(&[0; 1792]).unwrap();
     zip.finish().unwrap();
+}
+
+/// Greedy decoding of a (left-padded) batch: with the cache one new token a step, without it the whole rows again.
+pub fn greedy(model: &Model, ids: &Tensor, mask: &Tensor, steps: usize, use_cache: bool) -> Vec<Vec<i64>> {
+    let _guard = tch::no_grad_guard();
+    let (mut ids, mut mask) = (ids.to_device(device()), mask.to_device(device()));
+    let mut cache = use_cache.then(|| model.new_cache());
+    let mut input = ids.shallow_clone();
+    let mut out = vec![Vec::new(); ids.size()[0] as usize];
+    for _ in 0..steps {
+        let t = input.size()[1];
+        let hidden = model.forward_from(Input::Ids(&input), Some(&mask), cache.as_mut(), t - 1).unwrap();
+        let next = model.lm_logits(&hidden.select(1, 0)).argmax(-1, false);
+        for (row, id) in Vec::<i64>::try_from(&next).unwrap().into_iter().enumerate() {
+            out[row].push(id);
+        }
+        let next = next.unsqueeze(1);
+        ids = Tensor::cat(&[&ids, &next], 1);
+        mask = Tensor::cat(&[&mask, &next.ones_like()], 1);
+        input = if use_cache { next } else { ids.shallow_clone() };
+    }
+    out
 }

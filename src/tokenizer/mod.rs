@@ -1,7 +1,11 @@
 //! The tokenizer of a checkpoint as transformers' AutoTokenizer loads it: any `tokenizer.json` (byte-level BPE, BPE
 //! with byte fallback, Unigram), or the `vocab.json` + `merges.txt` pair that ruGPT-3 ships; special tokens from
 //! `special_tokens_map.json` / `tokenizer_config.json`; BOS/EOS from `add_bos_token` / `add_eos_token` where the
-//! tokenizer class reads them; decoding with `clean_up_tokenization_spaces`.
+//! tokenizer class reads them; decoding with `clean_up_tokenization_spaces`; the chat template. A GGUF file's
+//! tokenizer comes from its metadata (the `gguf` submodule).
+
+mod chat;
+mod gguf;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,6 +19,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::AddedToken;
 
+pub use chat::ChatTemplate;
 pub use tokenizers::Encoding;
 
 /// Ids of the special tokens a checkpoint declares (ruGPT-3: `<pad>`=0, `<s>`=1, `</s>`=2, `<unk>`=3).
@@ -35,6 +40,8 @@ pub struct Tokenizer {
     clean_up: bool,
     /// Ids of the prompt tokens added by [`Tokenizer::add_prompt_tokens`].
     prompt_ids: BTreeSet<u32>,
+    /// The checkpoint's chat template, if it has one.
+    chat: Option<ChatTemplate>,
 }
 
 /// The parts of `tokenizer_config.json` we read; the rest belongs to Python.
@@ -46,6 +53,8 @@ struct TokenizerConfig {
     #[serde(default)]
     clean_up_tokenization_spaces: bool,
     tokenizer_class: Option<String>,
+    /// A template, or a list of named ones (`default` is used).
+    chat_template: Option<Value>,
     #[serde(default)]
     added_tokens_decoder: std::collections::BTreeMap<String, AddedTokenSpec>,
     #[serde(flatten)]
@@ -112,13 +121,74 @@ impl Tokenizer {
                 .ok_or_else(|| anyhow!("{key} '{content}' declared in {} is not in the vocabulary", dir.display()))
         };
         let special = SpecialTokens { bos: id_of("bos")?, eos: id_of("eos")?, pad: id_of("pad")?, unk: id_of("unk")? };
+        let config_file = dir.join("tokenizer_config.json");
         if class.sets_bos_from_config() {
             let (bos, eos) =
                 (config.add_bos_token.unwrap_or(class.bos_default()), config.add_eos_token.unwrap_or(false));
-            let template = bos_eos_template(&inner, &special, bos, eos, dir)?;
+            let template = bos_eos_template(&inner, &special, bos, eos, &config_file.display().to_string())?;
             inner.with_post_processor(Some(template));
         }
-        Ok(Self { inner, special, clean_up: config.clean_up_tokenization_spaces, prompt_ids: BTreeSet::new() })
+        let jinja = dir.join("chat_template.jinja");
+        let chat = if jinja.is_file() {
+            Some(std::fs::read_to_string(&jinja).with_context(|| format!("cannot read {}", jinja.display()))?)
+        } else {
+            chat_template_of(config.chat_template.as_ref())
+                .with_context(|| format!("{}: chat_template", config_file.display()))?
+        };
+        let mut tokenizer = Self {
+            inner,
+            special,
+            clean_up: config.clean_up_tokenization_spaces,
+            prompt_ids: BTreeSet::new(),
+            chat: None,
+        };
+        tokenizer.chat = tokenizer.compile_chat(chat.as_deref(), &dir.display().to_string())?;
+        Ok(tokenizer)
+    }
+
+    /// Loads the tokenizer of a checkpoint: a Hugging Face folder ([`Tokenizer::from_dir`]) or a GGUF file, given
+    /// or alone in its folder ([`Tokenizer::from_gguf`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        match crate::gguf::checkpoint_file(path)? {
+            Some(file) => Self::from_gguf(&crate::gguf::Gguf::open(&file)?),
+            None => Self::from_dir(path),
+        }
+    }
+
+    /// Loads the tokenizer a GGUF file's metadata describes (see the `gguf` submodule), with its chat template.
+    pub fn from_gguf(g: &crate::gguf::Gguf) -> Result<Self> {
+        let built = gguf::build(g)?;
+        let [bos, eos, pad, unk] = built.ids;
+        let special = SpecialTokens { bos, eos, pad, unk };
+        let mut inner = built.inner;
+        if built.add_bos || built.add_eos {
+            let origin = format!("{} (tokenizer.ggml.add_bos_token, add_eos_token)", g.path().display());
+            let template = bos_eos_template(&inner, &special, built.add_bos, built.add_eos, &origin)?;
+            inner.with_post_processor(Some(template));
+        }
+        let mut tokenizer = Self { inner, special, clean_up: built.clean_up, prompt_ids: BTreeSet::new(), chat: None };
+        let origin = format!("{} (tokenizer.chat_template)", g.path().display());
+        tokenizer.chat = tokenizer.compile_chat(built.chat_template.as_deref(), &origin)?;
+        Ok(tokenizer)
+    }
+
+    /// `source` compiled with this tokenizer's special tokens as variables; `origin` names it in errors.
+    fn compile_chat(&self, source: Option<&str>, origin: &str) -> Result<Option<ChatTemplate>> {
+        let Some(source) = source else { return Ok(None) };
+        let special = &self.special;
+        let text = |id: Option<u32>| id.and_then(|id| self.inner.id_to_token(id)).unwrap_or_default();
+        let specials = vec![
+            ("bos_token", text(special.bos)),
+            ("eos_token", text(special.eos)),
+            ("unk_token", text(special.unk)),
+            ("pad_token", text(special.pad)),
+        ];
+        ChatTemplate::new(source, specials).map(Some).with_context(|| origin.to_string())
+    }
+
+    /// The checkpoint's chat template, if it ships one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
     }
 
     pub fn special(&self) -> &SpecialTokens {
@@ -310,23 +380,33 @@ fn tokenizer_class(dir: &Path, config: &TokenizerConfig) -> Result<Class> {
     })
 }
 
-/// The post-processor transformers' Llama-like classes build: `[bos] $A [eos]`.
+/// `tokenizer_config.json`'s `chat_template`: a string, or a list of `{name, template}` of which `default` is used.
+fn chat_template_of(value: Option<&Value>) -> Result<Option<String>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Array(named)) => {
+            let default = named.iter().find(|t| t.get("name").and_then(Value::as_str) == Some("default"));
+            let template = default.and_then(|t| t.get("template")).and_then(Value::as_str);
+            template.map(|t| Some(t.to_string())).context("a list of templates needs one named \"default\"")
+        }
+        Some(other) => bail!("expected a string or a list of named templates, got {other}"),
+    }
+}
+
+/// The post-processor transformers' Llama-like classes build: `[bos] $A [eos]`. `origin` names the settings that
+/// asked for it, for errors.
 fn bos_eos_template(
     inner: &tokenizers::Tokenizer,
     special: &SpecialTokens,
     add_bos: bool,
     add_eos: bool,
-    dir: &Path,
+    origin: &str,
 ) -> Result<TemplateProcessing> {
     let mut tokens = Vec::new();
     for (add, id, key) in [(add_bos, special.bos, "bos"), (add_eos, special.eos, "eos")] {
         if add {
-            let id = id.ok_or_else(|| {
-                anyhow!(
-                    "{}: add_{key}_token is true but no {key}_token is declared",
-                    dir.join("tokenizer_config.json").display()
-                )
-            })?;
+            let id = id.ok_or_else(|| anyhow!("{origin}: add_{key}_token is true but no {key}_token is declared"))?;
             let token = inner.id_to_token(id).ok_or_else(|| anyhow!("{key} token id {id} has no text"))?;
             tokens.push((token, id));
         }
