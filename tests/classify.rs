@@ -52,6 +52,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
                 truncation_field: None,
                 max_tokens: None,
                 shot_delimiter: "",
+                chat: None,
             };
             let naive = classifier(false).predict(&items, Some(&content_free), 1).unwrap();
             let shared = classifier(true).predict(&items, Some(&content_free), 5).unwrap();
@@ -74,6 +75,7 @@ fn shared_context_predicts_what_naive_does_zero_shot_and_tuned() {
         truncation_field: None,
         max_tokens: None,
         shot_delimiter: "",
+        chat: None,
     };
     let err = format!("{:#}", classifier.predict(&[broken], None, 4).unwrap_err());
     assert!(err.starts_with("val.jsonl:7: row {\"premise\":"), "{err}");

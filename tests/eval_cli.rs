@@ -247,9 +247,20 @@ output_dir: {d}/run
     assert_eq!((t.task.as_str(), t.items), ("polite", 12));
     let [chrf_row, bleu_row] = &t.metrics[..] else { panic!("{:?}", t.metrics) };
     assert_eq!((chrf_row.metric.as_str(), bleu_row.metric.as_str()), ("chrf", "bleu"));
-    assert_eq!(chrf_row.zero_shot, overlap::chrf(&sources, &references));
+    // Zero-shot is the bare model on the format without its trainable tokens (here the informal text alone), and
+    // giving the input back unchanged is the baseline beside it.
+    let bare: Vec<String> = lines.iter().map(|l| l["zero_shot"].as_str().unwrap().to_string()).collect();
+    assert_eq!(t.zero_shot_format, "{informal}");
+    assert_eq!(chrf_row.zero_shot, overlap::chrf(&bare, &references));
+    assert_eq!(chrf_row.copy_input, Some(overlap::chrf(&sources, &references)));
+    assert_eq!(bleu_row.copy_input, Some(overlap::bleu(&sources, &references)));
     assert_eq!(chrf_row.tuned, Some(overlap::chrf(&generated, &references)));
     assert_eq!(bleu_row.tuned, Some(overlap::bleu(&generated, &references)));
+    let (ok, stdout, stderr) =
+        ruprompts(&["generate", "--model", model_dir().to_str().unwrap(), "--max-new-tokens", "8", &sources[0]]);
+    assert!(ok, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["generated"][0].as_str().unwrap().trim(), bare[0], "the bare model, as `generate` runs it");
     // A second run takes every prediction from the cache: same report, same file.
     assert_eq!(eval(&[]), (report.clone(), predictions.clone()));
     // Two shards (every other row each), then the merge: the same report and predictions.

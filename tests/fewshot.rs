@@ -72,6 +72,7 @@ fn k_shot_scores_are_the_naive_scores_of_the_full_text_and_overflow_drops_whole_
         truncation_field: Some("premise"),
         max_tokens,
         shot_delimiter: "\n\n",
+        chat: None,
     };
     // Short rows, so that most items fit the tiny model's 256 positions with two demonstrations.
     let (val, train) = (terra("lm-eval/terra/val.jsonl"), terra("lm-eval/terra/train.jsonl"));

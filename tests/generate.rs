@@ -258,7 +258,7 @@ fn text2text_pipeline_gives_ruprompts_output_and_names_bad_input() {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let prompt = Prompt::from_pretrained(&fixture("reference/ruprompts/prompt_tensor"), device()).unwrap();
     let prompts = Prompts::single(prompt, &mut tok).unwrap();
-    let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts, progress: &Silent };
+    let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts, progress: &Silent, chat: false };
     // ruPrompts' Text2TextGenerationWithPromptPipeline defaults (eos 0) with do_sample=False, 12 new tokens.
     let config = GenerationConfig { max_new_tokens: 12, eos_token_id: Some(0), ..Default::default() };
     let input = spec["input"].as_str().unwrap();
@@ -297,7 +297,7 @@ fn text_generation_pipeline_returns_the_text_and_its_continuation() {
     let format = PromptFormat::compile("<P*5>", &tok).unwrap();
     let prompt = seeded(2, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
     let prompts = Prompts::single(prompt, &mut tok).unwrap();
-    let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts, progress: &Silent };
+    let pipeline = Pipeline { model: &model, tokenizer: &tok, prompts: &prompts, progress: &Silent, chat: false };
     let config = GenerationConfig { max_new_tokens: 6, ..Default::default() };
     let texts = ["Заходят в бар", "Однажды"];
     let out = pipeline.run(Task::TextGeneration, &texts.map(|t| request(&[("text", t)])), &config).unwrap();

@@ -72,6 +72,7 @@ fn evaluator_view(task: RsgTask, file: &Path, out: &Path) -> (Vec<f64>, usize, V
         truncation_field: None,
         max_tokens: Some(256),
         shot_delimiter: "",
+        chat: None,
     };
     let scores = tch::no_grad(|| classifier.candidate_scores(&[&items[0].item], None)).unwrap().remove(0);
     let ruprompts::eval::Request { context, candidates, .. } = classifier.request(&items[0].item).unwrap();
@@ -157,6 +158,7 @@ fn shared_context_batches_match_items_one_by_one_in_loss_and_gradient() {
         truncation_field: Some("text"),
         max_tokens: Some(200),
         shot_delimiter: "",
+        chat: None,
     };
     let objective = Objective::Choice { score: ScoreMode::Sum };
     let (examples, _) = encode_items(&classifier, &items[..5], &objective, None, TooLongPolicy::Error).unwrap();

@@ -623,3 +623,53 @@ fn sigterm_finishes_the_requests_in_flight_then_exits() {
         assert_eq!(answer["usage"]["completion_tokens"], 240, "{answer}");
     });
 }
+
+/// The chat API on a GGUF checkpoint with a chat template (ChatML): the openai client's chat calls (messages, n,
+/// stop, logprobs, streaming, a prompt key as the model, errors) all parse; the greedy reply is what
+/// `ruprompts generate --chat` decodes for the same question; a checkpoint without a template is refused with the
+/// reason.
+#[test]
+fn the_openai_client_chats_with_a_chat_template() {
+    let Some(python) = client_python() else { return };
+    let gguf = fixture("gguf/tiny-qwen2.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = ruprompts::model::Backbone::load_local(&ruprompts::model::ModelSource::local(&gguf)).unwrap();
+    let format = PromptFormat::compile("<P*3>{text}", &backbone.tokenizer).unwrap();
+    let prompt = seeded(5, || Prompt::new(format, ProviderConfig::default(), &backbone.model)).unwrap();
+    let short = dir.path().join("short");
+    prompt.save_pretrained(&short).unwrap();
+    let server = Server::start_on(&gguf, &[("short", &short)], &[]);
+    let out = Command::new(&python)
+        .arg(repo().join("tests/clients/openai_chat_check.py"))
+        .args([&format!("{}/v1", server.url), "tiny", "short"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("every chat check passed"), "{stdout}");
+
+    let question = json!({"model": "tiny", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                          "max_tokens": 8, "temperature": 0});
+    let (status, body) = server.request("POST", "/v1/chat/completions", None, Some(&question.to_string()));
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    let (ok, stdout, stderr) = ruprompts(&[
+        "generate",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--chat",
+        "--max-new-tokens",
+        "8",
+        "--device",
+        "cpu",
+        "What is the capital of France?",
+    ]);
+    assert!(ok, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["generated"][0], reply["choices"][0]["message"]["content"], "{stdout} vs {body}");
+
+    let plain = Server::start(dir.path(), &[]);
+    let (status, body) = plain.request("POST", "/v1/chat/completions", None, Some(&question.to_string()));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("has no chat template"), "{body}");
+}

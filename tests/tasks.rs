@@ -204,6 +204,7 @@ fn zero_shot_evaluation_writes_a_report_and_resumes_from_its_cache() {
         log_samples: false,
         fewshot: Default::default(),
         shard: Shard::All,
+        chat: false,
     };
     // Every task runs end to end on the tiny model (RuCoS and MuSeRC passages are cut to its 256 positions).
     for task in RsgTask::ALL {

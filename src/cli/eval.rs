@@ -107,6 +107,11 @@ pub struct EvalArgs {
     /// part has scored are an error). The report is the one an unsharded run writes.
     #[arg(long)]
     pub merge: bool,
+    /// Put each context in the model's chat template as the user's turn, the answer (or the generated text) after
+    /// the assistant's opening, as lm-evaluation-harness's --apply_chat_template does. Default: a config's
+    /// prompt_format.chat.
+    #[arg(long)]
+    pub apply_chat_template: bool,
     #[command(flatten)]
     pub placement: Placement,
     /// How text-to-text configs decode (the prediction is each row's first output: the best beam under beam
@@ -185,16 +190,15 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
         Some(path) => ModelSource::local(path.clone()),
         None => config.model.clone(),
     });
-    let data = match (&args.data, &config.dataset.validation, &config.dataset.dir) {
-        (Some(d), _, _) => d.clone(),
-        (None, Some(v), _) => v.clone(),
-        (None, None, Some(dir)) => split_file(dir, "val"),
-        (None, None, None) => match config.dataset.loaded_task_file.as_ref().and_then(|f| f.split("val")) {
-            Some(val) => val.to_path_buf(),
-            None => {
-                bail!("{}: no dataset.validation, dataset.dir or task file val split; pass --data FILE", path.display())
-            }
-        },
+    let task_val = config.dataset.loaded_task_file.as_ref().and_then(|f| f.split("val"));
+    let data = match (&args.data, &config.dataset.validation, &config.dataset.dir, task_val) {
+        (Some(d), ..) => d.clone(),
+        (None, Some(v), ..) => v.clone(),
+        (None, None, Some(dir), _) => split_file(dir, "val"),
+        (None, None, None, Some(val)) => val.to_path_buf(),
+        (None, None, None, None) => {
+            bail!("{}: no dataset.validation, dataset.dir or task file val split; pass --data FILE", path.display())
+        }
     };
     let out = args.out.clone().unwrap_or_else(|| prompt.join("eval"));
     if let PreprocessConfig::Text2text { target_field, .. } = &config.preprocessing {
@@ -208,6 +212,7 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
             limit: args.limit,
             out,
             shard: shard(args),
+            chat: args.apply_chat_template || config.prompt_format.chat,
         };
         return Ok((model, Job::Generate(Box::new(request))));
     }
@@ -219,7 +224,8 @@ fn job_from_config(args: &EvalArgs, path: &Path) -> Result<(ModelSource, Job)> {
     let formats = config.scoring_formats(formats);
     let mode = args.mode.unwrap_or(config.objective.score_mode());
     let fewshot = fewshot(args, config.fewshot.clone(), config.dataset.dir.as_deref(), &data, &task)?;
-    let request = classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot);
+    let chat = args.apply_chat_template || config.prompt_format.chat;
+    let request = classify_request(args, task, data, formats, Some(prompt), out, mode, fewshot, chat);
     Ok((model, Job::Classify(Box::new(request))))
 }
 
@@ -257,7 +263,7 @@ fn job_from_task(args: &EvalArgs) -> Result<(ModelSource, Job)> {
     });
     let mode = args.mode.unwrap_or_default();
     let fewshot = fewshot(args, FewShotConfig::default(), None, &data, &task)?;
-    let request = classify_request(args, task, data, formats, prompt, out, mode, fewshot);
+    let request = classify_request(args, task, data, formats, prompt, out, mode, fewshot, args.apply_chat_template);
     Ok((args.placement.model(model), Job::Classify(Box::new(request))))
 }
 
@@ -302,6 +308,7 @@ fn classify_request(
     out: PathBuf,
     mode: ScoreMode,
     fewshot: FewShot,
+    chat: bool,
 ) -> EvalRequest {
     EvalRequest {
         task,
@@ -317,6 +324,7 @@ fn classify_request(
         log_samples: args.log_samples,
         fewshot,
         shard: shard(args),
+        chat,
     }
 }
 

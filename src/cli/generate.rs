@@ -27,13 +27,18 @@ pub struct GenerateArgs {
     /// A saved prompt folder (ours or Python ruPrompts'), a Hub id (owner/name[@revision]) or the name of a prompt
     /// ruPrompts published (detox_russe, title_mlsum, summarization_mlsum, qa_sberquad, proverb, joke: pulled
     /// with its backbone and decoded with its notebook's recipe, which flags override); repeat as KEY=DIR to
-    /// serve several prompts by key.
-    #[arg(long, required = true, value_name = "DIR|HUB-ID|NAME|KEY=DIR")]
+    /// serve several prompts by key. Without it the bare --model decodes the texts: the zero-shot baseline.
+    #[arg(long, value_name = "DIR|HUB-ID|NAME|KEY=DIR", required_unless_present = "model")]
     pub prompt: Vec<String>,
-    /// Model directory; default: the published prompt's backbone, else the model named in prompt.json (`demo` is
-    /// the bundled tiny model).
+    /// Model folder, .gguf file or Hub id; default: the published prompt's backbone, else the model named in
+    /// prompt.json (`demo` is the bundled tiny model). Alone (no --prompt), the bare model generates.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Chat: each text is the user's turn in the checkpoint's chat template (a text that is a JSON list of
+    /// {"role", "content"} messages is the whole conversation), and the assistant's reply comes back. With a
+    /// prompt, its format filled with the text is the user's turn.
+    #[arg(long)]
+    pub chat: bool,
     /// text2text fills the format from fields and returns the new text; text-generation puts the text after
     /// a field-less prompt and returns the whole text. Default: the published prompt's, else text2text.
     #[arg(long, value_enum)]
@@ -168,7 +173,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let device = args.placement.device().resolve()?;
     let mut loaded = args.prompt.iter().map(|spec| load_prompt(spec, device)).collect::<Result<Vec<_>>>()?;
     let bars = Bars::default();
-    let named = entry.as_ref().map(|e| e.backbone.clone()).or_else(|| loaded[0].1.pretrained_model_name.clone());
+    let named = entry
+        .as_ref()
+        .map(|e| e.backbone.clone())
+        .or_else(|| loaded.first().and_then(|(_, p)| p.pretrained_model_name.clone()));
     let Backbone { model, mut tokenizer, .. } = match (&args.model, named) {
         (Some(dir), _) => resolve::backbone(&args.placement.model(dir.clone()), &bars).context("--model")?,
         (None, Some(named)) => resolve::backbone(&args.placement.model(named.into()), &bars)
@@ -180,7 +188,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if entry.is_none() && args.decoding.eos_token_id.is_none() {
         config.eos_token_id = tokenizer.special().eos.map(i64::from);
     }
-    let prompts = if loaded.len() == 1 && loaded[0].0.is_none() {
+    let prompts = if loaded.is_empty() {
+        Prompts::Bare(None)
+    } else if loaded.len() == 1 && loaded[0].0.is_none() {
         Prompts::single(loaded.pop().expect("one").1, &mut tokenizer)?
     } else {
         let keyed = loaded
@@ -192,7 +202,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         Prompts::Multi(MultiPrompt::new(keyed, &mut tokenizer)?)
     };
     let task = args.task.or(entry.as_ref().map(|e| e.task)).unwrap_or(Task::Text2text);
-    let pipeline = Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts, progress: &bars };
+    let pipeline =
+        Pipeline { model: &model, tokenizer: &tokenizer, prompts: &prompts, progress: &bars, chat: args.chat };
     let lines = if streaming {
         let interrupted = interrupted.expect("caught with --stream");
         vec![stream(&pipeline, task, &requests[0], &config, &interrupted)?.ok_or(super::Interrupted)?]

@@ -35,11 +35,12 @@ use bars::Bars;
 #[error("interrupted")]
 pub struct Interrupted;
 
-/// ruprompts: continuous prompt tuning (P-tuning) of frozen GPT-2-style language models.
+/// ruprompts: continuous prompt tuning (P-tuning) of frozen causal language models.
 ///
 /// A prompt is a format such as `<P*10>{question}<P*5>` plus a small set of trainable embeddings; the
-/// language model itself (ruGPT-3, mGPT, any GPT-2-architecture checkpoint in Hugging Face format) stays
-/// frozen. Start with `ruprompts demo`.
+/// language model itself stays frozen: a Hugging Face folder (GPT-2, ruGPT-3, mGPT; Llama, Mistral, Qwen2) or a
+/// GGUF file (llama, qwen2). Start with `bash scripts/train.sh` (SmolLM2 learns review sentiment) or `ruprompts
+/// demo` (the bundled tiny Russian GPT-2).
 #[derive(Debug, Parser)]
 #[command(name = "ruprompts", version, propagate_version = true)]
 pub struct Cli {
@@ -55,7 +56,7 @@ pub enum Command {
     /// Build (first run only) and load the bundled tiny Russian GPT-2, print its summary and greedy
     /// continuations of a few prompts.
     Demo(DemoArgs),
-    /// Print the summary of a GPT-2-architecture checkpoint directory (config.json, weights, tokenizer).
+    /// Print the summary of a checkpoint: a Hugging Face folder (config.json, weights, tokenizer) or a GGUF file.
     Info(ModelArgs),
     /// Train a soft prompt from a YAML config; the frozen model never changes.
     ///
@@ -65,17 +66,19 @@ pub enum Command {
     /// `ruprompts train --resume OUTPUT_DIR` continues a run from its last complete checkpoint, with the same
     /// losses as if it had never stopped.
     Train(TrainArgs),
-    /// Generate with a trained prompt: text2text (fill the format, return the new text) or text-generation
-    /// (prompt as a prefix, return the whole text), batched, jsonl out; greedy, sampling or beam search, with
-    /// transformers' knobs and names (stop strings, n-gram blocking, bad words, min/max new tokens).
+    /// Generate with a trained prompt, or with the bare model: text2text (fill the format, return the new text) or
+    /// text-generation (prompt as a prefix, return the whole text), batched, jsonl out; greedy, sampling or beam
+    /// search, with transformers' knobs and names (stop strings, n-gram blocking, bad words, min/max new tokens).
     ///
-    /// `ruprompts generate --prompt runs/detox "Отвали, дурак"`;
+    /// `ruprompts generate --prompt runs/detox "Отвали, дурак"`; `ruprompts generate --model model.gguf --chat
+    /// "What is the capital of France?"` answers in the checkpoint's chat template;
     /// `ruprompts generate --prompt qa=DIR1 --prompt sum=DIR2 --input requests.jsonl` (each line may name its key);
     /// `ruprompts generate --prompt detox_russe --field toxic_comment="…"` pulls a prompt ruPrompts published and
     /// decodes with its notebook's recipe (10 beams); `--stream` prints one text as it is decoded.
     Generate(generate::GenerateArgs),
-    /// Serve the model and any number of prompts behind an OpenAI-compatible API (/v1/completions, /v1/models),
-    /// every request decoded in one continuously refilled batch, whatever prompt it names.
+    /// Serve the model and any number of prompts behind an OpenAI-compatible API (/v1/completions,
+    /// /v1/chat/completions with the checkpoint's chat template, /v1/models), every request decoded in one
+    /// continuously refilled batch, whatever prompt it names.
     ///
     /// `ruprompts serve --model demo --prompt sentiment=runs/sentiment --port 8000`, then
     /// `curl localhost:8000/v1/completions -d '{"model": "sentiment", "prompt": "Отличный фильм", "max_tokens": 5}'`
@@ -447,6 +450,18 @@ fn print_summary(dir: &Path, model: &Model, tokenizer: &Tokenizer) {
         model.kind(),
         model.device()
     );
+    if let Ok(g) = crate::gguf::Gguf::open(dir) {
+        let mut types: Vec<(&str, usize)> = Vec::new();
+        for t in g.tensors() {
+            match types.iter_mut().find(|(n, _)| *n == t.ty.name()) {
+                Some((_, count)) => *count += 1,
+                None => types.push((t.ty.name(), 1)),
+            }
+        }
+        let types: Vec<String> = types.iter().map(|(n, k)| format!("{n} ×{k}")).collect();
+        println!("file         GGUF v{}: {} (dequantized on load)", g.version, types.join(", "));
+    }
+    println!("chat         {}", if tokenizer.chat_template().is_some() { "template" } else { "no template" });
 }
 
 fn group_thousands(n: i64) -> String {

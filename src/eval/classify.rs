@@ -12,7 +12,7 @@ use crate::data::{Origin, TooLong};
 use crate::format::{Formatted, PromptFormat, Row, CANDIDATE_SLOT};
 use crate::model::Model;
 use crate::prompt::Injection;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{ChatTemplate, Tokenizer};
 use std::collections::HashMap;
 
 /// One multiple-choice question: the fields that fill the format, the candidate answers, where known the index of
@@ -94,6 +94,9 @@ fn demonstration(format: &PromptFormat, shot: &Shot) -> Result<String> {
 /// How the formatted item splits around a candidate: the context (after `prefix`, the demonstrations), then the
 /// answer and what follows it. The context is tokenized as one text (as lm-evaluation-harness does), the answer
 /// and the rest each on their own, so every candidate shares the context's tokens.
+/// With `chat`, the context is the user's turn of the chat template with the assistant's opening after it (what
+/// lm-evaluation-harness's `--apply_chat_template` scores), tokenized without added special tokens as the
+/// template writes its own.
 fn split(
     format: &PromptFormat,
     tokenizer: &Tokenizer,
@@ -101,6 +104,7 @@ fn split(
     prefix: &str,
     candidate: &str,
     truncation_field: Option<&str>,
+    chat: Option<&ChatTemplate>,
 ) -> Result<(Context, Candidate)> {
     let formatted = fill(format, &item.row, candidate)?;
     let (before, answer, after) = match formatted.spans.iter().find(|s| s.field == CANDIDATE_SLOT) {
@@ -111,10 +115,19 @@ fn split(
         ),
         None => (formatted.text.as_str(), candidate, ""),
     };
-    let encoding = tokenizer.encode_sequence(&format!("{prefix}{before}"))?;
+    let context = format!("{prefix}{before}");
+    let (encoding, head) = match chat {
+        Some(chat) => {
+            let (head, tail) = chat.user_turn(&context)?;
+            (tokenizer.encode(&format!("{head}{context}{tail}"))?, head)
+        }
+        None => (tokenizer.encode_sequence(&context)?, String::new()),
+    };
     let ids: Vec<i64> = encoding.get_ids().iter().map(|&id| i64::from(id)).collect();
-    let (shift, before_chars) = (prefix.chars().count(), before.chars().count());
-    let token_at = |c: usize| if c >= before_chars { Some(ids.len()) } else { encoding.char_to_token(shift + c, 0) };
+    let (shift, before_chars) = (head.chars().count() + prefix.chars().count(), before.chars().count());
+    // The end of the text before the answer: the end of the ids, or the chat template's text after the turn.
+    let end = if chat.is_some() { encoding.char_to_token(shift + before_chars, 0) } else { Some(ids.len()) };
+    let token_at = |c: usize| if c >= before_chars { end } else { encoding.char_to_token(shift + c, 0) };
     let field = truncation_field
         .and_then(|f| formatted.spans.iter().find(|s| s.field == f && s.chars.end <= before_chars))
         .and_then(|s| Some(token_at(s.chars.start)?..token_at(s.chars.end)?));
@@ -139,6 +152,8 @@ pub struct Classifier<'a> {
     pub max_tokens: Option<usize>,
     /// What separates demonstrations from each other and from the item (few-shot).
     pub shot_delimiter: &'a str,
+    /// Put each context in the chat template as the user's turn, the answer after the assistant's opening.
+    pub chat: Option<&'a ChatTemplate>,
 }
 
 /// Cached context positions that one scoring batch may copy across its candidate rows (rows × context length):
@@ -162,7 +177,8 @@ impl Classifier<'_> {
             let mut context: Option<Context> = None;
             let mut candidates = Vec::new();
             for c in &item.candidates {
-                let (ctx, cand) = split(self.format, self.tokenizer, item, &prefix, c, self.truncation_field)?;
+                let (ctx, cand) =
+                    split(self.format, self.tokenizer, item, &prefix, c, self.truncation_field, self.chat)?;
                 // Every candidate shares the context: the text before the answer does not depend on it.
                 ensure!(context.as_ref().is_none_or(|x| x.ids == ctx.ids), "the context depends on the answer");
                 context = Some(ctx);

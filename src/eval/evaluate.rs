@@ -48,6 +48,9 @@ pub struct EvalRequest {
     pub fewshot: FewShot,
     /// The items this process scores (all of them unless sharded).
     pub shard: Shard,
+    /// Each context as the user's turn of the model's chat template, the answer after the assistant's opening
+    /// (lm-evaluation-harness's `--apply_chat_template`).
+    pub chat: bool,
 }
 
 /// Few-shot settings: each `k` of `ks` (0 is zero-shot, always scored) with demonstrations drawn as `config`
@@ -134,6 +137,16 @@ fn evaluate_shard(
             .with_context(|| format!("few-shot split {}", file.display()))?,
     };
     let sampling = &request.fewshot.config;
+    let chat = match request.chat {
+        true => Some(backbone.tokenizer.chat_template().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--apply-chat-template: {} has no chat template (GGUF tokenizer.chat_template, chat_template.jinja or \
+                 tokenizer_config.json's chat_template)",
+                model_dir.display()
+            )
+        })?),
+        false => None,
+    };
     let seeds: Vec<u64> = std::iter::once(sampling.seed).chain(request.fewshot.more_seeds.iter().copied()).collect();
     // Each item's demonstrations, per (k, seed).
     let mut shot_sets = std::collections::BTreeMap::<(usize, u64), Vec<Vec<Shot>>>::new();
@@ -180,6 +193,7 @@ fn evaluate_shard(
             truncation_field: request.formats.truncation_field.as_deref(),
             max_tokens: None,
             shot_delimiter: &sampling.delimiter,
+            chat,
         };
         // Items are copied only to carry demonstrations.
         let (k, fewshot, with_shots) = match shots {
@@ -206,6 +220,7 @@ fn evaluate_shard(
                 &data_len,
                 &verbalizers,
                 &fewshot,
+                if chat.is_some() { "chat" } else { "" },
             ],
             prompt,
         )?;

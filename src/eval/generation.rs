@@ -1,6 +1,8 @@
 //! Text-to-text evaluation (detoxification and the like): generation with a trained prompt (greedy unless the
-//! decoding settings say otherwise) for every row of a split, chrF and BLEU against the target field, next to the
-//! copy-the-input baseline (the source sentence given back unchanged, RUSSE 2022's "duplicate" baseline). Predictions are cached per row, so a stopped run resumes.
+//! decoding settings say otherwise) for every row of a split, and by the bare model reading the format without its
+//! trainable tokens (zero-shot); chrF and BLEU against the target field, next to the copy-the-input baseline (the
+//! source sentence given back unchanged, RUSSE 2022's "duplicate" baseline). Predictions are cached per row, so a
+//! stopped run resumes.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,7 @@ use super::overlap::{bleu, chrf};
 use super::run::{across_ranks, fingerprint, CachedRun, Shard};
 use crate::data::{read_rows, Record};
 use crate::format::Row;
+use crate::format::{without_prompt, PromptFormat};
 use crate::fs::{write_atomic, DirLock};
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
 use crate::model::Backbone;
@@ -37,6 +40,8 @@ pub struct GenerationRequest {
     pub out: PathBuf,
     /// The rows this process generates for (all of them unless sharded).
     pub shard: Shard,
+    /// Each formatted row as the user's turn of the model's chat template; the reply is the prediction.
+    pub chat: bool,
 }
 
 /// Generates for every row with `backbone`, writes predictions.jsonl and the report, and returns the report;
@@ -72,19 +77,28 @@ fn generate_shard(
         .with_context(|| format!("cannot read {}", request.data.display()))?
         .len()
         .to_string();
-    let fingerprint = fingerprint(
-        &[
-            &model_dir.display().to_string(),
-            &backbone.weights(),
-            &prompt.format().compiled_template(),
-            &request.data.display().to_string(),
-            &data_len,
-            &request.target_field,
-            &serde_json::to_string(&request.decoding)?,
-        ],
-        Some(&prompt),
-    )?;
-    let prompts = Prompts::single(prompt, &mut tokenizer)?;
+    // The bare model reads the format without its trainable tokens: the zero-shot row.
+    let bare_template = without_prompt(&template)?;
+    let bare = PromptFormat::compile(&bare_template, &tokenizer)?;
+    let fingerprint_of = |format: &str, prompt: Option<&Prompt>| -> Result<String> {
+        fingerprint(
+            &[
+                &model_dir.display().to_string(),
+                &backbone.weights(),
+                format,
+                &request.data.display().to_string(),
+                &data_len,
+                &request.target_field,
+                &serde_json::to_string(&request.decoding)?,
+                if request.chat { "chat" } else { "" },
+            ],
+            prompt,
+        )
+    };
+    let tuned_fingerprint = fingerprint_of(&prompt.format().compiled_template(), Some(&prompt))?;
+    let bare_fingerprint = fingerprint_of(&bare.compiled_template(), None)?;
+    let tuned = Prompts::single(prompt, &mut tokenizer)?;
+    let bare = Prompts::Bare(Some(bare));
 
     let records = read_rows(&request.data)?;
     let rows = Rows::read(&records, &fields, &request.target_field, request.limit)?;
@@ -99,31 +113,33 @@ fn generate_shard(
     let folder = shard.folder(&request.out);
     std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
     let _lock = DirLock::acquire(&folder, "the evaluation folder")?;
-    let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts: &prompts, progress };
-    let run = CachedRun {
-        out: &request.out,
-        cache: "cache/generation.jsonl",
-        shard,
-        fingerprint: &fingerprint,
-        batch: request.batch_size,
-        progress,
-        what: &format!("{} generating", request.name),
-    };
     let lengths: Vec<usize> = sources.iter().map(String::len).collect();
-    let predictions = run.run(
-        &lengths,
-        |_, _: &String| true,
-        |chunk| {
-            let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
-            let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
-            Ok(outputs
-                .into_iter()
-                .map(|g| g.into_iter().next().map_or_else(String::new, |o| o.text.trim().to_string()))
-                .collect())
-        },
+    let generate = |prompts: &Prompts, cache: &str, fingerprint: &str, what: &str| {
+        let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts, progress, chat: request.chat };
+        let run = CachedRun { out: &request.out, cache, shard, fingerprint, batch: request.batch_size, progress, what };
+        run.run(
+            &lengths,
+            |_, _: &String| true,
+            |chunk| {
+                let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
+                let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
+                Ok(outputs
+                    .into_iter()
+                    .map(|g| g.into_iter().next().map_or_else(String::new, |o| o.text.trim().to_string()))
+                    .collect())
+            },
+        )
+    };
+    let zero_shot = generate(
+        &bare,
+        "cache/generation-bare.jsonl",
+        &bare_fingerprint,
+        &format!("{} generating zero-shot", request.name),
     )?;
-    let Some(predictions) = predictions else { return Ok(None) };
-    write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, references)?;
+    let predictions =
+        generate(&tuned, "cache/generation.jsonl", &tuned_fingerprint, &format!("{} generating", request.name))?;
+    let (Some(zero_shot), Some(predictions)) = (zero_shot, predictions) else { return Ok(None) };
+    write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, &zero_shot, references)?;
     let report = Report {
         model: backbone.name(),
         mode: "greedy generation".into(),
@@ -131,13 +147,19 @@ fn generate_shard(
             task: request.name.clone(),
             data: request.data.display().to_string(),
             items: predictions.len(),
-            zero_shot_format: format!("{{{source_field}}} copied unchanged (baseline)"),
+            zero_shot_format: bare_template,
             more_zero_shot_formats: vec![],
             tuned_format: Some(template),
             trainable_parameters: Some(num_parameters),
             metrics: vec![
-                MetricRow::new("chrf", chrf(&sources, references), Some(chrf(&predictions, references))),
-                MetricRow::new("bleu", bleu(&sources, references), Some(bleu(&predictions, references))),
+                MetricRow {
+                    copy_input: Some(chrf(&sources, references)),
+                    ..MetricRow::new("chrf", chrf(&zero_shot, references), Some(chrf(&predictions, references)))
+                },
+                MetricRow {
+                    copy_input: Some(bleu(&sources, references)),
+                    ..MetricRow::new("bleu", bleu(&zero_shot, references), Some(bleu(&predictions, references)))
+                },
             ],
             settings: vec![],
             spreads: vec![],
@@ -174,14 +196,23 @@ impl Rows {
     }
 }
 
-/// `predictions.jsonl`: each row's origin, prediction and reference, written atomically.
-fn write_predictions(path: &Path, records: &[Record], predictions: &[String], references: &[String]) -> Result<()> {
-    let lines: String = records
-        .iter()
-        .zip(predictions)
-        .zip(references)
-        .map(|((r, p), reference)| {
-            format!("{}\n", json!({ "origin": r.origin.to_string(), "prediction": p, "reference": reference }))
+/// `predictions.jsonl`: each row's origin, prediction (and the bare model's) and reference, written atomically.
+fn write_predictions(
+    path: &Path,
+    records: &[Record],
+    predictions: &[String],
+    zero_shot: &[String],
+    references: &[String],
+) -> Result<()> {
+    let lines: String = (0..predictions.len())
+        .map(|i| {
+            let line = json!({
+                "origin": records[i].origin.to_string(),
+                "prediction": predictions[i],
+                "zero_shot": zero_shot[i],
+                "reference": references[i],
+            });
+            format!("{line}\n")
         })
         .collect();
     write_atomic(path, |p| Ok(std::fs::write(p, lines)?))

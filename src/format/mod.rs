@@ -30,6 +30,22 @@ pub fn prompt_token_for(key: Option<&str>) -> String {
 /// plain name, so it never collides with a data field (MuSeRC's `answer` is one).
 pub const CANDIDATE_SLOT: &str = "@candidate";
 
+/// `template` (a source template) with its trainable tokens taken out: `<P*N>` dropped, `<P>phrase</P>` kept as
+/// its phrase. What a bare model reads where the prompt would stand: a text-to-text config's zero-shot setting.
+pub fn without_prompt(template: &str) -> Result<String, FormatError> {
+    let pieces = parse::parse_source(template)
+        .map_err(|source| FormatError::Template { template: template.to_string(), source })?;
+    let escaped = |t: &str| t.replace('{', "{{").replace('}', "}}");
+    Ok(pieces
+        .into_iter()
+        .map(|(_, piece)| match piece {
+            Piece::Prompt(_) => String::new(),
+            Piece::Phrase(t) | Piece::Text(t) => escaped(&t),
+            Piece::Field(name) => format!("{{{name}}}"),
+        })
+        .collect())
+}
+
 /// A data row: field name → value (strings, or numbers written as text).
 pub type Row = serde_json::Map<String, Value>;
 
@@ -237,6 +253,11 @@ fn shorten(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn without_prompt_keeps_phrases_fields_and_braces() {
+        assert_eq!(super::without_prompt("<P*3>{text}<P>Кратко:</P> {{x}}<P>").unwrap(), "{text}Кратко: {{x}}");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

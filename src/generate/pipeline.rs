@@ -46,11 +46,16 @@ pub struct Output {
 /// Hears each output's text so far after every new token (see [`Pipeline::run_watched`]).
 pub type TextWatch<'a> = dyn FnMut(&[String]) -> Result<ControlFlow<()>> + 'a;
 
-/// The prompts a pipeline serves: one, or several by key.
+/// The prompts a pipeline serves: one, several by key, or none (the bare model: the zero-shot baseline).
 #[derive(Debug)]
 pub enum Prompts {
-    Single { prompt: Box<Prompt>, token_id: i64 },
+    Single {
+        prompt: Box<Prompt>,
+        token_id: i64,
+    },
     Multi(MultiPrompt),
+    /// No prompt: the model reads the text as given, or a format without trainable tokens filled from the fields.
+    Bare(Option<PromptFormat>),
 }
 
 impl Prompts {
@@ -60,11 +65,14 @@ impl Prompts {
         Ok(Self::Single { prompt: Box::new(prompt), token_id })
     }
 
-    fn format(&self, key: Option<&str>) -> Result<&PromptFormat> {
+    /// The format a request fills (`None` for the bare model without one).
+    fn format(&self, key: Option<&str>) -> Result<Option<&PromptFormat>> {
         match (self, key) {
-            (Self::Single { prompt, .. }, None) => Ok(prompt.format()),
+            (Self::Single { prompt, .. }, None) => Ok(Some(prompt.format())),
+            (Self::Bare(format), None) => Ok(format.as_ref()),
             (Self::Single { .. }, Some(key)) => bail!("prompt key {key:?} given, but only one prompt is loaded"),
-            (Self::Multi(multi), Some(key)) => Ok(multi.get(key)?.format()),
+            (Self::Bare(_), Some(key)) => bail!("prompt key {key:?} given, but no prompt is loaded"),
+            (Self::Multi(multi), Some(key)) => Ok(Some(multi.get(key)?.format())),
             (Self::Multi(multi), None) => {
                 bail!(
                     "several prompts are loaded ({}): say which with a key",
@@ -82,12 +90,22 @@ pub struct Pipeline<'a> {
     pub prompts: &'a Prompts,
     /// Hears that an input was cut to fit the model.
     pub progress: &'a dyn Progress,
+    /// Put each input in the checkpoint's chat template as the user's turn (a text that is a JSON list of
+    /// `{role, content}` messages is the conversation itself), and return the assistant's reply alone.
+    pub chat: bool,
 }
 
 impl Pipeline<'_> {
     /// The text fed to the model for `request`, and the part of it to return in front of the new text.
     fn input_text(&self, task: Task, request: &Request) -> Result<(String, String)> {
-        let format = self.prompts.format(request.key.as_deref())?;
+        let Some(format) = self.prompts.format(request.key.as_deref())? else {
+            let text = match request.fields.get("text") {
+                Some(serde_json::Value::String(s)) if request.fields.len() == 1 => s.clone(),
+                _ => bail!("without a prompt there is no format to fill: give one text per input"),
+            };
+            let head = if task == Task::TextGeneration { text.clone() } else { String::new() };
+            return Ok((text, head));
+        };
         let fields = format.fields();
         match task {
             Task::TextGeneration => {
@@ -137,6 +155,7 @@ impl Pipeline<'_> {
         let injections = match self.prompts {
             Prompts::Single { prompt, token_id } => vec![prompt.injection(*token_id)],
             Prompts::Multi(multi) => multi.injections(),
+            Prompts::Bare(_) => Vec::new(),
         };
         let prompt_ids: Vec<i64> = injections.iter().map(|i| i.token_id).collect();
         let mut inputs = Vec::with_capacity(requests.len());
@@ -144,7 +163,13 @@ impl Pipeline<'_> {
         for (i, request) in requests.iter().enumerate() {
             let name = request.origin.clone().unwrap_or_else(|| format!("input {}", i + 1));
             let (text, head) = self.input_text(task, request).map_err(|e| anyhow!("{name}: {e:#}"))?;
-            let encoding = self.tokenizer.encode_sequence(&text)?;
+            let (text, head) = match self.chat {
+                true => (self.chat_text(&text).map_err(|e| anyhow!("{name}: {e:#}"))?, String::new()),
+                false => (text, head),
+            };
+            // A chat template writes the special tokens itself (transformers' apply_chat_template).
+            let encoding =
+                if self.chat { self.tokenizer.encode(&text)? } else { self.tokenizer.encode_sequence(&text)? };
             let mut ids: Vec<i64> = encoding.get_ids().iter().map(|&t| i64::from(t)).collect();
             ensure!(!ids.is_empty(), "{name} is empty");
             let room = window.saturating_sub(config.max_new_tokens);
@@ -198,6 +223,19 @@ impl Pipeline<'_> {
                 sequences.iter().map(|g| Ok(Output { text: text(r, g)?, score: g.sequence_score })).collect()
             })
             .collect()
+    }
+
+    /// `text` as the user's turn of a conversation (or, when it is a JSON list of messages, that conversation),
+    /// rendered with the assistant's opening after it.
+    fn chat_text(&self, text: &str) -> Result<String> {
+        let template = self.tokenizer.chat_template().ok_or_else(|| {
+            anyhow!("the model's checkpoint has no chat template (GGUF tokenizer.chat_template, chat_template.jinja or tokenizer_config.json's chat_template)")
+        })?;
+        let messages = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Array(messages)) if text.trim_start().starts_with('[') => messages,
+            _ => vec![serde_json::json!({"role": "user", "content": text})],
+        };
+        template.render(&messages, true)
     }
 
     /// What `g` says after `head`: its new tokens as text after `input`, eos left out, cut before a stop string.

@@ -229,6 +229,7 @@ fn run_task(
             log_samples: false,
             fewshot: Default::default(),
             shard: Shard::All,
+            chat: false,
         };
         let report = evaluate(backbone, &eval(val_file, "eval", None), progress).context("evaluation")?;
         if request.submission {
@@ -275,6 +276,7 @@ fn run_lidirus(
         log_samples: false,
         fewshot: Default::default(),
         shard: Shard::All,
+        chat: false,
     };
     kept_or(request, RsgTask::Lidirus, fingerprint, || evaluate(backbone, &eval, progress).context("evaluation"))
 }

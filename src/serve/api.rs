@@ -45,6 +45,79 @@ pub struct CompletionRequest {
     pub early_stopping: Option<EarlyStopping>,
 }
 
+/// `POST /v1/chat/completions`: a conversation instead of a prompt; the rest as [`CompletionRequest`] has it, under
+/// the chat API's names (`max_completion_tokens`, `logprobs` true with `top_logprobs`). Unknown fields are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    pub model: String,
+    /// `{role, content}` objects; the template renders them with the assistant's opening after them.
+    pub messages: Vec<Value>,
+    /// With a prompt key: the format's other fields (the last user message fills the one left out).
+    pub fields: Option<Map<String, Value>>,
+    pub max_tokens: Option<usize>,
+    pub max_completion_tokens: Option<usize>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub n: Option<usize>,
+    pub stop: Option<Stop>,
+    pub seed: Option<i64>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<usize>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub logit_bias: Option<Map<String, Value>>,
+    /// OpenAI's end-user id: accepted and not used.
+    #[allow(dead_code)]
+    pub user: Option<String>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f64>,
+    pub no_repeat_ngram_size: Option<usize>,
+    pub min_tokens: Option<usize>,
+    pub bad_words: Option<Vec<String>>,
+    pub num_beams: Option<usize>,
+    pub length_penalty: Option<f64>,
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+impl ChatRequest {
+    /// The completion request it amounts to (its prompt empty: the messages make it) and the messages.
+    pub fn split(self) -> (CompletionRequest, Vec<Value>) {
+        let request = CompletionRequest {
+            model: self.model,
+            prompt: PromptField::Texts(Vec::new()),
+            fields: self.fields,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            stop: self.stop,
+            seed: self.seed,
+            logprobs: self.logprobs.unwrap_or(false).then(|| self.top_logprobs.unwrap_or(0)),
+            echo: None,
+            stream: self.stream,
+            stream_options: self.stream_options,
+            best_of: None,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias: self.logit_bias,
+            suffix: None,
+            user: self.user,
+            top_k: self.top_k,
+            repetition_penalty: self.repetition_penalty,
+            no_repeat_ngram_size: self.no_repeat_ngram_size,
+            min_tokens: self.min_tokens,
+            bad_words: self.bad_words,
+            num_beams: self.num_beams,
+            length_penalty: self.length_penalty,
+            early_stopping: self.early_stopping,
+        };
+        (request, self.messages)
+    }
+}
+
 /// `prompt`: a text, several texts, token ids, or several lists of token ids.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -94,6 +167,10 @@ pub struct Logprobs {
     pub token_logprobs: Vec<Option<f32>>,
     pub top_logprobs: Vec<Option<Map<String, Value>>>,
     pub text_offset: Vec<usize>,
+    /// The alternatives of each token in order, best first, even where two decode to the same text (which the
+    /// completions API's map merges): what the chat API lists.
+    #[serde(skip)]
+    pub top_list: Vec<Vec<(String, f32)>>,
 }
 
 impl Logprobs {
@@ -103,6 +180,7 @@ impl Logprobs {
         self.token_logprobs.extend(other.token_logprobs);
         self.top_logprobs.extend(other.top_logprobs);
         self.text_offset.extend(other.text_offset);
+        self.top_list.extend(other.top_list);
     }
 }
 

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_stream::{StreamExt, StreamMap};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::api::{ApiError, Choice, Completion, CompletionRequest, Logprobs, Stop, Usage};
+use super::api::{ApiError, ChatRequest, Choice, Completion, CompletionRequest, Logprobs, Stop, Usage};
 use super::engine::{Engine, Event, Limits, Submission};
 use super::inputs::{Models, Prepared};
 use super::metrics::Metrics;
@@ -109,6 +109,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
         .route("/tokenizer_info", get(tokenizer_info))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
@@ -282,10 +283,13 @@ struct Plan {
     echo: bool,
     stream: bool,
     include_usage: bool,
+    /// Answered in the chat API's shape (`/v1/chat/completions`).
+    chat: bool,
 }
 
 impl AppState {
-    fn plan(&self, r: CompletionRequest) -> Result<Plan, ApiError> {
+    /// Checks a completion request; with `messages` (a chat request) they make the one prompt.
+    fn plan(&self, r: CompletionRequest, messages: Option<Vec<Value>>) -> Result<Plan, ApiError> {
         self.models.check(&r.model)?;
         let n = r.n.unwrap_or(1);
         if n == 0 || n > self.options.max_n {
@@ -372,14 +376,23 @@ impl AppState {
         if config.max_new_tokens == 0 && num_beams > 1 {
             return Err(ApiError::invalid(Some("max_tokens"), "beam search needs max_tokens of at least 1"));
         }
-        let inputs = r.prompt.inputs();
-        if inputs.is_empty() {
-            return Err(ApiError::invalid(Some("prompt"), "the prompt list is empty"));
-        }
+        let chat = messages.is_some();
+        let prepared = match messages {
+            Some(messages) => vec![self.models.prepare_chat(&r.model, &messages, r.fields.as_ref())?],
+            None => {
+                let inputs = r.prompt.inputs();
+                if inputs.is_empty() {
+                    return Err(ApiError::invalid(Some("prompt"), "the prompt list is empty"));
+                }
+                inputs
+                    .iter()
+                    .map(|input| self.models.prepare(&r.model, input, r.fields.as_ref()))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
         let window = self.models.window;
-        let mut prompts = Vec::with_capacity(inputs.len());
-        for input in &inputs {
-            let prepared = self.models.prepare(&r.model, input, r.fields.as_ref())?;
+        let mut prompts = Vec::with_capacity(prepared.len());
+        for prepared in prepared {
             let asked = prepared.ids.len() + config.max_new_tokens;
             if asked > window {
                 let param = if prepared.ids.len() >= window { "prompt" } else { "max_tokens" };
@@ -403,6 +416,7 @@ impl AppState {
             echo: r.echo.unwrap_or(false),
             stream,
             include_usage: r.stream_options.is_some_and(|o| o.include_usage),
+            chat,
         })
     }
 
@@ -430,10 +444,26 @@ impl AppState {
 
 async fn completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
-    let plan = match parse::<CompletionRequest>(body).and_then(|r| state.plan(r)) {
-        Ok(plan) => plan,
-        Err(e) => return e.into_response(),
-    };
+    match parse::<CompletionRequest>(body).and_then(|r| state.plan(r, None)) {
+        Ok(plan) => answer(state, plan, started).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let planned = parse::<ChatRequest>(body).and_then(|r| {
+        let (request, messages) = r.split();
+        state.plan(request, Some(messages))
+    });
+    match planned {
+        Ok(plan) => answer(state, plan, started).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Decodes a checked request and answers it, whole or streamed.
+async fn answer(state: Arc<AppState>, plan: Plan, started: Instant) -> Response {
     let receivers = match state.submit(&plan) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -503,7 +533,7 @@ fn stream(
         }
         if answer.plan.include_usage {
             let usage = answer.usage();
-            let _ = send(json!(answer.chunk(Vec::new(), Some(usage)))).await;
+            let _ = send(answer.chunk(Vec::new(), Some(usage))).await;
         }
         let _ = out.send(Ok(SseEvent::default().data("[DONE]"))).await;
         state.metrics.latency.observe(started.elapsed().as_secs_f64());
@@ -534,7 +564,8 @@ struct Answer {
 impl Answer {
     fn new(state: &AppState, plan: Plan) -> Self {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let id = format!("cmpl-{:x}{:x}", created, rand::random::<u64>());
+        let kind = if plan.chat { "chatcmpl" } else { "cmpl" };
+        let id = format!("{kind}-{:x}{:x}", created, rand::random::<u64>());
         let sequences =
             (0..plan.prompts.len() * plan.config.num_return_sequences).map(|_| Sequence::default()).collect();
         Self { id, created, tokenizer: state.models.tokenizer.clone(), plan, sequences }
@@ -588,8 +619,14 @@ impl Answer {
         Ok(cut_at_stop(&text, &self.plan.config.stop_strings).to_string())
     }
 
-    /// The chunks that open a stream: with `echo` but no logprobs, each choice's prompt text.
+    /// The chunks that open a stream: a chat's assistant role, or with `echo` but no logprobs, each choice's prompt
+    /// text.
     fn opening(&self) -> Vec<Value> {
+        if self.plan.chat {
+            return (0..self.sequences.len())
+                .map(|i| self.chunk(vec![self.choice_piece(i, String::new(), None, None)], None))
+                .collect();
+        }
         if !self.plan.echo || self.plan.logprobs.is_some() {
             return Vec::new();
         }
@@ -605,7 +642,7 @@ impl Answer {
     fn echo_chunk(&self, index: usize) -> Value {
         let prompt = &self.plan.prompts[index / self.n()];
         let logprobs = self.logprobs_of(&self.sequences[index].echo, 0);
-        json!(self.chunk(vec![self.choice_piece(index, prompt.text.clone(), Some(logprobs), None)], None))
+        self.chunk(vec![self.choice_piece(index, prompt.text.clone(), Some(logprobs), None)], None)
     }
 
     /// The next piece of sequence `index`'s text (all of it once `finished`), with the newest token's
@@ -627,7 +664,7 @@ impl Answer {
             return Ok(None);
         }
         self.sequences[index].sent = end.max(self.sequences[index].sent);
-        Ok(Some(json!(self.chunk(vec![self.choice_piece(index, piece, logprobs, finished)], None))))
+        Ok(Some(self.chunk(vec![self.choice_piece(index, piece, logprobs, finished)], None)))
     }
 
     fn choice_piece(
@@ -640,7 +677,12 @@ impl Answer {
         Choice { text, index, logprobs, finish_reason: finish }
     }
 
-    fn chunk(&self, choices: Vec<Choice>, usage: Option<Usage>) -> Completion {
+    /// A streamed chunk, in the shape of the request's API.
+    fn chunk(&self, choices: Vec<Choice>, usage: Option<Usage>) -> Value {
+        self.shaped(self.completion_of(choices, usage), true)
+    }
+
+    fn completion_of(&self, choices: Vec<Choice>, usage: Option<Usage>) -> Completion {
         Completion {
             id: self.id.clone(),
             object: "text_completion",
@@ -649,6 +691,45 @@ impl Answer {
             choices,
             usage,
         }
+    }
+
+    /// `c` as the completions API writes it, or as the chat API does: each choice's text as the assistant's
+    /// `message` (a `delta` when `streamed`), and log-probabilities as `content` entries with their UTF-8 bytes
+    /// and the most likely alternatives, best first.
+    fn shaped(&self, c: Completion, streamed: bool) -> Value {
+        if !self.plan.chat {
+            return json!(c);
+        }
+        let entry =
+            |token: &str, logprob: Option<f32>| json!({"token": token, "logprob": logprob, "bytes": token.as_bytes()});
+        let choices: Vec<Value> = c
+            .choices
+            .into_iter()
+            .map(|choice| {
+                let logprobs = choice.logprobs.map(|lp| {
+                    let content: Vec<Value> = (0..lp.tokens.len())
+                        .map(|i| {
+                            let top = lp.top_list[i].iter().take(self.plan.logprobs.unwrap_or(0));
+                            let mut e = entry(&lp.tokens[i], lp.token_logprobs[i]);
+                            e["top_logprobs"] = top.map(|(t, v)| entry(t, Some(*v))).collect();
+                            e
+                        })
+                        .collect();
+                    json!({ "content": content })
+                });
+                let message = json!({"role": "assistant", "content": choice.text});
+                let mut out =
+                    json!({"index": choice.index, "logprobs": logprobs, "finish_reason": choice.finish_reason});
+                out[if streamed { "delta" } else { "message" }] = message;
+                out
+            })
+            .collect();
+        let object = if streamed { "chat.completion.chunk" } else { "chat.completion" };
+        let mut out = json!({"id": c.id, "object": object, "created": c.created, "model": c.model, "choices": choices});
+        if let Some(usage) = c.usage {
+            out["usage"] = json!(usage);
+        }
+        out
     }
 
     /// OpenAI's logprobs of `tokens`, their text offsets counted from `offset`.
@@ -662,6 +743,8 @@ impl Answer {
             at += token.chars().count();
             out.tokens.push(token);
             out.token_logprobs.push(lp.as_ref().map(|l| l.logprob));
+            out.top_list
+                .push(lp.as_ref().map_or_else(Vec::new, |l| l.top.iter().map(|&(t, v)| (text(t), v)).collect()));
             out.top_logprobs.push(lp.as_ref().map(|l| {
                 let mut top = Map::new();
                 for &(t, v) in &l.top {
@@ -689,7 +772,7 @@ impl Answer {
     }
 
     /// The whole answer.
-    fn finish(self) -> Result<Completion, ApiError> {
+    fn finish(self) -> Result<Value, ApiError> {
         self.check_finished()?;
         let mut choices = Vec::with_capacity(self.sequences.len());
         for (index, s) in self.sequences.iter().enumerate() {
@@ -708,6 +791,6 @@ impl Answer {
             choices.push(Choice { text, index, logprobs, finish_reason: s.finished });
         }
         let usage = Some(self.usage());
-        Ok(Completion { usage, ..self.chunk(choices, None) })
+        Ok(self.shaped(self.completion_of(choices, usage), false))
     }
 }

@@ -64,6 +64,20 @@ impl ChatTemplate {
     }
 }
 
+impl ChatTemplate {
+    /// What the template puts before and after `text` as the user's one turn with the assistant's opening after it:
+    /// `head + text + tail` is that render. An error when the template does not write `text` unchanged.
+    pub fn user_turn(&self, text: &str) -> Result<(String, String)> {
+        let rendered = self.render(&[serde_json::json!({"role": "user", "content": text})], true)?;
+        let at = rendered.rfind(text).filter(|_| !text.is_empty()).ok_or_else(|| {
+            anyhow!(
+                "the chat template changes the user's text (it does not write {text:?} as given), so it cannot wrap it"
+            )
+        })?;
+        Ok((rendered[..at].to_string(), rendered[at + text.len()..].to_string()))
+    }
+}
+
 /// Python's `json.dumps(x, ensure_ascii=False)` (", " and ": " between items), or with `indent`.
 fn tojson(value: Value, indent: Option<usize>) -> Result<Value, Error> {
     let json: Json =
@@ -158,9 +172,19 @@ mod tests {
     }
 
     #[test]
+    fn a_user_turn_is_the_render_around_the_text() {
+        let source = "<s>{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}\
+                      {% if add_generation_prompt %}[assistant] {% endif %}";
+        let chat = ChatTemplate::new(source, vec![]).unwrap();
+        assert_eq!(chat.user_turn("Кто там?").unwrap(), ("<s>[user] ".into(), "\n[assistant] ".into()));
+        let trims = ChatTemplate::new("{{ messages[0].content | trim }}", vec![]).unwrap();
+        assert!(trims.user_turn(" x ").unwrap_err().to_string().contains("changes the user's text"));
+    }
+
+    #[test]
     fn tojson_writes_what_python_writes() {
-        let out = render("{{ messages[0] | tojson }}", serde_json::json!([{"role": "user", "content": "ё<"}]), false);
-        assert_eq!(out.unwrap(), r#"{"role": "user", "content": "ё<"}"#);
+        let out = render("{{ messages[0] | tojson }}", serde_json::json!([{"content": "ё<", "role": "user"}]), false);
+        assert_eq!(out.unwrap(), r#"{"content": "ё<", "role": "user"}"#);
     }
 
     #[test]

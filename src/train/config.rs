@@ -62,6 +62,10 @@ pub struct ProviderSection {
 pub struct FormatConfig {
     /// ruPrompts template, e.g. `<P*20>{premise} Вопрос: {hypothesis}? Ответ:`.
     pub template: String,
+    /// Put the formatted text in the model's chat template as the user's turn, the answer after the assistant's
+    /// opening (for chat models; a task's items only). `eval --config` scores it the same way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chat: bool,
 }
 
 /// The loop's knobs. Steps count optimizer updates (after gradient accumulation).
@@ -197,6 +201,12 @@ impl Validate for TrainConfig {
                      (gradients do not flow through quantized layers): drop it",
                     self.model.quantize
                 ),
+            );
+        }
+        if self.prompt_format.chat && self.dataset.task.is_none() && self.dataset.task_file.is_none() {
+            return bad(
+                "prompt_format.chat",
+                "puts a task's items in the chat template: set dataset.task or dataset.task_file".into(),
             );
         }
         let t = &self.training;

@@ -25,8 +25,8 @@ pub struct DatasetConfig {
     pub task: Option<RsgTask>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    /// A multiple-choice task of your own (a task file, see `eval --task-file`): its `train` and `val` splits are
-    /// read unless `train` and `validation` name files.
+    /// A multiple-choice task of your own (a task file, see `eval --task-file`): its `train` split, and for the eval
+    /// loss its `dev` split (else `val`), are read unless `train` and `validation` name files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_file: Option<PathBuf>,
     /// The task file, as [`crate::train::TrainConfig::load`] read it.
@@ -62,7 +62,9 @@ impl DatasetConfig {
             if train.is_empty() {
                 bail!("the training data has no rows");
             }
-            let validation = named(&self.validation, "val").map(|p| read_rows(&p)).transpose()?.unwrap_or_default();
+            // Training watches the task's `dev` split when it has one, leaving `val` (what eval reports) unseen.
+            let watched = named(&self.validation, "dev").or_else(|| named(&None, "val"));
+            let validation = watched.map(|p| read_rows(&p)).transpose()?.unwrap_or_default();
             return Ok(Splits { train, validation });
         }
         let (train, validation) = match (&self.task, &self.dir) {

@@ -46,6 +46,8 @@ pub(super) struct Reading {
     mode: ScoreMode,
     /// What separates demonstrations (`fewshot.k`) from each other and from the item.
     delimiter: String,
+    /// The context as the user's turn of the chat template (`prompt_format.chat`).
+    chat: bool,
 }
 
 impl Reading {
@@ -67,6 +69,7 @@ impl Reading {
             truncation_field: self.truncation_field.as_deref(),
             max_tokens: Some(self.max_tokens),
             shot_delimiter: &self.delimiter,
+            chat: if self.chat { tokenizer.chat_template() } else { None },
         }
     }
 }
@@ -118,6 +121,11 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
             ));
         }
     };
+    ensure!(
+        !config.prompt_format.chat || tokenizer.chat_template().is_some(),
+        "prompt_format.chat: the model's checkpoint has no chat template (GGUF tokenizer.chat_template, \
+         chat_template.jinja or tokenizer_config.json's chat_template)"
+    );
     let (train, validation, scoring) = match config.dataset.eval_task() {
         None => {
             let pre = Preprocessor::new(prompt.format(), &tokenizer, &config.preprocessing)
@@ -139,6 +147,7 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
                 max_tokens: max_tokens - usize::from(config.objective.eos()),
                 mode: config.objective.score_mode(),
                 delimiter: config.fewshot.delimiter.clone(),
+                chat: config.prompt_format.chat,
             };
             let classifier = reading.classifier(model, &tokenizer, prompt.format(), &[]);
             let too_long = config.preprocessing.too_long();

