@@ -172,3 +172,26 @@ fn generate_without_a_prompt_is_the_bare_model() {
     let (ok, _, stderr) = ruprompts(&["generate", "Привет"]);
     assert!(!ok && stderr.contains("required arguments were not provided") && stderr.contains("--prompt"), "{stderr}");
 }
+
+/// `generate --chat` takes a JSON list of messages as the whole conversation: the reply is what the server answers
+/// for the same messages, and a message without a role is refused by name.
+#[test]
+fn generate_takes_a_conversation_as_json_messages() {
+    let messages = r#"[{"role": "system", "content": "Будь краток."}, {"role": "user", "content": "Привет"}]"#;
+    let model = qwen2();
+    let args = ["generate", "--model", model.to_str().unwrap(), "--chat", "--max-new-tokens", "6", "--device", "cpu"];
+    let (ok, stdout, stderr) = ruprompts(&[&args[..], &[messages]].concat());
+    assert!(ok, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let backbone = Backbone::load_local(&ModelSource::local(qwen2())).unwrap();
+    let conversation: Vec<Value> = serde_json::from_str(messages).unwrap();
+    let text = backbone.tokenizer.chat_template().unwrap().render(&conversation, true).unwrap();
+    let ids = ids_tensor(&[backbone.tokenizer.encode_ids(&text).unwrap()]);
+    let eos = i64::from(backbone.tokenizer.special().eos.unwrap());
+    let greedy: Vec<i64> =
+        greedy(&backbone.model, &ids, &ids.ones_like(), 6, true)[0].iter().copied().take_while(|&t| t != eos).collect();
+    let context: Vec<i64> = Vec::<i64>::try_from(ids.get(0)).unwrap();
+    assert_eq!(line["generated"][0], backbone.tokenizer.decode_after(&context, &greedy).unwrap(), "{stdout}");
+    let (ok, _, stderr) = ruprompts(&[&args[..], &[r#"[{"content": "x"}]"#]].concat());
+    assert!(!ok && stderr.contains("needs a \"role\""), "{stderr}");
+}

@@ -582,3 +582,24 @@ fn a_published_prompt_by_catalogue_name_pulls_prompt_and_backbone_and_decodes_wi
                     (detox_russe, title_mlsum, summarization_mlsum, qa_sberquad, proverb, joke)";
     assert!(!ok && stderr.contains(expected), "{stderr}");
 }
+
+/// One GGUF file of a model repo, `owner/name/FILE.gguf`: only that file is pulled (its metadata is the config and
+/// the tokenizer), into Python's cache layout, and the model loads from it; a file the repo lacks is named.
+#[test]
+fn one_gguf_file_of_a_repo_pulls_by_its_path() {
+    let hub = FakeHub::start();
+    let gguf = fixture("gguf/tiny-qwen2.gguf");
+    let bytes = std::fs::read(&gguf).unwrap();
+    let files =
+        vec![("q/tiny-qwen2.gguf".to_string(), bytes.clone()), ("other.gguf".to_string(), b"not this".to_vec())];
+    let commit = hub.commit("bob/tiny-qwen2-GGUF", "main", &files);
+    let home = tempfile::tempdir().unwrap();
+    let (ok, info, stderr) = run(&hub.url, home.path(), &[], &["info", "bob/tiny-qwen2-GGUF/q/tiny-qwen2.gguf"]);
+    assert!(ok, "{stderr}");
+    let cached = snapshot(home.path(), "bob/tiny-qwen2-GGUF", &commit).join("q/tiny-qwen2.gguf");
+    assert!(info.contains(&cached.display().to_string()) && info.contains("file         GGUF v3"), "{info}");
+    assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+    assert!(!snapshot(home.path(), "bob/tiny-qwen2-GGUF", &commit).join("other.gguf").exists());
+    let (ok, _, stderr) = run(&hub.url, home.path(), &[], &["info", "bob/tiny-qwen2-GGUF/missing.gguf"]);
+    assert!(!ok && stderr.contains("has no file missing.gguf"), "{stderr}");
+}

@@ -192,5 +192,7 @@ pub fn pull_model(repo: &RepoId) -> Result<PathBuf> {
 /// One GGUF file of a model repo (`file` a path inside it), with nothing else: its metadata holds the config and
 /// the tokenizer. Returns the cached file.
 pub fn pull_gguf(repo: &RepoId, file: &str) -> Result<PathBuf> {
-    Ok(pull(repo, &[&[file]], &[])?.join(file))
+    // `pull` gives the folder the file landed in, which for `q/model.gguf` is the snapshot's `q/`.
+    let name = Path::new(file).file_name().context("a GGUF path names a file")?;
+    Ok(pull(repo, &[&[file]], &[])?.join(name))
 }
