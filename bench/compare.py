@@ -6,7 +6,9 @@ Workloads (batch, lengths and prompt as in examples/bench_vs_python.rs):
   train-tensor, train-lstm   prompt-tuning steps: 8 rows x 128 tokens, <P*20>, AdamW; steps/s
   train-prefix               the same with a 20-token deep prompt (keys and values in every layer; PEFT prefix
                              tuning on the Python side)
+  train-peft                 train-tensor against PEFT's prompt tuning (20 virtual tokens) instead of ruPrompts
   score-danetqa, score-parus multiple-choice scoring of N items; items/s (Python: naive per-candidate forward)
+  lmeval-<task>              the same requests scored by lm-evaluation-harness's HF backend (HFLM, batch 8)
   score-terra-5shot          the same with five fixed demonstrations before each TERRa item (shared prefix)
   score-muserc               MuSeRC answer options (items of one question share paragraph and question)
   generate-1, generate-8     greedy, 64 new tokens after <P*20> + 24 tokens; tokens/s
@@ -34,7 +36,13 @@ SHAPES = {
     "qwen2-0.5b": "Qwen2.5-0.5B shape (Qwen2ForCausalLM: 24 layers, d 896, 14 query and 2 key/value heads, SwiGLU 4864, "
                   "vocab 151936, tied embeddings; bench/qwen2-0.5b.json), random weights, with the Qwen2-kind fixture "
                   "tokenizer (tests/fixtures/tokenizers/qwen2, 1000 tokens)",
+    "smollm2": "SmolLM2-135M-Instruct, its real weights (Llama: 30 layers, d 576, 9 query and 3 key/value heads, "
+               "vocab 49152): ours reads the Q4_1 GGUF file scripts/setup.sh fetches, dequantized to f32 on load; "
+               "Python loads transformers' conversion of the same file (from_pretrained(gguf_file=...), saved once "
+               "to .cache/bench/smollm2-hf)",
 }
+# The real model: our side reads this file; Python loads transformers' conversion of it.
+REAL_MODEL = os.path.join(ROOT, ".cache", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 # Random-weight models: (folder under .cache/bench, config.json, tokenizer folder).
 RANDOM = {
     "small": ("rugpt3small-random", os.path.join(FIXTURES, "rugpt3", "config.json"), os.path.join(FIXTURES, "rugpt3")),
@@ -43,9 +51,25 @@ RANDOM = {
 }
 
 
+def python_model(shape, model):
+    """What the Python side loads: the model itself, or for the GGUF file transformers' conversion of it."""
+    if shape != "smollm2":
+        return model
+    path = os.path.join(ROOT, ".cache", "bench", "smollm2-hf")
+    if not os.path.isdir(path):
+        print("converting the GGUF file with transformers into", path, flush=True)
+        subprocess.run([PYTHON, os.path.join(ROOT, "bench", "python_side.py"), "convert-gguf", "--gguf", model,
+                        "--out", path], check=True)
+    return path
+
+
 def model_dir(shape):
     if shape == "tiny":
         return os.path.join(FIXTURES, "tiny-gpt2-ru")
+    if shape == "smollm2":
+        if not os.path.isfile(REAL_MODEL):
+            sys.exit(f"{REAL_MODEL} is missing: bash scripts/setup.sh fetches it")
+        return REAL_MODEL
     name, config, tokenizer = RANDOM[shape]
     path = os.path.join(ROOT, ".cache", "bench", name)
     if not os.path.isdir(path):
@@ -78,14 +102,21 @@ def check(workload, ours, python):
         ok = diffs[0] <= 1e-4
         return ok, f"first-step loss {a['losses'][0]:.5f} vs {b['losses'][0]:.5f} (Δ {diffs[0]:.1e}); " \
                    f"max Δ over {len(diffs)} steps {max(diffs):.1e}"
-    key = "predictions" if workload.startswith("score") else "generated"
+    scoring = workload.startswith(("score", "lmeval"))
+    key = "predictions" if scoring else "generated"
     same = sum(x == y for x, y in zip(a[key], b[key]))
     what = "items predicted alike" if key == "predictions" else "rows generated alike"
     if workload.endswith(("-int8", "-int4")):
         # Quantized weights against f32: agreement is reported, not required (quality is checked in
         # tests/quantize.rs).
         return True, f"{workload[-4:]} vs f32: {same}/{len(a[key])} {what}"
-    return same == len(a[key]) == len(b[key]), f"{same}/{len(a[key])} {what}"
+    ok, detail = same == len(a[key]) == len(b[key]), f"{same}/{len(a[key])} {what}"
+    if scoring:
+        # The numbers themselves: every candidate's log-prob sum (f32 on both sides, sums over up to a few
+        # hundred tokens in different orders).
+        diff = max(abs(x - y) for s, t in zip(a["sums"], b["sums"]) for x, y in zip(s, t))
+        ok, detail = ok and diff <= 1e-3, f"{detail}; log-prob sums max Δ {diff:.1e}"
+    return ok, detail
 
 
 def read_bandwidth(threads):
@@ -114,11 +145,12 @@ def machine():
         pass
     versions = subprocess.run(
         [PYTHON, "-c", "import sys, torch, transformers, importlib.metadata as m; "
-                       "print(sys.version.split()[0], torch.__version__, transformers.__version__, m.version('ruprompts'))"],
+                       "print(sys.version.split()[0], torch.__version__, transformers.__version__, "
+                       "*(m.version(p) for p in ('ruprompts', 'peft', 'lm_eval')))"],
         capture_output=True, text=True).stdout.split()
-    py, torch, tf, rp = (versions + ["?"] * 4)[:4]
+    py, torch, tf, rp, peft, lm_eval = (versions + ["?"] * 6)[:6]
     return (f"{cpu}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}.\n"
-            f"Python {py}, torch {torch} (CPU), transformers {tf}, ruprompts {rp}; "
+            f"Python {py}, torch {torch} (CPU), transformers {tf}, ruprompts {rp}, peft {peft}, lm_eval {lm_eval}; "
             f"ours: release build, libtorch 2.11.0 (CPU) through tch 0.24.")
 
 
@@ -138,7 +170,8 @@ def main():
     bandwidth = read_bandwidth(args.threads)
     model = model_dir(args.shape)
     work = os.path.join(ROOT, ".cache", "bench", f"work-{args.shape}")
-    subprocess.run([OURS, "prepare", "--model", model, "--work", work, "--items", str(args.items)], check=True)
+    subprocess.run([OURS, "prepare", "--model", model, "--python-model", python_model(args.shape, model),
+                    "--work", work, "--items", str(args.items)], check=True)
     rows = []
     for workload in args.workloads.split(","):
         results = {"ours": [], "python": []}
@@ -170,7 +203,10 @@ def main():
         f"TERRa 5-shot: the same five train items, first_n, before each; MuSeRC: answer options in file order), sum "
         f"of the answer's log-probs, Python scoring each candidate with its own forward as ruPrompts/transformers "
         f"users do, ours with the evaluator (shared context, shared prefixes run once, batched); the first item is "
-        f"not timed. Generation: greedy, 64 new "
+        f"not timed. lmeval-<task>: the same requests through lm-evaluation-harness's HF backend (HFLM, batch 8, "
+        f"the step after its tokenizer: `_loglikelihood_tokens` on our token ids), the log-prob sums compared. "
+        f"train-peft: train-tensor's work with PEFT's PROMPT_TUNING (20 virtual tokens, our initial embeddings) on "
+        f"the Python side. Generation: greedy, 64 new "
         f"tokens after the 20-token prompt and 24 text tokens, no stop token; batch 1 over 4 rows, batch 8 three "
         f"times; the first call is not timed; beam-1/beam-8 the same with 4 beams, the best sequence returned. Cold start: process start to the end of the first step / item / call "
         f"(imports, model loading and warm-up included). Peak RSS: VmHWM of the process.",

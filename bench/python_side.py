@@ -1,10 +1,13 @@
-"""The Python side of the side-by-side benchmark: ruPrompts 0.1.4 + transformers 4.57, as their users run them.
+"""The Python side of the side-by-side benchmark: ruPrompts 0.1.4 + transformers 4.57 (PEFT 0.21,
+lm-evaluation-harness 0.4.13), as their users run them.
 
-`make-model` writes a GPT-2 with random weights (transformers' initialisation, seed 0) in Hugging Face format;
-`run WORKLOAD` times one workload on the work `examples/bench_vs_python.rs prepare` wrote (the same token ids and
-initial prompt weights ours uses) and prints one JSON line, like our side. The prompt is a ruPrompts `Prompt`
-patched into the model (`PromptEmbedding` replaces the input embedding); scoring is the naive per-candidate forward
-(context + answer, sum of the answer's log-probs); generation is `model.generate`, greedy.
+`make-model` writes a model with random weights (transformers' initialisation, seed 0) in Hugging Face format;
+`convert-gguf` writes transformers' conversion of a GGUF file (what a Python user loads it as); `run WORKLOAD` times
+one workload on the work `examples/bench_vs_python.rs prepare` wrote (the same token ids and initial prompt weights
+ours uses) and prints one JSON line, like our side. The prompt is a ruPrompts `Prompt` patched into the model
+(`PromptEmbedding` replaces the input embedding), or PEFT's prompt tuning for train-peft; scoring is the naive
+per-candidate forward (context + answer, sum of the answer's log-probs), or lm-evaluation-harness's HF backend
+(`HFLM`, batch 8) for lmeval-<task>; generation is `model.generate`, greedy.
 """
 import argparse
 import json
@@ -45,6 +48,20 @@ def make_model(args):
     os.replace(tmp, args.out)
 
 
+def convert_gguf(args):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = os.path.split(os.path.abspath(args.gguf))
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tmp = args.out + ".part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, args.out)
+
+
 def load(spec, kind):
     """The model (eval mode: no dropout, as ours) with a ruPrompts prompt of `kind` holding the shared initial
     weights, and the prompt's token id."""
@@ -54,13 +71,13 @@ def load(spec, kind):
 
     from ruprompts import LSTMPromptProvider, Prompt, PromptFormat, TensorPromptProvider
 
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(spec["python_model"], torch_dtype=torch.float32)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     if kind is None:
         return model, None, None
-    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    tokenizer = AutoTokenizer.from_pretrained(spec["python_model"])
     provider = TensorPromptProvider() if kind == "tensor" else LSTMPromptProvider()
     prompt = Prompt(PromptFormat("<P*%d>{text}" % spec["prompt_length"]), provider)
     prompt.patch(model, tokenizer)
@@ -85,6 +102,20 @@ def load_prefix(spec):
     return model
 
 
+def load_prompt_tuning(spec):
+    """The model under PEFT prompt tuning (20 virtual tokens before the input) holding the tensor prompt's initial
+    embeddings."""
+    from peft import PromptTuningConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    model, _, _ = load(spec, None)
+    model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=spec["prompt_length"]))
+    model.eval()
+    (weights,) = load_file(os.path.join(spec["work"], "init_tensor.safetensors")).values()
+    model.prompt_encoder["default"].embedding.weight.data.copy_(weights)
+    return model
+
+
 def with_prompt(spec, rows, prompt_id):
     import torch
 
@@ -94,9 +125,9 @@ def with_prompt(spec, rows, prompt_id):
 def train(spec, kind, steps):
     import torch
 
-    if kind == "prefix":
+    if kind in ("prefix", "peft"):
         # The virtual tokens are no part of PEFT's input: the text rows alone.
-        model = load_prefix(spec)
+        model = load_prefix(spec) if kind == "prefix" else load_prompt_tuning(spec)
         ids, params = torch.tensor(spec["train"]["ids"]), [p for p in model.parameters() if p.requires_grad]
     else:
         model, provider, prompt_id = load(spec, kind)
@@ -121,7 +152,7 @@ def score(spec, task):
 
     model, _, _ = load(spec, None)
     requests = spec["score"][task]
-    predictions, cold = [], 0.0
+    predictions, all_sums, cold = [], [], 0.0
     with torch.no_grad():
         for i, r in enumerate(requests):
             sums = []
@@ -131,9 +162,32 @@ def score(spec, task):
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 sums.append(logp.gather(1, torch.tensor(answer)[:, None]).sum().item())
             predictions.append(max(range(len(sums)), key=lambda k: sums[k]))
+            all_sums.append(sums)
             if i == 0:
                 cold, start = since_start(), time.perf_counter()
-    return (len(requests) - 1) / (time.perf_counter() - start), cold, {"predictions": predictions}
+    return (len(requests) - 1) / (time.perf_counter() - start), cold, {"predictions": predictions, "sums": all_sums}
+
+
+def score_lmeval(spec, task):
+    """The same requests through lm-evaluation-harness's HF backend: `HFLM._loglikelihood_tokens`, the step its
+    `loglikelihood` takes after tokenizing, given our token ids (so both sides score identical tokens). It batches
+    (batch 8) the context + answer sequences, longest first; the first item is scored alone and not timed."""
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=spec["python_model"], device="cpu", batch_size=8, dtype="float32")
+    requests = spec["score"][task]
+
+    def sums(items):
+        flat = [(("", ""), r["context"], answer) for r in items for answer in r["answers"]]
+        scores = iter(logprob for logprob, _ in lm._loglikelihood_tokens(flat, disable_tqdm=True))
+        return [[next(scores) for _ in r["answers"]] for r in items]
+
+    all_sums = sums(requests[:1])
+    cold, start = since_start(), time.perf_counter()
+    all_sums += sums(requests[1:])
+    rate = (len(requests) - 1) / (time.perf_counter() - start)
+    predictions = [max(range(len(s)), key=lambda k: s[k]) for s in all_sums]
+    return rate, cold, {"predictions": predictions, "sums": all_sums}
 
 
 def generation(spec, batch, num_beams=1):
@@ -171,11 +225,14 @@ def run(args):
     with open(os.path.join(args.work, "spec.json")) as f:
         spec = json.load(f)
     spec["work"] = args.work
+    spec.setdefault("python_model", spec["model"])
     workloads = {
         "train-tensor": (lambda: train(spec, "tensor", args.steps), "steps/s"),
         "train-lstm": (lambda: train(spec, "lstm", args.steps), "steps/s"),
         "train-prefix": (lambda: train(spec, "prefix", args.steps), "steps/s"),
+        "train-peft": (lambda: train(spec, "peft", args.steps), "steps/s"),
         **{f"score-{name}": ((lambda name=name: score(spec, name)), "items/s") for name in spec["score"]},
+        **{f"lmeval-{name}": ((lambda name=name: score_lmeval(spec, name)), "items/s") for name in spec["score"]},
         "generate-1": (lambda: generation(spec, 1), "tokens/s"),
         "generate-8": (lambda: generation(spec, 8), "tokens/s"),
         "beam-1": (lambda: generation(spec, 1, num_beams=4), "tokens/s"),
@@ -197,13 +254,16 @@ def main():
     m.add_argument("--config", required=True)
     m.add_argument("--tokenizer", required=True)
     m.add_argument("--out", required=True)
+    c = sub.add_parser("convert-gguf")
+    c.add_argument("--gguf", required=True)
+    c.add_argument("--out", required=True)
     r = sub.add_parser("run")
     r.add_argument("workload")
     r.add_argument("--work", required=True)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
-    make_model(args) if args.command == "make-model" else run(args)
+    {"make-model": make_model, "convert-gguf": convert_gguf, "run": run}[args.command](args)
 
 
 if __name__ == "__main__":

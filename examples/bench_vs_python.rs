@@ -5,10 +5,14 @@
 //! started the process, to the end of the first unit of work), peak RSS, and what was computed, for the driver to
 //! check against Python's.
 //!
-//! `cargo run --release --example bench_vs_python -- prepare --model DIR --work DIR [--items N]`
+//! `cargo run --release --example bench_vs_python -- prepare --model PATH --work DIR [--items N] [--python-model DIR]`
 //! `cargo run --release --example bench_vs_python -- run WORKLOAD --work DIR [--threads N] [--steps N]`
-//! with WORKLOAD one of train-tensor, train-lstm, train-prefix, score-danetqa, score-parus, generate-1, generate-8, beam-1, beam-8;
-//! `-int8` (or `-int4`) after a scoring or generation workload runs it with quantized weights (`Model::quantize`).
+//! with WORKLOAD one of train-tensor, train-lstm, train-prefix, train-peft, score-<task>, lmeval-<task>, generate-1,
+//! generate-8, beam-1, beam-8 (<task>: danetqa, parus, terra-5shot, muserc); `-int8` (or `-int4`) after a scoring or
+//! generation workload runs it with quantized weights (`Model::quantize`). The model is a Hugging Face folder or a
+//! GGUF file; `--python-model` names the folder the Python side loads when it differs (transformers' conversion of
+//! that GGUF file). Python's workload names pick its side: train-peft is PEFT's prompt tuning, lmeval-<task>
+//! lm-evaluation-harness's HF backend; ours runs the same work for them as for train-tensor and score-<task>.
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +22,7 @@ use ruprompts::data::{read_rows, Record};
 use ruprompts::eval::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
-use ruprompts::model::{Model, Quantize};
+use ruprompts::model::{Backbone, Model, ModelSource, Quantize};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::tokenizer::Tokenizer;
@@ -194,10 +198,16 @@ fn load_prompt(model: &Model, work: &Path, kind: &str) -> Result<Prompt> {
     Ok(prompt)
 }
 
-fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
+/// The model (f32, CPU) and its tokenizer from a Hugging Face folder or a GGUF file.
+fn load(path: &Path) -> Result<(Model, Tokenizer)> {
+    let source = ModelSource { device: ruprompts::device::DeviceChoice::Cpu, ..ModelSource::local(path) };
+    let Backbone { model, tokenizer, .. } = Backbone::load_local(&source)?;
+    Ok((model, tokenizer))
+}
+
+fn prepare(model_path: &Path, python_model: &Path, work: &Path, n: usize) -> Result<()> {
     std::fs::create_dir_all(work)?;
-    let model = Model::from_dir(model_dir, Kind::Float, Device::Cpu)?;
-    let tok = Tokenizer::from_dir(model_dir)?;
+    let (model, tok) = load(model_path)?;
     for (seed, kind) in [(1, "tensor"), (2, "lstm"), (3, "prefix")] {
         let prompt = ruprompts::rng::seeded(seed, || Prompt::new(prefix_format(kind)?, provider(kind), &model))?;
         let vars: Vec<(String, Tensor)> = prompt.var_store().variables().into_iter().collect();
@@ -220,7 +230,8 @@ fn prepare(model_dir: &Path, work: &Path, n: usize) -> Result<()> {
         score.insert(workload.to_string(), Value::Array(requests));
     }
     let spec = json!({
-        "model": std::fs::canonicalize(model_dir)?,
+        "model": std::fs::canonicalize(model_path)?,
+        "python_model": std::fs::canonicalize(python_model)?,
         "prompt_length": PROMPT,
         "train": { "ids": passages(&tok, BATCH, TOKENS - PROMPT)?, "labelled": LABELLED, "lr": LR },
         "score": score,
@@ -264,11 +275,21 @@ fn score(model: &Model, tok: &Tokenizer, workload: &str, n: usize) -> Result<Tim
     let (formats, items) = items(workload, n)?;
     let format = PromptFormat::compile(formats.zero_shot(), tok)?;
     let c = classifier(model, tok, &format, formats.truncation_field.as_deref());
-    let mut predictions = c.predict(&items[..1], None, 8)?;
+    // Chunks of 8 items, as `eval --batch-size 8` scores them.
+    let scores = |items: &[Item]| -> Result<Vec<Vec<f64>>> {
+        let mut out = Vec::new();
+        for chunk in items.chunks(8) {
+            out.extend(c.candidate_scores(&chunk.iter().collect::<Vec<_>>(), None)?);
+        }
+        Ok(out)
+    };
+    let mut sums = scores(&items[..1])?;
     let cold = since_start();
     let start = Instant::now();
-    predictions.extend(c.predict(&items[1..], None, 8)?);
-    Ok(((items.len() - 1) as f64 / start.elapsed().as_secs_f64(), cold, json!({ "predictions": predictions })))
+    sums.extend(scores(&items[1..])?);
+    let rate = (items.len() - 1) as f64 / start.elapsed().as_secs_f64();
+    let predictions: Vec<usize> = sums.iter().map(|s| ruprompts::eval::best(s).unwrap_or(0)).collect();
+    Ok((rate, cold, json!({ "predictions": predictions, "sums": sums })))
 }
 
 fn generation(
@@ -305,8 +326,7 @@ fn generation(
 
 fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     let spec: Value = serde_json::from_str(&std::fs::read_to_string(work.join("spec.json"))?)?;
-    let dir = PathBuf::from(spec["model"].as_str().context("spec.json: model")?);
-    let mut model = Model::from_dir(&dir, Kind::Float, Device::Cpu)?;
+    let (mut model, tok) = load(Path::new(spec["model"].as_str().context("spec.json: model")?))?;
     // `<workload>-int8` / `-int4`: the same work with the linear layers quantized (Python stays in f32).
     let quantized = [("-int8", Quantize::Int8), ("-int4", Quantize::Int4)]
         .into_iter()
@@ -320,17 +340,19 @@ fn run(workload: &str, work: &Path, steps: usize) -> Result<Value> {
     };
     let n = |task: &str| spec["score"][task].as_array().map_or(0, Vec::len);
     let ((rate, cold, check), unit) = match base {
-        "train-tensor" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),
+        // PEFT's prompt tuning on the Python side is ours with a tensor provider.
+        "train-tensor" | "train-peft" => (train(&model, &spec, work, "tensor", steps)?, "steps/s"),
         "train-lstm" => (train(&model, &spec, work, "lstm", steps)?, "steps/s"),
         "train-prefix" => (train(&model, &spec, work, "prefix", steps)?, "steps/s"),
-        w if w.starts_with("score-") => {
-            let name = &w["score-".len()..];
-            (score(&model, &Tokenizer::from_dir(&dir)?, name, n(name))?, "items/s")
+        // lm-evaluation-harness on the Python side scores the same requests: ours is the evaluator either way.
+        w if w.starts_with("score-") || w.starts_with("lmeval-") => {
+            let name = w.split_once('-').map_or("", |(_, name)| name);
+            (score(&model, &tok, name, n(name))?, "items/s")
         }
-        "generate-1" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 1, 1)?, "tokens/s"),
-        "generate-8" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 8, 1)?, "tokens/s"),
-        "beam-1" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 1, BEAMS)?, "tokens/s"),
-        "beam-8" => (generation(&model, &Tokenizer::from_dir(&dir)?, &spec, work, 8, BEAMS)?, "tokens/s"),
+        "generate-1" => (generation(&model, &tok, &spec, work, 1, 1)?, "tokens/s"),
+        "generate-8" => (generation(&model, &tok, &spec, work, 8, 1)?, "tokens/s"),
+        "beam-1" => (generation(&model, &tok, &spec, work, 1, BEAMS)?, "tokens/s"),
+        "beam-8" => (generation(&model, &tok, &spec, work, 8, BEAMS)?, "tokens/s"),
         other => bail!("unknown workload {other}"),
     };
     Ok(json!({
@@ -347,9 +369,10 @@ fn main() -> Result<()> {
     }
     match args.first().map(String::as_str) {
         Some("prepare") => {
-            let model = PathBuf::from(flag(&args, "--model").context("--model DIR")?);
+            let model = PathBuf::from(flag(&args, "--model").context("--model PATH")?);
+            let python_model = flag(&args, "--python-model").map_or_else(|| model.clone(), PathBuf::from);
             let n = flag(&args, "--items").map_or(Ok(16), |s| s.parse()).context("--items")?;
-            prepare(&model, &work, n)
+            prepare(&model, &python_model, &work, n)
         }
         Some("run") => {
             let workload = args.get(1).context("run WORKLOAD")?;
@@ -357,6 +380,6 @@ fn main() -> Result<()> {
             println!("{}", run(workload, &work, steps)?);
             Ok(())
         }
-        _ => bail!("usage: bench_vs_python prepare --model DIR --work DIR | run WORKLOAD --work DIR"),
+        _ => bail!("usage: bench_vs_python prepare --model PATH --work DIR | run WORKLOAD --work DIR"),
     }
 }
