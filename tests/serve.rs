@@ -298,6 +298,15 @@ fn errors_come_in_openai_shape_with_their_status() {
     assert_eq!((status, e["code"].as_str()), (401, Some("invalid_api_key")));
     assert_eq!(error(server.request("GET", "/v1/models", Some("open"), None)).0, 401);
     assert_eq!(server.request("GET", "/v1/models", key, None).0, 200);
+    // The scheme is case-insensitive (RFC 7235), and the space after it may be several.
+    for value in ["bearer sesame", "BEARER  sesame", "Bearer\tsesame"] {
+        let response = ureq::get(&format!("{}/v1/models", server.url)).set("Authorization", value).call();
+        assert_eq!(response.map(|r| r.status()).unwrap_or_else(|e| panic!("{value}: {e}")), 200, "{value}");
+    }
+    for value in ["Basic sesame", "Bearersesame", "sesame"] {
+        let response = ureq::get(&format!("{}/v1/models", server.url)).set("Authorization", value).call();
+        assert!(matches!(response, Err(ureq::Error::Status(401, _))), "{value}");
+    }
     let (status, e) = error(post("{\"model\": \"short\", \"prompt\": "));
     assert_eq!(status, 400);
     assert!(e["message"].as_str().unwrap().contains("EOF"), "{e}");
@@ -672,4 +681,33 @@ fn the_openai_client_chats_with_a_chat_template() {
     let (status, body) = plain.request("POST", "/v1/chat/completions", None, Some(&question.to_string()));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("has no chat template"), "{body}");
+}
+
+#[test]
+fn settings_that_leave_the_server_open_or_useless_are_refused_at_start() {
+    let refused = |args: &[&str], env_key: Option<&str>| -> String {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ruprompts"));
+        command.args(["serve", "--model"]).arg(model_dir()).args(["--port", "0", "--device", "cpu"]).args(args);
+        command.env_remove("RUPROMPTS_API_KEY").env("OMP_NUM_THREADS", "1");
+        if let Some(key) = env_key {
+            command.env("RUPROMPTS_API_KEY", key);
+        }
+        let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("{args:?} started a server instead of being refused");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        err
+    };
+    assert!(refused(&["--api-key", ""], None).contains("--api-key (or RUPROMPTS_API_KEY) is empty"));
+    assert!(refused(&[], Some("")).contains("is empty"));
+    assert!(refused(&["--api-key", "two words"], None).contains("not sendable as a bearer token"));
+    assert!(refused(&["--max-body-bytes", "0"], None).contains("--max-body-bytes 0: no request fits"));
+    assert!(refused(&["--max-batch-tokens", "0"], None).contains("--max-batch-tokens must be at least 1"));
 }

@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port, printed at start).
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Require `Authorization: Bearer <key>` on every route but /health.
+    /// Require `Authorization: Bearer <key>` on every route but /health (an empty key is refused, not taken as
+    /// none).
     #[arg(long, env = "RUPROMPTS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// The most rows (sequences) decoded together.
@@ -56,8 +57,25 @@ pub struct ServeArgs {
     pub placement: Placement,
 }
 
+/// The smallest `--max-body-bytes`: a minimal completion request with room for a short prompt.
+const MIN_BODY_BYTES: usize = 256;
+
 pub fn run(args: ServeArgs) -> Result<()> {
     ensure!(args.max_batch >= 1 && args.max_n >= 1, "--max-batch and --max-n must be at least 1");
+    ensure!(args.max_batch_tokens >= 1, "--max-batch-tokens must be at least 1");
+    ensure!(
+        args.max_body_bytes >= MIN_BODY_BYTES,
+        "--max-body-bytes {}: no request fits in fewer than {MIN_BODY_BYTES} bytes",
+        args.max_body_bytes
+    );
+    if let Some(key) = &args.api_key {
+        // An empty key would serve without one, silently: whoever set it meant a key.
+        ensure!(
+            !key.is_empty() && !key.chars().any(|c| c.is_whitespace() || c.is_control()),
+            "--api-key (or RUPROMPTS_API_KEY) is {}: give a key without spaces, or unset it to serve without one",
+            if key.is_empty() { "empty" } else { "not sendable as a bearer token (spaces or control characters)" }
+        );
+    }
     let device = args.placement.device().resolve()?;
     let mut loaded = Vec::new();
     for spec in &args.prompt {
@@ -83,10 +101,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         true => None,
         false => Some(MultiPrompt::new(loaded, &mut tokenizer)?),
     };
+    if args.api_key.is_none() && !args.host.is_loopback() {
+        eprintln!("serve: no --api-key, so anyone who can reach {} may use this server", args.host);
+    }
     let options = Options {
         host: args.host,
         port: args.port,
-        api_key: args.api_key.filter(|k| !k.is_empty()),
+        api_key: args.api_key,
         limits: Limits { max_batch: args.max_batch, max_batch_tokens: args.max_batch_tokens },
         max_n: args.max_n,
         max_body_bytes: args.max_body_bytes,
