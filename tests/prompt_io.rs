@@ -388,8 +388,30 @@ fn deep_prompts_round_trip_and_export_from_the_command_line() {
     let diff = max_abs_diff(&logits_of(&exported, &model, text), &logits_of(&original, &model, text));
     assert!(diff <= 1e-5, "exported logits differ by {diff}");
 
+    // A folder that holds an adapter is not replaced without --overwrite, and is left as it was.
+    let before = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
     let (ok, _, stderr) =
-        ruprompts(&["export", "--peft", python_prompt("prompt_tensor").to_str().unwrap(), out.to_str().unwrap()]);
+        ruprompts(&["export", "--peft", dir.path().join("deep").to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("already holds an adapter (adapter_config.json, adapter_model.safetensors)"), "{stderr}");
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("adapter_model.safetensors")).unwrap(), before);
+    let (ok, _, stderr) = ruprompts(&[
+        "export",
+        "--peft",
+        "--overwrite",
+        dir.path().join("deep").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+
+    let (ok, _, stderr) = ruprompts(&[
+        "export",
+        "--peft",
+        "--overwrite",
+        python_prompt("prompt_tensor").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok);
     assert!(stderr.contains("has prompt tokens after other text"), "{stderr}");
     let (ok, _, stderr) = ruprompts(&["export", dir.path().join("deep").to_str().unwrap(), out.to_str().unwrap()]);

@@ -19,10 +19,21 @@ pub struct ExportArgs {
     pub prompt: PathBuf,
     /// The folder to write into (created if needed; other files in it are left alone).
     pub out: PathBuf,
+    /// Replace an adapter already in the folder (without it, such a folder is refused).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
     anyhow::ensure!(args.peft, "say which layout to export to: --peft (the only one so far)");
+    let existing: Vec<&str> =
+        [PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE].into_iter().filter(|f| args.out.join(f).exists()).collect();
+    anyhow::ensure!(
+        existing.is_empty() || args.overwrite,
+        "{} already holds an adapter ({}): pass --overwrite to replace it, or export into another folder",
+        args.out.display(),
+        existing.join(", ")
+    );
     let dir = super::generate::prompt_folder(&args.prompt.to_string_lossy(), "the prompt")?;
     let prompt =
         Prompt::load(&dir, tch::Device::Cpu).with_context(|| format!("the prompt {}", args.prompt.display()))?;
