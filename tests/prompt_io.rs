@@ -418,3 +418,40 @@ fn deep_prompts_round_trip_and_export_from_the_command_line() {
     assert!(!ok);
     assert!(stderr.contains("say which layout to export to: --peft"), "{stderr}");
 }
+
+/// Replaces every tensor of the safetensors file `path` with one of its shape whose first value is `value`.
+fn poison(path: &Path, value: f64) {
+    let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.copy();
+            let _ = t.view([-1]).get(0).fill_(value);
+            (name, t)
+        })
+        .collect();
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Tensor::write_safetensors(&named, path).unwrap();
+}
+
+#[test]
+fn prompts_with_nan_or_infinite_numbers_are_refused_naming_the_file() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let format = PromptFormat::compile("<P*3>{text}", &tok).unwrap();
+    let prompt = seeded(5, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap();
+    for (value, file) in [(f64::NAN, STATE_FILE), (f64::INFINITY, STATE_FILE), (f64::NEG_INFINITY, PEFT_WEIGHTS_FILE)] {
+        let dir = tempfile::tempdir().unwrap();
+        match file {
+            PEFT_WEIGHTS_FILE => prompt.save_peft(dir.path()).unwrap(),
+            _ => prompt.save_pretrained(dir.path()).unwrap(),
+        }
+        for name in file_names(dir.path()).iter().filter(|n| n.ends_with(".safetensors")) {
+            poison(&dir.path().join(name), value);
+        }
+        let err = format!("{:#}", Prompt::load(dir.path(), Device::Cpu).expect_err("a poisoned prompt loaded"));
+        assert!(err.contains("holds NaN or infinite values (1 of 192)"), "{value}: {err}");
+        let named = if file == STATE_FILE { dir.path().display().to_string() } else { file.to_string() };
+        assert!(err.contains(&named), "{value}: {err}");
+    }
+}

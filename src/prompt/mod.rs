@@ -137,7 +137,8 @@ impl Prompt {
     }
 
     /// Overwrites the provider's parameters from named tensors (PyTorch state-dict names, e.g. `weights` or
-    /// `lstm.weight_ih_l0`); every parameter must be given with its exact shape, and nothing else.
+    /// `lstm.weight_ih_l0`); every parameter must be given with its exact shape and finite values, and nothing
+    /// else.
     pub fn set_state(&mut self, named: &[(String, Tensor)]) -> Result<()> {
         let mut vars = self.vs.variables();
         for (name, value) in named {
@@ -150,6 +151,13 @@ impl Prompt {
                 var.size(),
                 self.provider_config.name(),
                 value.size()
+            );
+            // A NaN or infinite number would flow into every logit and decode one token forever.
+            ensure!(
+                value.isfinite().all().int64_value(&[]) != 0,
+                "parameter '{name}' holds NaN or infinite values ({} of {})",
+                value.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]),
+                value.numel()
             );
             tch::no_grad(|| var.shallow_clone().copy_(value));
         }

@@ -161,7 +161,9 @@ impl Prompt {
         let shape = super::Shape { embedding_dim: dim, num_layers: 0, kv_dim: dim };
         let mut prompt = Prompt::build(format, ProviderConfig::default(), shape, device, None)?;
         prompt.pretrained_model_name = config.base_model_name_or_path;
-        prompt.set_state(&[("weights".to_string(), weights)])?;
+        prompt
+            .set_state(&[("weights".to_string(), weights)])
+            .with_context(|| format!("cannot load {}", weights_path.display()))?;
         Ok(prompt)
     }
 
@@ -199,7 +201,9 @@ impl Prompt {
         let shape = super::Shape { embedding_dim: dim, num_layers: layers, kv_dim: dim };
         let mut prompt = Prompt::build(format, provider, shape, device, None)?;
         prompt.pretrained_model_name = config.base_model_name_or_path.clone();
-        prompt.set_state(&[("embedding.weight".to_string(), weights)])?;
+        prompt
+            .set_state(&[("embedding.weight".to_string(), weights)])
+            .with_context(|| format!("cannot load {}", config_path.with_file_name(PEFT_WEIGHTS_FILE).display()))?;
         Ok(prompt)
     }
 }
