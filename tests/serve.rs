@@ -336,6 +336,12 @@ fn errors_come_in_openai_shape_with_their_status() {
     assert!(status == 400 && e["message"].as_str().unwrap().contains("colour"), "{e}");
     let (status, e) = error(post(r#"{"model": "short", "prompt": "x", "num_beams": 2, "stream": true}"#));
     assert!(status == 400 && e["param"] == "num_beams", "{e}");
+    // More beams than the server's rows (or half the vocabulary) is the client's error, not a 500.
+    for beams in [0, 5, 100_000] {
+        let (status, e) = error(post(&format!(r#"{{"model": "short", "prompt": "x", "num_beams": {beams}}}"#)));
+        assert!(status == 400 && e["param"] == "num_beams", "{beams}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("this server takes 1 to 4 (--max-n"), "{e}");
+    }
     assert_eq!(error(server.request("GET", "/v2/nothing", key, None)).0, 404);
     // After all that the server still answers.
     let (status, _) = post(r#"{"model": "short", "prompt": "Кот", "max_tokens": 2}"#);

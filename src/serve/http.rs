@@ -342,6 +342,14 @@ impl AppState {
             return Err(ApiError::invalid(Some("stop"), "stop takes up to 4 non-empty strings"));
         }
         let num_beams = r.num_beams.unwrap_or(1);
+        // Beams are rows, as `n`'s sequences are; a step keeps the 2·num_beams best of the vocabulary.
+        let beams = self.options.max_n.min(self.models.vocab as usize / 2).max(1);
+        if num_beams == 0 || num_beams > beams {
+            return Err(ApiError::invalid(
+                Some("num_beams"),
+                format!("num_beams is {num_beams}; this server takes 1 to {beams} (--max-n, and half the vocabulary)"),
+            ));
+        }
         let stream = r.stream.unwrap_or(false);
         if num_beams > 1 {
             if r.temperature.is_some_and(|t| t > 0.0) {
