@@ -35,7 +35,8 @@ impl DeviceChoice {
             Self::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
             Self::Cuda => anyhow::bail!(
                 "device 'cuda' was requested but no CUDA device is usable: libtorch in use is {} \
-                 (set LIBTORCH to a CUDA build of libtorch, or use --device cpu)",
+                 (set LIBTORCH to a CUDA build of libtorch, or run on the CPU: `--device cpu` where the command has it, \
+                 `model.device=cpu` for a training config)",
                 if tch::utils::has_cuda() { "a CUDA build, but no GPU is visible" } else { "CPU-only" }
             ),
         }

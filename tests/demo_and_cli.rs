@@ -148,6 +148,8 @@ fn cli_errors_name_the_problem() {
         let (ok, _, stderr) = ruprompts(&["info", model_dir().to_str().unwrap(), "--device", "cuda"]);
         assert!(!ok);
         assert!(stderr.contains("device 'cuda' was requested but no CUDA device is usable"), "{stderr}");
+        // `train` has no --device: the way out names the config key too.
+        assert!(stderr.contains("`model.device=cpu` for a training config"), "{stderr}");
     }
     let (ok, _, stderr) = ruprompts(&["info", "x", "--dtype", "f64"]);
     assert!(!ok && stderr.contains("invalid value 'f64'"), "{stderr}");
