@@ -1,7 +1,8 @@
 //! Property tests: every parser of outside data gets random and mutated input and must answer with a value or an
 //! error, never a panic: YAML configs with overrides, jsonl/csv/tsv rows (plain and gzipped), `prompt.json`, the
-//! torch pickle of `prompt_provider.bin`, the safetensors header of `prompt_provider.safetensors` and GGUF
-//! checkpoints. (Templates are fuzzed beside their parser, in src/format.)
+//! torch pickle of `prompt_provider.bin` (mutated, and as random programs of its opcodes), the safetensors header
+//! of `prompt_provider.safetensors` and GGUF checkpoints. (Templates are fuzzed beside their parser, in
+//! src/format; files built to amplify are in tests/amplify.rs.)
 
 mod common;
 
@@ -163,6 +164,46 @@ proptest! {
             load(&[(PROMPT_FILE, json), (TORCH_FILE, &std::fs::read(&bin_path).unwrap())]);
             load(&[(PROMPT_FILE, json), (TORCH_FILE, &mutate(bin, &pickle_change))]);
         });
+    }
+}
+
+/// One pickle opcode of those the reader knows (with its argument), or a stray byte.
+fn pickle_op() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(vec![b'(']),
+        Just(vec![b't']),
+        Just(vec![b')']),
+        Just(vec![b'}']),
+        Just(vec![b'R']),
+        Just(vec![b'Q']),
+        Just(vec![0x88]),
+        (0x85u8..=0x87).prop_map(|op| vec![op]),
+        any::<u8>().prop_map(|n| vec![b'K', n]),
+        (0u8..4).prop_map(|i| vec![b'q', i]),
+        (0u8..4).prop_map(|i| vec![b'h', i]),
+        Just(b"ctorch._utils\n_rebuild_tensor_v2\n".to_vec()),
+        Just(b"ctorch\nFloatStorage\n".to_vec()),
+        Just(b"ccollections\nOrderedDict\n".to_vec()),
+        Just(vec![0x8c, 7, b's', b't', b'o', b'r', b'a', b'g', b'e']),
+        any::<u8>().prop_map(|b| vec![b]),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Programs of the opcodes a tensor's pickle uses, in any order and repeated (memo fetches included): an
+    /// error or a tensor, never a panic, and never work beyond the program's length.
+    #[test]
+    fn pickle_programs_never_panic(ops in prop::collection::vec(pickle_op(), 0..400)) {
+        let mut pickle = vec![0x80, 2];
+        pickle.extend(ops.concat());
+        pickle.push(b'.');
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TORCH_FILE);
+        write_torch_zip(&pickle, &path);
+        let json = std::fs::read(fixture("reference/ruprompts/prompt_tensor").join(PROMPT_FILE)).unwrap();
+        load(&[(PROMPT_FILE, &json), (TORCH_FILE, &std::fs::read(&path).unwrap())]);
     }
 }
 

@@ -54,6 +54,105 @@ fn merge_mappings(base: &mut Mapping, top: Mapping) {
     }
 }
 
+/// How many values a YAML text may expand to, per byte: aliases repeat their anchor's values, so a few KB of
+/// `*a` references can ask for billions (serde_yaml caps the repeats, not what each repeat holds).
+const VALUES_PER_BYTE: usize = 8;
+
+/// Parses YAML into a value, refusing one that expands (through aliases) to more than [`VALUES_PER_BYTE`] values
+/// per byte of text: memory stays proportional to the file.
+fn parse_yaml(text: &str) -> std::result::Result<Value, serde_yaml::Error> {
+    use serde::de::DeserializeSeed;
+    let budget = std::cell::Cell::new(text.len().saturating_mul(VALUES_PER_BYTE).max(1024));
+    bounded::Seed(&budget).deserialize(serde_yaml::Deserializer::from_str(text))
+}
+
+/// A YAML value built under a budget of values: each one built spends one, and none left is an error.
+mod bounded {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+    use serde_yaml::value::{Tag, TaggedValue};
+    use serde_yaml::{Mapping, Value};
+
+    pub struct Seed<'a>(pub &'a Cell<usize>);
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(Build(self.0))
+        }
+    }
+
+    struct Build<'a>(&'a Cell<usize>);
+
+    impl Build<'_> {
+        fn spend<E: de::Error>(&self, value: Value) -> Result<Value, E> {
+            let left = self.0.get();
+            if left == 0 {
+                return Err(E::custom("the YAML expands (through aliases) to far more values than its size holds"));
+            }
+            self.0.set(left - 1);
+            Ok(value)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Build<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            self.spend(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            self.spend(Value::Number(v.into()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            self.spend(Value::Number(v.into()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            self.spend(Value::Number(v.into()))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.spend(Value::String(v.to_owned()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            self.spend(Value::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            self.spend(Value::Null)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            Seed(self.0).deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(Seed(self.0))? {
+                items.push(item);
+            }
+            self.spend(Value::Sequence(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut mapping = Mapping::new();
+            while let Some(key) = map.next_key_seed(Seed(self.0))? {
+                let value = map.next_value_seed(Seed(self.0))?;
+                if mapping.contains_key(&key) {
+                    let key = serde_yaml::to_string(&key).unwrap_or_default();
+                    return Err(de::Error::custom(format!("duplicate entry with key {}", key.trim_end())));
+                }
+                mapping.insert(key, value);
+            }
+            self.spend(Value::Mapping(mapping))
+        }
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+            let (tag, contents) = data.variant_seed(std::marker::PhantomData::<String>)?;
+            let value = contents.newtype_variant_seed(Seed(self.0))?;
+            self.spend(Value::Tagged(Box::new(TaggedValue { tag: Tag::new(tag), value })))
+        }
+    }
+}
+
 /// Reads `path` and, first, the files it `extends` (a path or a list, relative to it).
 fn read_layered(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Layered> {
     let canonical = path.canonicalize().with_context(|| format!("cannot read config {}", path.display()))?;
@@ -62,7 +161,7 @@ fn read_layered(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Layered> {
     }
     chain.push(canonical);
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-    let value: Value = serde_yaml::from_str(&text).map_err(|e| match e.location() {
+    let value = parse_yaml(&text).map_err(|e| match e.location() {
         Some(at) => anyhow!("{}:{}:{}: {e}", path.display(), at.line(), at.column()),
         None => anyhow!("{}: {e}", path.display()),
     })?;
@@ -109,7 +208,7 @@ fn apply_override(layered: &mut Layered, text: &str) -> Result<()> {
     if parts.iter().any(|p| p.is_empty()) {
         bail!("override `{text}`: `{key}` is not a dotted key");
     }
-    let value = match serde_yaml::from_str::<Value>(raw) {
+    let value = match parse_yaml(raw) {
         Ok(Value::Mapping(_)) if !raw.trim_start().starts_with('{') => Value::String(raw.to_string()),
         Ok(value) => value,
         Err(_) => Value::String(raw.to_string()),

@@ -5,11 +5,13 @@
 
 use std::io::{Cursor, Read, Seek, Write};
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use tch::{Kind, Tensor};
 
-/// Values the interpreter can hold; anything else in the pickle is an error.
+/// Values the interpreter can hold; anything else in the pickle is an error. Tuples are shared, not copied, so
+/// a pickle that fetches one memoised tuple many times costs a pointer each time (work stays linear in its size).
 #[derive(Debug, Clone)]
 enum Value {
     Mark,
@@ -17,7 +19,7 @@ enum Value {
     /// A `bool` argument (`requires_grad`); its value does not matter to a loaded prompt.
     Bool,
     Str(String),
-    Tuple(Vec<Value>),
+    Tuple(Rc<[Value]>),
     /// `torch._utils._rebuild_tensor_v2`, `collections.OrderedDict` or a storage class.
     Global(String),
     EmptyDict,
@@ -34,6 +36,23 @@ enum Value {
         size: Vec<i64>,
         stride: Vec<i64>,
     },
+}
+
+impl Value {
+    /// What the value is, in a word: error messages name it without printing a (possibly huge) tuple.
+    fn describe(&self) -> &'static str {
+        match self {
+            Value::Mark => "a mark",
+            Value::Int(_) => "an int",
+            Value::Bool => "a bool",
+            Value::Str(_) => "a string",
+            Value::Tuple(_) => "a tuple",
+            Value::Global(_) => "a global",
+            Value::EmptyDict => "a dict",
+            Value::Storage { .. } => "a storage",
+            Value::Tensor { .. } => "a tensor",
+        }
+    }
 }
 
 fn storage_kind(class: &str) -> Option<Kind> {
@@ -140,21 +159,21 @@ fn interpret(pickle: &[u8]) -> Result<Value> {
                 stack.push(Value::Int(i64::from_le_bytes(b)));
             }
             0x88 | 0x89 => stack.push(Value::Bool),
-            b')' => stack.push(Value::Tuple(Vec::new())),
+            b')' => stack.push(Value::Tuple(Rc::new([]))),
             b'}' => stack.push(Value::EmptyDict),
             b't' => {
                 let items = pop_mark(&mut stack)?;
-                stack.push(Value::Tuple(items));
+                stack.push(Value::Tuple(items.into()));
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 ensure!(stack.len() >= n, "pickle stack underflow");
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(items));
+                stack.push(Value::Tuple(items.into()));
             }
             b'Q' => {
                 let Value::Tuple(pid) = pop(&mut stack)? else { bail!("persistent id is not a tuple") };
-                match pid.as_slice() {
+                match &pid[..] {
                     [Value::Str(tag), Value::Global(class), Value::Str(key), Value::Str(_location), Value::Int(numel)]
                         if tag == "storage" =>
                     {
@@ -171,7 +190,7 @@ fn interpret(pickle: &[u8]) -> Result<Value> {
                 let args = pop(&mut stack)?;
                 let callable = pop(&mut stack)?;
                 let Value::Tuple(args) = args else { bail!("call arguments are not a tuple") };
-                match (callable, args.as_slice()) {
+                match (callable, &args[..]) {
                     (Value::Global(g), []) if g == "collections.OrderedDict" => stack.push(Value::EmptyDict),
                     (
                         Value::Global(g),
@@ -184,7 +203,8 @@ fn interpret(pickle: &[u8]) -> Result<Value> {
                         size: ints(size)?,
                         stride: ints(stride)?,
                     }),
-                    (callable, _) => bail!("calls {callable:?} in a way a plain tensor never does"),
+                    (Value::Global(g), _) => bail!("calls {g} in a way a plain tensor never does"),
+                    (callable, _) => bail!("calls {}, which a plain tensor never does", callable.describe()),
                 }
             }
             b'.' => {
@@ -196,22 +216,31 @@ fn interpret(pickle: &[u8]) -> Result<Value> {
     }
 }
 
-/// Reads a bare tensor saved by `torch.save`; anything else (a state dict, arbitrary objects) is refused.
+/// The most bytes the pickle of one bare tensor may take: `torch.save`'s is a few hundred.
+const MAX_PICKLE_BYTES: u64 = 1 << 16;
+
+/// How many times its archive's size an entry may unpack to. `torch.save` stores entries uncompressed, so a
+/// real file never comes near; a deflated bomb (a few KB that unpack to gigabytes) is refused before it is read.
+const MAX_EXPANSION: u64 = 4;
+
+/// Reads a bare tensor saved by `torch.save`; anything else (a state dict, arbitrary objects) is refused. Memory
+/// and work are bounded by the file's size (see [`MAX_EXPANSION`], [`MAX_PICKLE_BYTES`]).
 pub fn read_tensor(path: &Path) -> Result<Tensor> {
     let context = || format!("{} is not a torch.save file of one plain tensor", path.display());
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let budget = file.metadata().map(|m| m.len()).unwrap_or(0).saturating_mul(MAX_EXPANSION);
     let mut zip = zip::ZipArchive::new(file).map_err(anyhow::Error::from).with_context(context)?;
     let pkl_name = zip.file_names().find(|n| n.ends_with("/data.pkl")).map(str::to_owned);
     let pkl_name = pkl_name.ok_or_else(|| anyhow!("no data.pkl")).with_context(context)?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    let pickle = read_entry(&mut zip, &pkl_name).with_context(context)?;
-    if let Ok(order) = read_entry(&mut zip, &format!("{prefix}byteorder")) {
+    let pickle = read_entry(&mut zip, &pkl_name, MAX_PICKLE_BYTES).with_context(context)?;
+    if let Ok(order) = read_entry(&mut zip, &format!("{prefix}byteorder"), 16) {
         ensure!(order == b"little", "{}: big-endian tensors are not supported", path.display());
     }
     let Value::Tensor { kind, key, numel, offset, size, stride } = interpret(&pickle).with_context(context)? else {
         return Err(anyhow!("it holds an object, not a tensor")).with_context(context);
     };
-    let data = read_entry(&mut zip, &format!("{prefix}data/{key}")).with_context(context)?;
+    let data = read_entry(&mut zip, &format!("{prefix}data/{key}"), budget).with_context(context)?;
     let bytes = usize::try_from(numel)
         .ok()
         .and_then(|n| n.checked_mul(kind.elt_size_in_bytes()))
@@ -250,11 +279,15 @@ fn view_extent(size: &[i64], stride: &[i64], offset: i64, numel: i64) -> Result<
     Ok(())
 }
 
-fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Result<Vec<u8>> {
-    let mut entry = zip.by_name(name).with_context(|| format!("no entry {name}"))?;
-    ensure!(entry.size() < 1 << 34, "entry {name} is too large");
+/// The entry `name`, refused if it unpacks to more than `most` bytes (checked on the bytes read, not only on
+/// the size the archive states).
+fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str, most: u64) -> Result<Vec<u8>> {
+    let entry = zip.by_name(name).with_context(|| format!("no entry {name}"))?;
+    let too_big = || anyhow!("entry {name} unpacks to more than {most} bytes, out of proportion to the file");
+    ensure!(entry.size() <= most, too_big());
     let mut out = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut out)?;
+    entry.take(most + 1).read_to_end(&mut out)?;
+    ensure!(out.len() as u64 <= most, too_big());
     Ok(out)
 }
 
