@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use ruprompts::prompt::MultiPrompt;
-use ruprompts::serve::{serve, Limits, Options, Served};
+use ruprompts::serve::{serve, Connections, Limits, Options, Served};
 use serde_json::json;
 
 fn main() -> Result<()> {
@@ -29,10 +29,11 @@ fn main() -> Result<()> {
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
         api_key: None,
-        limits: Limits { max_batch: 32, max_batch_tokens: 1 << 20 },
+        limits: Limits { max_batch: 32, max_batch_tokens: 1 << 20, max_queue: 1 << 16 },
         max_n: 1,
         max_body_bytes: 1 << 20,
         max_logprobs: 0,
+        connections: Connections { max: 1024, header_timeout: Duration::from_secs(30) },
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let served = Served { base: "small".into(), model, tokenizer, prompts: Some(prompts) };

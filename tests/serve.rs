@@ -343,6 +343,42 @@ fn errors_come_in_openai_shape_with_their_status() {
         assert!(e["message"].as_str().unwrap().contains("this server takes 1 to 4 (--max-n"), "{e}");
     }
     assert_eq!(error(server.request("GET", "/v2/nothing", key, None)).0, 404);
+    // Values out of every range a field takes: each a 4xx naming the request's fault, none a 500 (which clients
+    // retry).
+    let chat = |body: &str| server.request("POST", "/v1/chat/completions", key, Some(body));
+    for (body, chat_route) in [
+        (r#"{"model": "short", "prompt": "x", "max_tokens": -1}"#, false),
+        (r#"{"model": "short", "prompt": "x", "max_tokens": 18446744073709551615}"#, false),
+        (r#"{"model": "short", "prompt": "x", "temperature": -1}"#, false),
+        (r#"{"model": "short", "prompt": "x", "temperature": 1e308}"#, false),
+        (r#"{"model": "short", "prompt": "x", "top_p": 2}"#, false),
+        (r#"{"model": "short", "prompt": "x", "top_k": -5}"#, false),
+        (r#"{"model": "short", "prompt": "x", "logprobs": 1000}"#, false),
+        (r#"{"model": "short", "prompt": "x", "logprobs": -1}"#, false),
+        (r#"{"model": "short", "prompt": "x", "n": 0}"#, false),
+        (r#"{"model": "short", "prompt": "x", "stop": [1, 2]}"#, false),
+        (r#"{"model": "short", "prompt": "x", "stop": ""}"#, false),
+        (r#"{"model": "short", "prompt": "x", "min_tokens": 10, "max_tokens": 2}"#, false),
+        (r#"{"model": "short", "prompt": "x", "repetition_penalty": 0}"#, false),
+        (r#"{"model": "short", "prompt": "x", "num_beams": 2, "temperature": 1, "n": 3}"#, false),
+        (r#"{"model": "tiny", "prompt": [-1]}"#, false),
+        (r#"{"model": "tiny", "prompt": [[]]}"#, false),
+        (r#"{"model": "tiny", "prompt": [[1, [2]]]}"#, false),
+        (r#"{"model": "tiny", "prompt": []}"#, false),
+        (r#"{"model": "tiny", "prompt": ""}"#, false),
+        (r#"{"model": "tiny"}"#, false),
+        (r#"{"prompt": "x"}"#, false),
+        (r#"[]"#, false),
+        (r#"{"model": "tiny", "messages": []}"#, true),
+        (r#"{"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}"#, true),
+        (r#"{"model": "tiny", "messages": [{"role": "user"}]}"#, true),
+        (r#"{"model": "tiny", "messages": "hello"}"#, true),
+    ] {
+        let (status, text) = if chat_route { chat(body) } else { post(body) };
+        assert!((400..500).contains(&status), "{body}: {status} {text}");
+        let (_, e) = error((status, text));
+        assert!(!e["message"].as_str().unwrap().is_empty(), "{body}: {e}");
+    }
     // After all that the server still answers.
     let (status, _) = post(r#"{"model": "short", "prompt": "Кот", "max_tokens": 2}"#);
     assert_eq!(status, 200);
@@ -716,4 +752,120 @@ fn settings_that_leave_the_server_open_or_useless_are_refused_at_start() {
     assert!(refused(&["--api-key", "two words"], None).contains("not sendable as a bearer token"));
     assert!(refused(&["--max-body-bytes", "0"], None).contains("--max-body-bytes 0: no request fits"));
     assert!(refused(&["--max-batch-tokens", "0"], None).contains("--max-batch-tokens must be at least 1"));
+    assert!(refused(&["--max-connections", "0"], None).contains("--max-connections must be at least 1"));
+    assert!(refused(&["--header-timeout", "0"], None).contains("--header-timeout 0: give seconds above 0"));
+    assert!(refused(&["--max-queue", "4", "--max-n", "8"], None).contains("--max-queue 4 is below --max-n 8"));
+}
+
+/// Waits until the server has `jobs` or more waiting for room in the batch.
+fn wait_for_queue(server: &Server, jobs: f64) {
+    let start = Instant::now();
+    while server.metric("ruprompts_queue_length") < jobs {
+        assert!(start.elapsed() < Duration::from_secs(60), "the request was never queued");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A request of hundreds of prompts beside small ones: requests take turns in the batch, so each small one is
+/// answered in a fraction of the large one's time, not after it; the wait shows in /metrics.
+#[test]
+fn a_huge_request_does_not_hold_back_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-batch", "8"]);
+    let huge = json!({"model": "short", "prompt": vec!["Кот сидит"; 400], "max_tokens": 24, "min_tokens": 24,
+                      "temperature": 0});
+    let small = json!({"model": "short", "prompt": "Кот", "max_tokens": 4, "min_tokens": 4, "temperature": 0});
+    std::thread::scope(|s| {
+        let url = format!("{}/v1/completions", server.url);
+        let huge = s.spawn(move || {
+            let start = Instant::now();
+            let response = ureq::post(&url).timeout(Duration::from_secs(300)).send_json(&huge).unwrap();
+            let answer: Value = response.into_json().unwrap();
+            assert_eq!(answer["choices"].as_array().unwrap().len(), 400);
+            start.elapsed()
+        });
+        wait_for_queue(&server, 100.0);
+        let mut slowest = Duration::ZERO;
+        for _ in 0..5 {
+            let start = Instant::now();
+            let (status, answer) = server.complete(&small);
+            assert_eq!(status, 200, "{answer}");
+            slowest = slowest.max(start.elapsed());
+        }
+        let huge = huge.join().unwrap();
+        assert!(huge > Duration::from_millis(500), "the large request took only {huge:?}: too small to tell");
+        assert!(slowest * 5 < huge, "a small request took {slowest:?} beside a large one of {huge:?}");
+    });
+    assert!(server.metric("ruprompts_queue_wait_seconds_count") >= 405.0);
+}
+
+/// Past --max-queue waiting rows a request gets 429 with Retry-After, and one larger than the queue a 400 naming
+/// `prompt`; the queue frees as rows are admitted.
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-batch", "1", "--max-queue", "20"]);
+    let body = |prompts: usize| {
+        json!({"model": "short", "prompt": vec!["Кот"; prompts], "max_tokens": 16, "min_tokens": 16,
+               "temperature": 0})
+    };
+    let (status, answer) = server.complete(&body(21));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["param"], "prompt", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("queues at most 20 (--max-queue)"), "{answer}");
+    std::thread::scope(|s| {
+        let url = format!("{}/v1/completions", server.url);
+        let first = body(20);
+        let first = s.spawn(move || ureq::post(&url).timeout(Duration::from_secs(120)).send_json(&first).unwrap());
+        wait_for_queue(&server, 10.0);
+        let url = format!("{}/v1/completions", server.url);
+        match ureq::post(&url).send_json(body(5)) {
+            Err(ureq::Error::Status(429, response)) => {
+                assert_eq!(response.header("Retry-After"), Some("1"));
+                let answer: Value = response.into_json().unwrap();
+                assert_eq!(answer["error"]["type"], "rate_limit_error", "{answer}");
+                assert!(answer["error"]["message"].as_str().unwrap().contains("the server is busy"), "{answer}");
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert_eq!(first.join().unwrap().status(), 200);
+    });
+    let (status, answer) = server.complete(&body(5));
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Sockets that send nothing are closed after --header-timeout, and past --max-connections a new client waits
+/// for a slot instead of the server holding sockets without bound.
+#[test]
+fn idle_connections_are_closed_and_capped() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-connections", "3", "--header-timeout", "1"]);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..3).map(|_| std::net::TcpStream::connect(&address).unwrap()).collect();
+    // A fourth client waits for a slot: an idle socket's timeout frees one.
+    let start = Instant::now();
+    let (status, _) = server.request("GET", "/health", None, None);
+    let waited = start.elapsed();
+    assert_eq!(status, 200);
+    assert!(waited > Duration::from_millis(500), "served at once beside 3 idle connections: {waited:?}");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?} for a slot");
+    // The idle sockets were closed by the server: reading ends (or fails), it does not hang.
+    for mut socket in idle {
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        match socket.read(&mut buf) {
+            Ok(0) | Err(_) => {}
+            Ok(n) => panic!("an idle socket got {n} bytes"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "an idle socket stayed open");
+    }
+    // A slow but live client (headers in pieces within the timeout) is served.
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    slow.write_all(b"Host: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
@@ -12,7 +13,7 @@ use super::Placement;
 use crate::model::Backbone;
 use crate::prompt::MultiPrompt;
 use crate::resolve;
-use crate::serve::{serve, Limits, Options, Served};
+use crate::serve::{serve, Connections, Limits, Options, Served};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -44,6 +45,11 @@ pub struct ServeArgs {
     /// decodes alone.
     #[arg(long, default_value_t = 32768)]
     pub max_batch_tokens: usize,
+    /// The most sequences (prompts × n) that may wait for room in the batch, all requests together. A request
+    /// that would pass it gets 429 with Retry-After; one larger than it alone, 400. Requests take turns in the
+    /// batch, so a large one does not hold the others back.
+    #[arg(long, default_value_t = 4096)]
+    pub max_queue: usize,
     /// The most sequences one request may ask for (`n`).
     #[arg(long, default_value_t = 16)]
     pub max_n: usize,
@@ -53,6 +59,13 @@ pub struct ServeArgs {
     /// The most alternatives per token a request's `logprobs` may ask for.
     #[arg(long, default_value_t = 20)]
     pub max_logprobs: usize,
+    /// The most connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's head (an idle keep-alive connection counts as
+    /// sending one): past it the connection is closed, so silent sockets cannot hold the server.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub header_timeout: f64,
     #[command(flatten)]
     pub placement: Placement,
 }
@@ -62,7 +75,18 @@ const MIN_BODY_BYTES: usize = 256;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     ensure!(args.max_batch >= 1 && args.max_n >= 1, "--max-batch and --max-n must be at least 1");
+    ensure!(
+        args.max_queue >= args.max_n,
+        "--max-queue {} is below --max-n {}: no request with n = --max-n would fit",
+        args.max_queue,
+        args.max_n
+    );
     ensure!(args.max_batch_tokens >= 1, "--max-batch-tokens must be at least 1");
+    ensure!(args.max_connections >= 1, "--max-connections must be at least 1");
+    let header_timeout = Duration::try_from_secs_f64(args.header_timeout)
+        .ok()
+        .filter(|t| !t.is_zero() && t.as_secs() < 1 << 32)
+        .with_context(|| format!("--header-timeout {}: give seconds above 0", args.header_timeout))?;
     ensure!(
         args.max_body_bytes >= MIN_BODY_BYTES,
         "--max-body-bytes {}: no request fits in fewer than {MIN_BODY_BYTES} bytes",
@@ -108,10 +132,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         host: args.host,
         port: args.port,
         api_key: args.api_key,
-        limits: Limits { max_batch: args.max_batch, max_batch_tokens: args.max_batch_tokens },
+        limits: Limits {
+            max_batch: args.max_batch,
+            max_batch_tokens: args.max_batch_tokens,
+            max_queue: args.max_queue,
+        },
         max_n: args.max_n,
         max_body_bytes: args.max_body_bytes,
         max_logprobs: args.max_logprobs,
+        connections: Connections { max: args.max_connections, header_timeout },
     };
     let keys: Vec<String> = prompts.iter().flat_map(|m| m.keys().map(str::to_string)).collect();
     let served = Served { base: base.clone(), model, tokenizer, prompts };

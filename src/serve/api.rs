@@ -218,16 +218,26 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<&'static str>,
     pub code: Option<&'static str>,
+    /// Seconds to wait before retrying (a `Retry-After` header), for a busy server.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// 400: the request is wrong; `param` names the field at fault.
     pub fn invalid(param: Option<&'static str>, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into(), param, code: None }
+        Self { status: StatusCode::BAD_REQUEST, message: message.into(), param, code: None, retry_after: None }
     }
 
     pub fn with_status(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), param: None, code: Some(code) }
+        Self { status, message: message.into(), param: None, code: Some(code), retry_after: None }
+    }
+
+    /// 429: the server is busy for now; retry in a second.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::with_status(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", message)
+        }
     }
 
     /// 500: our fault, not the request's.
@@ -239,6 +249,7 @@ impl ApiError {
         match self.status {
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
         }
@@ -252,6 +263,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -1,15 +1,20 @@
 //! The decoding thread: it owns the model and the prompts, queues jobs as they come, lets them join the running
 //! batch between steps while there is room (`--max-batch` rows, `--max-batch-tokens` tokens), and sends each
-//! job its updates. A job whose client went away leaves the batch; a failure or panic while decoding fails the
-//! jobs it touched and the thread goes on with an empty batch.
+//! job its updates. Requests take turns: the waiting jobs are queued per request and admitted round-robin, so one
+//! request of thousands of prompts does not hold the others back; past `--max-queue` waiting rows a request is
+//! turned away. A job whose client went away leaves the batch; a failure or panic while decoding fails the jobs
+//! it touched and the thread goes on with an empty batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::metrics::Metrics;
 use crate::generate::{generate, Batcher, Job, Update};
@@ -24,6 +29,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// Tokens the running batch may come to hold: each row's input and new tokens.
     pub max_batch_tokens: usize,
+    /// Rows that may wait for room in the batch, all requests together: past it a request is turned away.
+    pub max_queue: usize,
 }
 
 impl Limits {
@@ -42,15 +49,67 @@ pub enum Event {
     Failed(String),
 }
 
-/// A job and where its events go.
-pub struct Submission {
-    pub job: Job,
-    pub events: UnboundedSender<Event>,
+/// A job, the request it belongs to, when it was queued and where its events go.
+struct Submission {
+    job: Job,
+    request: u64,
+    queued: Instant,
+    events: UnboundedSender<Event>,
+}
+
+/// Why a request's jobs were not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// More rows than `--max-queue` in one request: it can never be queued.
+    TooLarge { rows: usize, max: usize },
+    /// The queue is full for now: `waiting` rows wait already.
+    Busy { waiting: usize, max: usize },
+    /// The decoding thread has stopped.
+    Stopped,
+}
+
+/// The way into the decoding thread, shared by the request handlers.
+pub struct Intake {
+    sender: Mutex<Sender<Submission>>,
+    /// Rows queued and not yet admitted to the batch (or dropped).
+    waiting: Arc<AtomicUsize>,
+    max_queue: usize,
+    next_request: AtomicU64,
+}
+
+impl Intake {
+    /// Queues one request's jobs, all or none: none when they would take the waiting rows past `--max-queue`.
+    /// Each job answers on its own channel.
+    pub fn submit(&self, jobs: Vec<Job>) -> Result<Vec<UnboundedReceiver<Event>>, Refused> {
+        let rows: usize = jobs.iter().map(|j| Limits::cost(j).0).sum();
+        if rows > self.max_queue {
+            return Err(Refused::TooLarge { rows, max: self.max_queue });
+        }
+        let sender = self.sender.lock().map_err(|_| Refused::Stopped)?;
+        let waiting = self.waiting.load(Ordering::SeqCst);
+        if waiting + rows > self.max_queue {
+            return Err(Refused::Busy { waiting, max: self.max_queue });
+        }
+        self.waiting.fetch_add(rows, Ordering::SeqCst);
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let queued = Instant::now();
+        let mut receivers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (events, receiver) = unbounded_channel();
+            let cost = Limits::cost(&job).0;
+            if sender.send(Submission { job, request, queued, events }).is_err() {
+                self.waiting.fetch_sub(cost, Ordering::SeqCst);
+                return Err(Refused::Stopped);
+            }
+            receivers.push(receiver);
+        }
+        Ok(receivers)
+    }
 }
 
 /// The decoding thread and the way in.
 pub struct Engine {
-    pub queue: Sender<Submission>,
+    pub intake: Arc<Intake>,
     thread: JoinHandle<()>,
 }
 
@@ -63,17 +122,82 @@ impl Engine {
         limits: Limits,
         metrics: Metrics,
     ) -> Result<Self> {
-        let (queue, incoming) = std::sync::mpsc::channel();
+        let (sender, incoming) = std::sync::mpsc::channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let queue = Waiting::new(waiting.clone());
         let thread = std::thread::Builder::new()
             .name("ruprompts-decode".into())
-            .spawn(move || run(&model, &tokenizer, prompts.as_ref(), limits, &metrics, incoming))?;
-        Ok(Self { queue, thread })
+            .spawn(move || run(&model, &tokenizer, prompts.as_ref(), limits, &metrics, incoming, queue))?;
+        let intake =
+            Intake { sender: Mutex::new(sender), waiting, max_queue: limits.max_queue, next_request: 0.into() };
+        Ok(Self { intake: Arc::new(intake), thread })
     }
 
-    /// Waits for the thread to finish its jobs (after every sender of `queue` is dropped).
+    /// Waits for the thread to finish its jobs (after every other holder of `intake` has let it go).
     pub fn join(self) -> Result<()> {
-        drop(self.queue);
+        drop(self.intake);
         self.thread.join().map_err(|_| anyhow!("the decoding thread panicked"))
+    }
+}
+
+/// Jobs waiting for room in the batch, queued per request: requests take turns, a job at a time.
+struct Waiting {
+    requests: VecDeque<(u64, VecDeque<(u64, Submission)>)>,
+    /// Rows waiting, shared with the [`Intake`] that counts them in.
+    rows: Arc<AtomicUsize>,
+}
+
+impl Waiting {
+    fn new(rows: Arc<AtomicUsize>) -> Self {
+        Self { requests: VecDeque::new(), rows }
+    }
+
+    /// Queues a job behind its request's others (a request's jobs arrive together).
+    fn push(&mut self, key: u64, s: Submission) {
+        match self.requests.back_mut() {
+            Some((request, jobs)) if *request == s.request => jobs.push_back((key, s)),
+            _ => self.requests.push_back((s.request, VecDeque::from([(key, s)]))),
+        }
+    }
+
+    /// The job whose turn it is.
+    fn front(&self) -> Option<&Submission> {
+        self.requests.front().and_then(|(_, jobs)| jobs.front()).map(|(_, s)| s)
+    }
+
+    /// Takes the job whose turn it is; its request goes to the back of the line.
+    fn pop(&mut self) -> Option<(u64, Submission)> {
+        let (request, mut jobs) = self.requests.pop_front()?;
+        let job = jobs.pop_front();
+        if !jobs.is_empty() {
+            self.requests.push_back((request, jobs));
+        }
+        if let Some((_, s)) = &job {
+            self.rows.fetch_sub(Limits::cost(&s.job).0, Ordering::SeqCst);
+        }
+        job
+    }
+
+    /// Drops the jobs whose clients went away.
+    fn drop_abandoned(&mut self) {
+        for (_, jobs) in &mut self.requests {
+            jobs.retain(|(_, s)| {
+                let open = !s.events.is_closed();
+                if !open {
+                    self.rows.fetch_sub(Limits::cost(&s.job).0, Ordering::SeqCst);
+                }
+                open
+            });
+        }
+        self.requests.retain(|(_, jobs)| !jobs.is_empty());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    fn jobs(&self) -> usize {
+        self.requests.iter().map(|(_, jobs)| jobs.len()).sum()
     }
 }
 
@@ -90,10 +214,10 @@ fn run(
     limits: Limits,
     metrics: &Metrics,
     incoming: Receiver<Submission>,
+    mut waiting: Waiting,
 ) {
     let injections = prompts.map(MultiPrompt::injections).unwrap_or_default();
     let mut batcher: Batcher<u64> = Batcher::new(model, tokenizer, &injections);
-    let mut waiting: VecDeque<(u64, Submission)> = VecDeque::new();
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut next_key = 0u64;
     let mut closed = false;
@@ -105,7 +229,7 @@ fn run(
             }
             match incoming.recv() {
                 Ok(s) => {
-                    waiting.push_back((next_key, s));
+                    waiting.push(next_key, s);
                     next_key += 1;
                 }
                 Err(_) => return,
@@ -114,7 +238,7 @@ fn run(
         loop {
             match incoming.try_recv() {
                 Ok(s) => {
-                    waiting.push_back((next_key, s));
+                    waiting.push(next_key, s);
                     next_key += 1;
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
@@ -128,28 +252,30 @@ fn run(
         let gone: Vec<u64> = running.iter().filter(|(_, r)| r.events.is_closed()).map(|(k, _)| *k).collect();
         batcher.remove(&gone);
         gone.iter().for_each(|k| drop(running.remove(k)));
-        waiting.retain(|(_, s)| !s.events.is_closed());
-        // Beam search settles its outputs only at the end: a beam job at the head of the queue decodes on its own.
-        if waiting.front().is_some_and(|(_, s)| s.job.config.num_beams > 1) {
-            let (_, s) = waiting.pop_front().expect("a front");
+        waiting.drop_abandoned();
+        // Beam search settles its outputs only at the end: a beam job whose turn it is decodes on its own.
+        if waiting.front().is_some_and(|s| s.job.config.num_beams > 1) {
+            let (_, s) = waiting.pop().expect("a front");
+            metrics.queue_wait.observe(s.queued.elapsed().as_secs_f64());
             beams(model, tokenizer, &injections, s, metrics);
             continue;
         }
         let (mut rows, mut tokens) = running.values().fold((0, 0), |(r, t), j| (r + j.cost.0, t + j.cost.1));
         let mut joining = Vec::new();
-        while let Some((_, s)) = waiting.front() {
+        while let Some(s) = waiting.front() {
             let cost = Limits::cost(&s.job);
             let fits = rows + cost.0 <= limits.max_batch && tokens + cost.1 <= limits.max_batch_tokens;
             // A job larger than the limits alone still decodes, alone.
             if s.job.config.num_beams > 1 || !(fits || (running.is_empty() && joining.is_empty())) {
                 break;
             }
-            let (key, s) = waiting.pop_front().expect("a front");
+            let (key, s) = waiting.pop().expect("a front");
+            metrics.queue_wait.observe(s.queued.elapsed().as_secs_f64());
             rows += cost.0;
             tokens += cost.1;
             joining.push((key, s, cost));
         }
-        metrics.queue_length.set(waiting.len() as i64);
+        metrics.queue_length.set(waiting.jobs() as i64);
         if !joining.is_empty() {
             let jobs: Vec<(u64, Job)> = joining.iter().map(|(k, s, _)| (*k, s.job.clone())).collect();
             for (key, s, cost) in joining {
@@ -252,7 +378,6 @@ mod tests {
     use super::*;
     use crate::generate::GenerationConfig;
     use tch::{Device, Kind};
-    use tokio::sync::mpsc::unbounded_channel;
 
     /// The panic net catches what should never happen; here a job asking for more alternatives per token than
     /// the vocabulary has, which the HTTP side refuses before it gets this far.
@@ -261,7 +386,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-gpt2-ru");
         let model = Model::from_dir(&dir, Kind::Float, Device::Cpu).unwrap();
         let tokenizer = Tokenizer::from_dir(&dir).unwrap();
-        let limits = Limits { max_batch: 8, max_batch_tokens: 10_000 };
+        let limits = Limits { max_batch: 8, max_batch_tokens: 10_000, max_queue: 64 };
         let engine = Engine::start(model, tokenizer, None, limits, Metrics::default()).unwrap();
         let job = |logprobs| Job {
             input: vec![5, 6, 7],
@@ -269,14 +394,12 @@ mod tests {
             logprobs,
             echo: None,
         };
-        let (events, mut heard) = unbounded_channel();
-        engine.queue.send(Submission { job: job(Some(100_000)), events }).unwrap();
+        let mut heard = engine.intake.submit(vec![job(Some(100_000))]).unwrap().remove(0);
         match heard.blocking_recv() {
             Some(Event::Failed(message)) => assert!(message.starts_with("decoding panicked"), "{message}"),
             other => panic!("expected a failure, got {other:?}"),
         }
-        let (events, mut heard) = unbounded_channel();
-        engine.queue.send(Submission { job: job(None), events }).unwrap();
+        let mut heard = engine.intake.submit(vec![job(None)]).unwrap().remove(0);
         let mut tokens = 0;
         while let Some(event) = heard.blocking_recv() {
             match event {

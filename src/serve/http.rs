@@ -18,14 +18,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_stream::{StreamExt, StreamMap};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::api::{ApiError, ChatRequest, Choice, Completion, CompletionRequest, Logprobs, Stop, Usage};
-use super::engine::{Engine, Event, Limits, Submission};
+use super::engine::{Engine, Event, Intake, Limits, Refused};
 use super::inputs::{Models, Prepared};
+use super::listen::{accept, Connections};
 use super::metrics::Metrics;
 use crate::generate::{cut_at_stop, settled, GenerationConfig, Job, TokenLogprobs, Update};
 use crate::model::Model;
@@ -56,11 +57,12 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// The most alternatives per token `logprobs` may ask for.
     pub max_logprobs: usize,
+    pub connections: Connections,
 }
 
 struct AppState {
     models: Models,
-    queue: std::sync::Mutex<std::sync::mpsc::Sender<Submission>>,
+    intake: Arc<Intake>,
     metrics: Metrics,
     options: Options,
     eos: Option<i64>,
@@ -83,21 +85,15 @@ pub fn serve(served: Served, options: Options, ready: impl FnOnce(SocketAddr)) -
     let metrics = Metrics::default();
     let engine = Engine::start(model, tokenizer, prompts, options.limits, metrics.clone())?;
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let state = Arc::new(AppState {
-        models,
-        queue: std::sync::Mutex::new(engine.queue.clone()),
-        metrics,
-        options: options.clone(),
-        eos,
-        started,
-    });
+    let state =
+        Arc::new(AppState { models, intake: engine.intake.clone(), metrics, options: options.clone(), eos, started });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let served = runtime.block_on(async {
         let address = SocketAddr::new(options.host, options.port);
         let listener =
             tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         ready(listener.local_addr()?);
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await.context("serving")
+        accept(listener, router(state), options.connections).await.context("serving")
     });
     // Streams still held by the runtime end with it; then the decoding thread finishes and stops.
     drop(runtime);
@@ -132,24 +128,6 @@ fn router(state: Arc<AppState>) -> Router {
                 .into_response()
         }))
         .with_state(state)
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => drop(s.recv().await),
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! { () = interrupt => {}, () = terminate => {} }
-    eprintln!("serve: shutting down, finishing the requests in flight");
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -262,7 +240,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
         } else {
             r.body_text()
         };
-        ApiError { status, message, param: None, code: None }
+        ApiError { status, message, param: None, code: None, retry_after: None }
     })?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -408,7 +386,7 @@ impl AppState {
         let window = self.models.window;
         let mut prompts = Vec::with_capacity(prepared.len());
         for prepared in prepared {
-            let asked = prepared.ids.len() + config.max_new_tokens;
+            let asked = prepared.ids.len().saturating_add(config.max_new_tokens);
             if asked > window {
                 let param = if prepared.ids.len() >= window { "prompt" } else { "max_tokens" };
                 return Err(ApiError::invalid(
@@ -435,25 +413,34 @@ impl AppState {
         })
     }
 
-    /// Queues one job per prompt; each answers on its own channel.
+    /// Queues one job per prompt; each answers on its own channel. A request larger than the queue is a 400; one
+    /// that finds the queue full a 429 with Retry-After (OpenAI's clients wait and retry it).
     fn submit(&self, plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
-        let queue = self.queue.lock().map_err(|_| ApiError::internal("the request queue is broken"))?;
-        plan.prompts
+        let jobs = plan
+            .prompts
             .iter()
-            .map(|p| {
-                let (events, receiver) = unbounded_channel();
-                let job = Job {
-                    input: p.ids.clone(),
-                    config: plan.config.clone(),
-                    logprobs: plan.logprobs,
-                    echo: plan.echo.then(|| p.own.clone()),
-                };
-                queue
-                    .send(Submission { job, events })
-                    .map_err(|_| ApiError::internal("the decoding thread has stopped"))?;
-                Ok(receiver)
+            .map(|p| Job {
+                input: p.ids.clone(),
+                config: plan.config.clone(),
+                logprobs: plan.logprobs,
+                echo: plan.echo.then(|| p.own.clone()),
             })
-            .collect()
+            .collect();
+        self.intake.submit(jobs).map_err(|refused| match refused {
+            Refused::TooLarge { rows, max } => ApiError::invalid(
+                Some(if plan.prompts.len() > 1 { "prompt" } else { "n" }),
+                format!(
+                    "this request asks for {rows} sequences ({} prompts, {} each); this server queues at most {max} \
+                     (--max-queue): send it in parts",
+                    plan.prompts.len(),
+                    rows / plan.prompts.len().max(1)
+                ),
+            ),
+            Refused::Busy { waiting, max } => ApiError::busy(format!(
+                "the server is busy: {waiting} sequences wait already and it queues at most {max}; retry shortly"
+            )),
+            Refused::Stopped => ApiError::internal("the decoding thread has stopped"),
+        })
     }
 }
 

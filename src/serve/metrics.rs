@@ -21,6 +21,8 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     /// Jobs waiting for room in the batch.
     pub queue_length: Gauge,
+    /// Seconds each job waited for room in the batch.
+    pub queue_wait: Histogram,
     pub running_rows: Gauge,
     /// Seconds from a completion request to its last byte.
     pub latency: Histogram,
@@ -33,12 +35,14 @@ impl Default for Metrics {
         let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         let (queue_length, running_rows) = (Gauge::default(), Gauge::default());
         let latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let queue_wait = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let mut registry = Registry::with_prefix("ruprompts");
         registry.register("requests", "HTTP requests answered, by route and status", requests.clone());
         registry.register("prompt_tokens", "Prompt tokens read", prompt_tokens.clone());
         registry.register("completion_tokens", "Tokens generated", completion_tokens.clone());
         registry.register("batch_rows", "Rows decoded per step", batch_rows.clone());
-        registry.register("queue_length", "Requests waiting for room in the batch", queue_length.clone());
+        registry.register("queue_length", "Jobs (prompts) waiting for room in the batch", queue_length.clone());
+        registry.register("queue_wait_seconds", "Seconds each job waited for room in the batch", queue_wait.clone());
         registry.register("running_rows", "Rows in the running batch", running_rows.clone());
         registry.register(
             "request_duration_seconds",
@@ -52,6 +56,7 @@ impl Default for Metrics {
             completion_tokens,
             batch_rows,
             queue_length,
+            queue_wait,
             running_rows,
             latency,
         }

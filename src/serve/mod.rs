@@ -6,7 +6,9 @@ mod api;
 mod engine;
 mod http;
 mod inputs;
+mod listen;
 mod metrics;
 
 pub use engine::Limits;
 pub use http::{serve, Options, Served};
+pub use listen::Connections;
