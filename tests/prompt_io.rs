@@ -13,6 +13,7 @@ use ruprompts::prompt::{
 use ruprompts::provider::{ProviderConfig, TensorInit};
 use ruprompts::rng::seeded;
 use ruprompts::tokenizer::Tokenizer;
+use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 fn python_prompt(name: &str) -> PathBuf {
@@ -178,8 +179,12 @@ fn prompt_for_another_embedding_size_is_an_error_naming_both() {
     let mut tok = Tokenizer::from_dir(&model_dir()).unwrap();
     let id = prompt.add_token(&mut tok).unwrap();
     let ids = Tensor::from_slice(&[id, id, id, 5, id, id, id, id]).unsqueeze(0);
-    let err = prompt.embed(&model, &ids, id).unwrap_err().to_string();
-    assert_eq!(err, "the prompt <|P|> has embedding size 64 but the model has 32");
+    let err = format!("{:#}", prompt.embed(&model, &ids, id).unwrap_err());
+    assert_eq!(
+        err,
+        "the prompt <|P|> does not fit this model: it was made for a model with embedding size 64, but this model \
+         has 32 (n_embd)"
+    );
 
     // A prompt.json whose embedding size disagrees with its tensor is refused too.
     let dir = copy_only(&python_prompt("prompt_tensor"), &[TORCH_FILE]);
@@ -454,4 +459,55 @@ fn prompts_with_nan_or_infinite_numbers_are_refused_naming_the_file() {
         let named = if file == STATE_FILE { dir.path().display().to_string() } else { file.to_string() };
         assert!(err.contains(&named), "{value}: {err}");
     }
+}
+
+/// PEFT adapters whose `adapter_config.json` contradicts their tensor are refused on load, naming the field; one
+/// whose numbers multiply out right but belong to another model (layers and key width swapped) loads, and is
+/// refused where it meets the model (generation, evaluation, serving, `init_from`: one shared check), not
+/// reinterpreted.
+#[test]
+fn peft_adapters_that_contradict_their_tensor_or_model_are_refused() {
+    let model = tiny_model();
+    let tok = Tokenizer::from_dir(&model_dir()).unwrap();
+    let load_err = |dir: &Path| format!("{:#}", Prompt::load(dir, Device::Cpu).unwrap_err());
+
+    let tuning = tempfile::tempdir().unwrap();
+    let format = PromptFormat::compile("<P*5>{text}", &tok).unwrap();
+    seeded(3, || Prompt::new(format, ProviderConfig::default(), &model)).unwrap().save_peft(tuning.path()).unwrap();
+    let config = tuning.path().join(PEFT_CONFIG_FILE);
+    edit_json(&config, "token_dim", json!(32));
+    assert!(load_err(tuning.path()).contains("token_dim is 32 but 'prompt_embeddings'"), "{}", load_err(tuning.path()));
+    edit_json(&config, "token_dim", json!(64));
+    edit_json(&config, "num_attention_heads", json!(5));
+    let err = load_err(tuning.path());
+    assert!(err.contains("num_attention_heads 5 does not divide token_dim 64"), "{err}");
+
+    let prefix = tempfile::tempdir().unwrap();
+    let format = PromptFormat::compile("{text}", &tok).unwrap();
+    let provider = ProviderConfig::Prefix { num_virtual_tokens: 3, projection: None, init: TensorInit::Vocab };
+    seeded(3, || Prompt::new(format, provider, &model)).unwrap().save_peft(prefix.path()).unwrap();
+    let config = prefix.path().join(PEFT_CONFIG_FILE);
+    // The tiny model: 2 layers of 64. 4 layers of 32 make the same 256 numbers per token.
+    edit_json(&config, "num_layers", json!(4));
+    edit_json(&config, "token_dim", json!(32));
+    let swapped = Prompt::load(prefix.path(), Device::Cpu).unwrap();
+    let err = format!("{:#}", swapped.fits(&model).unwrap_err());
+    assert_eq!(err, "it was made for a model with layers 4, but this model has 2 (n_layer)");
+    let mut tokenizer = tok.clone();
+    let id = swapped.add_token(&mut tokenizer).unwrap();
+    let ids = Tensor::from_slice(&[id, id, id, 5, 6]).unsqueeze(0);
+    let err = format!("{:#}", swapped.embed(&model, &ids, id).unwrap_err());
+    assert!(err.contains("does not fit this model: it was made for a model with layers 4"), "{err}");
+    let (ok, _, stderr) = ruprompts(&[
+        "generate",
+        "--model",
+        model_dir().to_str().unwrap(),
+        "--prompt",
+        prefix.path().to_str().unwrap(),
+        "--device",
+        "cpu",
+        "Кот",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("made for a model with layers 4, but this model has 2 (n_layer)"), "{stderr}");
 }

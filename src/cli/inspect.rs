@@ -51,7 +51,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     };
     let report = inspect(
         &prompt,
-        backbone.model.token_embeddings(),
+        &backbone.model,
         &backbone.tokenizer,
         args.top,
         start.as_ref(),

@@ -2,9 +2,10 @@
 //! prompts and multi-prompts share. A deep prompt's virtual tokens are prompt tokens too: at their positions the
 //! model reads the prompt's keys and values in every layer instead of computing them.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use tch::{Kind, Tensor};
 
+use super::Shape;
 use crate::model::{DeepKv, Input, Model};
 
 /// One prompt to inject: its token id and one copy's rows, one per prompt token.
@@ -13,6 +14,8 @@ pub struct Injection<'a> {
     /// For messages, e.g. the prompt token `<|[qa]P|>`.
     pub name: &'a str,
     pub token_id: i64,
+    /// The sizes of the model the prompt was made for.
+    pub shape: Shape,
     /// `[C, d]` input embeddings (a virtual token's row is never read).
     pub embeddings: Tensor,
     /// A deep prompt's keys and values, per row of `embeddings`.
@@ -43,6 +46,7 @@ impl Injection<'_> {
         Injection {
             name: self.name,
             token_id: self.token_id,
+            shape: self.shape,
             embeddings: self.embeddings.index_select(0, &index),
             deep,
         }
@@ -84,14 +88,17 @@ pub fn inject(model: &Model, ids: &Tensor, prompts: &[Injection]) -> Result<Inje
     let (mut positions, mut tables, mut indices) = (Vec::new(), Vec::new(), Vec::new());
     let mut table_rows = 0;
     for (prompt, mask) in prompts.iter().zip(&masks) {
-        let [length, dim] = prompt.embeddings.size()[..] else { bail!("prompt {} is not [length, dim]", prompt.name) };
+        let [length, _] = prompt.embeddings.size()[..] else { bail!("prompt {} is not [length, dim]", prompt.name) };
         let d = model.config().n_embd;
         // A prefix alone has no input rows: its rows' embeddings are never read, whatever their width.
         let all_virtual = match &prompt.deep {
             Some(deep) => bool::try_from(deep.virtual_.all())?,
             None => false,
         };
-        ensure!(all_virtual || dim == d, "the prompt {} has embedding size {dim} but the model has {d}", prompt.name);
+        prompt
+            .shape
+            .fits(model.config(), !all_virtual, prompt.deep.is_some())
+            .with_context(|| format!("the prompt {} does not fit this model", prompt.name))?;
         let counts = Vec::<i64>::try_from(mask.sum_dim_intlist(1, false, Kind::Int64))?;
         let mut copies = 0;
         for (row, &count) in counts.iter().enumerate() {
@@ -112,13 +119,6 @@ pub fn inject(model: &Model, ids: &Tensor, prompts: &[Injection]) -> Result<Inje
         };
         embeds = embeds.masked_scatter(&mask.unsqueeze(-1), &source);
         if let Some(deep) = &prompt.deep {
-            let (layers, kv, width) = (model.config().n_layer, model.config().kv_dim, deep.values.size()[1]);
-            ensure!(
-                width == 2 * layers * kv,
-                "the deep prompt {} has {width} keys and values per token but the model needs 2 · {layers} layers · \
-                 {kv}",
-                prompt.name
-            );
             // Occurrence j of the prompt token (row-major, as masked_scatter fills) is row j mod C of its copy.
             let device = model.device();
             let slot = Tensor::arange(copies * length, (Kind::Int64, device)).remainder(length);

@@ -2,11 +2,12 @@
 //! (cosine) and its norm against the vocabulary's norms; for every token (a deep prompt's keys and values too) how
 //! far it moved from where training started, and how far it had moved at each checkpoint.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use super::Prompt;
+use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
 /// The report of [`inspect`].
@@ -87,23 +88,19 @@ fn distances(now: &Prompt, start: &Prompt) -> Result<Vec<Distance>> {
     Ok(out)
 }
 
-/// Inspects `prompt` against the vocabulary `wte: [V, d]` (`top` neighbours a token). `start` is where training
-/// began and `checkpoints` the prompt at each saved step.
+/// Inspects `prompt` against `model`'s vocabulary (`top` neighbours a token). `start` is where training began and
+/// `checkpoints` the prompt at each saved step.
 pub fn inspect(
     prompt: &Prompt,
-    wte: &Tensor,
+    model: &Model,
     tokenizer: &Tokenizer,
     top: usize,
     start: Option<&Prompt>,
     checkpoints: &[(usize, Prompt)],
 ) -> Result<Inspection> {
-    let wte = wte.to_device(tch::Device::Cpu).to_kind(Kind::Double);
-    let (vocab, d) = wte.size2()?;
-    ensure!(
-        prompt.embedding_dim() == d,
-        "the prompt has embedding size {} but the model has {d}",
-        prompt.embedding_dim()
-    );
+    prompt.fits(model).context("the prompt does not fit the model")?;
+    let wte = model.token_embeddings().to_device(tch::Device::Cpu).to_kind(Kind::Double);
+    let (vocab, _) = wte.size2()?;
     let norms = wte.norm_scalaropt_dim(2.0, [1], false);
     let sorted = Vec::<f64>::try_from(norms.sort(0, false).0)?;
     let vocab_norms = NormRange { min: sorted[0], median: sorted[sorted.len() / 2], max: sorted[sorted.len() - 1] };

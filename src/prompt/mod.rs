@@ -6,6 +6,7 @@ mod inspect;
 mod io;
 mod multi;
 mod peft;
+mod shape;
 mod torch_pickle;
 
 use anyhow::{ensure, Result};
@@ -16,21 +17,12 @@ pub use inspect::{inspect, Inspection};
 pub use io::{PROMPT_FILE, STATE_FILE, TORCH_FILE, WEIGHTS_FILE};
 pub use multi::MultiPrompt;
 pub use peft::{PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
+pub use shape::Shape;
 
 use crate::format::PromptFormat;
 use crate::model::Model;
 use crate::provider::{Provider, ProviderConfig, ProviderInit};
 use crate::tokenizer::Tokenizer;
-
-/// The sizes of the backbone a prompt is made for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    pub embedding_dim: i64,
-    /// Transformer layers (a deep prompt has keys and values for each).
-    pub num_layers: i64,
-    /// Width of one layer's keys for one position: the embedding size, or less with grouped-query attention.
-    pub kv_dim: i64,
-}
 
 /// A trainable prompt. Its parameters live in their own `VarStore`, apart from the frozen backbone's tensors.
 #[derive(Debug)]
@@ -183,20 +175,28 @@ impl Prompt {
         Ok(i64::from(tokenizer.add_prompt_tokens(&[self.format.prompt_token()])?[0]))
     }
 
+    /// Checks that this prompt fits `model` (see [`Shape::fits`]).
+    pub fn fits(&self, model: &Model) -> Result<()> {
+        let virtual_tokens = self.virtual_tokens();
+        let reads_embeddings = self.format.prompt_length() as i64 > virtual_tokens;
+        self.shape.fits(model.config(), reads_embeddings, virtual_tokens > 0)
+    }
+
     /// This prompt's rows, computed now, ready to inject at `token_id`: a deep prompt's virtual tokens (zero
     /// embeddings, its keys and values) first, then the input-layer rows. At inference compute it once per
     /// request; in training once per step (gradients flow through it).
     pub fn injection(&self, token_id: i64) -> Injection<'_> {
         let embeddings = self.embeddings();
         let name = self.format.prompt_token();
-        let Some(prefix) = self.prefix() else { return Injection { name, token_id, embeddings, deep: None } };
+        let shape = self.shape;
+        let Some(prefix) = self.prefix() else { return Injection { name, token_id, shape, embeddings, deep: None } };
         let (n, l) = (prefix.size()[0], embeddings.size()[0]);
         let options = (embeddings.kind(), embeddings.device());
         let width = prefix.size()[1];
         let embeddings = Tensor::cat(&[Tensor::zeros([n, self.shape.embedding_dim], options), embeddings], 0);
         let values = Tensor::cat(&[prefix, Tensor::zeros([l, width], options)], 0);
         let virtual_ = Tensor::arange(n + l, (tch::Kind::Int64, options.1)).lt(n);
-        Injection { name, token_id, embeddings, deep: Some(DeepRows { values, virtual_ }) }
+        Injection { name, token_id, shape, embeddings, deep: Some(DeepRows { values, virtual_ }) }
     }
 
     /// What the model reads for `ids` with this prompt injected at `token_id` (see [`inject`]).

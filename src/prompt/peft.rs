@@ -34,6 +34,8 @@ struct AdapterConfig {
     #[serde(default)]
     token_dim: Option<i64>,
     #[serde(default)]
+    num_attention_heads: Option<i64>,
+    #[serde(default)]
     base_model_name_or_path: Option<String>,
 }
 
@@ -142,6 +144,14 @@ impl Prompt {
             bail!("{}: '{PEFT_KEY}' has shape {:?}, expected [tokens, dim]", weights_path.display(), weights.size())
         };
         ensure!(rows == n, "{}: '{PEFT_KEY}' has {rows} rows but num_virtual_tokens is {n}", weights_path.display());
+        if let Some(heads) = config.num_attention_heads {
+            let width = config.token_dim.unwrap_or(dim);
+            ensure!(
+                heads > 0 && width % heads == 0,
+                "{}: num_attention_heads {heads} does not divide token_dim {width} into whole heads",
+                config_path.display()
+            );
+        }
         if config.peft_type == "PREFIX_TUNING" {
             return Self::from_peft_prefix(&config, &config_path, weights, format, device);
         }
@@ -152,6 +162,14 @@ impl Prompt {
                 PromptFormat::from_compiled(&format!("<P*{n}>{{text}}"), &compiled)?
             }
         };
+        if let Some(stated) = config.token_dim {
+            ensure!(
+                stated == dim,
+                "{}: token_dim is {stated} but '{PEFT_KEY}' in {} has rows of {dim}",
+                config_path.display(),
+                weights_path.display()
+            );
+        }
         ensure!(
             format.is_prefix() && format.prompt_length() as i64 == n,
             "the format {:?} must start with the adapter's {n} prompt tokens and have no others (it has {})",

@@ -219,16 +219,18 @@ fn interpret(pickle: &[u8]) -> Result<Value> {
 /// The most bytes the pickle of one bare tensor may take: `torch.save`'s is a few hundred.
 const MAX_PICKLE_BYTES: u64 = 1 << 16;
 
-/// How many times its archive's size an entry may unpack to. `torch.save` stores entries uncompressed, so a
-/// real file never comes near; a deflated bomb (a few KB that unpack to gigabytes) is refused before it is read.
+/// How many times its archive's size an entry may unpack to (or [`MIN_BUDGET`] for a small archive).
+/// `torch.save` stores entries uncompressed, so a real file never comes near; a deflated bomb (a few KB that
+/// unpack to gigabytes) is refused before it is read.
 const MAX_EXPANSION: u64 = 4;
+const MIN_BUDGET: u64 = 1 << 20;
 
 /// Reads a bare tensor saved by `torch.save`; anything else (a state dict, arbitrary objects) is refused. Memory
 /// and work are bounded by the file's size (see [`MAX_EXPANSION`], [`MAX_PICKLE_BYTES`]).
 pub fn read_tensor(path: &Path) -> Result<Tensor> {
     let context = || format!("{} is not a torch.save file of one plain tensor", path.display());
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let budget = file.metadata().map(|m| m.len()).unwrap_or(0).saturating_mul(MAX_EXPANSION);
+    let budget = file.metadata().map(|m| m.len()).unwrap_or(0).saturating_mul(MAX_EXPANSION).max(MIN_BUDGET);
     let mut zip = zip::ZipArchive::new(file).map_err(anyhow::Error::from).with_context(context)?;
     let pkl_name = zip.file_names().find(|n| n.ends_with("/data.pkl")).map(str::to_owned);
     let pkl_name = pkl_name.ok_or_else(|| anyhow!("no data.pkl")).with_context(context)?;

@@ -85,6 +85,7 @@ pub fn initial_prompt(config: &TrainConfig, model: &Model, tokenizer: &Tokenizer
         let what = "prompt_provider.init_from";
         let dir = crate::resolve::prompt_dir(source, what)?;
         let start = Prompt::load(&dir, model.device()).with_context(|| format!("{what}: {}", source.display()))?;
+        start.fits(model).with_context(|| format!("{what}: {} does not fit the model", source.display()))?;
         prompt.set_state(&start.state()).with_context(|| format!("{what}: cannot start from {}", source.display()))?;
     }
     Ok(prompt)
