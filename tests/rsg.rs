@@ -85,15 +85,44 @@ fn the_benchmark_table_has_all_nine_tasks_and_reruns_redo_nothing() {
     assert_eq!(results(&bench(&out)), results(&first));
     assert_eq!(["TERRa", "RuCoS", "LiDiRus"].iter().map(|t| stamp(t)).collect::<Vec<_>>(), before);
 
-    // Another setting for one task redoes that task alone; a task without data fails alone.
-    let (printed, _) = rsg(&out, &["--tasks", "parus,terra,lidirus", "training.seed=5"]);
+    // Another setting would replace finished results: refused before any task runs, naming --overwrite, with
+    // everything left as it was.
+    let report = std::fs::read(out.join("report.json")).unwrap();
+    let mut changed = args(&out);
+    changed.extend(["--tasks", "parus,terra,lidirus", "training.seed=5"].map(String::from));
+    let refs: Vec<&str> = changed.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = ruprompts(&refs);
+    assert!(!ok);
+    assert!(stderr.contains("PARus, TERRa in") && stderr.contains("pass --overwrite to replace them"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("report.json")).unwrap(), report);
+    assert_eq!(stamp("TERRa"), before[0]);
+    // A stray argument (a path where KEY=VALUE belongs) is one error before any task, not nine failed tasks.
+    let mut stray = args(&out);
+    stray.push(out.display().to_string());
+    let refs: Vec<&str> = stray.iter().map(String::as_str).collect();
+    let (ok, printed, stderr) = ruprompts(&refs);
+    assert!(!ok && printed.is_empty(), "{printed}");
+    assert!(stderr.contains("is not key=value"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("report.json")).unwrap(), report);
+    // A run in which every task fails (no data here; --overwrite, as the data folder is part of the config) keeps
+    // the report that has results.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("TERRa")).unwrap();
+    let mut no_data = args(&out);
+    no_data[4] = empty.display().to_string();
+    no_data.extend(["--tasks", "terra", "--overwrite"].map(String::from));
+    let refs: Vec<&str> = no_data.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = ruprompts(&refs);
+    assert!(!ok && stderr.contains("report in") && stderr.contains("is kept as it was"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("report.json")).unwrap(), report);
+
+    // With --overwrite the other setting redoes those tasks alone; a task without data fails alone.
+    let (printed, _) = rsg(&out, &["--tasks", "parus,terra,lidirus", "training.seed=5", "--overwrite"]);
     let third = bench(&out);
     assert_eq!(third.tasks.len(), 3);
     assert_ne!(stamp("TERRa"), before[0]);
     assert_eq!(stamp("RuCoS"), before[1]);
     assert!(printed.contains("3 of 9 tasks") || printed.contains("3 of 9"), "{printed}");
-    let empty = dir.path().join("empty");
-    std::fs::create_dir_all(empty.join("TERRa")).unwrap();
     let mut all = args(&dir.path().join("other"));
     all[4] = empty.display().to_string();
     all.extend(["--tasks".to_string(), "terra,lidirus".to_string()]);

@@ -49,14 +49,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             .collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
     };
-    let report = inspect(
-        &prompt,
-        &backbone.model,
-        &backbone.tokenizer,
-        args.top,
-        start.as_ref(),
-        &checkpoints,
-    )?;
+    let report = inspect(&prompt, &backbone.model, &backbone.tokenizer, args.top, start.as_ref(), &checkpoints)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -37,6 +37,10 @@ pub struct RsgArgs {
     /// Items scored together in evaluation.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Replace finished results in --out that were made with another config, model or data (without it such a
+    /// run is refused before any task starts; results made the same way are always kept).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Overrides of every task's config, as for `ruprompts train` (e.g. training.max_steps=2000).
     #[arg(value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -61,6 +65,7 @@ pub fn run_rsg(args: RsgArgs) -> Result<()> {
         out: args.out,
         submission: args.submission,
         batch_size: args.batch_size,
+        overwrite: args.overwrite,
     };
     let Some(bench) = run(&backbone, &request, progress)? else { return Ok(()) };
     println!("{}", bench.markdown());

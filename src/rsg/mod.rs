@@ -53,6 +53,8 @@ pub struct RsgRequest {
     pub submission: bool,
     /// Items scored together in evaluation.
     pub batch_size: usize,
+    /// Replace finished results made with another config, model or data (otherwise refused before any task).
+    pub overwrite: bool,
 }
 
 /// What `<out>/<Task>/outcome.json` holds: the outcome and a digest of what produced it.
@@ -86,6 +88,7 @@ pub fn run(backbone: &Backbone, request: &RsgRequest, progress: &dyn Progress) -
     let mut order = request.tasks.clone();
     order.sort_by_key(|t| (*t == RsgTask::Lidirus, RsgTask::ALL.iter().position(|x| x == t)));
     order.dedup();
+    check_before_running(backbone, request, &config_dir, &order)?;
     let mut outcomes = Vec::new();
     for task in order {
         progress.warn(&format!("rsg: {}", task.name()));
@@ -117,8 +120,68 @@ pub fn run(backbone: &Backbone, request: &RsgRequest, progress: &dyn Progress) -
         write_zip(&request.out.join("submission"), &request.out.join("submission.zip"))?;
     }
     let bench = Benchmark::new(request.model.clone(), outcomes);
-    bench.write(&request.out)?;
+    if bench.tasks.iter().all(|t| t.error.is_some()) && holds_results(&request.out) {
+        progress.warn(&format!(
+            "rsg: no task has a result in this run, so the report in {} (which has results) is kept as it was",
+            request.out.display()
+        ));
+    } else {
+        bench.write(&request.out)?;
+    }
     Ok(Some(bench))
+}
+
+/// Whether `out` holds a benchmark report with at least one task's result.
+fn holds_results(out: &Path) -> bool {
+    std::fs::read_to_string(out.join(crate::report::REPORT_JSON))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Benchmark>(&text).ok())
+        .is_some_and(|b| b.tasks.iter().any(|t| t.error.is_none()))
+}
+
+/// Checks the whole command line before any task runs: every task's config loads with the overrides (a stray
+/// argument is one error, not nine failed tasks), and no finished result made with another config, model or
+/// data would be replaced unless `--overwrite` says so. A task without data is left to fail in the table.
+fn check_before_running(backbone: &Backbone, request: &RsgRequest, config_dir: &Path, order: &[RsgTask]) -> Result<()> {
+    let mut conflicts = Vec::new();
+    for &task in order.iter().filter(|t| **t != RsgTask::Lidirus) {
+        let task_out = request.out.join(task.name());
+        let config = task_config(request, config_dir, task, &task_out)?;
+        if request.overwrite {
+            continue;
+        }
+        let config_text = serde_yaml::to_string(&config)?;
+        let prompt_dir = &config.output_dir;
+        let trained = prompt_dir.join(TRAINER_STATE_FILE).is_file()
+            || (prompt_dir.is_dir() && !checkpoint::list(prompt_dir)?.is_empty());
+        let other_config = std::fs::read_to_string(prompt_dir.join(CONFIG_FILE)).is_ok_and(|t| t != config_text);
+        let other_outcome = match task_fingerprint(backbone, &config_text, &request.data.join(task.name())) {
+            Ok(fingerprint) => stored_any(&task_out).is_some_and(|s| s.fingerprint != fingerprint),
+            Err(_) => false,
+        };
+        if (trained && other_config) || other_outcome {
+            conflicts.push(task.name());
+        }
+    }
+    if !conflicts.is_empty() {
+        bail!(
+            "{} in {} hold{} results made with another config, model or data, which this run would replace: pass \
+             --overwrite to replace them, or --out another folder to keep both",
+            conflicts.join(", "),
+            request.out.display(),
+            if conflicts.len() == 1 { "s" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// What a task's result depends on: its config, the model's dtype and the data files (path, size, time).
+fn task_fingerprint(backbone: &Backbone, config_text: &str, data_dir: &Path) -> Result<String> {
+    let (train_file, val_file) = (find_split(data_dir, &["train"])?, find_split(data_dir, &["val"])?);
+    crate::eval::fingerprint(
+        &[config_text, &format!("{:?}", backbone.source.dtype), &file_marks(&[&train_file, &val_file])?],
+        None,
+    )
 }
 
 /// Writes the built-in configs into `dir` (replacing older copies) and returns it.
@@ -144,11 +207,16 @@ fn file_marks(files: &[&Path]) -> Result<String> {
     Ok(marks)
 }
 
-/// The stored outcome in `dir` when it was made under `fingerprint` without error.
-fn stored(dir: &Path, fingerprint: &str) -> Option<TaskOutcome> {
+/// The outcome stored in `dir`, if it has one without error.
+fn stored_any(dir: &Path) -> Option<Stored> {
     let text = std::fs::read_to_string(dir.join(OUTCOME_FILE)).ok()?;
     let stored: Stored = serde_json::from_str(&text).ok()?;
-    (stored.fingerprint == fingerprint && stored.outcome.error.is_none()).then_some(stored.outcome)
+    stored.outcome.error.is_none().then_some(stored)
+}
+
+/// The stored outcome in `dir` when it was made under `fingerprint` without error.
+fn stored(dir: &Path, fingerprint: &str) -> Option<TaskOutcome> {
+    stored_any(dir).filter(|s| s.fingerprint == fingerprint).map(|s| s.outcome)
 }
 
 fn store(dir: &Path, fingerprint: String, outcome: &TaskOutcome) -> Result<()> {
@@ -199,12 +267,9 @@ fn run_task(
     }
     let config = task_config(request, config_dir, task, &task_out)?;
     let data_dir = request.data.join(task.name());
-    let (train_file, val_file) = (find_split(&data_dir, &["train"])?, find_split(&data_dir, &["val"])?);
     let config_text = serde_yaml::to_string(&config)?;
-    let fingerprint = crate::eval::fingerprint(
-        &[&config_text, &format!("{:?}", backbone.source.dtype), &file_marks(&[&train_file, &val_file])?],
-        None,
-    )?;
+    let fingerprint = task_fingerprint(backbone, &config_text, &data_dir)?;
+    let val_file = find_split(&data_dir, &["val"])?;
     kept_or(request, task, fingerprint, || {
         let prompt_dir = &config.output_dir;
         let same_config = std::fs::read_to_string(prompt_dir.join(CONFIG_FILE)).ok().as_deref() == Some(&config_text);
@@ -252,10 +317,7 @@ fn run_lidirus(
     let terra_out = request.out.join(RsgTask::Terra.name());
     let terra = task_config(request, config_dir, RsgTask::Terra, &terra_out)?;
     let prompt_dir = terra.output_dir.clone();
-    let terra_done = std::fs::read_to_string(terra_out.join(OUTCOME_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Stored>(&t).ok());
-    let Some(terra_done) = terra_done.filter(|s| s.outcome.error.is_none()) else {
+    let Some(terra_done) = stored_any(&terra_out) else {
         bail!("LiDiRus is scored with the TERRa prompt: run TERRa too (it has no result in {})", terra_out.display())
     };
     let data = find_split(&request.data.join(RsgTask::Lidirus.name()), &["LiDiRus", "test"])?;
