@@ -217,6 +217,25 @@ fn an_override_that_replaces_a_section_is_named_for_errors_inside_it() {
     );
 }
 
+/// A misspelt key or an unknown variant given on the command line is the override's error, not the base file's
+/// line for the section it lands in.
+#[test]
+fn unknown_keys_and_variants_from_overrides_name_the_override() {
+    let dir = configs(&[]);
+    let (err, _) = error(dir.path(), "base.yaml", &["trainig.max_steps=5"]);
+    assert!(
+        err.starts_with("command-line override `trainig.max_steps=5`: `trainig`: unknown field `trainig`"),
+        "{err}"
+    );
+    let (err, _) = error(dir.path(), "base.yaml", &["prompt_provider.kind=transformer"]);
+    assert!(
+        err.starts_with(
+            "command-line override `prompt_provider.kind=transformer`: `prompt_provider`: unknown variant `transformer`"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn override_values_that_read_as_yaml_structure_are_taken_as_text() {
     let dir = configs(&[]);

@@ -277,27 +277,44 @@ fn typed<T: DeserializeOwned>(path: &Path, layered: &Layered) -> Result<T> {
     })
 }
 
-/// `reason` about `key`, prefixed with where the innermost written part of the key was set.
+/// `reason` about `key`, prefixed with where the innermost written part of the key was set. An override under
+/// the key (`trainig.max_steps=5` for the unknown field `trainig`, `prompt_provider.kind=…` for the provider's
+/// unknown variant) is named before a file line above it: serde stops at the key, but the override wrote it.
 fn located(path: &Path, layered: &Layered, key: &str, reason: &str) -> anyhow::Error {
+    let below = format!("{key}.");
+    let under = layered
+        .sources
+        .iter()
+        .filter(|(k, s)| matches!(s, Source::Override(_)) && (key.is_empty() || k.starts_with(&below)))
+        .min_by_key(|(k, _)| k.as_str())
+        .map(|(_, s)| s);
     let mut prefix = key;
+    let mut found = None;
     loop {
         if let Some(source) = layered.sources.get(prefix) {
-            let hint = match source {
-                Source::Override(_) if reason.starts_with("invalid type") && reason.ends_with("expected a string") => {
-                    " (override values are read as YAML: quote a text, e.g. 'key=\"1e-3\"')"
-                }
-                _ => "",
-            };
-            return anyhow!("{source}: `{key}`: {reason}{hint}");
+            found = Some(source);
+            break;
         }
         match prefix.rfind(['.', '[']) {
             Some(at) => prefix = &prefix[..at],
             None => break,
         }
     }
-    if key.is_empty() || key == "?" {
-        anyhow!("{}: {reason}", path.display())
-    } else {
-        anyhow!("{}: `{key}`: {reason}", path.display())
+    let source = match found {
+        Some(source @ Source::Override(_)) => Some(source),
+        other => under.or(other),
+    };
+    match source {
+        Some(source) => {
+            let hint = match source {
+                Source::Override(_) if reason.starts_with("invalid type") && reason.ends_with("expected a string") => {
+                    " (override values are read as YAML: quote a text, e.g. 'key=\"1e-3\"')"
+                }
+                _ => "",
+            };
+            anyhow!("{source}: `{key}`: {reason}{hint}")
+        }
+        None if key.is_empty() || key == "?" => anyhow!("{}: {reason}", path.display()),
+        None => anyhow!("{}: `{key}`: {reason}", path.display()),
     }
 }
