@@ -115,13 +115,20 @@ fn read_delimited(path: &Path, bytes: &[u8], delimiter: u8) -> Result<Vec<Record
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').to_string())
         .collect();
+    // Lines are counted from byte offsets, as an editor counts them: the csv reader's own count drifts on CRLF
+    // (and a record's offset may sit on the line ending before it, which the reader skips).
+    let newlines: Vec<usize> = bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i).collect();
+    let line_at = |pos: &csv::Position| {
+        let start = bytes.iter().skip(pos.byte() as usize).take_while(|&&b| b == b'\r' || b == b'\n').count();
+        1 + newlines.partition_point(|&at| at < pos.byte() as usize + start)
+    };
     let mut records = Vec::new();
     for result in reader.records() {
         let record = result.map_err(|e| match e.position() {
-            Some(pos) => anyhow::anyhow!("{}:{}: {}", path.display(), pos.line(), csv_error_reason(&e, &header)),
+            Some(pos) => anyhow::anyhow!("{}:{}: {}", path.display(), line_at(pos), csv_error_reason(&e, &header)),
             None => anyhow::anyhow!("{}: {e}", path.display()),
         })?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
+        let line = record.position().map_or(0, line_at);
         let row = header.iter().zip(record.iter()).map(|(k, v)| (k.clone(), Value::String(v.to_string()))).collect();
         records.push(Record { row, origin: Origin { file: path.to_path_buf(), line } });
     }
@@ -222,6 +229,24 @@ mod tests {
         assert_eq!(read_rows(&path).unwrap()[1].origin.to_string(), format!("{}:2", path.display()));
         let (_d, path) = write("a.txt", "");
         assert!(read_rows(&path).unwrap_err().to_string().contains("unknown data file type"));
+    }
+
+    /// Line numbers count lines as an editor does, whatever ends them (CRLF, LF) and with or without a BOM.
+    #[test]
+    fn csv_line_numbers_hold_with_crlf_and_a_bom() {
+        for (name, text) in [
+            ("crlf.csv", "a,b\r\n1,2\r\n\"x\r\ny\",2\r\n5,6\r\n3\r\n"),
+            ("bom.csv", "\u{feff}a,b\n1,2\n\"x\ny\",2\n5,6\n3\n"),
+            ("both.tsv", "\u{feff}a\tb\r\n1\t2\r\n\"x\r\ny\"\t2\r\n5\t6\r\n3\r\n"),
+        ] {
+            let (_d, path) = write(name, text);
+            let err = read_rows(&path).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{}:6: the row has 1 columns", path.display())), "{name}: {err}");
+            let good = text.trim_end_matches("3\r\n").trim_end_matches("3\n");
+            let (_d, path) = write(name, good);
+            let lines: Vec<usize> = read_rows(&path).unwrap().iter().map(|r| r.origin.line).collect();
+            assert_eq!(lines, [2, 3, 5], "{name}");
+        }
     }
 
     #[test]
