@@ -255,3 +255,24 @@ fn evaluations_that_would_score_nothing_say_so() {
     assert!(ok, "{stderr}");
     assert_eq!(std::fs::read_to_string(submission.join("TERRa.jsonl")).unwrap().lines().count(), 3);
 }
+
+/// An empty validation file trains (there is nothing wrong with the training data) but says that nothing will be
+/// evaluated; an empty training file is refused naming it.
+#[test]
+fn empty_data_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = terra_config(dir.path(), &out);
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let validation = format!("dataset.validation={}", empty.display());
+    let (ok, stderr) = train_cli(&config, &[&validation, "training.max_steps=2"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("validation: {} has no rows, so training runs without evaluation", empty.display())),
+        "{stderr}"
+    );
+    let train = format!("dataset.train={}", empty.display());
+    let (ok, stderr) = train_cli(&config, &[&train, "output_dir=/nonexistent/never"]);
+    assert!(!ok && stderr.contains(&format!("{}: the training data has no rows", empty.display())), "{stderr}");
+}

@@ -153,6 +153,11 @@ fn cli_errors_name_the_problem() {
     }
     let (ok, _, stderr) = ruprompts(&["info", "x", "--dtype", "f64"]);
     assert!(!ok && stderr.contains("invalid value 'f64'"), "{stderr}");
+    // An end-of-text id the model never decodes would never end a row.
+    let model = model_dir();
+    let generate = ["generate", "--model", model.to_str().unwrap(), "--device", "cpu", "--eos-token-id"];
+    let (ok, _, stderr) = ruprompts(&[&generate[..], &["2000", "Кот"]].concat());
+    assert!(!ok && stderr.contains("eos_token_id (--eos-token-id) 2000 is not one of the model's 2000"), "{stderr}");
 }
 
 /// Output piped into a reader that has gone (`| head`) ends the program quietly, as SIGPIPE ends other tools,

@@ -65,6 +65,14 @@ pub fn generate_watched(
         "num_beams (--num-beams) {} is more than half the model's {vocab} tokens",
         config.num_beams
     );
+    if let Some(eos) = config.eos_token_id {
+        // An id outside the vocabulary is never decoded: it would never end a row.
+        ensure!(
+            (0..vocab).contains(&eos),
+            "eos_token_id (--eos-token-id) {eos} is not one of the model's {vocab} token ids (0 to {})",
+            vocab - 1
+        );
+    }
     // Rows decoded at once; far past any memory, a typo (a huge --num-return-sequences) is refused, not allocated.
     let per_input = config.num_return_sequences.max(config.num_beams);
     let rows = inputs.len().checked_mul(per_input).filter(|&r| r <= MAX_ROWS);

@@ -39,6 +39,8 @@ pub struct DatasetConfig {
 pub struct Splits {
     pub train: Vec<Record>,
     pub validation: Vec<Record>,
+    /// The file `validation` was read from, if any (an empty one is worth a warning).
+    pub validation_file: Option<PathBuf>,
 }
 
 impl DatasetConfig {
@@ -58,14 +60,14 @@ impl DatasetConfig {
             let Some(train) = named(&self.train, "train") else {
                 bail!("dataset.task_file: the task file names no train split (data: {{train: ...}}) and dataset.train is not set")
             };
-            let train = read_rows(&train)?;
-            if train.is_empty() {
-                bail!("the training data has no rows");
+            let rows = read_rows(&train)?;
+            if rows.is_empty() {
+                bail!("{}: the training data has no rows", train.display());
             }
             // Training watches the task's `dev` split when it has one, leaving `val` (what eval reports) unseen.
             let watched = named(&self.validation, "dev").or_else(|| named(&None, "val"));
-            let validation = watched.map(|p| read_rows(&p)).transpose()?.unwrap_or_default();
-            return Ok(Splits { train, validation });
+            let validation = watched.as_ref().map(|p| read_rows(p)).transpose()?.unwrap_or_default();
+            return Ok(Splits { train: rows, validation, validation_file: watched });
         }
         let (train, validation) = match (&self.task, &self.dir) {
             (Some(_), None) => match &self.train {
@@ -99,11 +101,11 @@ impl DatasetConfig {
             }
             Ok(rows)
         };
-        let train = read(&train)?;
-        if train.is_empty() {
-            bail!("the training data has no rows");
+        let rows = read(&train)?;
+        if rows.is_empty() {
+            bail!("{}: the training data has no rows", train.display());
         }
-        let validation = validation.as_ref().map(read).transpose()?.unwrap_or_default();
-        Ok(Splits { train, validation })
+        let read_validation = validation.as_ref().map(read).transpose()?.unwrap_or_default();
+        Ok(Splits { train: rows, validation: read_validation, validation_file: validation })
     }
 }

@@ -112,6 +112,12 @@ pub(super) fn setup<'a>(config: &TrainConfig, backbone: &'a Backbone, progress: 
         "preprocessing.max_tokens {max_tokens} is more than the model's {positions} positions (n_positions)"
     );
     let splits = config.dataset.load().context("dataset")?;
+    if let (true, Some(file)) = (splits.validation.is_empty(), &splits.validation_file) {
+        progress.warn(&format!(
+            "validation: {} has no rows, so training runs without evaluation (no validation loss, no best prompt)",
+            file.display()
+        ));
+    }
     let special = tokenizer.special();
     let pad_id = i64::from(special.pad.or(special.eos).unwrap_or(0));
     let warn_skipped = |split: &str, skipped: &[&crate::data::Origin], rows: usize| {
