@@ -62,6 +62,11 @@ fn task_files_are_checked_on_load() {
             "`candidates`: give verbalizers or field, not both",
         ),
         ("name: sentiment", "name: a/b", "`name`: must be a non-empty name without slashes"),
+        (
+            "  verbalizers: {neg: \" плохой\", pos: \" хороший\"}",
+            "  verbalizers: {neg: \" плохой\", pos: \" плохой\"}",
+            "`candidates.verbalizers`: two labels have the same text",
+        ),
     ];
     for (from, to, message) in cases {
         let path = dir.path().join("task.yaml");
@@ -206,6 +211,40 @@ fn candidates_from_a_field_with_a_gold_index_and_their_submission() {
         assert_eq!(line["idx"], row["idx"]);
         assert_eq!(line["label"], sample["zero-shot"]["prediction"]);
     }
+    // Options that repeat the gold answer after its first place: the item could never be right, so it is refused
+    // naming the row, not scored 0.
+    let data = dir.path().join("repeats.jsonl");
+    let mut text = std::fs::read_to_string(example("capitals.jsonl")).unwrap();
+    let mut last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let gold = last["answer"].as_u64().unwrap() as usize;
+    let answer = last["options"][gold].clone();
+    last["options"].as_array_mut().unwrap().insert(0, answer);
+    last["answer"] = serde_json::json!(gold + 1);
+    text.push_str(&format!("{last}\n"));
+    std::fs::write(&data, &text).unwrap();
+    let task = std::fs::read_to_string(example("capitals.yaml")).unwrap();
+    let task_path = dir.path().join("repeats.yaml");
+    std::fs::write(&task_path, task.replace("capitals.jsonl", data.to_str().unwrap())).unwrap();
+    let (ok, _, stderr) = ruprompts(&[
+        "eval",
+        "--task-file",
+        task_path.to_str().unwrap(),
+        "--model",
+        "demo",
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok);
+    let line = text.lines().count();
+    assert!(
+        stderr.contains(&format!(
+            "repeats.jsonl:{line}: candidates 0 and {} (the gold answer) are the same text",
+            gold + 1
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -133,6 +133,10 @@ impl Validate for TaskFile {
             (false, Some(_)) => return bad("candidates", "give verbalizers or field, not both"),
             _ => {}
         }
+        let texts: Vec<&String> = c.verbalizers.values().collect();
+        if texts.iter().enumerate().any(|(i, t)| texts[..i].contains(t)) {
+            return bad("candidates.verbalizers", "two labels have the same text: their items could not be told apart");
+        }
         match (&self.gold.label, &self.gold.index) {
             (None, None) => return bad("gold", "give label (a field of verbalizer labels) or index (a field)"),
             (Some(_), Some(_)) => return bad("gold", "give label or index, not both"),
@@ -240,6 +244,17 @@ impl TaskFile {
                     (None, None) => None,
                 }
                 .transpose()?;
+                // The first of equal texts is the one predicted: a gold answer repeated later scores 0 whatever the
+                // model does.
+                if let Some(g) = gold {
+                    if let Some(first) = candidates[..g].iter().position(|c| *c == candidates[g]) {
+                        bail!(
+                            "{origin}: candidates {first} and {g} (the gold answer) are the same text {:?}: the item \
+                             could never be answered right; remove the repeat",
+                            candidates[g]
+                        );
+                    }
+                }
                 let idx = r.row.get("idx").and_then(Value::as_u64).unwrap_or(origin.line as u64);
                 let labels = match &self.candidates.field {
                     None => labels.iter().map(|l| json!(l)).collect(),
