@@ -82,6 +82,35 @@ fn params_reports_provider_sizes_of_the_cpt_slides() {
     let (ok, _, stderr) = ruprompts(&["params", "--prompt-length", "3"]);
     assert!(!ok);
     assert!(stderr.contains("give --embedding-dim, or --model to read it from config.json"), "{stderr}");
+
+    // A Llama-family folder (grouped-query attention: keys of 2 heads × 8 = 16, not the embedding size 64) is read
+    // as `info` reads it; the counts are those of the prompts the model builds.
+    let mistral = fixture("llama-family/tiny-mistral");
+    let (ok, stdout, stderr) = ruprompts(&["params", "--model", mistral.to_str().unwrap(), "--prompt-length", "4"]);
+    assert!(ok, "{stderr}");
+    let backbone = ruprompts::model::Backbone::load_local(&ruprompts::model::ModelSource::local(&mistral)).unwrap();
+    for projection in [None, Some(ruprompts::provider::Projection { hidden_dim: None })] {
+        let format = ruprompts::format::PromptFormat::compile("{text}", &backbone.tokenizer).unwrap();
+        let provider =
+            ruprompts::provider::ProviderConfig::Prefix { num_virtual_tokens: 4, projection, init: Default::default() };
+        let built = ruprompts::prompt::Prompt::new(format, provider, &backbone.model).unwrap().num_parameters();
+        let digits: String = built.to_string();
+        let grouped = digits
+            .chars()
+            .rev()
+            .collect::<Vec<_>>()
+            .chunks(3)
+            .map(|c| c.iter().rev().collect::<String>())
+            .rev()
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(stdout.contains(&format!("prefix {grouped:>15}")), "{built}: {stdout}");
+    }
+    assert!(stdout.contains("keys and values [4, 2 layers × 2 × 16]"), "{stdout}");
+    // Sizes past 64 bits are an error, not a negative count.
+    let (ok, stdout, stderr) = ruprompts(&["params", "--prompt-length", "9", "--embedding-dim", "9000000000"]);
+    assert!(!ok && !stdout.contains('-'), "{stdout}");
+    assert!(stderr.contains("the lstm provider's count does not fit in 64 bits"), "{stderr}");
 }
 
 #[test]

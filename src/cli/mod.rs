@@ -21,7 +21,7 @@ use crate::device::{DType, DeviceChoice, DeviceMap};
 use crate::dist::Ranks;
 use crate::format::PromptFormat;
 use crate::generate::{generate, GenerationConfig};
-use crate::model::{Backbone, Gpt2Config, Model, ModelSource, Quantize};
+use crate::model::{Backbone, Dims, Model, ModelSource, Quantize};
 use crate::progress::{Progress, Silent};
 use crate::provider::{Projection, ProviderConfig};
 use crate::resolve;
@@ -235,7 +235,8 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct ParamsArgs {
-    /// Model directory: its config.json gives the embedding size, its tokenizer compiles --format.
+    /// Model folder (any family `info` reads) or GGUF file: its config gives the embedding size, layers and
+    /// key width, its tokenizer compiles --format.
     #[arg(long, conflicts_with = "embedding_dim")]
     pub model: Option<PathBuf>,
     /// Prompt format, e.g. "<P*10>{question}<P>Ответ:</P>" (with --model, whose tokenizer splits phrases).
@@ -259,9 +260,13 @@ pub struct ParamsArgs {
     /// Transformer layers of the backbone, for the prefix provider's count (24 ruGPT-3 large; read from --model).
     #[arg(long, conflicts_with = "model")]
     pub num_layers: Option<i64>,
-    /// Hidden size of the prefix provider's projection MLP (default: the embedding size, as in PEFT).
+    /// Hidden size of the prefix provider's projection MLP (default: the key width, as in PEFT).
     #[arg(long)]
     pub prefix_hidden_dim: Option<i64>,
+    /// Width of one layer's keys for the prefix provider: key/value heads × head size, less than the embedding
+    /// size with grouped-query attention (default: the embedding size; read from --model).
+    #[arg(long, conflicts_with = "model")]
+    pub kv_dim: Option<i64>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -356,12 +361,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
 }
 
 fn run_params(args: ParamsArgs) -> Result<()> {
-    let (embedding_dim, num_layers) = match (&args.model, args.embedding_dim) {
+    let (embedding_dim, num_layers, kv_dim) = match (&args.model, args.embedding_dim) {
         (Some(dir), _) => {
-            let config = Gpt2Config::from_file(&dir.join("config.json"))?;
-            (config.n_embd, Some(config.n_layer))
+            let dims = Dims::read(dir)?;
+            (dims.n_embd, Some(dims.n_layer), dims.kv_dim)
         }
-        (None, Some(d)) => (d, args.num_layers),
+        (None, Some(d)) => (d, args.num_layers, args.kv_dim.unwrap_or(d)),
         (None, None) => bail!("give --embedding-dim, or --model to read it from config.json"),
     };
     let mut has_phrases = false;
@@ -376,7 +381,12 @@ fn run_params(args: ParamsArgs) -> Result<()> {
         (None, None) => bail!("give --prompt-length, or --format to count its prompt tokens"),
     };
     ensure!(prompt_length >= 1 && embedding_dim >= 1, "the prompt length and embedding size must be positive");
-    ensure!(num_layers.is_none_or(|n| n >= 1), "the number of layers must be positive");
+    ensure!(
+        num_layers.is_none_or(|n| n >= 1) && kv_dim >= 1,
+        "the number of layers and the key width must be positive"
+    );
+    let sizes = [args.lstm_hidden_dim, args.lstm_input_dim, args.mlp_hidden_dim, args.prefix_hidden_dim];
+    ensure!(sizes.iter().flatten().all(|&s| s >= 1), "hidden and input sizes must be positive");
     let mut providers = vec![
         ProviderConfig::default(),
         ProviderConfig::Lstm { hidden_dim: args.lstm_hidden_dim, input_dim: args.lstm_input_dim, num_layers: 2 },
@@ -406,17 +416,19 @@ fn run_params(args: ParamsArgs) -> Result<()> {
             ProviderConfig::Prefix { projection: None, .. } => (
                 "prefix",
                 0,
-                format!("keys and values [{prompt_length}, {} layers × 2 × {d}]", num_layers.unwrap_or(0)),
+                format!("keys and values [{prompt_length}, {} layers × 2 × {kv_dim}]", num_layers.unwrap_or(0)),
             ),
             ProviderConfig::Prefix { projection: Some(p), .. } => (
                 "prefix",
                 0,
-                format!("projection: [{prompt_length}, {d}] through hidden {}", p.hidden_dim.unwrap_or(d)),
+                format!("projection: [{prompt_length}, {kv_dim}] through hidden {}", p.hidden_dim.unwrap_or(kv_dim)),
             ),
         };
-        // GPT-2 shapes: keys as wide as the embeddings.
         let layers = num_layers.unwrap_or(0);
-        let count = group_thousands(provider.num_parameters(input_tokens, embedding_dim, layers, embedding_dim));
+        let count = provider.num_parameters(input_tokens, embedding_dim, layers, kv_dim).with_context(|| {
+            format!("the {name} provider's count does not fit in 64 bits: these sizes are far past any model")
+        })?;
+        let count = group_thousands(count);
         println!("  {name:<7} {count:>14}  ({detail})");
     }
     if num_layers.is_none() {

@@ -46,6 +46,65 @@ pub struct Dims {
     pub kv_dim: i64,
 }
 
+impl Dims {
+    fn of_gpt2(c: &Gpt2Config) -> Self {
+        Self {
+            vocab_size: c.vocab_size,
+            n_positions: c.n_positions,
+            n_embd: c.n_embd,
+            n_layer: c.n_layer,
+            kv_dim: c.n_embd,
+        }
+    }
+
+    fn of_llama(c: &LlamaConfig) -> Self {
+        Self {
+            vocab_size: c.vocab_size,
+            n_positions: c.max_position_embeddings,
+            n_embd: c.hidden_size,
+            n_layer: c.num_hidden_layers,
+            kv_dim: c.kv_heads() * c.head_dim(),
+        }
+    }
+
+    /// The sizes of the checkpoint at `path` (a folder of any family [`Model::from_dir`] reads, a `.gguf` file
+    /// or a folder holding one), from its config alone: no weights are read.
+    pub fn read(path: &Path) -> Result<Self> {
+        if let Some(file) = crate::gguf::checkpoint_file(path)? {
+            return Ok(Self::of_llama(&gguf::llama_config(&Gguf::open(&file)?)?));
+        }
+        Ok(match ConfigFile::read(path)? {
+            ConfigFile::Gpt2(c) => Self::of_gpt2(&c),
+            ConfigFile::Llama(c) => Self::of_llama(&c),
+        })
+    }
+}
+
+/// A Hugging Face folder's config.json, by its `model_type`.
+enum ConfigFile {
+    Gpt2(Gpt2Config),
+    Llama(LlamaConfig),
+}
+
+impl ConfigFile {
+    fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let ModelType { model_type } =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a model config", path.display()))?;
+        match model_type.as_deref().unwrap_or("gpt2") {
+            "gpt2" => Ok(Self::Gpt2(Gpt2Config::from_file(&path)?)),
+            "llama" | "mistral" | "qwen2" => Ok(Self::Llama(LlamaConfig::from_file(&path)?)),
+            other => bail!(
+                "{}: model_type '{other}' is not supported; ruprompts runs {} (GPT-2, ruGPT-3, mGPT; Llama 2/3, \
+                 Mistral, Qwen2)",
+                path.display(),
+                SUPPORTED.join(", ")
+            ),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Arch {
     Gpt2(Gpt2),
@@ -92,28 +151,16 @@ impl Model {
     /// [`Model::from_dir`] with the blocks spread over devices as `map` says (see [`DeviceMap`]). Inputs and
     /// outputs stay on the first block's device ([`Model::device`]): the rest of the crate sees one device.
     pub fn from_dir_mapped(dir: &Path, kind: Kind, device: Device, map: Option<&DeviceMap>) -> Result<Self> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let ModelType { model_type } =
-            serde_json::from_str(&text).with_context(|| format!("{} is not a model config", path.display()))?;
         let place = |blocks: i64| placement(map, blocks, device);
-        match model_type.as_deref().unwrap_or("gpt2") {
-            "gpt2" => {
-                let config = Gpt2Config::from_file(&path)?;
+        match ConfigFile::read(dir)? {
+            ConfigFile::Gpt2(config) => {
                 let (blocks, device) = place(config.n_layer)?;
                 Ok(Self::gpt2(Gpt2::from_dir(dir, config, kind, device, &blocks)?, kind, device))
             }
-            "llama" | "mistral" | "qwen2" => {
-                let config = LlamaConfig::from_file(&path)?;
+            ConfigFile::Llama(config) => {
                 let (blocks, device) = place(config.num_hidden_layers)?;
                 Ok(Self::llama(Llama::from_dir(dir, config, kind, device, &blocks)?, kind, device))
             }
-            other => bail!(
-                "{}: model_type '{other}' is not supported; ruprompts runs {} (GPT-2, ruGPT-3, mGPT; Llama 2/3, \
-                 Mistral, Qwen2)",
-                path.display(),
-                SUPPORTED.join(", ")
-            ),
         }
     }
 
@@ -138,26 +185,12 @@ impl Model {
     }
 
     fn gpt2(model: Gpt2, kind: Kind, device: Device) -> Self {
-        let c = model.config();
-        let dims = Dims {
-            vocab_size: c.vocab_size,
-            n_positions: c.n_positions,
-            n_embd: c.n_embd,
-            n_layer: c.n_layer,
-            kv_dim: c.n_embd,
-        };
+        let dims = Dims::of_gpt2(model.config());
         Self { arch: Arch::Gpt2(model), dims, kind, device, head_quantized: None }
     }
 
     fn llama(model: Llama, kind: Kind, device: Device) -> Self {
-        let c = model.config();
-        let dims = Dims {
-            vocab_size: c.vocab_size,
-            n_positions: c.max_position_embeddings,
-            n_embd: c.hidden_size,
-            n_layer: c.num_hidden_layers,
-            kv_dim: c.kv_heads() * c.head_dim(),
-        };
+        let dims = Dims::of_llama(model.config());
         Self { arch: Arch::Llama(model), dims, kind, device, head_quantized: None }
     }
 

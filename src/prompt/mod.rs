@@ -117,7 +117,8 @@ impl Prompt {
     pub fn num_parameters(&self) -> i64 {
         let input_tokens = self.format.prompt_length() as i64 - self.virtual_tokens();
         let Shape { embedding_dim, num_layers, kv_dim } = self.shape;
-        self.provider_config.num_parameters(input_tokens, embedding_dim, num_layers, kv_dim)
+        let count = self.provider_config.num_parameters(input_tokens, embedding_dim, num_layers, kv_dim);
+        count.expect("a built prompt's parameters were allocated, so their count fits")
     }
 
     /// The provider's parameters by their PyTorch names, detached copies (what [`Prompt::set_state`] takes).

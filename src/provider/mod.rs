@@ -130,33 +130,36 @@ impl ProviderConfig {
 
     /// Trainable parameters of this provider for a prompt of `prompt_length` input-layer tokens on a backbone of
     /// `embedding_dim`, `num_layers` and keys of `kv_dim`, counted from the layer shapes without allocating them
-    /// (13B-sized BiLSTMs are gigabytes).
-    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64, num_layers: i64, kv_dim: i64) -> i64 {
+    /// (13B-sized BiLSTMs are gigabytes). `None` when the count does not fit in an i64 (sizes nobody can build).
+    pub fn num_parameters(&self, prompt_length: i64, embedding_dim: i64, num_layers: i64, kv_dim: i64) -> Option<i64> {
         let (l, d) = (prompt_length, embedding_dim);
-        let linear = |i: i64, o: i64| i * o + o;
+        let mul = |a: i64, b: i64| a.checked_mul(b);
+        let add = |a: i64, b: i64| a.checked_add(b);
+        let linear = |i: i64, o: i64| add(mul(i, o)?, o);
         match *self {
-            Self::Tensor { .. } => l * d,
+            Self::Tensor { .. } => mul(l, d),
             Self::Lstm { hidden_dim, input_dim, num_layers } => {
                 let (h, i) = (hidden_dim.unwrap_or(d), input_dim.unwrap_or(d));
+                let h4 = mul(4, h)?;
                 // Per direction and layer: weight_ih [4h, in], weight_hh [4h, h], two biases [4h].
-                let layer = |input: i64| 2 * (4 * h * input + 4 * h * h + 8 * h);
-                let lstm = layer(i) + (num_layers - 1) * layer(2 * h);
-                l * i + lstm + linear(2 * h, h) + linear(h, d)
+                let layer = |input: i64| mul(2, add(add(mul(h4, input)?, mul(h4, h)?)?, mul(8, h)?)?);
+                let lstm = add(layer(i)?, mul(num_layers - 1, layer(mul(2, h)?)?)?)?;
+                add(add(add(mul(l, i)?, lstm)?, linear(mul(2, h)?, h)?)?, linear(h, d)?)
             }
             Self::Mlp { hidden_dim } => {
                 let h = hidden_dim.unwrap_or(d);
-                l * d + linear(d, h) + linear(h, h) + linear(h, d)
+                add(add(add(mul(l, d)?, linear(d, h)?)?, linear(h, h)?)?, linear(h, d)?)
             }
             Self::Prefix { num_virtual_tokens: n, projection, .. } => {
-                let (k, width) = (kv_dim, num_layers * 2 * kv_dim);
+                let (k, width) = (kv_dim, mul(mul(num_layers, 2)?, kv_dim)?);
                 let keys = match projection {
-                    None => n * width,
+                    None => mul(n, width)?,
                     Some(Projection { hidden_dim }) => {
                         let h = hidden_dim.unwrap_or(k);
-                        n * k + linear(k, h) + linear(h, width)
+                        add(add(mul(n, k)?, linear(k, h)?)?, linear(h, width)?)?
                     }
                 };
-                keys + l * d
+                add(keys, mul(l, d)?)
             }
         }
     }
@@ -211,7 +214,7 @@ mod tests {
                 };
                 crate::rng::unseeded(|| config.build(vs.root(), &init)).unwrap();
                 let built: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-                assert_eq!(config.num_parameters(l, d, layers, kv), built, "{config:?} L={l} d={d} kv={kv}");
+                assert_eq!(config.num_parameters(l, d, layers, kv), Some(built), "{config:?} L={l} d={d} kv={kv}");
             }
         }
     }
