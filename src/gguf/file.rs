@@ -203,7 +203,9 @@ impl Gguf {
     /// Opens and checks `path`: header, metadata, tensor table, and that every tensor's bytes lie inside the file.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        // SAFETY: a read-only map of a file we do not write; tensors are copied out of it before use.
+        // SAFETY: the hazard of a file map is the file changing under it: a truncation or rewrite by another process
+        // while it is mapped makes reads fault (SIGBUS) or see torn data. We never write it; tensors are copied out
+        // of it before use, and downloads replace files by rename (a new inode), not in place.
         let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
         let (version, metadata, tensors) =
             parse(&map).with_context(|| format!("{} is not a readable GGUF file", path.display()))?;

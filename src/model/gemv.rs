@@ -27,15 +27,13 @@ fn row_times_on(w: &Tensor, x: &Tensor, bias: Option<&Tensor>, threads: c_uint) 
         && [w, x].iter().all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
         && !(w.requires_grad() || x.requires_grad())
         && bias
-            .is_none_or(|b| b.kind() == Kind::Float && b.device() == Device::Cpu && b.numel() == w.size()[0] as usize)
-        && simd();
-    if !applies {
-        return None;
-    }
+            .is_none_or(|b| b.kind() == Kind::Float && b.device() == Device::Cpu && b.numel() == w.size()[0] as usize);
+    // An empty tensor's data pointer may be null, which no slice may be built from, even of length 0.
+    let cpu = Avx2Fma::detect().filter(|_| applies && w.numel() > 0)?;
     let (out, width) = (w.size()[0] as usize, w.size()[1] as usize);
     let y = Tensor::empty([1, out as i64], (Kind::Float, Device::Cpu));
-    // SAFETY: `w`, `x` and `y` are contiguous f32 CPU tensors of the sizes read, alive for the whole call; `y` is
-    // fresh, so nothing else reads or writes it.
+    // SAFETY: `w`, `x` and `y` are contiguous f32 CPU tensors of the sizes read (none empty, so their pointers are
+    // real), alive for the whole call; `y` is fresh, so nothing else reads or writes it.
     let (weights, row, dest) = unsafe {
         (
             std::slice::from_raw_parts(w.data_ptr() as *const f32, out * width),
@@ -45,12 +43,12 @@ fn row_times_on(w: &Tensor, x: &Tensor, bias: Option<&Tensor>, threads: c_uint) 
     };
     match omp().filter(|_| out * width >= SPLIT_WEIGHTS) {
         Some(omp) => {
-            let job = Job { weights, row, dest: dest.as_mut_ptr(), rows: out, omp };
+            let job = Job { weights, row, dest: dest.as_mut_ptr(), rows: out, omp, cpu };
             // SAFETY: `job` outlives the parallel region, which returns only once every thread is done; the
             // threads write disjoint rows of `dest`.
             unsafe { (omp.parallel)(run_job, &job as *const Job as *mut c_void, threads, 0) };
         }
-        None => dot_rows(weights, row, dest),
+        None => dot_rows(cpu, weights, row, dest),
     }
     Some(match bias {
         Some(b) => y + b.view([1, -1]),
@@ -70,7 +68,15 @@ struct Omp {
     num_threads: Query,
 }
 
+/// The runtime libtorch loaded, looked up once; `None` (one thread does the product) if it has not these names,
+/// or off Unix, where there is no `dlsym`.
+#[cfg(not(unix))]
+fn omp() -> Option<&'static Omp> {
+    None
+}
+
 /// The runtime libtorch loaded, looked up once; `None` (one thread does the product) if it has not these names.
+#[cfg(unix)]
 fn omp() -> Option<&'static Omp> {
     static OMP: OnceLock<Option<Omp>> = OnceLock::new();
     OMP.get_or_init(|| {
@@ -100,6 +106,7 @@ struct Job<'a> {
     dest: *mut f32,
     rows: usize,
     omp: &'a Omp,
+    cpu: Avx2Fma,
 }
 
 extern "C" fn run_job(data: *mut c_void) {
@@ -112,30 +119,44 @@ extern "C" fn run_job(data: *mut c_void) {
     let width = job.row.len();
     // SAFETY: `dest` holds `rows` numbers, and each thread writes only its own block `start..end`.
     let dest = unsafe { std::slice::from_raw_parts_mut(job.dest.add(start), end - start) };
-    dot_rows(&job.weights[start * width..end * width], job.row, dest);
+    dot_rows(job.cpu, &job.weights[start * width..end * width], job.row, dest);
 }
 
-fn simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// Proof that this CPU has AVX2 and FMA: only [`Avx2Fma::detect`] makes one (none can exist off x86-64), so the
+/// kernel that needs them can be a safe function.
+#[derive(Debug, Clone, Copy)]
+struct Avx2Fma(#[cfg(not(target_arch = "x86_64"))] std::convert::Infallible);
+
+impl Avx2Fma {
+    fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            (std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")).then_some(Self())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
     }
 }
 
 /// `dest[n] = weights[n, ..] · row` for each of `dest`'s rows.
-fn dot_rows(weights: &[f32], row: &[f32], dest: &mut [f32]) {
+fn dot_rows(cpu: Avx2Fma, weights: &[f32], row: &[f32], dest: &mut [f32]) {
+    assert!(
+        weights.len() >= dest.len() * row.len(),
+        "{} weights for {} rows of {}",
+        weights.len(),
+        dest.len(),
+        row.len()
+    );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: reached only through `row_times`, which checked AVX2 and FMA; the slices hold `dest.len()` rows of
-    // `row.len()` weights.
-    unsafe {
-        avx2::dot_rows(weights, row, dest)
+    {
+        let _ = cpu;
+        // SAFETY: `cpu` proves AVX2 and FMA; the slices hold `dest.len()` rows of `row.len()` weights (asserted).
+        unsafe { avx2::dot_rows(weights, row, dest) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("row_times checks for AVX2 first: {} {} {}", weights.len(), row.len(), dest.len())
+    match cpu.0 {}
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -176,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_row_times_a_weight_is_libtorchs_product() {
-        if !simd() {
+        if Avx2Fma::detect().is_none() {
             return;
         }
         // Widths with and without a tail past the 32-wide steps, and products big enough to be split over 3
@@ -195,5 +216,9 @@ mod tests {
         }
         let grad = Tensor::ones([1, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         assert!(row_times(&Tensor::ones([4, 8], (Kind::Float, Device::Cpu)), &grad, None).is_none());
+        // Empty weights (no rows, or rows of width 0) go to libtorch: no slice is built over their pointers.
+        let empty = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+        assert!(row_times(&empty(&[0, 8]), &empty(&[1, 8]), None).is_none());
+        assert!(row_times(&empty(&[4, 0]), &empty(&[1, 0]), None).is_none());
     }
 }

@@ -192,7 +192,10 @@ fn read_sharded(index_path: &Path) -> Result<Vec<(String, PathBuf, Tensor)>> {
 /// Reads a safetensors file through a memory map; a truncated or corrupt file is an error naming it.
 fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: the map is read-only and dropped before this function returns; the data is copied into tensors.
+    // SAFETY: the hazard of a file map is the file changing under it: another process that truncates or rewrites
+    // the file while it is mapped makes reads fault (SIGBUS) or see torn data, which no Rust type rules out. We
+    // never write the file; the map lives only for this function, which copies the tensors out; checkpoints are
+    // replaced by rename (a new inode), not rewritten in place, by every tool we know (ours, huggingface_hub).
     let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
     let st = SafeTensors::deserialize(&mmap)
         .map_err(|e| anyhow!("{} is not a valid safetensors file (truncated or corrupt?): {e}", path.display()))?;
