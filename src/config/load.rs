@@ -285,7 +285,7 @@ fn located(path: &Path, layered: &Layered, key: &str, reason: &str) -> anyhow::E
     let under = layered
         .sources
         .iter()
-        .filter(|(k, s)| matches!(s, Source::Override(_)) && (key.is_empty() || k.starts_with(&below)))
+        .filter(|(k, s)| matches!(s, Source::Override(_)) && !key.is_empty() && k.starts_with(&below))
         .min_by_key(|(k, _)| k.as_str())
         .map(|(_, s)| s);
     let mut prefix = key;
