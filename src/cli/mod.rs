@@ -61,7 +61,7 @@ pub enum Command {
     /// Train a soft prompt from a YAML config; the frozen model never changes.
     ///
     /// `ruprompts train examples/configs/terra.yaml training.max_steps=200 'prompt_format.template=<P*20>{premise}'`
-    /// trains and writes into the config's output_dir: checkpoint-<step>/ folders, metrics.jsonl, loss.svg,
+    /// trains and writes into the config's output_dir: `checkpoint-<step>/` folders, metrics.jsonl, loss.svg,
     /// config.yaml (the resolved config) and the final prompt (prompt.json + weights, ruPrompts' layout).
     /// `ruprompts train --resume OUTPUT_DIR` continues a run from its last complete checkpoint, with the same
     /// losses as if it had never stopped.
@@ -97,8 +97,8 @@ pub enum Command {
     /// `ruprompts eval --config examples/configs/terra.yaml --num-fewshot 0,1,5 --log-samples` uses the trained
     /// prompt in the config's output_dir; `ruprompts eval --task danetqa --data val.jsonl --prompt runs/danetqa`
     /// works from a prompt folder; `ruprompts eval --task-file examples/tasks/sentiment.yaml --model demo` scores a
-    /// task of your own. Scores are cached in <out>/cache, so an interrupted run resumes. `--submission DIR` writes
-    /// <Task>.jsonl for test splits.
+    /// task of your own. Scores are cached in `<out>/cache`, so an interrupted run resumes. `--submission DIR` writes
+    /// `<Task>.jsonl` for test splits.
     Eval(eval::EvalArgs),
     /// Russian SuperGLUE end to end: for each task train a prompt, score it zero-shot and tuned on the validation
     /// split, and print the CPT paper's table with the leaderboard's total score.
@@ -185,7 +185,7 @@ impl Placement {
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Hugging Face model directory (config.json, model.safetensors or sharded or pytorch_model.bin,
-    /// tokenizer.json or vocab.json + merges.txt), a Hub id (owner/name[@revision], pulled into the Hugging Face
+    /// tokenizer.json or vocab.json + merges.txt), a Hub id (`owner/name[@revision]`, pulled into the Hugging Face
     /// cache) or `demo`.
     pub model: PathBuf,
     #[command(flatten)]

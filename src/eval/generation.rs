@@ -142,7 +142,7 @@ fn generate_shard(
     write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, &zero_shot, references)?;
     let report = Report {
         model: backbone.name(),
-        mode: "greedy generation".into(),
+        mode: config.describe(),
         tasks: vec![TaskResult {
             task: request.name.clone(),
             data: request.data.display().to_string(),

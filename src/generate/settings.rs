@@ -125,6 +125,26 @@ fn yes() -> bool {
 impl GenerationConfig {
     /// Refuses settings that decode nothing, contradict each other or make the sampler's distribution
     /// meaningless, naming the setting (and its command-line flag).
+    /// The decoding in words, for reports: `greedy generation`, `beam search (4 beams)`, `sampling (temperature
+    /// 0.7, top-p 0.9, seed 1)`, with a repetition penalty when set and the new-token limit.
+    pub fn describe(&self) -> String {
+        let mut how = if self.num_beams > 1 {
+            format!("beam search ({} beams)", self.num_beams)
+        } else if self.do_sample {
+            let mut knobs = vec![format!("temperature {}", self.temperature)];
+            knobs.extend(self.top_k.map(|k| format!("top-k {k}")));
+            knobs.extend(self.top_p.map(|p| format!("top-p {p}")));
+            knobs.extend(self.seed.map(|s| format!("seed {s}")));
+            format!("sampling ({})", knobs.join(", "))
+        } else {
+            "greedy generation".to_string()
+        };
+        if self.repetition_penalty != 1.0 {
+            how += &format!(", repetition penalty {}", self.repetition_penalty);
+        }
+        how + &format!(", up to {} new tokens", self.max_new_tokens)
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure!(self.max_new_tokens >= 1, "max_new_tokens (--max-new-tokens) must be at least 1");
         ensure!(
@@ -182,6 +202,27 @@ impl Default for GenerationConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reports say how the texts were decoded, not "greedy" whatever was asked.
+    #[test]
+    fn the_decoding_is_described_as_asked() {
+        let base = GenerationConfig { max_new_tokens: 20, ..Default::default() };
+        assert_eq!(base.describe(), "greedy generation, up to 20 new tokens");
+        let beams = GenerationConfig { num_beams: 4, ..base.clone() };
+        assert_eq!(beams.describe(), "beam search (4 beams), up to 20 new tokens");
+        let sampled = GenerationConfig {
+            do_sample: true,
+            temperature: 0.7,
+            top_p: Some(0.9),
+            seed: Some(1),
+            repetition_penalty: 1.2,
+            ..base
+        };
+        assert_eq!(
+            sampled.describe(),
+            "sampling (temperature 0.7, top-p 0.9, seed 1), repetition penalty 1.2, up to 20 new tokens"
+        );
+    }
 
     #[test]
     fn early_stopping_reads_as_transformers_writes_it() {

@@ -90,7 +90,7 @@ impl Gpt2Config {
     }
 
     /// Refuses what the model cannot be built from: another architecture, an unknown activation, sizes that are
-    /// not positive or heads that do not divide the width. Every constructor of [`super::Gpt2`] calls it.
+    /// not positive or heads that do not divide the width. Every constructor of the GPT-2 model calls it.
     pub fn validate(&self) -> Result<()> {
         if self.model_type != "gpt2" {
             bail!(

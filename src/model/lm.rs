@@ -164,7 +164,7 @@ impl Model {
         }
     }
 
-    /// Loads a GGUF checkpoint (see [`super::gguf`] for the architectures read), dequantized to `kind` on
+    /// Loads a GGUF checkpoint (see `model/gguf.rs` for the architectures read), dequantized to `kind` on
     /// `device`, placed as [`Model::from_dir_mapped`] places a folder's.
     pub fn from_gguf(g: &Gguf, kind: Kind, device: Device, map: Option<&DeviceMap>) -> Result<Self> {
         let config = gguf::llama_config(g)?;

@@ -164,7 +164,7 @@ fn gold_sequence(example: &ChoiceExample, eos: Option<i64>) -> Example {
     Example { input_ids, labels }
 }
 
-/// The `choice` loss of `examples`: the mean over items of −log softmax(score / normalizer)[gold], the
+/// The `choice` loss of `examples`: the mean over items of −log softmax(score / normalizer)\[gold\], the
 /// candidates of all items scored in one shared-context pass.
 pub fn choice_loss(model: &Model, injections: &[Injection], examples: &[&ChoiceExample]) -> Result<Tensor> {
     ensure!(!examples.is_empty(), "an empty batch");
