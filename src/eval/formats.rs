@@ -8,7 +8,24 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{RsgTask, Templates};
+/// One template or a list of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Templates {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Templates {
+    pub fn all(&self) -> &[String] {
+        match self {
+            Self::One(t) => std::slice::from_ref(t),
+            Self::Many(ts) => ts,
+        }
+    }
+}
+
+use super::RsgTask;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::formats::Templates;
 use super::tasks::{flat_submission, gold, right};
 use super::{label_key, metrics, Item, Metric, RsgTask, TaskFormats, TaskItem};
 use crate::config::Validate;
@@ -41,23 +42,6 @@ pub struct TaskFile {
     /// The field cut from its end when an item does not fit in the model's context.
     #[serde(default)]
     pub truncation_field: Option<String>,
-}
-
-/// One template or a list of them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Templates {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Templates {
-    pub fn all(&self) -> &[String] {
-        match self {
-            Self::One(t) => std::slice::from_ref(t),
-            Self::Many(ts) => ts,
-        }
-    }
 }
 
 /// Where an item's candidate answers come from: `verbalizers` (label → text, the same for every item) or `field`

@@ -9,9 +9,10 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-use super::decode::{histories, Batch, Generated, Stops};
+use super::batch::{histories, Batch, Generated};
 use super::logits::{finite, Processors, Row};
 use super::settings::EarlyStopping;
+use super::stops::Stops;
 use super::GenerationConfig;
 use crate::model::Model;
 use crate::prompt::Injection;
@@ -45,7 +46,7 @@ struct Candidate {
     score: f32,
 }
 
-/// [`super::generate`] with `num_beams` > 1, on checked arguments.
+/// Beam search: the public `generate` with `num_beams` > 1, on checked arguments.
 pub(super) fn search(
     model: &Model,
     inputs: &[Vec<i64>],

@@ -9,8 +9,9 @@ use std::ops::Range;
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
-use super::decode::{histories, Stops};
+use super::batch::histories;
 use super::logits::{next_tokens, Processors, Row, Streams};
+use super::stops::Stops;
 use super::GenerationConfig;
 use crate::model::{pad, Input, KvCache, Model, Side};
 use crate::prompt::{inject, Injection};

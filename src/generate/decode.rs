@@ -1,32 +1,21 @@
-//! Batched decoding: rows of different lengths are left-padded into one batch, the first forward reads them
-//! (with prompt embeddings injected), then one forward per new token feeds only that token through the KV cache.
-//! Position ids come from the attention mask, so a row decodes the same whatever else is in its batch. Greedy
-//! decoding and sampling live here; beam search in [`super::beam`].
+//! The entry of batched decoding: the arguments checked, then greedy decoding and sampling here, or beam search
+//! ([`super::beam`]), both over the rows of a [`Batch`].
 
 use std::ops::ControlFlow;
 
 use anyhow::{ensure, Result};
-use tch::{Kind, Tensor};
+use tch::Kind;
 
+use super::batch::{histories, Batch, Generated};
 use super::logits::{next_tokens, Processors, Row, Streams};
+use super::stops::Stops;
 use super::GenerationConfig;
-use crate::model::{pad, KvCache, Model, Side};
-use crate::prompt::{inject, Injected, Injection};
+use crate::model::Model;
+use crate::prompt::Injection;
 use crate::tokenizer::Tokenizer;
 
 /// The most rows one call decodes together (inputs × sequences or beams).
 const MAX_ROWS: usize = 1 << 16;
-
-/// What one output sequence got: the new token ids (ending with eos when it stopped there), a score per token
-/// (the chosen token's logit for greedy decoding and sampling; its processed log-probability under beam search,
-/// as transformers' `compute_transition_scores` gives it) and, under beam search, the sequence's score (its
-/// log-probability over length^length_penalty, transformers' `sequences_scores`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Generated {
-    pub new_ids: Vec<i64>,
-    pub scores: Vec<f32>,
-    pub sequence_score: Option<f32>,
-}
 
 /// Hears every output after each new token; `Break` ends decoding with the outputs as they are, an error ends
 /// it with that error.
@@ -91,54 +80,6 @@ pub fn generate_watched(
     }
 }
 
-/// When a row ends: on eos, or once its new text holds a stop string.
-pub(super) struct Stops<'a> {
-    tokenizer: &'a Tokenizer,
-    eos: Option<i64>,
-    strings: &'a [String],
-}
-
-impl<'a> Stops<'a> {
-    pub fn new(tokenizer: &'a Tokenizer, config: &'a GenerationConfig) -> Self {
-        Self { tokenizer, eos: config.eos_token_id, strings: &config.stop_strings }
-    }
-
-    /// Whether a row of `input` whose new tokens are `new_ids` has ended.
-    pub fn hit(&self, input: &[i64], new_ids: &[i64]) -> Result<bool> {
-        if new_ids.last().is_some_and(|&t| Some(t) == self.eos) {
-            return Ok(true);
-        }
-        if self.strings.is_empty() {
-            return Ok(false);
-        }
-        let text = self.tokenizer.decode_after(input, new_ids)?;
-        Ok(self.strings.iter().any(|s| text.contains(s.as_str())))
-    }
-}
-
-/// `text` up to the first stop string in it: what a row that ended there says.
-pub fn cut_at_stop<'t>(text: &'t str, stop_strings: &[String]) -> &'t str {
-    let end = stop_strings.iter().filter_map(|s| text.find(s.as_str())).min().unwrap_or(text.len());
-    &text[..end]
-}
-
-/// How much of a growing `text` cannot change any more (bytes): all but an unfinished UTF-8 character (shown by
-/// the decoder as U+FFFD) and an ending that could start a stop string. What streams may show so far.
-pub fn settled(text: &str, stop_strings: &[String]) -> usize {
-    let mut end = text.trim_end_matches('\u{FFFD}').len();
-    for stop in stop_strings {
-        let held =
-            (1..stop.len()).rev().find(|&k| stop.is_char_boundary(k) && text[..end].ends_with(&stop[..k])).unwrap_or(0);
-        end -= held;
-    }
-    end
-}
-
-/// Each row's real tokens (padding left out) followed by its new ones, for the logits processors.
-pub(super) fn histories(inputs: &[&Vec<i64>], new: &[&[i64]]) -> Vec<Vec<i64>> {
-    inputs.iter().zip(new).map(|(input, new)| input.iter().chain(new.iter()).copied().collect()).collect()
-}
-
 /// Greedy decoding or sampling, on checked arguments.
 fn decode(
     model: &Model,
@@ -178,59 +119,6 @@ fn decode(
         batch.advance(&next, None)?;
     }
     Ok(group(out, inputs.len(), n))
-}
-
-/// Rows decoded together: left-padded into one batch whose first forward reads them with the prompts injected;
-/// after that each step feeds one new token per row through the KV cache, or without it re-reads every row whole.
-pub(super) struct Batch<'a> {
-    model: &'a Model,
-    injections: &'a [Injection<'a>],
-    ids: Tensor,
-    mask: Tensor,
-    cache: Option<KvCache>,
-    /// What the next forward reads.
-    embeds: Injected,
-}
-
-impl<'a> Batch<'a> {
-    pub fn new(model: &'a Model, rows: &[&Vec<i64>], injections: &'a [Injection<'a>], use_cache: bool) -> Result<Self> {
-        let slices: Vec<&[i64]> = rows.iter().map(|r| r.as_slice()).collect();
-        let (ids, mask) = pad(&slices, 0, Side::Left);
-        let (ids, mask) = (ids.to_device(model.device()), mask.to_device(model.device()));
-        let embeds = inject(model, &ids, injections)?;
-        Ok(Self { model, injections, ids, mask, cache: use_cache.then(|| model.new_cache()), embeds })
-    }
-
-    /// Logits `[rows, V]` of each row's next token.
-    pub fn logits(&mut self) -> Result<Tensor> {
-        let last = self.embeds.embeds.size()[1] - 1;
-        let hidden = self.model.forward_from(self.embeds.input(), Some(&self.mask), self.cache.as_mut(), last)?;
-        Ok(self.model.next_token_logits(&hidden.select(1, 0)))
-    }
-
-    /// Appends token `next[r]` to row r; with `parents`, row r first becomes a copy of row `parents[r]` (beam
-    /// search following its hypotheses), the cache reordered, not re-run.
-    pub fn advance(&mut self, next: &Tensor, parents: Option<&[i64]>) -> Result<()> {
-        if let Some(parents) = parents {
-            let rows = Tensor::from_slice(parents).to_device(self.mask.device());
-            self.mask = self.mask.index_select(0, &rows);
-            // The ids are read again only without a cache.
-            match self.cache.as_mut() {
-                Some(cache) => cache.reorder(parents),
-                None => self.ids = self.ids.index_select(0, &rows),
-            }
-        }
-        let next = next.unsqueeze(1).to_device(self.mask.device());
-        self.mask = Tensor::cat(&[&self.mask, &self.mask.ones_like().narrow(1, 0, 1)], 1);
-        self.embeds = match self.cache {
-            Some(_) => Injected { embeds: self.model.embed(&next)?, deep: None },
-            None => {
-                self.ids = Tensor::cat(&[&self.ids, &next], 1);
-                inject(self.model, &self.ids, self.injections)?
-            }
-        };
-        Ok(())
-    }
 }
 
 /// Outputs in input order, `n` per input.

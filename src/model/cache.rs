@@ -67,8 +67,8 @@ impl LayerKv {
     }
 }
 
-/// Keys and values of all past positions, per layer. Get an empty one from [`super::Model::new_cache`] and
-/// pass it to every [`super::Model::forward`] call of one decoding run.
+/// Keys and values of all past positions, per layer. Get an empty one from `Model::new_cache` and
+/// pass it to every `Model::forward` call of one decoding run.
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<LayerKv>,

@@ -161,7 +161,7 @@ impl Block {
 /// Replaced keys and values, if any (see [`DeepKv`]).
 type Deep<'a> = Option<&'a DeepKv>;
 /// GPT-2's transformer: learned positions, LayerNorm, Conv1D layers; one implementation behind
-/// [`super::Model`].
+/// `Model`.
 #[derive(Debug)]
 pub struct Gpt2 {
     config: Gpt2Config,
@@ -256,7 +256,7 @@ impl Gpt2 {
     }
 
     /// The final hidden states `[B, T - from, d]` of positions `from..` of `embeds: [B, T, d]` (in the model's
-    /// dtype, on its device), as [`super::Model::forward_from`] describes.
+    /// dtype, on its device), as `Model::forward_from` describes.
     pub(super) fn forward_from(
         &self,
         embeds: Tensor,

@@ -128,7 +128,7 @@ struct Block {
     mlp: Mlp,
 }
 
-/// The Llama family's transformer; one implementation behind [`super::Model`].
+/// The Llama family's transformer; one implementation behind `Model`.
 #[derive(Debug)]
 pub struct Llama {
     config: LlamaConfig,
@@ -319,7 +319,7 @@ impl Llama {
     }
 
     /// The final hidden states `[B, T - from, d]` of positions `from..` of `embeds: [B, T, d]` (in the model's
-    /// dtype, on its device), as [`super::Model::forward_from`] describes.
+    /// dtype, on its device), as `Model::forward_from` describes.
     pub(super) fn forward_from(
         &self,
         embeds: Tensor,

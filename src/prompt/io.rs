@@ -105,15 +105,6 @@ impl Prompt {
         write_atomic(&dir.join(PROMPT_FILE), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&json)?)?))
     }
 
-    /// Loads the prompt in `dir`, whichever kind it is: ours or ruPrompts' (`prompt.json`), or a PEFT adapter
-    /// (`adapter_config.json`, read with its default format).
-    pub fn load(dir: &Path, device: Device) -> Result<Self> {
-        if dir.join(PROMPT_FILE).is_file() || !dir.join(super::PEFT_CONFIG_FILE).is_file() {
-            return Self::from_pretrained(dir, device);
-        }
-        Self::from_peft(dir, None, device)
-    }
-
     /// Loads a prompt saved by [`Prompt::save_pretrained`] or by Python ruPrompts, onto `device`. With our
     /// provider state the full provider comes back (trainable as before); otherwise the saved tensor becomes
     /// a tensor provider, as in ruPrompts.

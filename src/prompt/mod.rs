@@ -176,6 +176,15 @@ impl Prompt {
         Ok(i64::from(tokenizer.add_prompt_tokens(&[self.format.prompt_token()])?[0]))
     }
 
+    /// Loads the prompt in `dir`, whichever kind it is: ours or ruPrompts' (`prompt.json`), or a PEFT adapter
+    /// (`adapter_config.json`, read with its default format).
+    pub fn load(dir: &std::path::Path, device: tch::Device) -> Result<Self> {
+        if dir.join(PROMPT_FILE).is_file() || !dir.join(PEFT_CONFIG_FILE).is_file() {
+            return Self::from_pretrained(dir, device);
+        }
+        Self::from_peft(dir, None, device)
+    }
+
     /// Checks that this prompt fits `model` (see [`Shape::fits`]).
     pub fn fits(&self, model: &Model) -> Result<()> {
         let virtual_tokens = self.virtual_tokens();

@@ -29,7 +29,7 @@ pub struct DatasetConfig {
     /// loss its `dev` split (else `val`), are read unless `train` and `validation` name files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_file: Option<PathBuf>,
-    /// The task file, as [`crate::train::TrainConfig::load`] read it.
+    /// The task file, as the config's loading read it.
     #[serde(skip)]
     pub loaded_task_file: Option<Arc<TaskFile>>,
 }
