@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel prompt tuning, one process against `mpirun -np 2`, on the ruGPT-3-small-shaped random model
 # (made by bench/compare.py's model_dir) with DaNetQA's bundled rows: `ruprompts train` end to end, updates/s of
-# the training loop as it reports them. Writes bench/results-mpi.md. Needs Open MPI (see the README's Scaling).
+# the training loop as it reports them. Writes bench/results-mpi.md. Needs Open MPI (see docs/src/scaling.md).
 # It is a benchmark, not a test: CI does not run it.
 #   bash bench/mpi.sh [STEPS]     (default 6)
 set -euo pipefail

@@ -240,7 +240,7 @@ fn unknown_keys_and_variants_from_overrides_name_the_override() {
 fn override_values_that_read_as_yaml_structure_are_taken_as_text() {
     let dir = configs(&[]);
     let path = dir.path().join("base.yaml");
-    // The README's own override: YAML would read `…Вопрос: {…}` as a mapping with a broken flow mapping inside.
+    // The book's own override (docs/src/training.md): YAML would read `…Вопрос: {…}` as a mapping with a broken flow mapping inside.
     let template = "<P*20>{premise} Вопрос: {hypothesis}? Ответ:";
     let config = TrainConfig::load(&path, &[format!("prompt_format.template={template}")]).unwrap();
     assert_eq!(config.prompt_format.template, template);

@@ -233,7 +233,7 @@ fn two_ranks_run_the_benchmark_as_one_process_does() {
 /// truncation and length limits, each its own objective) with clipping on trains under 2 and 3 ranks (3 share a
 /// batch of 8 unevenly) as one process does, up to summation order. Compared over the first updates only: at
 /// these learning rates AdamW amplifies any rounding difference (a learning rate changed by 1e-6 in one process
-/// parts the runs as far by update 10, see the docs' MPI section), so later updates agree no closer than any two
+/// parts the runs as far by update 10, see docs/src/scaling.md), so later updates agree no closer than any two
 /// runs that round differently.
 #[test]
 fn every_shipped_config_trains_under_2_and_3_ranks_as_one_process_does() {

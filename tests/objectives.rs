@@ -329,7 +329,7 @@ fn the_lm_objective_learns_the_label_distribution() {
     init();
     // With one-token verbalizers (the demo tokenizer splits " нет" in two) the untrained prompt picks " может"
     // for every RCB item; `lm` moves every prediction to the majority label, entailment (11 of 16). It learns no
-    // more than that on this model: which label fits which item is what `choice` learns (README).
+    // more than that on this model: which label fits which item is what `choice` learns (docs/src/training.md).
     let verbalizers = r#"verbalizers: {entailment: " да", contradiction: " не", neutral: " может"}"#;
     let (zero, tuned) = learn("rcb", "RCB", "<P*3>{premise}<P*3>{hypothesis}<P*3>", "{kind: lm}", verbalizers);
     assert_eq!((zero, tuned), (0.0, 11.0 / 16.0));

@@ -37,7 +37,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, required_unless_present_any = ["config", "task_file"])]
     pub task: Option<RsgTask>,
     /// A multiple-choice task of your own, defined in a YAML task file (data, zero-shot templates, candidates,
-    /// gold, metrics; see the README): scored zero-shot with each template, k-shot, and with --prompt.
+    /// gold, metrics; see the book's evaluation page, docs/src/evaluation.md): scored zero-shot with each template, k-shot, and with --prompt.
     #[arg(long, conflicts_with_all = ["task", "formats"])]
     pub task_file: Option<PathBuf>,
     /// A trained prompt's folder (prompt.json + weights); without it only zero-shot is scored.

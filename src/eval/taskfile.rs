@@ -17,7 +17,7 @@ use crate::config::Validate;
 use crate::data::Record;
 use crate::format::{Row, CANDIDATE_SLOT};
 
-/// A user's multiple-choice task (see the README's "Your own multiple-choice task").
+/// A user's multiple-choice task (see "Your own multiple-choice task" in docs/src/evaluation.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskFile {
