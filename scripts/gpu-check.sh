@@ -92,7 +92,7 @@ log "## Parity tests on $device (RUPROMPTS_TEST_DEVICE=$device)"
 log ""
 failed=0
 for name in "${tests[@]}"; do
-    if out=$(RUPROMPTS_TEST_DEVICE=$device timeout 300 "$bin/$name" --test-threads 1 2>&1); then status=passed; else
+    if out=$(RUPROMPTS_TEST_DEVICE=$device timeout 300 "$bin/$name" --test-threads 1 --include-ignored 2>&1); then status=passed; else
         status=FAILED
         failed=1
     fi

@@ -21,3 +21,8 @@ else
     echo "test: Open MPI not found, so the MPI tests are left out (apt-get install libopenmpi-dev openmpi-bin libclang-dev)" >&2
 fi
 cargo test "${features[@]}" "$@"
+# The tests of real clients (openai, lm-eval) are ignored by default, as they need the venv setup.sh installed;
+# with no arguments (the whole suite) they run here.
+if [ $# -eq 0 ]; then
+    cargo test "${features[@]}" --test serve -- --ignored
+fi

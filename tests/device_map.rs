@@ -39,12 +39,12 @@ fn a_model_mapped_block_by_block_computes_what_the_unmapped_one_does() {
     }
 }
 
-/// With a GPU (scripts/gpu-check.sh), a real split: the first block on the CPU, the rest and the head on cuda:0.
+/// With a GPU (scripts/gpu-check.sh runs it), a real split: the first block on the CPU, the rest and the head on
+/// cuda:0.
 #[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
 fn a_model_split_between_the_cpu_and_a_gpu_computes_what_the_cpu_does() {
-    if !tch::Cuda::is_available() {
-        return;
-    }
+    assert!(tch::Cuda::is_available(), "no CUDA device: run this test where scripts/gpu-check.sh runs");
     init();
     for folder in ["tiny-gpt2-ru", "llama-family/tiny-qwen2"] {
         let dir = fixture(folder);

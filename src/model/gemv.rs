@@ -198,6 +198,10 @@ mod tests {
     #[test]
     fn a_row_times_a_weight_is_libtorchs_product() {
         if Avx2Fma::detect().is_none() {
+            // Without AVX2 and FMA every product goes to libtorch.
+            let (w, x) =
+                (Tensor::ones([4, 8], (Kind::Float, Device::Cpu)), Tensor::ones([1, 8], (Kind::Float, Device::Cpu)));
+            assert!(row_times(&w, &x, None).is_none());
             return;
         }
         // Widths with and without a tail past the 32-wide steps, and products big enough to be split over 3
