@@ -251,10 +251,10 @@ fn every_shipped_config_trains_under_2_and_3_ranks_as_one_process_does() {
     };
     let rsg = |task: &str| format!("dataset.dir={}", fixture("rsg").join(task).display());
     let mut configs: Vec<(String, Vec<String>)> = vec![
-        ("danetqa.yaml".into(), vec![rsg("DaNetQA")]),
-        ("terra.yaml".into(), vec![rsg("TERRa")]),
-        ("rcb.yaml".into(), vec![rsg("RCB")]),
-        ("reviews.yaml".into(), vec![format!("dataset.validation={}", reviews_dev.display())]),
+        ("examples/configs/danetqa.yaml".into(), vec![rsg("DaNetQA")]),
+        ("examples/configs/terra.yaml".into(), vec![rsg("TERRa")]),
+        ("examples/configs/rcb.yaml".into(), vec![rsg("RCB")]),
+        ("examples/configs/reviews.yaml".into(), vec![format!("dataset.validation={}", reviews_dev.display())]),
         (
             "detox.yaml".into(),
             vec![
@@ -264,11 +264,11 @@ fn every_shipped_config_trains_under_2_and_3_ranks_as_one_process_does() {
         ),
     ];
     for task in ["DaNetQA", "TERRa", "RCB", "PARus", "MuSeRC", "RuCoS", "RUSSE", "RWSD"] {
-        configs.push((format!("rsg/{}.yaml", task.to_lowercase()), vec![rsg(task)]));
+        configs.push((format!("src/rsg/configs/{}.yaml", task.to_lowercase()), vec![rsg(task)]));
     }
     let model = format!("model.path={}", model_dir().display());
     for (name, data_settings) in configs {
-        let config = repo().join("examples/configs").join(&name);
+        let config = repo().join(&name);
         let config = config.to_str().unwrap();
         let mut settings: Vec<String> = [
             model.as_str(),

@@ -193,7 +193,7 @@ fn submission_writes_every_task_file_into_one_archive() {
 fn every_task_trains_through_ruprompts_train_from_its_shipped_config() {
     let dir = tempfile::tempdir().unwrap();
     for task in ["DaNetQA", "TERRa", "RCB", "PARus", "MuSeRC", "RuCoS", "RUSSE", "RWSD"] {
-        let config = repo().join(format!("examples/configs/rsg/{}.yaml", task.to_lowercase()));
+        let config = repo().join(format!("src/rsg/configs/{}.yaml", task.to_lowercase()));
         let out = dir.path().join(task);
         let (ok, stdout, stderr) = ruprompts(&[
             "train",

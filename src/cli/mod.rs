@@ -104,7 +104,7 @@ pub enum Command {
     /// split, and print the CPT paper's table with the leaderboard's total score.
     ///
     /// `ruprompts rsg --model demo --data RSG` reads the official layout (RSG/TERRa/train.jsonl, val.jsonl, …;
-    /// RSG/LiDiRus/LiDiRus.jsonl), trains from the built-in per-task configs (examples/configs/rsg; or
+    /// RSG/LiDiRus/LiDiRus.jsonl), trains from the built-in per-task configs (src/rsg/configs; or
     /// --config-dir) with any KEY=VALUE overrides, and writes runs/rsg/report.{md,json,svg}. LiDiRus is scored
     /// with the TERRa prompt. Rerunning redoes nothing already done with the same model, config and data; a killed
     /// run continues where it stopped; a failed task is reported in the table, the others still run, and the exit

@@ -25,7 +25,7 @@ pub struct RsgArgs {
     /// Only these tasks (comma-separated, e.g. `terra,lidirus`); default: all nine.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub tasks: Vec<RsgTask>,
-    /// Folder of <task>.yaml training configs (default: the built-in examples/configs/rsg, copied to OUT/configs).
+    /// Folder of <task>.yaml training configs (default: the built-in src/rsg/configs, copied to OUT/configs).
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
     /// Where prompts, evaluations and report.{md,json,svg} go.
