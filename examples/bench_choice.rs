@@ -11,8 +11,8 @@
 mod common;
 
 use anyhow::Result;
-use ruprompts::eval::Candidate;
 use ruprompts::model::{pad, Model, Side};
+use ruprompts::task::Candidate;
 use ruprompts::train::{choice_loss, ChoiceExample};
 use tch::{Kind, Tensor};
 

@@ -11,8 +11,8 @@ mod common;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use ruprompts::eval::{score_shared_many, Candidate};
 use ruprompts::model::{Gpt2Config, Model};
+use ruprompts::task::{score_shared_many, Candidate};
 use tch::Kind;
 
 const SCORE_CONTEXT: usize = 250;

@@ -11,8 +11,8 @@ mod common;
 use std::time::Instant;
 
 use anyhow::Result;
-use ruprompts::eval::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 use ruprompts::model::Model;
+use ruprompts::task::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 
 /// Token ids that look like text of `len` tokens (deterministic, inside the vocabulary).
 fn text(model: &Model, seed: usize, len: usize) -> Vec<i64> {

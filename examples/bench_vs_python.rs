@@ -19,12 +19,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ruprompts::data::{read_rows, Record};
-use ruprompts::eval::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::generate::{generate, GenerationConfig};
 use ruprompts::model::{Backbone, Model, ModelSource, Quantize};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
+use ruprompts::task::{Classifier, Item, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::tokenizer::Tokenizer;
 use ruprompts::train::{AdamW, AdamWConfig};
 use serde_json::{json, Value};
@@ -106,7 +106,7 @@ fn items(workload: &str, n: usize) -> Result<(TaskFormats, Vec<Item>)> {
     all.truncate(n);
     if workload == "terra-5shot" {
         let pool = task.items(&read_rows(&repo("assets/rsg/TERRa/train.jsonl.gz"))?, &formats.verbalizers)?;
-        let shots = ruprompts::eval::fewshot::choose(&all, &pool, 5, ruprompts::eval::fewshot::Sampler::FirstN, 0)?;
+        let shots = ruprompts::task::fewshot::choose(&all, &pool, 5, ruprompts::task::fewshot::Sampler::FirstN, 0)?;
         for (t, shots) in all.iter_mut().zip(shots) {
             t.item.shots = shots;
         }
@@ -222,7 +222,7 @@ fn prepare(model_path: &Path, python_model: &Path, work: &Path, n: usize) -> Res
         let requests: Vec<Value> = items
             .iter()
             .map(|item| {
-                let ruprompts::eval::Request { context, candidates, .. } = c.request(item)?;
+                let ruprompts::task::Request { context, candidates, .. } = c.request(item)?;
                 let answers: Vec<&Vec<i64>> = candidates.iter().map(|k| &k.answer).collect();
                 Ok(json!({ "context": context, "answers": answers }))
             })
@@ -288,7 +288,7 @@ fn score(model: &Model, tok: &Tokenizer, workload: &str, n: usize) -> Result<Tim
     let start = Instant::now();
     sums.extend(scores(&items[1..])?);
     let rate = (items.len() - 1) as f64 / start.elapsed().as_secs_f64();
-    let predictions: Vec<usize> = sums.iter().map(|s| ruprompts::eval::best(s).unwrap_or(0)).collect();
+    let predictions: Vec<usize> = sums.iter().map(|s| ruprompts::task::best(s).unwrap_or(0)).collect();
     Ok((rate, cold, json!({ "predictions": predictions, "sums": sums })))
 }
 

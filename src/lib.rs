@@ -18,11 +18,13 @@
 //! - [`prompt`] — format + provider: injection into the model, multi-prompts, save/load, ruPrompts/PEFT files.
 //! - [`generate`] — decoding: greedy and sampling, with a KV cache, prompts injected anywhere.
 //! - [`report`] — the zero-shot vs tuned report.
-//! - [`eval`] — the Russian SuperGLUE tasks, perplexity-based classification and text2text evaluation.
+//! - [`task`] — the tasks (the nine Russian SuperGLUE ones, task files) and the scorer: items, formats,
+//!   demonstrations, candidates scored by the frozen LM, official metrics; what evaluation and training share.
+//! - [`eval`] — evaluation runs: zero-shot vs k-shot vs tuned, text2text, cached and sharded, and their report.
 //! - [`hub`] — the Hugging Face Hub (the `hub` feature): prompts and models pulled into Python's cache, prompts
 //!   pushed with a card.
 //! - [`resolve`] — the edge where `demo` and Hub ids become local folders.
-//! - [`train`] — the training config and loop: the `lm` and `choice` objectives on the evaluator's items, AdamW on
+//! - [`train`] — the training config and loop: the `lm` and `choice` objectives on the tasks' items, AdamW on
 //!   the prompt only, schedules, the best checkpoint by a task metric, early stopping, exact resume.
 //! - [`rsg`] — the whole Russian SuperGLUE benchmark: nine prompts trained and scored, the paper's table.
 //! - [`serve`] — `ruprompts serve`: an OpenAI-compatible server of many prompts on one model, continuously
@@ -32,7 +34,7 @@
 //! The core path: load a backbone, compile a format, make a prompt for it, score answers with it injected.
 //!
 //! ```
-//! use ruprompts::eval::{score_shared, Candidate};
+//! use ruprompts::task::{score_shared, Candidate};
 //! use ruprompts::format::PromptFormat;
 //! use ruprompts::model::{Backbone, ModelSource};
 //! use ruprompts::prompt::Prompt;
@@ -77,5 +79,6 @@ pub mod resolve;
 pub mod rng;
 pub mod rsg;
 pub mod serve;
+pub mod task;
 pub mod tokenizer;
 pub mod train;

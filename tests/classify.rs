@@ -5,11 +5,11 @@ mod common;
 
 use common::*;
 use ruprompts::data::{read_rows, Origin};
-use ruprompts::eval::{metrics, Classifier, Item, ScoreMode};
 use ruprompts::format::{PromptFormat, Row};
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::rng::seeded;
+use ruprompts::task::{metrics, Classifier, Item, ScoreMode};
 use ruprompts::tokenizer::Tokenizer;
 
 fn terra_items(n: usize) -> Vec<Item> {

@@ -127,7 +127,7 @@ fn bad_keys_types_and_missing_keys_name_the_key_and_line() {
 
 #[test]
 fn russian_superglue_folders_load_as_distributed() {
-    use ruprompts::eval::RsgTask;
+    use ruprompts::task::RsgTask;
     use ruprompts::train::DatasetConfig;
     let rsg = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/rsg");
     let load = |task, dir: &str| {

@@ -8,8 +8,9 @@ use std::process::Command;
 
 use common::*;
 use ruprompts::data::read_rows;
-use ruprompts::eval::{overlap, Report, ScoreMode, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use ruprompts::eval::{overlap, Report, PREDICTIONS_FILE, REPORT_JSON, REPORT_MD, REPORT_SVG};
 use ruprompts::progress::Silent;
+use ruprompts::task::ScoreMode;
 use ruprompts::train::TrainConfig;
 use ruprompts::train::{train, TrainOptions};
 use serde_json::Value;

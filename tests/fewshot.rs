@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use ruprompts::data::read_rows;
-use ruprompts::eval::fewshot::{choose, Sampler};
-use ruprompts::eval::{score_naive, Classifier, Item, RsgTask, ScoreMode, Shot, TaskFormats, TaskItem};
 use ruprompts::format::PromptFormat;
+use ruprompts::task::fewshot::{choose, Sampler};
+use ruprompts::task::{score_naive, Classifier, Item, RsgTask, ScoreMode, Shot, TaskFormats, TaskItem};
 use ruprompts::tokenizer::Tokenizer;
 
 const FORMAT: &str = "{premise}\nВопрос: {hypothesis}? Ответ:";

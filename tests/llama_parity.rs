@@ -235,7 +235,7 @@ fn a_peft_prefix_on_a_grouped_query_model_matches_peft() {
 /// run before its answers rotates as transformers' own cache would, not as one whole forward.
 #[test]
 fn continuation_logprobs_match_transformers() {
-    use ruprompts::eval::{score_naive, score_shared, Candidate};
+    use ruprompts::task::{score_naive, score_shared, Candidate};
     use ruprompts::tokenizer::Tokenizer;
 
     let spec = reference();

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use ruprompts::data::{read_rows, TooLongPolicy};
-use ruprompts::eval::{score_naive, Candidate, Classifier, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::format::PromptFormat;
 use ruprompts::progress::Silent;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
+use ruprompts::task::{score_naive, Candidate, Classifier, RsgTask, ScoreMode, TaskFormats};
 use ruprompts::tokenizer::Tokenizer;
 use ruprompts::train::{choice_loss, encode_items, train, Examples, Objective, TrainConfig, TrainOptions};
 use serde_json::Value;
@@ -75,7 +75,7 @@ fn evaluator_view(task: RsgTask, file: &Path, out: &Path) -> (Vec<f64>, usize, V
         chat: None,
     };
     let scores = tch::no_grad(|| classifier.candidate_scores(&[&items[0].item], None)).unwrap().remove(0);
-    let ruprompts::eval::Request { context, candidates, .. } = classifier.request(&items[0].item).unwrap();
+    let ruprompts::task::Request { context, candidates, .. } = classifier.request(&items[0].item).unwrap();
     (scores, items[0].item.gold.unwrap(), context, candidates)
 }
 

@@ -70,7 +70,7 @@ fn the_benchmark_table_has_all_nine_tasks_and_reruns_redo_nothing() {
     assert_eq!(first.total_tuned, total);
     assert!(printed.contains(&format!("| prompt tuning | {:.1} |", total.unwrap() * 100.0)), "{printed}");
     // Every cell carries its bootstrap standard error, as the task's own report gives it.
-    let terra = first.tasks.iter().find(|t| t.task == ruprompts::eval::RsgTask::Terra).unwrap();
+    let terra = first.tasks.iter().find(|t| t.task == ruprompts::task::RsgTask::Terra).unwrap();
     let (v, e) = (terra.tuned[0].value, terra.tuned[0].stderr.unwrap());
     assert!(printed.contains(&format!("{:.1} ± {:.1}", v * 100.0, e * 100.0)), "{printed}");
     for file in ["report.md", "report.svg", "configs/terra.yaml", "TERRa/prompt/prompt.json", "MuSeRC/eval/report.json"]

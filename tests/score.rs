@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use ruprompts::eval::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 use ruprompts::format::PromptFormat;
 use ruprompts::prompt::Prompt;
 use ruprompts::provider::ProviderConfig;
 use ruprompts::rng::seeded;
+use ruprompts::task::{score_naive, score_shared, score_shared_many, Candidate, Scored};
 use ruprompts::tokenizer::Tokenizer;
 
 fn same(a: &[Scored], b: &[Scored]) {
@@ -175,7 +175,7 @@ fn a_prompt_repeated_around_demonstrations_scores_as_the_naive_reference() {
                 contexts.iter().map(|c| (c.as_slice(), &candidates[..])).collect();
             // Contexts with two and with one demonstration hold the prompt 3 and 2 times: batched apart, same
             // numbers.
-            for run in ruprompts::eval::shared_batches(&requests, &[id], whole_text, 256, usize::MAX) {
+            for run in ruprompts::task::shared_batches(&requests, &[id], whole_text, 256, usize::MAX) {
                 let many = score_shared_many(&model, &injection, &requests[run.clone()], whole_text).unwrap();
                 for ((context, cands), scored) in requests[run].iter().zip(&many) {
                     same(&score_naive(&model, &injection, context, cands, whole_text).unwrap(), scored);

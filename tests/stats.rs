@@ -6,7 +6,7 @@ use ruprompts::data::read_rows;
 use ruprompts::eval::stats::{
     baselines, bootstrap, difference_interval, resamples, sample_stddev, stderr, BOOTSTRAP_ITERS, SEED,
 };
-use ruprompts::eval::{RsgTask, TaskFormats, TaskItem};
+use ruprompts::task::{RsgTask, TaskFormats, TaskItem};
 
 /// `n` TERRa items, the first `entailed` of them labelled entailment (candidate 0).
 fn items(n: usize, entailed: usize) -> Vec<TaskItem> {

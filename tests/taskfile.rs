@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use ruprompts::eval::{metrics, Report, TaskFile, REPORT_JSON};
+use ruprompts::eval::{Report, REPORT_JSON};
+use ruprompts::task::{metrics, TaskFile};
 use serde_json::Value;
 
 fn example(name: &str) -> std::path::PathBuf {

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use ruprompts::data::read_rows;
-use ruprompts::eval::{evaluate, EvalRequest, RsgTask, ScoreMode, Shard, TaskFormats, REPORT_JSON};
+use ruprompts::eval::{evaluate, EvalRequest, Shard, REPORT_JSON};
 use ruprompts::format::{PromptFormat, CANDIDATE_SLOT};
 use ruprompts::model::{Backbone, ModelSource};
 use ruprompts::progress::Silent;
+use ruprompts::task::{RsgTask, ScoreMode, TaskFormats};
 use ruprompts::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 

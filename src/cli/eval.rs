@@ -12,15 +12,13 @@ use super::decoding::DecodingArgs;
 use super::Placement;
 use crate::data::{split_file, PreprocessConfig};
 use crate::dist::Ranks;
-use crate::eval::fewshot::{FewShotConfig, Sampler};
-use crate::eval::{
-    evaluate, evaluate_generation, EvalRequest, EvalTask, FewShot, GenerationRequest, RsgTask, ScoreMode, Shard,
-    TaskFile, TaskFormats, PREDICTIONS_FILE,
-};
+use crate::eval::{evaluate, evaluate_generation, EvalRequest, FewShot, GenerationRequest, Shard, PREDICTIONS_FILE};
 use crate::generate::GenerationConfig;
 use crate::model::ModelSource;
 use crate::progress::{Progress, Silent};
 use crate::resolve;
+use crate::task::fewshot::{FewShotConfig, Sampler};
+use crate::task::{EvalTask, RsgTask, ScoreMode, TaskFile, TaskFormats};
 use crate::train::TrainConfig;
 
 #[derive(Debug, Args)]

@@ -8,10 +8,10 @@ use clap::Args;
 use super::bars::Bars;
 use super::Placement;
 use crate::dist::Ranks;
-use crate::eval::RsgTask;
 use crate::progress::{Progress, Silent};
 use crate::resolve;
 use crate::rsg::{run, RsgRequest};
+use crate::task::RsgTask;
 
 #[derive(Debug, Args)]
 pub struct RsgArgs {

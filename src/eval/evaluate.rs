@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::fewshot::{self, FewShotConfig};
 use super::run::{across_ranks, fingerprint, scores_cached, CachedRun, Shard};
-use super::{best, stats, EvalTask, ItemScores, Shot};
-use super::{Classifier, ScoreMode, TaskFormats, TaskItem};
+use super::stats;
 use crate::data::read_rows;
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
 use crate::fs::{write_atomic, DirLock};
@@ -18,6 +16,9 @@ use crate::model::Backbone;
 use crate::progress::Progress;
 use crate::prompt::Prompt;
 use crate::report::{MetricRow, ModeScore, Report, SettingResult, Spread, TaskResult};
+use crate::task::fewshot::{self, FewShotConfig};
+use crate::task::{best, EvalTask, ItemScores, Shot};
+use crate::task::{Classifier, ScoreMode, TaskFormats, TaskItem};
 
 /// What to evaluate and where to write it.
 #[derive(Debug, Clone)]

@@ -11,12 +11,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{Classifier, Item, ItemScores, TaskItem};
 use crate::dist::Ranks;
 use crate::format::Row;
 use crate::fs::{read_json_lines, JsonLines};
 use crate::progress::Progress;
 use crate::prompt::Prompt;
+use crate::task::{Classifier, Item, ItemScores, TaskItem};
 
 /// A cheap stand-in for an item's token count: the chars of its fields and longest candidate.
 fn length(t: &TaskItem) -> usize {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{EvalTask, TaskItem};
+use crate::task::{EvalTask, TaskItem};
 
 /// Resamples drawn for standard errors and intervals (lm-eval's default `bootstrap_iters`).
 pub const BOOTSTRAP_ITERS: usize = 1000;

@@ -4,10 +4,10 @@
 use serde::Serialize;
 
 use super::RepoId;
-use crate::eval::RsgTask;
 use crate::prompt::Prompt;
 use crate::provider::ProviderConfig;
 use crate::report::Report;
+use crate::task::RsgTask;
 
 #[derive(Debug, Serialize)]
 struct FrontMatter<'a> {

@@ -15,10 +15,11 @@ pub use table::{task_score, total_score, Benchmark, TaskOutcome};
 
 use crate::data::split_file;
 use crate::dist::Ranks;
-use crate::eval::{evaluate, EvalRequest, Report, RsgTask, Shard, TaskFormats};
+use crate::eval::{evaluate, EvalRequest, Report, Shard};
 use crate::fs::{write_atomic, DirLock};
 use crate::model::Backbone;
 use crate::progress::Progress;
+use crate::task::{RsgTask, TaskFormats};
 use crate::train::checkpoint::{self, TRAINER_STATE_FILE};
 use crate::train::{train, TrainConfig, TrainOptions, CONFIG_FILE};
 
@@ -367,7 +368,7 @@ fn kept_or(
 /// A task's outcome from its evaluation report.
 fn outcome_of(task: RsgTask, report: &crate::report::Report, seconds: f64) -> TaskOutcome {
     let t = &report.tasks[0];
-    let metric = |name: &str, value: f64, stderr: Option<f64>| crate::eval::Metric { name: name.into(), value, stderr };
+    let metric = |name: &str, value: f64, stderr: Option<f64>| crate::task::Metric { name: name.into(), value, stderr };
     TaskOutcome {
         task,
         zero_shot: t.metrics.iter().map(|m| metric(&m.metric, m.zero_shot, m.zero_shot_stderr)).collect(),

@@ -6,9 +6,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{Metric, RsgTask};
 use crate::fs::write_atomic;
 use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use crate::task::{Metric, RsgTask};
 
 /// What one task of the benchmark gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

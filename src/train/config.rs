@@ -12,10 +12,10 @@ use super::{AdamWConfig, ScheduleConfig};
 use super::{DatasetConfig, Objective};
 use crate::config::Validate;
 use crate::data::PreprocessConfig;
-use crate::eval::fewshot::FewShotConfig;
-use crate::eval::{TaskFile, TaskFormats};
 use crate::model::{ModelSource, Quantize};
 use crate::provider::ProviderConfig;
+use crate::task::fewshot::FewShotConfig;
+use crate::task::{TaskFile, TaskFormats};
 
 /// Everything a training run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{read_rows, split_file, Record};
-use crate::eval::{EvalTask, RsgTask, TaskFile};
+use crate::task::{EvalTask, RsgTask, TaskFile};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

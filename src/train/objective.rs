@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::data::{Example, TooLong, TooLongPolicy, IGNORE};
-use crate::eval::{answer_logprob_sums, shared_batches, Candidate, Classifier, Request, ScoreMode, TaskItem};
 use crate::model::Model;
 use crate::prompt::Injection;
+use crate::task::{answer_logprob_sums, shared_batches, Candidate, Classifier, Request, ScoreMode, TaskItem};
 
 /// The `objective` section of a training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,12 +11,12 @@ use super::objective::{choice_loss, encode_items, Examples};
 use super::TrainConfig;
 use crate::data::{collate, Example, PreprocessConfig, Preprocessor, Record};
 use crate::dist::Ranks;
-use crate::eval::fewshot::choose;
-use crate::eval::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::format::PromptFormat;
 use crate::model::{Backbone, Model};
 use crate::progress::Progress;
 use crate::prompt::{Injection, Prompt};
+use crate::task::fewshot::choose;
+use crate::task::{Classifier, EvalTask, ScoreMode, TaskFormats, TaskItem};
 use crate::tokenizer::Tokenizer;
 
 /// Everything the loop needs, built from the config.
@@ -277,7 +277,7 @@ impl Setup<'_> {
 
     /// The task's official metrics on the validation items, scored by the evaluator with the prompt as it stands
     /// (`None` without a task or validation items).
-    pub fn metrics(&self, batch_size: usize) -> Result<Option<Vec<crate::eval::Metric>>> {
+    pub fn metrics(&self, batch_size: usize) -> Result<Option<Vec<crate::task::Metric>>> {
         let Some(s) = &self.scoring else { return Ok(None) };
         let _guard = tch::no_grad_guard();
         let injection = [self.prompt.injection(self.token_id)];

@@ -391,7 +391,7 @@ impl<'a> Trainer<'a> {
 struct ValidationRecord {
     line: serde_json::Value,
     loss: f64,
-    metrics: Vec<crate::eval::Metric>,
+    metrics: Vec<crate::task::Metric>,
 }
 
 impl ValidationRecord {
