@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x "${CARGO_TARGET_DIR:-target}/release/ruprompts" ]; then
-    cargo build --release --no-default-features --quiet
+    cargo build --release --no-default-features --features cli --quiet
 else
     echo "build: compiling ruprompts in release for the first time (about 8 minutes on 2 cores; later runs start at once)" >&2
-    cargo build --release --no-default-features
+    cargo build --release --no-default-features --features cli
 fi

@@ -8,7 +8,8 @@ use tch::{Device, Kind};
 
 /// The device a user asks for. `Auto` takes the first CUDA GPU when libtorch was built with CUDA and one is
 /// visible, and the CPU otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     Cpu,
@@ -44,7 +45,8 @@ impl DeviceChoice {
 }
 
 /// Precision of the frozen backbone weights. Log-softmax and losses are always computed in f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
     #[default]

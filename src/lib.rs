@@ -58,6 +58,7 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -78,6 +79,7 @@ pub mod report;
 pub mod resolve;
 pub mod rng;
 pub mod rsg;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod task;
 pub mod tokenizer;

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+#[cfg(feature = "plots")]
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -275,7 +276,22 @@ impl Report {
         md
     }
 
+    /// report.svg (grouped bars per task and metric) in `dir`; without the `plots` feature, nothing.
+    pub fn write_svg(&self, dir: &Path) -> Result<()> {
+        #[cfg(feature = "plots")]
+        {
+            let svg = self.svg()?;
+            write_atomic(&dir.join(REPORT_SVG), |p| Ok(std::fs::write(p, svg)?))
+        }
+        #[cfg(not(feature = "plots"))]
+        {
+            let _ = dir;
+            Ok(())
+        }
+    }
+
     /// Grouped bars, zero-shot and tuned, for every task and metric.
+    #[cfg(feature = "plots")]
     pub fn svg(&self) -> Result<String> {
         let bars: Vec<(String, f64, Option<f64>)> = self
             .tasks
@@ -373,7 +389,6 @@ impl Report {
         let json = serde_json::to_string_pretty(self)?;
         write_atomic(&dir.join(REPORT_JSON), |p| Ok(std::fs::write(p, json)?))?;
         write_atomic(&dir.join(REPORT_MD), |p| Ok(std::fs::write(p, self.markdown())?))?;
-        let svg = self.svg()?;
-        write_atomic(&dir.join(REPORT_SVG), |p| Ok(std::fs::write(p, svg)?))
+        self.write_svg(dir)
     }
 }

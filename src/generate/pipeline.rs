@@ -15,7 +15,8 @@ use crate::prompt::{MultiPrompt, Prompt};
 use crate::tokenizer::Tokenizer;
 
 /// Which pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
     /// The prompt is a prefix before the text; returns the text and its continuation.

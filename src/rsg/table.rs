@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::fs::write_atomic;
-use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD, REPORT_SVG};
+use crate::report::{MetricRow, Report, TaskResult, REPORT_JSON, REPORT_MD};
 use crate::task::{Metric, RsgTask};
 
 /// What one task of the benchmark gave.
@@ -149,8 +149,7 @@ impl Benchmark {
                 })
                 .collect(),
         };
-        let svg = bars.svg()?;
-        write_atomic(&dir.join(REPORT_SVG), |p| Ok(std::fs::write(p, svg)?))
+        bars.write_svg(dir)
     }
 }
 

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::{Shot, TaskItem};
 
 /// How demonstrations are drawn from the few-shot split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", value(rename_all = "snake_case"))]
 pub enum Sampler {
     /// k items at random.
     #[default]

@@ -16,7 +16,8 @@ use crate::data::{Origin, Record};
 use crate::format::Row;
 
 /// The Russian SuperGLUE tasks. Training reads the flat ones (`dataset.task`); evaluation reads all nine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum RsgTask {
     Danetqa,

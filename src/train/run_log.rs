@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use anyhow::Result;
+#[cfg(feature = "plots")]
 use plotters::prelude::*;
 use serde_json::Value;
 
-use crate::fs::{read_json_lines, write_atomic, JsonLines};
+use crate::fs::{read_json_lines, JsonLines};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const PLOT_FILE: &str = "loss.svg";
@@ -25,7 +26,14 @@ pub fn read(path: &Path) -> Result<Vec<Value>> {
     Ok(read_json_lines(path)?.into_iter().map(|(_, v)| v).collect())
 }
 
+/// Without the `plots` feature there is no plot to draw.
+#[cfg(not(feature = "plots"))]
+pub fn plot(_metrics: &Path, _out: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// Draws the training loss (and eval loss, where logged) against the step into an SVG.
+#[cfg(feature = "plots")]
 pub fn plot(metrics: &Path, out: &Path) -> Result<()> {
     let records = read(metrics)?;
     let series = |key: &str| -> Vec<(f64, f64)> {
@@ -62,5 +70,5 @@ pub fn plot(metrics: &Path, out: &Path) -> Result<()> {
         chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
         root.present()?;
     }
-    write_atomic(out, |p| Ok(std::fs::write(p, &svg)?))
+    crate::fs::write_atomic(out, |p| Ok(std::fs::write(p, &svg)?))
 }
