@@ -256,7 +256,7 @@ fn every_shipped_config_trains_under_2_and_3_ranks_as_one_process_does() {
         ("examples/configs/rcb.yaml".into(), vec![rsg("RCB")]),
         ("examples/configs/reviews.yaml".into(), vec![format!("dataset.validation={}", reviews_dev.display())]),
         (
-            "detox.yaml".into(),
+            "examples/configs/detox.yaml".into(),
             vec![
                 format!("dataset.train={}", detox("train").display()),
                 format!("dataset.validation={}", detox("dev").display()),
