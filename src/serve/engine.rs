@@ -222,37 +222,13 @@ fn run(
     let mut next_key = 0u64;
     let mut closed = false;
     loop {
-        // Block only when there is nothing to decode.
-        if running.is_empty() && waiting.is_empty() {
-            if closed {
-                return;
-            }
-            match incoming.recv() {
-                Ok(s) => {
-                    waiting.push(next_key, s);
-                    next_key += 1;
-                }
-                Err(_) => return,
-            }
+        // Block only when there is nothing to decode; end once nothing is left and nothing can come.
+        let idle = running.is_empty() && waiting.is_empty();
+        if idle && closed {
+            return;
         }
-        loop {
-            match incoming.try_recv() {
-                Ok(s) => {
-                    waiting.push(next_key, s);
-                    next_key += 1;
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        // Clients that went away: their rows are freed, their queued jobs dropped.
-        let gone: Vec<u64> = running.iter().filter(|(_, r)| r.events.is_closed()).map(|(k, _)| *k).collect();
-        batcher.remove(&gone);
-        gone.iter().for_each(|k| drop(running.remove(k)));
-        waiting.drop_abandoned();
+        closed |= !receive(&incoming, &mut waiting, &mut next_key, idle);
+        drop_gone(&mut batcher, &mut running, &mut waiting);
         // Beam search settles its outputs only at the end: a beam job whose turn it is decodes on its own.
         if waiting.front().is_some_and(|s| s.job.config.num_beams > 1) {
             let (_, s) = waiting.pop().expect("a front");
@@ -260,57 +236,114 @@ fn run(
             beams(model, tokenizer, &injections, s, metrics);
             continue;
         }
-        let (mut rows, mut tokens) = running.values().fold((0, 0), |(r, t), j| (r + j.cost.0, t + j.cost.1));
-        let mut joining = Vec::new();
-        while let Some(s) = waiting.front() {
-            let cost = Limits::cost(&s.job);
-            let fits = rows + cost.0 <= limits.max_batch && tokens + cost.1 <= limits.max_batch_tokens;
-            // A job larger than the limits alone still decodes, alone.
-            if s.job.config.num_beams > 1 || !(fits || (running.is_empty() && joining.is_empty())) {
-                break;
-            }
-            let (key, s) = waiting.pop().expect("a front");
-            metrics.queue_wait.observe(s.queued.elapsed().as_secs_f64());
-            rows += cost.0;
-            tokens += cost.1;
-            joining.push((key, s, cost));
-        }
+        let joining = joining(&mut waiting, &running, limits, metrics);
         metrics.queue_length.set(waiting.jobs() as i64);
-        if !joining.is_empty() {
-            let jobs: Vec<(u64, Job)> = joining.iter().map(|(k, s, _)| (*k, s.job.clone())).collect();
-            for (key, s, cost) in joining {
-                running.insert(key, Running { events: s.events, cost });
-            }
-            let keys: Vec<u64> = jobs.iter().map(|(k, _)| *k).collect();
-            match catch_unwind(AssertUnwindSafe(|| batcher.admit(jobs))) {
-                Ok(Ok(updates)) => deliver(updates, &mut running, metrics),
-                Ok(Err(e)) => fail(&keys, &format!("{e:#}"), &mut running),
-                Err(panic) => fail(&keys, &panic_message(&panic), &mut running),
-            }
-            // Jobs that were done at once (max_tokens 0, an early stop) are not in the batch.
-            let inside: Vec<u64> = batcher.keys().copied().collect();
-            running.retain(|k, _| !keys.contains(k) || inside.contains(k));
-        }
-        if batcher.rows() > 0 {
-            metrics.batch_rows.observe(batcher.rows() as f64);
-            match catch_unwind(AssertUnwindSafe(|| batcher.step())) {
-                Ok(Ok(updates)) => deliver(updates, &mut running, metrics),
-                failure => {
-                    let message = match failure {
-                        Ok(Err(e)) => format!("{e:#}"),
-                        Err(panic) => panic_message(&panic),
-                        Ok(Ok(_)) => unreachable!("handled above"),
-                    };
-                    let keys: Vec<u64> = batcher.keys().copied().collect();
-                    fail(&keys, &message, &mut running);
-                    batcher = Batcher::new(model, tokenizer, &injections);
-                }
-            }
-            let inside: Vec<u64> = batcher.keys().copied().collect();
-            running.retain(|k, _| inside.contains(k));
+        admit(&mut batcher, joining, &mut running, metrics);
+        if batcher.rows() > 0 && !step(&mut batcher, &mut running, metrics) {
+            batcher = Batcher::new(model, tokenizer, &injections);
         }
         metrics.running_rows.set(batcher.rows() as i64);
     }
+}
+
+/// Moves the submissions that have arrived into `waiting`, first waiting for one when `block`; `false` once every
+/// sender is gone (the server is shutting down).
+fn receive(incoming: &Receiver<Submission>, waiting: &mut Waiting, next_key: &mut u64, block: bool) -> bool {
+    let mut queue = |s| {
+        waiting.push(*next_key, s);
+        *next_key += 1;
+    };
+    if block {
+        match incoming.recv() {
+            Ok(s) => queue(s),
+            Err(_) => return false,
+        }
+    }
+    loop {
+        match incoming.try_recv() {
+            Ok(s) => queue(s),
+            Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Clients that went away: their rows leave the batch, their queued jobs are dropped.
+fn drop_gone(batcher: &mut Batcher<u64>, running: &mut HashMap<u64, Running>, waiting: &mut Waiting) {
+    let gone: Vec<u64> = running.iter().filter(|(_, r)| r.events.is_closed()).map(|(k, _)| *k).collect();
+    batcher.remove(&gone);
+    gone.iter().for_each(|k| drop(running.remove(k)));
+    waiting.drop_abandoned();
+}
+
+/// The jobs that join the batch now, taken in turn while they fit beside the running ones (a job larger than the
+/// limits still decodes, alone); a beam job waits for its own turn.
+fn joining(
+    waiting: &mut Waiting,
+    running: &HashMap<u64, Running>,
+    limits: Limits,
+    metrics: &Metrics,
+) -> Vec<(u64, Submission, (usize, usize))> {
+    let (mut rows, mut tokens) = running.values().fold((0, 0), |(r, t), j| (r + j.cost.0, t + j.cost.1));
+    let mut joining = Vec::new();
+    while let Some(s) = waiting.front() {
+        let cost = Limits::cost(&s.job);
+        let fits = rows + cost.0 <= limits.max_batch && tokens + cost.1 <= limits.max_batch_tokens;
+        if s.job.config.num_beams > 1 || !(fits || (running.is_empty() && joining.is_empty())) {
+            break;
+        }
+        let (key, s) = waiting.pop().expect("a front");
+        metrics.queue_wait.observe(s.queued.elapsed().as_secs_f64());
+        rows += cost.0;
+        tokens += cost.1;
+        joining.push((key, s, cost));
+    }
+    joining
+}
+
+/// Reads the joining jobs into the batch (one forward) and sends each its first updates; a failure or panic fails
+/// those jobs alone.
+fn admit(
+    batcher: &mut Batcher<u64>,
+    joining: Vec<(u64, Submission, (usize, usize))>,
+    running: &mut HashMap<u64, Running>,
+    metrics: &Metrics,
+) {
+    if joining.is_empty() {
+        return;
+    }
+    let jobs: Vec<(u64, Job)> = joining.iter().map(|(k, s, _)| (*k, s.job.clone())).collect();
+    for (key, s, cost) in joining {
+        running.insert(key, Running { events: s.events, cost });
+    }
+    let keys: Vec<u64> = jobs.iter().map(|(k, _)| *k).collect();
+    match catch_unwind(AssertUnwindSafe(|| batcher.admit(jobs))) {
+        Ok(Ok(updates)) => deliver(updates, running, metrics),
+        Ok(Err(e)) => fail(&keys, &format!("{e:#}"), running),
+        Err(panic) => fail(&keys, &panic_message(&panic), running),
+    }
+    // Jobs that were done at once (max_tokens 0, an early stop) are not in the batch.
+    let inside: Vec<u64> = batcher.keys().copied().collect();
+    running.retain(|k, _| !keys.contains(k) || inside.contains(k));
+}
+
+/// One decoding step of the whole batch, its updates sent; `false` when it failed (or panicked): every job in the
+/// batch has been failed, and the caller starts an empty batch.
+fn step(batcher: &mut Batcher<u64>, running: &mut HashMap<u64, Running>, metrics: &Metrics) -> bool {
+    metrics.batch_rows.observe(batcher.rows() as f64);
+    let message = match catch_unwind(AssertUnwindSafe(|| batcher.step())) {
+        Ok(Ok(updates)) => {
+            deliver(updates, running, metrics);
+            let inside: Vec<u64> = batcher.keys().copied().collect();
+            running.retain(|k, _| inside.contains(k));
+            return true;
+        }
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(panic) => panic_message(&panic),
+    };
+    let keys: Vec<u64> = batcher.keys().copied().collect();
+    fail(&keys, &message, running);
+    false
 }
 
 /// Decodes one beam-search job by itself and sends its tokens and ends.
