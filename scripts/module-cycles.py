@@ -14,26 +14,28 @@ import re
 import sys
 
 src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src")
-graph = collections.defaultdict(set)
-for folder, _, files in os.walk(src):
-    for name in files:
-        if not name.endswith(".rs"):
-            continue
-        path = os.path.join(folder, name)
-        top = os.path.relpath(path, src).split(os.sep)[0]
-        module = top[:-3] if top.endswith(".rs") else top
-        if module in ("lib", "main"):
-            continue
-        graph[module]
-        with open(path, encoding="utf-8") as f:
-            text = f.read().split("#[cfg(test)]")[0]
-        graph[module] |= {m for m in re.findall(r"crate::([a-z_0-9]+)", text) if m != module}
-
 
 
 def code_of(path):
+    """A file's text before its `#[cfg(test)]` block."""
     with open(path, encoding="utf-8") as f:
         return f.read().split("#[cfg(test)]")[0]
+
+
+def top_graph():
+    """{top-level module: {top-level modules it mentions}}."""
+    graph = collections.defaultdict(set)
+    for folder, _, files in os.walk(src):
+        for name in files:
+            if not name.endswith(".rs"):
+                continue
+            path = os.path.join(folder, name)
+            top = os.path.relpath(path, src).split(os.sep)[0]
+            module = top[:-3] if top.endswith(".rs") else top
+            if module in ("lib", "main"):
+                continue
+            graph[module] |= {m for m in re.findall(r"crate::([a-z_0-9]+)", code_of(path)) if m != module}
+    return graph
 
 
 def sibling_graphs():
@@ -90,31 +92,12 @@ def find_cycles(g):
     return found, order
 
 
+cycles, order = find_cycles(top_graph())
 inner = []
 for folder, g in sorted(sibling_graphs().items()):
     found, _ = find_cycles(g)
     where = os.path.relpath(folder, src)
     inner += [f"{where}: " + " -> ".join(c) for c in found]
-
-order, state, cycles = [], {}, []
-
-
-def visit(node, stack):
-    state[node] = "open"
-    stack.append(node)
-    for dep in sorted(graph[node]):
-        if state.get(dep) == "open":
-            cycles.append(stack[stack.index(dep):] + [dep])
-        elif dep not in state:
-            visit(dep, stack)
-    stack.pop()
-    state[node] = "done"
-    order.append(node)
-
-
-for node in sorted(graph):
-    if node not in state:
-        visit(node, [])
 if cycles or inner:
     for cycle in cycles:
         print("module cycle: " + " -> ".join(cycle))
