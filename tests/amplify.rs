@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,17 +35,6 @@ fn bounded(case: &str, needles: &[&str], read: impl FnOnce() -> anyhow::Result<(
     assert!(took < Duration::from_secs(10), "{case}: took {took:?}");
     assert!(grew < 256 << 20, "{case}: peak memory grew by {} MiB", grew >> 20);
     eprintln!("{case}: {took:?}, +{} MiB: {err}", grew >> 20);
-}
-
-/// A torch.save zip at `path`, its entries deflated.
-fn deflated_zip(path: &Path, entries: &[(&str, &[u8])]) {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-    for (name, bytes) in entries {
-        zip.start_file(format!("prompt_provider/{name}"), options).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap();
 }
 
 /// A prompt folder holding the fixture's `prompt.json` beside `file` (written by `write`).
@@ -83,14 +71,15 @@ fn files_built_to_amplify_are_refused_in_bounded_time_and_memory() {
     std::io::Read::read_to_end(&mut zip.by_name("prompt_provider/data.pkl").unwrap(), &mut fixture_pickle).unwrap();
 
     // The pickle's memo: fetching one memoised tuple many times.
-    let dir = prompt_dir(TORCH_FILE, |p| deflated_zip(p, &[("data.pkl", &memo_bomb()), ("data/0", &[0; 1792])]));
+    let dir = prompt_dir(TORCH_FILE, |p| write_torch_zip(&memo_bomb(), p));
     bounded("pickle memo", &[TORCH_FILE, "holds an object, not a tensor"], || {
         Prompt::from_pretrained(dir.path(), tch::Device::Cpu).map(drop)
     });
 
     // A deflated storage: 64 MiB of zeros in about 64 KB.
-    let dir =
-        prompt_dir(TORCH_FILE, |p| deflated_zip(p, &[("data.pkl", &fixture_pickle), ("data/0", &vec![0; 64 << 20])]));
+    let dir = prompt_dir(TORCH_FILE, |p| {
+        write_prompt_zip(p, &[("data.pkl", &fixture_pickle), ("data/0", &vec![0; 64 << 20])])
+    });
     bounded("zip deflate", &[TORCH_FILE, "entry prompt_provider/data/0 unpacks to more than"], || {
         Prompt::from_pretrained(dir.path(), tch::Device::Cpu).map(drop)
     });
@@ -99,7 +88,7 @@ fn files_built_to_amplify_are_refused_in_bounded_time_and_memory() {
     let dir = prompt_dir(TORCH_FILE, |p| {
         let mut pickle = fixture_pickle.clone();
         pickle.splice(2..2, std::iter::repeat_n([b'K', 0, b'0'], 1 << 20).flatten());
-        deflated_zip(p, &[("data.pkl", &pickle), ("data/0", &[0; 1792])])
+        write_torch_zip(&pickle, p)
     });
     bounded("large pickle", &[TORCH_FILE, "entry prompt_provider/data.pkl unpacks to more than"], || {
         Prompt::from_pretrained(dir.path(), tch::Device::Cpu).map(drop)

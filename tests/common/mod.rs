@@ -196,13 +196,18 @@ pub fn terra_logits(prompt: &ruprompts::prompt::Prompt, model: &ruprompts::model
 
 /// A torch.save zip at `path` whose `data.pkl` is `pickle`, over the fixture prompt's storage (448 zero floats).
 pub fn write_torch_zip(pickle: &[u8], path: &std::path::Path) {
+    write_prompt_zip(path, &[("data.pkl", pickle), ("data/0", &[0; 1792])]);
+}
+
+/// A zip at `path` holding `entries` under `prompt_provider/` (a torch.save archive's layout), deflated.
+pub fn write_prompt_zip(path: &std::path::Path, entries: &[(&str, &[u8])]) {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let options = zip::write::SimpleFileOptions::default();
-    zip.start_file("prompt_provider/data.pkl", options).unwrap();
-    zip.write_all(pickle).unwrap();
-    zip.start_file("prompt_provider/data/0", options).unwrap();
-    zip.write_all(&[0; 1792]).unwrap();
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in entries {
+        zip.start_file(format!("prompt_provider/{name}"), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
     zip.finish().unwrap();
 }
 
