@@ -108,7 +108,7 @@ def check(workload, ours, python):
     what = "items predicted alike" if key == "predictions" else "rows generated alike"
     if workload.endswith(("-int8", "-int4")):
         # Quantized weights against f32: agreement is reported, not required (quality is checked in
-        # tests/quantize.rs).
+        # tests/model/quantize.rs).
         return True, f"{workload[-4:]} vs f32: {same}/{len(a[key])} {what}"
     ok, detail = same == len(a[key]) == len(b[key]), f"{same}/{len(a[key])} {what}"
     if scoring:

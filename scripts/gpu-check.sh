@@ -24,15 +24,17 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bin=.gpu-check/bin
 # The parity tests that compare with transformers' (and PEFT's) reference outputs; their tolerances scale for CUDA
-# (tests/common). device_map splits a model between the CPU and the GPU.
-tests=(gpt2_parity score generate prefix_parity llama_parity device_map)
+# (tests/common). device_map splits a model between the CPU and the GPU. Each is a test binary (tests/<binary>/main.rs)
+# and the modules of it to run.
+tests=("parity gpt2_parity:: prefix_parity:: llama_parity::" "eval score::" "generate generate::" "model device_map::")
+binaries() { for t in "${tests[@]}"; do echo "${t%% *}"; done | sort -u; }
 
 prepare() {
     [ -n "${LIBTORCH_USE_PYTORCH:-}" ] || bash scripts/setup.sh
     mkdir -p "$bin"
     echo "gpu-check: building release test binaries, bench_gpu and ruprompts (several minutes the first time)"
     local list
-    list=$(cargo test --release --no-run --message-format=json $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null |
+    list=$(cargo test --release --no-run --message-format=json $(printf -- '--test %s ' $(binaries)) 2>/dev/null |
         python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -91,12 +93,14 @@ log ""
 log "## Parity tests on $device (RUPROMPTS_TEST_DEVICE=$device)"
 log ""
 failed=0
-for name in "${tests[@]}"; do
-    if out=$(RUPROMPTS_TEST_DEVICE=$device timeout 300 "$bin/$name" --test-threads 1 --include-ignored 2>&1); then status=passed; else
+for t in "${tests[@]}"; do
+    read -r name modules <<<"$t"
+    # shellcheck disable=SC2086 # the modules are separate filters
+    if out=$(RUPROMPTS_TEST_DEVICE=$device timeout 300 "$bin/$name" $modules --test-threads 1 --include-ignored 2>&1); then status=passed; else
         status=FAILED
         failed=1
     fi
-    log "- $name: $status: $(echo "$out" | grep -E '^test result' | tail -1)"
+    log "- $t: $status: $(echo "$out" | grep -E '^test result' | tail -1)"
     [ "$status" = passed ] || echo "$out" | grep -E "panicked|FAILED|assert" | head -20 | sed 's/^/    /' | tee -a "$results"
 done
 log ""

@@ -67,7 +67,7 @@ if [ "${1:-}" = --tests ]; then
         "$venv/bin/pip" install --quiet --no-index --find-links "$wheels/hub" "huggingface_hub==$hub_version"
     fi
 
-    # The clients that test `ruprompts serve` (tests/serve.rs): the official openai package and lm-evaluation-harness
+    # The clients that test `ruprompts serve` (tests/serve/serve.rs): the official openai package and lm-evaluation-harness
     # with its `api` extra, pinned in tests/clients/requirements.txt (~800 MB, no torch). Reinstalled when that file
     # changes; wheels are kept like the others.
     clients="$root/.cache/client-venv"

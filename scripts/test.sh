@@ -10,7 +10,7 @@ export OMP_NUM_THREADS=1
 # finds a closed port and an empty cache.
 export HF_ENDPOINT=http://127.0.0.1:9 HF_HOME="${TMPDIR:-/tmp}/ruprompts-test-hf-home"
 unset HF_TOKEN HF_TOKEN_PATH HF_HUB_CACHE HUGGINGFACE_HUB_CACHE HF_HUB_OFFLINE
-# The MPI tests (tests/mpi.rs: `mpirun -np 2` training and evaluation) need Open MPI; CI installs it (.ci/run).
+# The MPI tests (tests/train/mpi.rs: `mpirun -np 2` training and evaluation) need Open MPI; CI installs it (.ci/run).
 features=()
 if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
     features=(--features mpi)

@@ -1,4 +1,4 @@
-"""The official openai client's chat API against `ruprompts serve` (tests/serve.rs and tests/real_model.rs start the
+"""The official openai client's chat API against `ruprompts serve` (tests/serve/serve.rs and tests/model/real_model.rs start the
 server and run this).
 
 Usage: openai_chat_check.py BASE_URL BASE_MODEL [PROMPT_KEY] [EXPECTED]. Every call goes through the client's own

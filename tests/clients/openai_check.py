@@ -1,4 +1,4 @@
-"""The official openai client against `ruprompts serve` (tests/serve.rs starts the server and runs this).
+"""The official openai client against `ruprompts serve` (tests/serve/serve.rs starts the server and runs this).
 
 Usage: openai_check.py BASE_URL API_KEY BASE_MODEL. Every call goes through the client's own parsing; any
 assertion that fails exits non-zero with its message.
