@@ -2,16 +2,17 @@
 //! setting is scored once through the same classifier (with its own request cache) and every scoring mode derives
 //! from those forwards; the metrics, their error bars and the baselines go into a [`Report`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::run::{across_ranks, fingerprint, scores_cached, CachedRun, Shard};
+use super::run::{across_ranks, check_sizes, fingerprint, scores_cached, write_report, CachedRun, Shard};
 use super::stats;
 use crate::data::read_rows;
 use crate::format::{PromptFormat, Row, CANDIDATE_SLOT};
-use crate::fs::{write_atomic, DirLock};
+use crate::fs::write_atomic;
 use crate::model::Backbone;
 use crate::progress::Progress;
 use crate::prompt::Prompt;
@@ -19,6 +20,7 @@ use crate::report::{MetricRow, ModeScore, Report, SettingResult, Spread, TaskRes
 use crate::task::fewshot::{self, FewShotConfig};
 use crate::task::{best, EvalTask, ItemScores, Shot};
 use crate::task::{Classifier, ScoreMode, TaskFormats, TaskItem};
+use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 /// What to evaluate and where to write it.
 #[derive(Debug, Clone)]
@@ -112,81 +114,198 @@ fn evaluate_shard(
     shard: Shard,
     progress: &dyn Progress,
 ) -> Result<Option<Report>> {
-    let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
-    let device = model.device();
-    anyhow::ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
-    anyhow::ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
-    let task = &request.task;
-    let records = read_rows(&request.data)?;
-    let mut items = task.items(&records, &request.formats.verbalizers)?;
-    items.truncate(request.limit.unwrap_or(usize::MAX));
-    anyhow::ensure!(!items.is_empty(), "{}: no items to evaluate", request.data.display());
-    anyhow::ensure!(
-        request.submission.is_some() || items.iter().all(|t| t.item.gold.is_some()),
-        "{}: the items have no labels (a test split?), so there is nothing to score; pass --submission DIR to write \
-         the predictions in the leaderboard's layout",
-        request.data.display()
-    );
-    let mut ks: Vec<usize> = request.fewshot.ks.iter().copied().filter(|&k| k > 0).collect();
-    ks.sort_unstable();
-    ks.dedup();
-    let pool = match (&request.fewshot.data, ks.is_empty()) {
-        (_, true) => Vec::new(),
-        (None, false) => anyhow::bail!("few-shot settings need a split to draw demonstrations from"),
-        (Some(file), false) => task
-            .items(&read_rows(file).context("the few-shot split")?, &request.formats.verbalizers)
-            .with_context(|| format!("few-shot split {}", file.display()))?,
-    };
-    let sampling = &request.fewshot.config;
-    let chat = match request.chat {
-        true => Some(backbone.tokenizer.chat_template().ok_or_else(|| {
-            anyhow::anyhow!(
-                "--apply-chat-template: {} has no chat template (GGUF tokenizer.chat_template, chat_template.jinja or \
-                 tokenizer_config.json's chat_template)",
-                model_dir.display()
-            )
-        })?),
-        false => None,
-    };
-    let seeds: Vec<u64> = std::iter::once(sampling.seed).chain(request.fewshot.more_seeds.iter().copied()).collect();
-    // Each item's demonstrations, per (k, seed).
-    let mut shot_sets = std::collections::BTreeMap::<(usize, u64), Vec<Vec<Shot>>>::new();
-    for &k in &ks {
-        for &seed in &seeds {
-            shot_sets.insert((k, seed), fewshot::choose(&items, &pool, k, sampling.sampler, seed)?);
-        }
-    }
-    // The folder is made and held only once the request has proved it can be evaluated.
-    let folder = shard.folder(&request.out);
-    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
-    let _lock = DirLock::acquire(&folder, "the evaluation folder")?;
-
+    check_sizes(request.limit, request.batch_size)?;
+    let plan = Plan::read(backbone, request)?;
+    let _lock = shard.hold(&request.out)?;
+    let mut tokenizer = backbone.tokenizer.clone();
     let prompt = request
         .prompt
         .as_ref()
-        .map(|dir| Prompt::load(dir, device).with_context(|| format!("prompt {}", dir.display())))
+        .map(|dir| Prompt::load(dir, backbone.model.device()).with_context(|| format!("prompt {}", dir.display())))
         .transpose()?;
     let token_id = prompt.as_ref().map(|p| p.add_token(&mut tokenizer)).transpose()?;
     let zero_shot = PromptFormat::compile(request.formats.zero_shot(), &tokenizer).context("zero_shot format")?;
-    let data_len = std::fs::metadata(&request.data)?.len().to_string();
-    let pool_file = request.fewshot.data.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
-    let pool_len = match &request.fewshot.data {
-        Some(f) if !ks.is_empty() => std::fs::metadata(f)?.len().to_string(),
-        _ => String::new(),
+    let scorer = Scorer::new(backbone, request, &plan, &tokenizer, token_id, shard, progress)?;
+    // A part has scored its items into its folder: the merge makes the report.
+    let Some(settings) = scorer.settings(&zero_shot, prompt.as_ref())? else { return Ok(None) };
+    let (task, items) = (&request.task, &plan.items);
+    if request.log_samples {
+        write_samples(request, items, &settings)?;
+    }
+    // Tuned (zero-shot) comes last: the headline compares it with zero-shot.
+    let tuned = prompt.as_ref().map(|_| settings.last().expect("tuned was pushed last"));
+    let zero_preds = settings[0].under(request.mode, items)?.predictions;
+    let tuned_preds = tuned.map(|t| t.under(request.mode, items)).transpose()?.map(|r| r.predictions);
+    let (metrics, setting_results) = if items.iter().all(|t| t.item.gold.is_some()) {
+        let rows = metric_rows(task, items, &zero_preds, tuned_preds.as_deref())?;
+        (rows, settings.iter().map(|s| setting_result(task, items, s)).collect::<Result<_>>()?)
+    } else {
+        (Vec::new(), Vec::new())
     };
-    let verbalizers = serde_json::to_string(&request.formats.verbalizers)?;
+    if let Some(dir) = &request.submission {
+        write_submission(task, items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
+    }
+    let result = TaskResult {
+        task: task.name().into(),
+        data: request.data.display().to_string(),
+        items: items.len(),
+        zero_shot_format: request.formats.zero_shot().to_string(),
+        more_zero_shot_formats: request.formats.zero_shot.all()[1..].to_vec(),
+        tuned_format: prompt.as_ref().map(|p| p.format().template().to_string()),
+        trainable_parameters: prompt.as_ref().map(Prompt::num_parameters),
+        metrics,
+        spreads: spreads(&setting_results, request.mode),
+        settings: setting_results,
+    };
+    write_report(backbone, request.mode.name().to_string(), result, &request.out).map(Some)
+}
 
-    // A setting: its name and group, its format, the tuned prompt or none, and its (k, seed) when few-shot.
-    let score = |name: String,
-                 group: &str,
-                 format: &PromptFormat,
-                 prompt: Option<&Prompt>,
-                 shots: Option<(usize, u64)>|
-     -> Result<Option<Setting>> {
-        let injection = prompt.map(|p| p.injection(token_id.expect("added with the prompt")));
+/// What a request scores, read and checked before anything is written: the items, the k of each k-shot setting,
+/// the seeds their demonstrations are drawn with and each item's demonstrations per (k, seed), the chat template.
+struct Plan<'a> {
+    items: Vec<TaskItem>,
+    ks: Vec<usize>,
+    seeds: Vec<u64>,
+    shot_sets: BTreeMap<(usize, u64), Vec<Vec<Shot>>>,
+    chat: Option<&'a ChatTemplate>,
+}
+
+impl<'a> Plan<'a> {
+    fn read(backbone: &'a Backbone, request: &EvalRequest) -> Result<Self> {
+        let task = &request.task;
+        let mut items = task.items(&read_rows(&request.data)?, &request.formats.verbalizers)?;
+        items.truncate(request.limit.unwrap_or(usize::MAX));
+        anyhow::ensure!(!items.is_empty(), "{}: no items to evaluate", request.data.display());
+        anyhow::ensure!(
+            request.submission.is_some() || items.iter().all(|t| t.item.gold.is_some()),
+            "{}: the items have no labels (a test split?), so there is nothing to score; pass --submission DIR to \
+             write the predictions in the leaderboard's layout",
+            request.data.display()
+        );
+        let mut ks: Vec<usize> = request.fewshot.ks.iter().copied().filter(|&k| k > 0).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        let pool = match (&request.fewshot.data, ks.is_empty()) {
+            (_, true) => Vec::new(),
+            (None, false) => anyhow::bail!("few-shot settings need a split to draw demonstrations from"),
+            (Some(file), false) => task
+                .items(&read_rows(file).context("the few-shot split")?, &request.formats.verbalizers)
+                .with_context(|| format!("few-shot split {}", file.display()))?,
+        };
+        let chat = match request.chat {
+            true => Some(backbone.tokenizer.chat_template().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--apply-chat-template: {} has no chat template (GGUF tokenizer.chat_template, \
+                     chat_template.jinja or tokenizer_config.json's chat_template)",
+                    backbone.dir.display()
+                )
+            })?),
+            false => None,
+        };
+        let sampling = &request.fewshot.config;
+        let seeds: Vec<u64> =
+            std::iter::once(sampling.seed).chain(request.fewshot.more_seeds.iter().copied()).collect();
+        let mut shot_sets = BTreeMap::new();
+        for &k in &ks {
+            for &seed in &seeds {
+                shot_sets.insert((k, seed), fewshot::choose(&items, &pool, k, sampling.sampler, seed)?);
+            }
+        }
+        Ok(Self { items, ks, seeds, shot_sets, chat })
+    }
+}
+
+/// Scores the settings of a plan, each through its own request cache: what a setting's cached scores depend on
+/// besides its format, prompt and demonstrations is fixed here.
+struct Scorer<'a> {
+    backbone: &'a Backbone,
+    request: &'a EvalRequest,
+    plan: &'a Plan<'a>,
+    tokenizer: &'a Tokenizer,
+    /// The tuned prompt's token, when there is a prompt.
+    token_id: Option<i64>,
+    shard: Shard,
+    progress: &'a dyn Progress,
+    /// The data file's length, the demonstrations' file and its length, the verbalizers: parts of every fingerprint.
+    data_len: String,
+    pool_file: String,
+    pool_len: String,
+    verbalizers: String,
+}
+
+impl<'a> Scorer<'a> {
+    fn new(
+        backbone: &'a Backbone,
+        request: &'a EvalRequest,
+        plan: &'a Plan<'a>,
+        tokenizer: &'a Tokenizer,
+        token_id: Option<i64>,
+        shard: Shard,
+        progress: &'a dyn Progress,
+    ) -> Result<Self> {
+        let pool_len = match &request.fewshot.data {
+            Some(f) if !plan.ks.is_empty() => std::fs::metadata(f)?.len().to_string(),
+            _ => String::new(),
+        };
+        Ok(Self {
+            backbone,
+            request,
+            plan,
+            tokenizer,
+            token_id,
+            shard,
+            progress,
+            data_len: std::fs::metadata(&request.data)?.len().to_string(),
+            pool_file: request.fewshot.data.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
+            pool_len,
+            verbalizers: serde_json::to_string(&request.formats.verbalizers)?,
+        })
+    }
+
+    /// Every setting in report order: zero-shot under each template, k-shot around the zero-shot format and (when
+    /// asked) around the tuned prompt for each k and seed, and the tuned prompt last. `None` for a part.
+    fn settings(&self, zero_shot: &PromptFormat, prompt: Option<&Prompt>) -> Result<Option<Vec<Setting>>> {
+        let (request, plan) = (self.request, self.plan);
+        let mut settings = vec![self.setting("zero-shot".into(), "zero-shot", zero_shot, None, None)?];
+        for (j, template) in request.formats.zero_shot.all()[1..].iter().enumerate() {
+            let format = PromptFormat::compile(template, self.tokenizer)
+                .with_context(|| format!("zero-shot template {}: {template:?}", j + 2))?;
+            settings.push(self.setting(format!("zero-shot-t{}", j + 2), "zero-shot", &format, None, None)?);
+        }
+        let mut around: Vec<(&str, &PromptFormat, Option<&Prompt>)> = vec![("", zero_shot, None)];
+        if let (Some(p), true) = (prompt, request.fewshot.tuned) {
+            around.push(("tuned+", p.format(), Some(p)));
+        }
+        for (prefix, format, prompt) in around {
+            for &k in &plan.ks {
+                let group = format!("{prefix}{k}-shot");
+                for (s, &seed) in plan.seeds.iter().enumerate() {
+                    let name = if s == 0 { group.clone() } else { format!("{group}-s{seed}") };
+                    settings.push(self.setting(name, &group, format, prompt, Some((k, seed)))?);
+                }
+            }
+        }
+        if let Some(p) = prompt {
+            settings.push(self.setting("tuned".into(), "tuned", p.format(), Some(p), None)?);
+        }
+        Ok(settings.into_iter().collect())
+    }
+
+    /// One setting: its name and group, its format, the tuned prompt or none, and its (k, seed) when few-shot.
+    fn setting(
+        &self,
+        name: String,
+        group: &str,
+        format: &PromptFormat,
+        prompt: Option<&Prompt>,
+        shots: Option<(usize, u64)>,
+    ) -> Result<Option<Setting>> {
+        let (request, plan, tokenizer) = (self.request, self.plan, self.tokenizer);
+        let sampling = &request.fewshot.config;
+        let injection = prompt.map(|p| p.injection(self.token_id.expect("added with the prompt")));
         let classifier = Classifier {
-            model,
-            tokenizer: &tokenizer,
+            model: &self.backbone.model,
+            tokenizer,
             format,
             injections: injection.as_slice(),
             mode: request.mode,
@@ -194,40 +313,41 @@ fn evaluate_shard(
             truncation_field: request.formats.truncation_field.as_deref(),
             max_tokens: None,
             shot_delimiter: &sampling.delimiter,
-            chat,
+            chat: plan.chat,
         };
         // Items are copied only to carry demonstrations.
         let (k, fewshot, with_shots) = match shots {
             None => (0, String::new(), None),
             Some((k, seed)) => {
-                let mut with_shots = items.clone();
-                for (t, shots) in with_shots.iter_mut().zip(&shot_sets[&(k, seed)]) {
+                let mut with_shots = plan.items.clone();
+                for (t, shots) in with_shots.iter_mut().zip(&plan.shot_sets[&(k, seed)]) {
                     t.item.shots = shots.clone();
                 }
+                let (pool_file, pool_len) = (&self.pool_file, &self.pool_len);
                 let fewshot =
                     format!("{k} {:?} {seed} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.delimiter);
                 (k, fewshot, Some(with_shots))
             }
         };
-        let items = with_shots.as_deref().unwrap_or(&items);
+        let items = with_shots.as_deref().unwrap_or(&plan.items);
         let fingerprint = fingerprint(
             &[
                 "item scores",
-                &model_dir.display().to_string(),
-                &backbone.weights(),
+                &self.backbone.dir.display().to_string(),
+                &self.backbone.weights(),
                 &format.compiled_template(),
                 request.formats.truncation_field.as_deref().unwrap_or(""),
                 &request.data.display().to_string(),
-                &data_len,
-                &verbalizers,
+                &self.data_len,
+                &self.verbalizers,
                 &fewshot,
-                if chat.is_some() { "chat" } else { "" },
+                if plan.chat.is_some() { "chat" } else { "" },
             ],
             prompt,
         )?;
-        let cache = format!("cache/{}-{name}.jsonl", task.name());
-        let what = format!("{} {name}", task.name());
-        let (out, batch) = (&request.out, request.batch_size);
+        let cache = format!("cache/{}-{name}.jsonl", request.task.name());
+        let what = format!("{} {name}", request.task.name());
+        let (out, batch, shard, progress) = (&request.out, request.batch_size, self.shard, self.progress);
         let run = CachedRun { out, cache: &cache, shard, fingerprint: &fingerprint, batch, progress, what: &what };
         let Some(scores) = scores_cached(&classifier, items, &content_free(format), &run)? else { return Ok(None) };
         let contexts = if request.log_samples {
@@ -240,88 +360,37 @@ fn evaluate_shard(
             Vec::new()
         };
         Ok(Some(Setting { name, group: group.to_string(), shots: k, scores, contexts }))
-    };
-    let mut settings = vec![score("zero-shot".into(), "zero-shot", &zero_shot, None, None)?];
-    for (j, template) in request.formats.zero_shot.all()[1..].iter().enumerate() {
-        let format = PromptFormat::compile(template, &tokenizer)
-            .with_context(|| format!("zero-shot template {}: {template:?}", j + 2))?;
-        settings.push(score(format!("zero-shot-t{}", j + 2), "zero-shot", &format, None, None)?);
     }
-    // k-shot around the zero-shot format, then (when asked) around the tuned prompt: a setting per k and seed.
-    let mut around: Vec<(&str, &PromptFormat, Option<&Prompt>)> = vec![("", &zero_shot, None)];
-    if let (Some(p), true) = (&prompt, request.fewshot.tuned) {
-        around.push(("tuned+", p.format(), Some(p)));
-    }
-    for (prefix, format, prompt) in around {
-        for &k in &ks {
-            let group = format!("{prefix}{k}-shot");
-            for (s, &seed) in seeds.iter().enumerate() {
-                let name = if s == 0 { group.clone() } else { format!("{group}-s{seed}") };
-                settings.push(score(name, &group, format, prompt, Some((k, seed)))?);
-            }
-        }
-    }
-    // Tuned (zero-shot) comes last: the headline compares it with zero-shot.
-    let tuned = prompt.as_ref().map(|p| score("tuned".into(), "tuned", p.format(), Some(p), None)).transpose()?;
-    settings.extend(tuned);
-    // A part has scored its items into its folder: the merge makes the report.
-    let Some(settings) = settings.into_iter().collect::<Option<Vec<Setting>>>() else { return Ok(None) };
-    if request.log_samples {
-        write_samples(request, &items, &settings)?;
-    }
-    let tuned = prompt.as_ref().map(|_| settings.last().expect("tuned was pushed last"));
-    let zero_preds = settings[0].under(request.mode, &items)?.predictions;
-    let tuned_preds = tuned.map(|t| t.under(request.mode, &items)).transpose()?.map(|r| r.predictions);
+}
 
-    let labelled = items.iter().all(|t| t.item.gold.is_some());
-    let (metrics, setting_results) = if labelled {
-        let zero = task.metrics(&items, &zero_preds)?;
-        let tuned = tuned_preds.as_ref().map(|p| task.metrics(&items, p)).transpose()?;
-        // Each setting's metrics on the same seeded resamples: standard errors, and paired differences.
-        let zero_draws = stats::bootstrap(task, &items, &zero_preds)?;
-        let tuned_draws = tuned_preds.as_ref().map(|p| stats::bootstrap(task, &items, p)).transpose()?;
-        let zero_stderr = stats::stderr(&zero_draws);
-        let tuned_stderr = tuned_draws.as_ref().map(|d| stats::stderr(d));
-        let intervals = tuned_draws.as_ref().map(|d| stats::difference_interval(d, &zero_draws));
-        let (majority, chance) = stats::baselines(task, &items)?;
-        let rows = zero
-            .iter()
-            .enumerate()
-            .map(|(i, m)| MetricRow {
-                zero_shot_stderr: Some(zero_stderr[i]),
-                tuned_stderr: tuned_stderr.as_ref().map(|s| s[i]),
-                delta_interval: intervals.as_ref().map(|d| d[i]),
-                majority: Some(majority[i]),
-                chance: Some(chance[i]),
-                ..MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value))
-            })
-            .collect();
-        let results = settings.iter().map(|s| setting_result(task, &items, s)).collect::<Result<_>>()?;
-        (rows, results)
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    if let Some(dir) = &request.submission {
-        write_submission(task, &items, tuned_preds.as_ref().unwrap_or(&zero_preds), dir)?;
-    }
-    let report = Report {
-        model: backbone.name(),
-        mode: request.mode.name().to_string(),
-        tasks: vec![TaskResult {
-            task: task.name().into(),
-            data: request.data.display().to_string(),
-            items: items.len(),
-            zero_shot_format: request.formats.zero_shot().to_string(),
-            more_zero_shot_formats: request.formats.zero_shot.all()[1..].to_vec(),
-            tuned_format: prompt.as_ref().map(|p| p.format().template().to_string()),
-            trainable_parameters: prompt.as_ref().map(Prompt::num_parameters),
-            metrics,
-            spreads: spreads(&setting_results, request.mode),
-            settings: setting_results,
-        }],
-    };
-    report.write(&request.out)?;
-    Ok(Some(report))
+/// The headline metrics of zero-shot and tuned predictions: bootstrap standard errors (each on the same seeded
+/// resamples), the paired interval of their difference, and the majority and chance baselines.
+fn metric_rows(
+    task: &EvalTask,
+    items: &[TaskItem],
+    zero_preds: &[usize],
+    tuned_preds: Option<&[usize]>,
+) -> Result<Vec<MetricRow>> {
+    let zero = task.metrics(items, zero_preds)?;
+    let tuned = tuned_preds.map(|p| task.metrics(items, p)).transpose()?;
+    let zero_draws = stats::bootstrap(task, items, zero_preds)?;
+    let tuned_draws = tuned_preds.map(|p| stats::bootstrap(task, items, p)).transpose()?;
+    let zero_stderr = stats::stderr(&zero_draws);
+    let tuned_stderr = tuned_draws.as_ref().map(|d| stats::stderr(d));
+    let intervals = tuned_draws.as_ref().map(|d| stats::difference_interval(d, &zero_draws));
+    let (majority, chance) = stats::baselines(task, items)?;
+    Ok(zero
+        .iter()
+        .enumerate()
+        .map(|(i, m)| MetricRow {
+            zero_shot_stderr: Some(zero_stderr[i]),
+            tuned_stderr: tuned_stderr.as_ref().map(|s| s[i]),
+            delta_interval: intervals.as_ref().map(|d| d[i]),
+            majority: Some(majority[i]),
+            chance: Some(chance[i]),
+            ..MetricRow::new(&m.name, m.value, tuned.as_ref().map(|t| t[i].value))
+        })
+        .collect())
 }
 
 /// The spread of each metric under `mode` over the settings of every group with more than one.

@@ -10,16 +10,17 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use super::overlap::{bleu, chrf};
-use super::run::{across_ranks, fingerprint, CachedRun, Shard};
+use super::run::{across_ranks, check_sizes, fingerprint, write_report, CachedRun, Shard};
 use crate::data::{read_rows, Record};
 use crate::format::Row;
 use crate::format::{without_prompt, PromptFormat};
-use crate::fs::{write_atomic, DirLock};
+use crate::fs::write_atomic;
 use crate::generate::{GenerationConfig, Pipeline, Prompts, Request, Task};
 use crate::model::Backbone;
 use crate::progress::Progress;
 use crate::prompt::Prompt;
 use crate::report::{MetricRow, Report, TaskResult};
+use crate::tokenizer::Tokenizer;
 
 pub const PREDICTIONS_FILE: &str = "predictions.jsonl";
 
@@ -61,12 +62,10 @@ fn generate_shard(
     shard: Shard,
     progress: &dyn Progress,
 ) -> Result<Option<Report>> {
-    ensure!(request.limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
-    ensure!(request.batch_size >= 1, "--batch-size must be at least 1");
-    let (model_dir, model, mut tokenizer) = (&backbone.dir, &backbone.model, backbone.tokenizer.clone());
-    let device = model.device();
-    let prompt =
-        Prompt::load(&request.prompt, device).with_context(|| format!("prompt {}", request.prompt.display()))?;
+    check_sizes(request.limit, request.batch_size)?;
+    let mut tokenizer = backbone.tokenizer.clone();
+    let prompt = Prompt::load(&request.prompt, backbone.model.device())
+        .with_context(|| format!("prompt {}", request.prompt.display()))?;
     let template = prompt.format().template().to_string();
     let fields: Vec<String> = prompt.format().fields().iter().map(|f| f.to_string()).collect();
     let Some(source_field) = fields.first().cloned() else {
@@ -83,7 +82,7 @@ fn generate_shard(
     let fingerprint_of = |format: &str, prompt: Option<&Prompt>| -> Result<String> {
         fingerprint(
             &[
-                &model_dir.display().to_string(),
+                &backbone.dir.display().to_string(),
                 &backbone.weights(),
                 format,
                 &request.data.display().to_string(),
@@ -102,71 +101,99 @@ fn generate_shard(
 
     let records = read_rows(&request.data)?;
     let rows = Rows::read(&records, &fields, &request.target_field, request.limit)?;
-    anyhow::ensure!(!rows.requests.is_empty(), "{}: no rows to evaluate", request.data.display());
-    let Rows { requests, references } = &rows;
+    ensure!(!rows.requests.is_empty(), "{}: no rows to evaluate", request.data.display());
     let sources: Vec<String> =
-        requests.iter().map(|r| r.fields[&source_field].as_str().unwrap_or("").to_string()).collect();
-
+        rows.requests.iter().map(|r| r.fields[&source_field].as_str().unwrap_or("").to_string()).collect();
     let mut config = request.decoding.clone();
     config.eos_token_id = config.eos_token_id.or(tokenizer.special().eos.map(i64::from));
     // The folder is made and held only once the prompt and the rows have loaded.
-    let folder = shard.folder(&request.out);
-    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
-    let _lock = DirLock::acquire(&folder, "the evaluation folder")?;
+    let _lock = shard.hold(&request.out)?;
+    let generator =
+        Generator { backbone, request, tokenizer: &tokenizer, config: &config, rows: &rows, shard, progress };
     let lengths: Vec<usize> = sources.iter().map(String::len).collect();
-    let generate = |prompts: &Prompts, cache: &str, fingerprint: &str, what: &str| {
-        let pipeline = Pipeline { model, tokenizer: &tokenizer, prompts, progress, chat: request.chat };
-        let run = CachedRun { out: &request.out, cache, shard, fingerprint, batch: request.batch_size, progress, what };
+    let what = format!("{} generating zero-shot", request.name);
+    let zero_shot = generator.run(&bare, &lengths, "cache/generation-bare.jsonl", &bare_fingerprint, &what)?;
+    let what = format!("{} generating", request.name);
+    let predictions = generator.run(&tuned, &lengths, "cache/generation.jsonl", &tuned_fingerprint, &what)?;
+    let (Some(zero_shot), Some(predictions)) = (zero_shot, predictions) else { return Ok(None) };
+    let references = &rows.references;
+    write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, &zero_shot, references)?;
+    let result = TaskResult {
+        task: request.name.clone(),
+        data: request.data.display().to_string(),
+        items: predictions.len(),
+        zero_shot_format: bare_template,
+        more_zero_shot_formats: vec![],
+        tuned_format: Some(template),
+        trainable_parameters: Some(num_parameters),
+        metrics: overlap_metrics(&sources, &zero_shot, &predictions, references),
+        settings: vec![],
+        spreads: vec![],
+    };
+    write_report(backbone, config.describe(), result, &request.out).map(Some)
+}
+
+/// chrF and BLEU of the bare model's texts and the prompt's against the references, beside the copy-the-input
+/// baseline.
+fn overlap_metrics(
+    sources: &[String],
+    zero_shot: &[String],
+    predictions: &[String],
+    references: &[String],
+) -> Vec<MetricRow> {
+    vec![
+        MetricRow {
+            copy_input: Some(chrf(sources, references)),
+            ..MetricRow::new("chrf", chrf(zero_shot, references), Some(chrf(predictions, references)))
+        },
+        MetricRow {
+            copy_input: Some(bleu(sources, references)),
+            ..MetricRow::new("bleu", bleu(zero_shot, references), Some(bleu(predictions, references)))
+        },
+    ]
+}
+
+/// Generates for the rows of a split through the cached loop, a batch of rows at a time; each row's prediction is
+/// its first output, trimmed.
+struct Generator<'a> {
+    backbone: &'a Backbone,
+    request: &'a GenerationRequest,
+    tokenizer: &'a Tokenizer,
+    config: &'a GenerationConfig,
+    rows: &'a Rows,
+    shard: Shard,
+    progress: &'a dyn Progress,
+}
+
+impl Generator<'_> {
+    /// Every row's prediction with `prompts` (`None` for a part), cached in `cache` under `fingerprint`, progress
+    /// reported as `what`.
+    fn run(
+        &self,
+        prompts: &Prompts,
+        lengths: &[usize],
+        cache: &str,
+        fingerprint: &str,
+        what: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let (request, progress) = (self.request, self.progress);
+        let pipeline =
+            Pipeline { model: &self.backbone.model, tokenizer: self.tokenizer, prompts, progress, chat: request.chat };
+        let (out, batch, shard) = (&request.out, request.batch_size, self.shard);
+        let run = CachedRun { out, cache, shard, fingerprint, batch, progress, what };
         run.run(
-            &lengths,
+            lengths,
             |_, _: &String| true,
             |chunk| {
-                let batch: Vec<Request> = chunk.iter().map(|&i| requests[i].clone()).collect();
-                let outputs = pipeline.run(Task::Text2text, &batch, &config)?;
+                let batch: Vec<Request> = chunk.iter().map(|&i| self.rows.requests[i].clone()).collect();
+                let outputs = pipeline.run(Task::Text2text, &batch, self.config)?;
                 Ok(outputs
                     .into_iter()
                     .map(|g| g.into_iter().next().map_or_else(String::new, |o| o.text.trim().to_string()))
                     .collect())
             },
         )
-    };
-    let zero_shot = generate(
-        &bare,
-        "cache/generation-bare.jsonl",
-        &bare_fingerprint,
-        &format!("{} generating zero-shot", request.name),
-    )?;
-    let predictions =
-        generate(&tuned, "cache/generation.jsonl", &tuned_fingerprint, &format!("{} generating", request.name))?;
-    let (Some(zero_shot), Some(predictions)) = (zero_shot, predictions) else { return Ok(None) };
-    write_predictions(&request.out.join(PREDICTIONS_FILE), &records, &predictions, &zero_shot, references)?;
-    let report = Report {
-        model: backbone.name(),
-        mode: config.describe(),
-        tasks: vec![TaskResult {
-            task: request.name.clone(),
-            data: request.data.display().to_string(),
-            items: predictions.len(),
-            zero_shot_format: bare_template,
-            more_zero_shot_formats: vec![],
-            tuned_format: Some(template),
-            trainable_parameters: Some(num_parameters),
-            metrics: vec![
-                MetricRow {
-                    copy_input: Some(chrf(&sources, references)),
-                    ..MetricRow::new("chrf", chrf(&zero_shot, references), Some(chrf(&predictions, references)))
-                },
-                MetricRow {
-                    copy_input: Some(bleu(&sources, references)),
-                    ..MetricRow::new("bleu", bleu(&zero_shot, references), Some(bleu(&predictions, references)))
-                },
-            ],
-            settings: vec![],
-            spreads: vec![],
-        }],
-    };
-    report.write(&request.out)?;
-    Ok(Some(report))
+    }
 }
 
 /// The generation requests of a split (the format's fields of each row, which says where it came from) and the

@@ -1,6 +1,7 @@
 //! The evaluation loop that classification scores and generated predictions share: per-item results cached on
 //! disk under a fingerprint of what produced them, computed in length-sorted batches, with progress; and the
-//! split of an evaluation into shards (`--shard i/n`, or MPI's ranks) whose results `--merge` puts together.
+//! split of an evaluation into shards (`--shard i/n`, or MPI's ranks) whose results `--merge` puts together; the
+//! opening checks and the one-task report both kinds of evaluation start and end with.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,9 +14,11 @@ use serde_json::{json, Value};
 
 use crate::dist::Ranks;
 use crate::format::Row;
-use crate::fs::{read_json_lines, JsonLines};
+use crate::fs::{read_json_lines, DirLock, JsonLines};
+use crate::model::Backbone;
 use crate::progress::Progress;
 use crate::prompt::Prompt;
+use crate::report::{Report, TaskResult};
 use crate::task::{Classifier, Item, ItemScores, TaskItem};
 
 /// A cheap stand-in for an item's token count: the chars of its fields and longest candidate.
@@ -97,6 +100,14 @@ impl Shard {
         }
     }
 
+    /// Makes this process's folder under `out` and holds its lock for the run. Called once the request has proved
+    /// it can be evaluated, so a refused request leaves no folder behind.
+    pub fn hold(&self, out: &Path) -> Result<DirLock> {
+        let folder = self.folder(out);
+        std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+        DirLock::acquire(&folder, "the evaluation folder")
+    }
+
     /// Whether `index` is this shard's item.
     fn takes(&self, index: usize) -> bool {
         match self {
@@ -131,6 +142,20 @@ impl fmt::Display for Shard {
             Self::Merge => f.write_str("merged shards"),
         }
     }
+}
+
+/// Refuses sizes that leave nothing to do, before anything is read.
+pub fn check_sizes(limit: Option<usize>, batch_size: usize) -> Result<()> {
+    ensure!(limit != Some(0), "--limit 0 leaves nothing to evaluate: give at least 1");
+    ensure!(batch_size >= 1, "--batch-size must be at least 1");
+    Ok(())
+}
+
+/// The report of one task evaluated on `backbone` (`mode`: how it was scored or decoded), written into `out`.
+pub fn write_report(backbone: &Backbone, mode: String, task: TaskResult, out: &Path) -> Result<Report> {
+    let report = Report { model: backbone.name(), mode, tasks: vec![task] };
+    report.write(out)?;
+    Ok(report)
 }
 
 /// Runs an evaluation as `shard` says; under `mpirun` (more than one rank, no `--shard`) every rank computes its
