@@ -190,9 +190,26 @@ impl TrainConfig {
     }
 }
 
+/// A range check's verdict: the first key at fault (dotted as in the YAML) and why.
+type Checked = std::result::Result<(), (String, String)>;
+
+fn bad(key: &str, reason: String) -> Checked {
+    Err((key.to_string(), reason))
+}
+
 impl Validate for TrainConfig {
-    fn check(&self) -> std::result::Result<(), (String, String)> {
-        let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+    fn check(&self) -> Checked {
+        self.check_model()?;
+        self.check_counts()?;
+        self.check_optimizer()?;
+        self.check_task()?;
+        self.check_texts()
+    }
+}
+
+impl TrainConfig {
+    /// The backbone as trained: its own weights, not quantized ones; the chat template only around a task's items.
+    fn check_model(&self) -> Checked {
         if self.model.quantize != Quantize::None {
             return bad(
                 "model.quantize",
@@ -209,6 +226,11 @@ impl Validate for TrainConfig {
                 "puts a task's items in the chat template: set dataset.task or dataset.task_file".into(),
             );
         }
+        Ok(())
+    }
+
+    /// Counts of at least 1, and a gradient norm cap that is a positive number.
+    fn check_counts(&self) -> Checked {
         let t = &self.training;
         let counts = [
             ("training.batch_size", Some(t.batch_size)),
@@ -232,6 +254,11 @@ impl Validate for TrainConfig {
                 return bad("training.max_grad_norm", format!("must be a positive number or null, not {norm}"));
             }
         }
+        Ok(())
+    }
+
+    /// AdamW's settings in their ranges, and a warmup that ends within the run.
+    fn check_optimizer(&self) -> Checked {
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return bad("optimizer.lr", format!("must be a positive number, not {}", o.lr));
@@ -247,7 +274,7 @@ impl Validate for TrainConfig {
         if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
             return bad("optimizer.weight_decay", format!("must be a number ≥ 0, not {}", o.weight_decay));
         }
-        if let Some(steps) = t.max_steps {
+        if let Some(steps) = self.training.max_steps {
             let warmup = self.scheduler.warmup_steps;
             if warmup > steps {
                 return bad(
@@ -256,6 +283,11 @@ impl Validate for TrainConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// What the task decides: one task or task file, a metric it has, an objective and preprocessing that fit it.
+    fn check_task(&self) -> Checked {
         let task = self.dataset.eval_task();
         let has_task = task.is_some() || self.dataset.task_file.is_some();
         if self.dataset.task.is_some() && self.dataset.task_file.is_some() {
@@ -265,7 +297,9 @@ impl Validate for TrainConfig {
             );
         }
         // A task file's metrics are known once it is read (TrainConfig::load checks again then).
-        if let Some(metric) = t.eval_metric.as_ref().filter(|_| task.is_some() || self.dataset.task_file.is_none()) {
+        if let Some(metric) =
+            self.training.eval_metric.as_ref().filter(|_| task.is_some() || self.dataset.task_file.is_none())
+        {
             let known: Vec<&str> = task.as_ref().map_or(vec![], |task| task.metric_names());
             if metric != LOSS_METRIC && !known.contains(&metric.as_str()) {
                 let task = task.as_ref().map_or("no dataset.task".to_string(), |t| t.name().to_string());
@@ -298,6 +332,11 @@ impl Validate for TrainConfig {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Texts that may not be empty.
+    fn check_texts(&self) -> Checked {
         if self.fewshot.split.trim().is_empty() {
             return bad("fewshot.split", "is empty: name a split (train) or a file".into());
         }
