@@ -125,7 +125,8 @@ fn evaluate_shard(
         .transpose()?;
     let token_id = prompt.as_ref().map(|p| p.add_token(&mut tokenizer)).transpose()?;
     let zero_shot = PromptFormat::compile(request.formats.zero_shot(), &tokenizer).context("zero_shot format")?;
-    let scorer = Scorer::new(backbone, request, &plan, &tokenizer, token_id, shard, progress)?;
+    let keys = Keys::of(request, &plan)?;
+    let scorer = Scorer { backbone, request, plan: &plan, tokenizer: &tokenizer, token_id, shard, progress, keys };
     // A part has scored its items into its folder: the merge makes the report.
     let Some(settings) = scorer.settings(&zero_shot, prompt.as_ref())? else { return Ok(None) };
     let (task, items) = (&request.task, &plan.items);
@@ -215,8 +216,7 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// Scores the settings of a plan, each through its own request cache: what a setting's cached scores depend on
-/// besides its format, prompt and demonstrations is fixed here.
+/// Scores the settings of a plan, each through its own request cache.
 struct Scorer<'a> {
     backbone: &'a Backbone,
     request: &'a EvalRequest,
@@ -226,42 +226,34 @@ struct Scorer<'a> {
     token_id: Option<i64>,
     shard: Shard,
     progress: &'a dyn Progress,
-    /// The data file's length, the demonstrations' file and its length, the verbalizers: parts of every fingerprint.
+    keys: Keys,
+}
+
+/// What every setting's cached scores depend on besides its format, prompt and demonstrations: the data file's
+/// length, the demonstrations' file and its length, the verbalizers.
+struct Keys {
     data_len: String,
     pool_file: String,
     pool_len: String,
     verbalizers: String,
 }
 
-impl<'a> Scorer<'a> {
-    fn new(
-        backbone: &'a Backbone,
-        request: &'a EvalRequest,
-        plan: &'a Plan<'a>,
-        tokenizer: &'a Tokenizer,
-        token_id: Option<i64>,
-        shard: Shard,
-        progress: &'a dyn Progress,
-    ) -> Result<Self> {
+impl Keys {
+    fn of(request: &EvalRequest, plan: &Plan) -> Result<Self> {
         let pool_len = match &request.fewshot.data {
             Some(f) if !plan.ks.is_empty() => std::fs::metadata(f)?.len().to_string(),
             _ => String::new(),
         };
         Ok(Self {
-            backbone,
-            request,
-            plan,
-            tokenizer,
-            token_id,
-            shard,
-            progress,
             data_len: std::fs::metadata(&request.data)?.len().to_string(),
             pool_file: request.fewshot.data.as_ref().map(|f| f.display().to_string()).unwrap_or_default(),
             pool_len,
             verbalizers: serde_json::to_string(&request.formats.verbalizers)?,
         })
     }
+}
 
+impl Scorer<'_> {
     /// Every setting in report order: zero-shot under each template, k-shot around the zero-shot format and (when
     /// asked) around the tuned prompt for each k and seed, and the tuned prompt last. `None` for a part.
     fn settings(&self, zero_shot: &PromptFormat, prompt: Option<&Prompt>) -> Result<Option<Vec<Setting>>> {
@@ -323,7 +315,7 @@ impl<'a> Scorer<'a> {
                 for (t, shots) in with_shots.iter_mut().zip(&plan.shot_sets[&(k, seed)]) {
                     t.item.shots = shots.clone();
                 }
-                let (pool_file, pool_len) = (&self.pool_file, &self.pool_len);
+                let (pool_file, pool_len) = (&self.keys.pool_file, &self.keys.pool_len);
                 let fewshot =
                     format!("{k} {:?} {seed} {:?} {pool_file} {pool_len}", sampling.sampler, sampling.delimiter);
                 (k, fewshot, Some(with_shots))
@@ -338,8 +330,8 @@ impl<'a> Scorer<'a> {
                 &format.compiled_template(),
                 request.formats.truncation_field.as_deref().unwrap_or(""),
                 &request.data.display().to_string(),
-                &self.data_len,
-                &self.verbalizers,
+                &self.keys.data_len,
+                &self.keys.verbalizers,
                 &fewshot,
                 if plan.chat.is_some() { "chat" } else { "" },
             ],
