@@ -9,8 +9,10 @@ use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
 
-/// Below this many weights one thread does the product: spawning costs more than it saves.
-const SPLIT_WEIGHTS: usize = 1 << 20;
+/// Below this many weights (256 KB) one thread does the product: handing it to OpenMP's team costs more than it
+/// saves. Above it the team shares it, which a narrow model's every layer needs (SmolLM2's smallest, 576 × 192, is
+/// 110,592 weights): with the old bound of 2^20 its blocks ran on one core while the other spun.
+const SPLIT_WEIGHTS: usize = 1 << 16;
 
 /// `x: [1, in]` times `w: [out, in]`ᵀ plus `bias`, as `[1, out]`, when this path applies: both f32, contiguous,
 /// on the CPU, no gradient wanted, and a CPU with AVX2 and FMA. `None` sends the caller to libtorch.
