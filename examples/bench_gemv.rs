@@ -3,7 +3,10 @@
 //! through libtorch's BLAS (`mm`) and through ours ([`ruprompts::model::row_times`]), side by side in one run, as
 //! GB/s of weights read. The bound is the machine's read bandwidth (`bench/compare.py` measures it).
 //!
-//! `cargo run --release --example bench_gemv -- [--threads N]`
+//! `--shape smollm2`: SmolLM2-135M's products instead (30 blocks of seven layers, width 576, and the 49,152-row
+//! head, ~538 MB): narrow rows, where each product's fixed costs weigh more.
+//!
+//! `cargo run --release --example bench_gemv -- [--threads N] [--shape small|smollm2]`
 
 mod common;
 
@@ -23,10 +26,19 @@ fn seconds(mut f: impl FnMut(), reps: usize) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let device = common::Flags::parse().device()?;
+    let flags = common::Flags::parse();
+    let device = flags.device()?;
     anyhow::ensure!(device == Device::Cpu, "bench_gemv times the CPU path");
-    let shapes: Vec<(i64, i64)> =
-        (0..12).flat_map(|_| [(2304, 768), (768, 768), (3072, 768), (768, 3072)]).chain([(50264, 768)]).collect();
+    let shapes: Vec<(i64, i64)> = match flags.value("--shape").unwrap_or("small") {
+        "small" => {
+            (0..12).flat_map(|_| [(2304, 768), (768, 768), (3072, 768), (768, 3072)]).chain([(50264, 768)]).collect()
+        }
+        "smollm2" => (0..30)
+            .flat_map(|_| [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)])
+            .chain([(49152, 576)])
+            .collect(),
+        other => anyhow::bail!("--shape {other}: the shapes are small (ruGPT-3 small) and smollm2"),
+    };
     let products: Vec<(Tensor, Tensor)> = shapes
         .iter()
         .map(|&(n, k)| {
