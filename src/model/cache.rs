@@ -40,30 +40,95 @@ fn allocate(like: &Tensor, capacity: i64) -> Tensor {
 }
 
 impl LayerKv {
-    /// Appends this step's `k, v: [B, heads, T, head_dim]` and returns keys and values of all positions (views of
-    /// the buffers).
-    pub(super) fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
-        let t = k.size()[2];
-        let mut kv = match self.kv.take() {
-            // The first positions get exactly their room: a cache that is only read (scoring) wastes nothing.
-            None => Buffers { k: allocate(&k, t), v: allocate(&v, t), len: 0, owned: true },
+    /// The layer's buffers, taken out, with room for `t` more positions shaped like `like` (`[B, heads, _,
+    /// head_dim]`): the first positions get exactly their room (a cache that is only read, in scoring, wastes
+    /// nothing); a full or shared buffer is copied into one 1.5× what is needed.
+    fn room(&mut self, like: &Tensor, t: i64) -> Buffers {
+        match self.kv.take() {
+            None => Buffers { k: allocate(like, t), v: allocate(like, t), len: 0, owned: true },
             Some(old) if old.len + t > old.capacity() || !old.owned => {
                 let need = old.len + t;
                 let capacity = need + need / 2;
                 let (fk, fv) = old.filled();
-                let (nk, nv) = (allocate(&k, capacity), allocate(&v, capacity));
+                let (nk, nv) = (allocate(&old.k, capacity), allocate(&old.v, capacity));
                 nk.narrow(2, 0, old.len).copy_(&fk);
                 nv.narrow(2, 0, old.len).copy_(&fv);
                 Buffers { k: nk, v: nv, len: old.len, owned: true }
             }
             Some(old) => old,
-        };
+        }
+    }
+
+    /// Appends this step's `k, v: [B, heads, T, head_dim]` and returns keys and values of all positions (views of
+    /// the buffers).
+    pub(super) fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let t = k.size()[2];
+        let mut kv = self.room(&k, t);
         kv.k.narrow(2, kv.len, t).copy_(&k);
         kv.v.narrow(2, kv.len, t).copy_(&v);
         kv.len += t;
         let filled = kv.filled();
         self.kv = Some(kv);
         filled
+    }
+
+    /// One more position of a one-row f32 cache on the CPU, counted as filled, for a caller that writes its keys
+    /// and values itself (see [`RowKv`]); `None`, with nothing changed, when the layer holds no keys yet or not one
+    /// such row.
+    pub(super) fn next_position(&mut self) -> Option<RowKv<'_>> {
+        if !self.kv.as_ref().is_some_and(RowKv::fits) {
+            return None;
+        }
+        let like = self.kv.as_ref()?.k.shallow_clone();
+        // The same buffers, or new contiguous ones: either fits.
+        let mut kv = self.room(&like, 1);
+        kv.len += 1;
+        Some(RowKv::of(self.kv.insert(kv)))
+    }
+}
+
+/// A one-row layer cache as memory: keys and values of head `h` at position `p` start at `h * head_stride + p *
+/// pos_stride`; positions `..len` are filled, the last of them by the caller.
+pub(super) struct RowKv<'a> {
+    pub k: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub head_stride: usize,
+    pub pos_stride: usize,
+    pub len: usize,
+}
+
+impl<'a> RowKv<'a> {
+    /// Whether `b` is one row of f32 on the CPU with keys and values laid out alike, each head's positions one
+    /// after another (a narrowed buffer keeps its head stride).
+    fn fits(b: &Buffers) -> bool {
+        let f32_cpu = |t: &Tensor| t.kind() == tch::Kind::Float && t.device() == tch::Device::Cpu;
+        let (size, stride) = (b.k.size(), b.k.stride());
+        size.len() == 4
+            && size[0] == 1
+            && size[1] >= 1
+            && f32_cpu(&b.k)
+            && f32_cpu(&b.v)
+            && b.v.size() == size
+            && b.v.stride() == stride
+            && stride[3] == 1
+            && stride[2] == size[3]
+            && stride[1] >= size[2] * size[3]
+    }
+
+    /// The memory of buffers that [`RowKv::fits`].
+    fn of(b: &'a mut Buffers) -> Self {
+        let (size, stride) = (b.k.size(), b.k.stride());
+        let span = ((size[1] - 1) * stride[1] + size[2] * size[3]) as usize;
+        // SAFETY: both are f32 CPU tensors (`fits`) whose elements at these strides lie within `span` numbers of
+        // their data pointers; this cache owns them (`room` copies shared ones) and is borrowed mutably for the
+        // slices' life, so nothing else reads or writes them meanwhile.
+        let (k, v) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(b.k.data_ptr() as *mut f32, span),
+                std::slice::from_raw_parts_mut(b.v.data_ptr() as *mut f32, span),
+            )
+        };
+        Self { k, v, head_stride: stride[1] as usize, pos_stride: size[3] as usize, len: b.len as usize }
     }
 }
 
@@ -169,6 +234,11 @@ impl KvCache {
                 b.len -= n;
             }
         }
+    }
+
+    /// Whether every layer holds keys of one f32 row on the CPU that [`LayerKv::next_position`] can extend.
+    pub(super) fn one_row_ready(&self) -> bool {
+        !self.layers.is_empty() && self.layers.iter().all(|l| l.kv.as_ref().is_some_and(RowKv::fits))
     }
 
     pub(super) fn layer_mut(&mut self, i: usize) -> &mut LayerKv {

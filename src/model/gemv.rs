@@ -43,19 +43,39 @@ fn row_times_on(w: &Tensor, x: &Tensor, bias: Option<&Tensor>, threads: c_uint) 
             std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, out),
         )
     };
-    match omp().filter(|_| out * width >= SPLIT_WEIGHTS) {
+    product_on(cpu, weights, row, dest, threads);
+    Some(match bias {
+        Some(b) => y + b.view([1, -1]),
+        None => y,
+    })
+}
+
+/// `dest[n] = weights[n, ..] · row` for each of `dest`'s rows, shared by libtorch's OpenMP threads when the product
+/// is big enough; `false`, with nothing written, on a CPU without AVX2 and FMA.
+pub fn product(weights: &[f32], row: &[f32], dest: &mut [f32]) -> bool {
+    let Some(cpu) = Avx2Fma::detect() else { return false };
+    product_on(cpu, weights, row, dest, tch::get_num_threads().max(1) as c_uint);
+    true
+}
+
+/// Whether [`product`] runs here (a CPU with AVX2 and FMA).
+pub fn available() -> bool {
+    Avx2Fma::detect().is_some()
+}
+
+/// [`product`] on `threads` OpenMP threads when it has [`SPLIT_WEIGHTS`] weights or more, else on this one.
+fn product_on(cpu: Avx2Fma, weights: &[f32], row: &[f32], dest: &mut [f32], threads: c_uint) {
+    let rows = dest.len();
+    match omp().filter(|_| rows * row.len() >= SPLIT_WEIGHTS) {
         Some(omp) => {
-            let job = Job { weights, row, dest: dest.as_mut_ptr(), rows: out, omp, cpu };
+            assert!(weights.len() >= rows * row.len(), "{} weights for {rows} rows of {}", weights.len(), row.len());
+            let job = Job { weights, row, dest: dest.as_mut_ptr(), rows, omp, cpu };
             // SAFETY: `job` outlives the parallel region, which returns only once every thread is done; the
             // threads write disjoint rows of `dest`.
             unsafe { (omp.parallel)(run_job, &job as *const Job as *mut c_void, threads, 0) };
         }
         None => dot_rows(cpu, weights, row, dest),
     }
-    Some(match bias {
-        Some(b) => y + b.view([1, -1]),
-        None => y,
-    })
 }
 
 /// `GOMP_parallel(fn, data, num_threads, flags)`: runs `fn(data)` on the team, this thread included.

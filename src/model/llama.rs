@@ -10,8 +10,10 @@ use tch::{Device, Kind, Tensor};
 
 use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
+use super::gemv;
 use super::gguf;
 use super::llama_config::{LlamaConfig, Rope};
+use super::llama_row::{self, BlockWeights, Scratch, Shape, Token};
 use super::mask::{attention_bias, position_ids};
 use super::quant::{quantize_all, Quantize, Weight};
 use super::weights::{staging, StateDict};
@@ -126,6 +128,40 @@ struct Block {
     attn: Attention,
     post_norm: RmsNorm,
     mlp: Mlp,
+}
+
+impl Block {
+    /// The block's weights as memory for [`llama_row`]: `None` unless every one is a dense, contiguous f32 CPU
+    /// tensor.
+    fn row_weights(&self) -> Option<BlockWeights<'_>> {
+        fn linear(l: &Linear) -> Option<llama_row::Linear<'_>> {
+            let bias = match &l.bias {
+                Some(b) => Some(floats(b)?),
+                None => None,
+            };
+            Some(llama_row::Linear { weight: floats(l.weight.dense()?)?, bias })
+        }
+        let (a, m) = (&self.attn, &self.mlp);
+        Some(BlockWeights {
+            input_norm: floats(&self.input_norm.weight)?,
+            post_norm: floats(&self.post_norm.weight)?,
+            q: linear(&a.q)?,
+            k: linear(&a.k)?,
+            v: linear(&a.v)?,
+            o: linear(&a.o)?,
+            gate: linear(&m.gate)?,
+            up: linear(&m.up)?,
+            down: linear(&m.down)?,
+        })
+    }
+}
+
+/// A frozen weight's numbers, if it is a contiguous f32 tensor on the CPU.
+fn floats(t: &Tensor) -> Option<&[f32]> {
+    let fits = t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous() && t.numel() > 0;
+    // SAFETY: a contiguous f32 CPU tensor of `numel` numbers, not empty (so its pointer is real), borrowed for the
+    // slice's life; the model's weights are frozen, so nothing writes them while it is read.
+    fits.then(|| unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) })
 }
 
 /// The Llama family's transformer; one implementation behind `Model`.
@@ -318,6 +354,56 @@ impl Llama {
         (emb.cos().to_kind(self.kind).unsqueeze(1), emb.sin().to_kind(self.kind).unsqueeze(1))
     }
 
+    /// The next token of one row through every block in [`llama_row`], where it applies: f32 weights, all dense,
+    /// on the CPU (one with AVX2 and FMA), rotary frequencies that do not depend on the call, and a cache that holds
+    /// the row's earlier positions. `None` (nothing changed) sends the caller to the tensor path.
+    fn forward_row(&self, embeds: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Option<Tensor>> {
+        let applies = self.kind == Kind::Float && self.device == Device::Cpu && gemv::available();
+        let Some(inv_freq) = self.fixed_inv_freq.as_ref().filter(|_| applies && cache.one_row_ready()) else {
+            return Ok(None);
+        };
+        let Some(weights) = self.blocks.iter().map(Block::row_weights).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let Some(final_norm) = floats(&self.norm.weight) else { return Ok(None) };
+        let past = cache.len() as usize;
+        // Its position: the real tokens before it; which cached positions it sees: real ones within the window.
+        // (The mask is [1, past + 1], checked by the caller; positions are counted as `position_ids` counts them.)
+        let marks: Vec<i64> = match mask {
+            Some(m) => Vec::try_from(m.reshape([-1]).to_kind(Kind::Int64))?,
+            None => vec![1; past + 1],
+        };
+        let position = (marks.iter().sum::<i64>() - 1).max(0);
+        let real: Vec<bool> = marks.iter().map(|&v| v != 0).collect();
+        let inv: Vec<f32> = Vec::try_from(inv_freq.reshape([-1]).to_kind(Kind::Float))?;
+        let angles: Vec<f32> = inv.iter().chain(&inv).map(|f| position as f32 * f).collect();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
+        let sees = |window: Option<i64>| -> Vec<bool> {
+            (0..past).map(|p| real[p] && window.is_none_or(|w| p as i64 > past as i64 - w)).collect()
+        };
+        let mut windows: Vec<(Option<i64>, Vec<bool>)> = Vec::new();
+        let mut x: Vec<f32> = Vec::try_from(embeds.reshape([-1]).to_kind(Kind::Float))?;
+        let mut scratch = Scratch::default();
+        for (i, (block, w)) in self.blocks.iter().zip(&weights).enumerate() {
+            let window = block.attn.window;
+            if !windows.iter().any(|(v, _)| *v == window) {
+                windows.push((window, sees(window)));
+            }
+            let seen = &windows.iter().find(|(v, _)| *v == window).expect("pushed above").1;
+            let kv = cache.layer_mut(i).next_position().context("the cache was checked to take one more row")?;
+            let shape = Shape {
+                heads: block.attn.heads as usize,
+                kv_heads: block.attn.kv_heads as usize,
+                head_dim: block.attn.head_dim as usize,
+                eps: block.input_norm.eps as f32,
+            };
+            llama_row::block(&mut x, w, shape, kv, &Token { cos: &cos, sin: &sin, sees: seen }, &mut scratch);
+        }
+        let mut out = vec![0.0; x.len()];
+        llama_row::rms_norm(&x, final_norm, self.norm.eps as f32, &mut out);
+        Ok(Some(Tensor::from_slice(&out).view([1, 1, -1])))
+    }
+
     /// The final hidden states `[B, T - from, d]` of positions `from..` of `embeds: [B, T, d]` (in the model's
     /// dtype, on its device), as `Model::forward_from` describes.
     pub(super) fn forward_from(
@@ -329,6 +415,11 @@ impl Llama {
         from: i64,
     ) -> Result<Tensor> {
         let (b, t, _) = embeds.size3()?;
+        if let (1, 1, 0, None, Some(c)) = (b, t, from, deep, cache.as_deref_mut()) {
+            if let Some(hidden) = self.forward_row(&embeds, mask, c)? {
+                return Ok(hidden);
+            }
+        }
         let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = position_ids(mask, b, past, t, self.device);
         let (cos, sin) = self.rotary(&positions);
@@ -367,5 +458,60 @@ impl Llama {
             x = x.narrow(1, from, t - from);
         }
         Ok(self.norm.forward(&x.to_device(self.norm.weight.device())).to_device(self.device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(name: &str) -> Llama {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama-family").join(name);
+        let config = LlamaConfig::from_file(&dir.join("config.json")).unwrap();
+        Llama::from_dir(&dir, config, Kind::Float, Device::Cpu, &[]).unwrap()
+    }
+
+    /// The last of `n` positions, computed by the tensor path over the whole row at once and by the row path as a
+    /// cached step after the others, with `padding` masked positions before the text.
+    fn both_ways(llama: &Llama, n: i64, padding: i64) -> (Tensor, Tensor) {
+        let d = llama.embed.size()[1];
+        let embeds = crate::rng::unseeded(|| Tensor::randn([1, n, d], (Kind::Float, Device::Cpu)));
+        let mask = Tensor::cat(
+            &[
+                Tensor::zeros([1, padding], (Kind::Int64, Device::Cpu)),
+                Tensor::ones([1, n - padding], (Kind::Int64, Device::Cpu)),
+            ],
+            1,
+        );
+        let mask = (padding > 0).then_some(mask);
+        let whole = llama.forward_from(embeds.shallow_clone(), None, mask.as_ref(), None, n - 1).unwrap();
+        let mut cache = KvCache::new(llama.blocks.len());
+        let before = mask.as_ref().map(|m| m.narrow(1, 0, n - 1));
+        let _ = llama.forward_from(embeds.narrow(1, 0, n - 1), None, before.as_ref(), Some(&mut cache), 0).unwrap();
+        let step = llama.forward_row(&embeds.narrow(1, n - 1, 1), mask.as_ref(), &mut cache).unwrap();
+        (whole, step.expect("the row path applies: one f32 row on the CPU, dense weights, a filled cache"))
+    }
+
+    #[test]
+    fn a_cached_step_of_one_row_is_the_tensor_paths_last_position() {
+        if !gemv::available() {
+            return; // the row path needs AVX2 and FMA; the tensor path serves such CPUs
+        }
+        // Grouped-query heads (llama), one key head and a window of 6 (mistral), biases and a window on some layers
+        // (qwen2); rows longer than the window, with and without left padding.
+        for name in ["tiny-llama", "tiny-mistral", "tiny-qwen2"] {
+            let llama = tiny(name);
+            for (n, padding) in [(2, 0), (9, 0), (11, 3)] {
+                let (whole, step) = both_ways(&llama, n, padding);
+                let diff = (whole - step).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "{name}, {n} positions, {padding} padded: {diff}");
+            }
+        }
+        // Dynamic rotary scaling depends on the call: the tensor path keeps it.
+        let dynamic = tiny("tiny-llama-dynamic");
+        let mut cache = KvCache::new(dynamic.blocks.len());
+        let embeds = Tensor::zeros([1, 2, dynamic.embed.size()[1]], (Kind::Float, Device::Cpu));
+        let _ = dynamic.forward_from(embeds.narrow(1, 0, 1), None, None, Some(&mut cache), 0).unwrap();
+        assert!(dynamic.forward_row(&embeds.narrow(1, 1, 1), None, &mut cache).unwrap().is_none());
     }
 }

@@ -8,6 +8,7 @@ mod gpt2;
 mod gpt2_config;
 mod llama;
 mod llama_config;
+mod llama_row;
 mod lm;
 mod mask;
 mod pad;
