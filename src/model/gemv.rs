@@ -50,20 +50,24 @@ fn row_times_on(w: &Tensor, x: &Tensor, bias: Option<&Tensor>, threads: c_uint) 
     })
 }
 
-/// `dest[n] = weights[n, ..] · row` for each of `dest`'s rows, shared by libtorch's OpenMP threads when the product
-/// is big enough; `false`, with nothing written, on a CPU without AVX2 and FMA.
-pub fn product(weights: &[f32], row: &[f32], dest: &mut [f32]) -> bool {
-    let Some(cpu) = Avx2Fma::detect() else { return false };
-    product_on(cpu, weights, row, dest, tch::get_num_threads().max(1) as c_uint);
-    true
+/// Proof that this CPU runs this module's product (AVX2 and FMA), for callers that multiply slices themselves:
+/// only [`RowProduct::detect`] makes one, so [`RowProduct::apply`] cannot be called where it would not run.
+#[derive(Debug, Clone, Copy)]
+pub struct RowProduct(Avx2Fma);
+
+impl RowProduct {
+    pub fn detect() -> Option<Self> {
+        Avx2Fma::detect().map(Self)
+    }
+
+    /// `dest[n] = weights[n, ..] · row` for each of `dest`'s rows, shared by libtorch's OpenMP threads when the
+    /// product is big enough.
+    pub fn apply(self, weights: &[f32], row: &[f32], dest: &mut [f32]) {
+        product_on(self.0, weights, row, dest, tch::get_num_threads().max(1) as c_uint);
+    }
 }
 
-/// Whether [`product`] runs here (a CPU with AVX2 and FMA).
-pub fn available() -> bool {
-    Avx2Fma::detect().is_some()
-}
-
-/// [`product`] on `threads` OpenMP threads when it has [`SPLIT_WEIGHTS`] weights or more, else on this one.
+/// The product on `threads` OpenMP threads when it has [`SPLIT_WEIGHTS`] weights or more, else on this one.
 fn product_on(cpu: Avx2Fma, weights: &[f32], row: &[f32], dest: &mut [f32], threads: c_uint) {
     let rows = dest.len();
     match omp().filter(|_| rows * row.len() >= SPLIT_WEIGHTS) {

@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::cache::{KvCache, LayerKv};
 use super::deep::DeepKv;
-use super::gemv;
+use super::gemv::RowProduct;
 use super::gguf;
 use super::llama_config::{LlamaConfig, Rope};
 use super::llama_row::{self, BlockWeights, Scratch, Shape, Token};
@@ -358,8 +358,9 @@ impl Llama {
     /// on the CPU (one with AVX2 and FMA), rotary frequencies that do not depend on the call, and a cache that holds
     /// the row's earlier positions. `None` (nothing changed) sends the caller to the tensor path.
     fn forward_row(&self, embeds: &Tensor, mask: Option<&Tensor>, cache: &mut KvCache) -> Result<Option<Tensor>> {
-        let applies = self.kind == Kind::Float && self.device == Device::Cpu && gemv::available();
-        let Some(inv_freq) = self.fixed_inv_freq.as_ref().filter(|_| applies && cache.one_row_ready()) else {
+        let applies = self.kind == Kind::Float && self.device == Device::Cpu && cache.one_row_ready();
+        let (Some(product), Some(inv_freq)) = (RowProduct::detect(), self.fixed_inv_freq.as_ref().filter(|_| applies))
+        else {
             return Ok(None);
         };
         let Some(weights) = self.blocks.iter().map(Block::row_weights).collect::<Option<Vec<_>>>() else {
@@ -367,8 +368,8 @@ impl Llama {
         };
         let Some(final_norm) = floats(&self.norm.weight) else { return Ok(None) };
         let past = cache.len() as usize;
-        // Its position: the real tokens before it; which cached positions it sees: real ones within the window.
-        // (The mask is [1, past + 1], checked by the caller; positions are counted as `position_ids` counts them.)
+        // Its position: the real tokens before it (the mask is [1, past + 1], checked by the caller; positions are
+        // counted as `position_ids` counts them).
         let marks: Vec<i64> = match mask {
             Some(m) => Vec::try_from(m.reshape([-1]).to_kind(Kind::Int64))?,
             None => vec![1; past + 1],
@@ -378,26 +379,19 @@ impl Llama {
         let inv: Vec<f32> = Vec::try_from(inv_freq.reshape([-1]).to_kind(Kind::Float))?;
         let angles: Vec<f32> = inv.iter().chain(&inv).map(|f| position as f32 * f).collect();
         let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
-        let sees = |window: Option<i64>| -> Vec<bool> {
-            (0..past).map(|p| real[p] && window.is_none_or(|w| p as i64 > past as i64 - w)).collect()
-        };
-        let mut windows: Vec<(Option<i64>, Vec<bool>)> = Vec::new();
         let mut x: Vec<f32> = Vec::try_from(embeds.reshape([-1]).to_kind(Kind::Float))?;
         let mut scratch = Scratch::default();
+        let token = Token { cos: &cos, sin: &sin, real: &real[..past] };
         for (i, (block, w)) in self.blocks.iter().zip(&weights).enumerate() {
-            let window = block.attn.window;
-            if !windows.iter().any(|(v, _)| *v == window) {
-                windows.push((window, sees(window)));
-            }
-            let seen = &windows.iter().find(|(v, _)| *v == window).expect("pushed above").1;
             let kv = cache.layer_mut(i).next_position().context("the cache was checked to take one more row")?;
             let shape = Shape {
                 heads: block.attn.heads as usize,
                 kv_heads: block.attn.kv_heads as usize,
                 head_dim: block.attn.head_dim as usize,
                 eps: block.input_norm.eps as f32,
+                window: block.attn.window.map(|w| w.max(0) as usize),
             };
-            llama_row::block(&mut x, w, shape, kv, &Token { cos: &cos, sin: &sin, sees: seen }, &mut scratch);
+            llama_row::block(&mut x, w, shape, kv, &token, product, &mut scratch);
         }
         let mut out = vec![0.0; x.len()];
         llama_row::rms_norm(&x, final_norm, self.norm.eps as f32, &mut out);
@@ -494,7 +488,7 @@ mod tests {
 
     #[test]
     fn a_cached_step_of_one_row_is_the_tensor_paths_last_position() {
-        if !gemv::available() {
+        if RowProduct::detect().is_none() {
             return; // the row path needs AVX2 and FMA; the tensor path serves such CPUs
         }
         // Grouped-query heads (llama), one key head and a window of 6 (mistral), biases and a window on some layers

@@ -4,7 +4,7 @@
 //! arithmetic is the tensor path's (`llama.rs`), in another summation order.
 
 use super::cache::RowKv;
-use super::gemv;
+use super::gemv::RowProduct;
 
 /// A block's weights as memory: norms `[d]`, projections `[out, in]` row-major, optional biases `[out]`.
 pub(super) struct BlockWeights<'a> {
@@ -27,30 +27,30 @@ pub(super) struct Linear<'a> {
 
 impl Linear<'_> {
     /// `out = weight · x + bias`.
-    fn apply(&self, x: &[f32], out: &mut [f32]) {
-        let done = gemv::product(self.weight, x, out);
-        debug_assert!(done, "the row path runs only where gemv::available()");
+    fn apply(&self, product: RowProduct, x: &[f32], out: &mut [f32]) {
+        product.apply(self.weight, x, out);
         if let Some(b) = self.bias {
             out.iter_mut().zip(b).for_each(|(o, b)| *o += b);
         }
     }
 }
 
-/// The sizes of a block.
+/// The sizes of a block, and its sliding window (keys that many positions back or more are not seen).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Shape {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     pub eps: f32,
+    pub window: Option<usize>,
 }
 
-/// Where the token is and what it may see: `cos`, `sin` (`[head_dim]`, the rotation of its position) and, for
-/// each cached position before it, whether it attends there (its own position it always sees).
+/// Where the token is: `cos`, `sin` (`[head_dim]`, the rotation of its position) and, for each cached position
+/// before it, whether that position holds a real token (not padding). Its own position it always sees.
 pub(super) struct Token<'a> {
     pub cos: &'a [f32],
     pub sin: &'a [f32],
-    pub sees: &'a [bool],
+    pub real: &'a [bool],
 }
 
 /// Buffers one step reuses from block to block.
@@ -94,18 +94,26 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
 }
 
 /// `x += block(x)` for the token at cache position `kv.len - 1`: its keys and values are written there, and it
-/// attends to the earlier positions `token.sees` allows and to itself.
-pub(super) fn block(x: &mut [f32], w: &BlockWeights, s: Shape, kv: RowKv, token: &Token, scratch: &mut Scratch) {
+/// attends to itself and to the earlier real positions within the block's window.
+pub(super) fn block(
+    x: &mut [f32],
+    w: &BlockWeights,
+    s: Shape,
+    kv: RowKv,
+    token: &Token,
+    product: RowProduct,
+    scratch: &mut Scratch,
+) {
     let d = x.len();
     let (hd, kv_width) = (s.head_dim, s.kv_heads * s.head_dim);
     let normed = sized(&mut scratch.normed, d);
     rms_norm(x, w.input_norm, s.eps, normed);
     let q = sized(&mut scratch.q, s.heads * hd);
-    w.q.apply(normed, q);
+    w.q.apply(product, normed, q);
     let k = sized(&mut scratch.k, kv_width);
-    w.k.apply(normed, k);
+    w.k.apply(product, normed, k);
     let v = sized(&mut scratch.v, kv_width);
-    w.v.apply(normed, v);
+    w.v.apply(product, normed, v);
     rope(q, hd, token.cos, token.sin);
     rope(k, hd, token.cos, token.sin);
     let at = kv.len - 1;
@@ -116,27 +124,28 @@ pub(super) fn block(x: &mut [f32], w: &BlockWeights, s: Shape, kv: RowKv, token:
     }
     let attended = sized(&mut scratch.attended, s.heads * hd);
     let scores = sized(&mut scratch.scores, kv.len);
-    attend(q, &kv, s, token.sees, scores, attended);
+    attend(q, &kv, s, token.real, scores, attended);
     let out = sized(&mut scratch.out, d);
-    w.o.apply(attended, out);
+    w.o.apply(product, attended, out);
     x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
 
     rms_norm(x, w.post_norm, s.eps, normed);
     let ffn = w.up.weight.len() / d;
     let gate = sized(&mut scratch.gate, ffn);
-    w.gate.apply(normed, gate);
+    w.gate.apply(product, normed, gate);
     let up = sized(&mut scratch.up, ffn);
-    w.up.apply(normed, up);
+    w.up.apply(product, normed, up);
     for (g, u) in gate.iter_mut().zip(up.iter()) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
-    w.down.apply(gate, out);
+    w.down.apply(product, gate, out);
     x.iter_mut().zip(out.iter()).for_each(|(x, o)| *x += o);
 }
 
 /// Scaled dot-product attention of each query head over the cached keys and values of its key head (grouped-query:
-/// query heads `j·n .. (j+1)·n` share key head `j`), positions masked as `sees` says, the newest always seen.
-fn attend(q: &[f32], kv: &RowKv, s: Shape, sees: &[bool], scores: &mut [f32], out: &mut [f32]) {
+/// query heads `j·n .. (j+1)·n` share key head `j`): the newest position always, earlier ones when `real` and
+/// within the window (transformers' rule: key index > query index − window).
+fn attend(q: &[f32], kv: &RowKv, s: Shape, real: &[bool], scores: &mut [f32], out: &mut [f32]) {
     let hd = s.head_dim;
     let group = s.heads / s.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -146,7 +155,8 @@ fn attend(q: &[f32], kv: &RowKv, s: Shape, sees: &[bool], scores: &mut [f32], ou
         let query = &q[h * hd..(h + 1) * hd];
         let mut max = f32::NEG_INFINITY;
         for (p, score) in scores.iter_mut().enumerate() {
-            *score = if p == newest || sees.get(p).copied().unwrap_or(false) {
+            let seen = real.get(p).copied().unwrap_or(false) && s.window.is_none_or(|w| p + w > newest);
+            *score = if p == newest || seen {
                 let key = &kv.k[base + p * kv.pos_stride..][..hd];
                 query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale
             } else {
